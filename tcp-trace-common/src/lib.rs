@@ -1,0 +1,236 @@
+//! Wire types shared by the eBPF programs and the userspace tracer.
+//!
+//! Everything here is `#[repr(C)]`, fixed-size and explicitly padded so that the
+//! kernel side can write it into the ring buffer and userspace can read it back
+//! byte for byte. Kernel enums travel as plain integers; the decoder turns them
+//! into Rust enums (and reports unknown values instead of trusting them).
+#![no_std]
+
+/// What an [`RawEvent`] records. Values are part of the record format (see
+/// `tcp-trace record`): add new kinds, never renumber.
+pub mod kind {
+    /// `sock:inet_sock_set_state` for a TCP socket.
+    pub const STATE: u8 = 1;
+    /// `tcp:tcp_retransmit_synack`: a listener's request sock resent its SYN-ACK.
+    pub const SYNACK_RETRANSMIT: u8 = 2;
+    /// `tcp:tcp_retransmit_skb`: a segment (SYN in SYN_SENT, data or FIN later) was resent.
+    pub const RETRANSMIT: u8 = 3;
+    /// `tcp:tcp_send_reset`.
+    pub const RESET_SENT: u8 = 4;
+    /// `tcp:tcp_receive_reset`.
+    pub const RESET_RECEIVED: u8 = 5;
+    /// `syscalls:sys_exit_connect` for a TCP socket.
+    pub const CONNECT_RETURN: u8 = 6;
+    /// `syscalls:sys_exit_accept` / `sys_exit_accept4` on a TCP listener.
+    pub const ACCEPT_RETURN: u8 = 7;
+}
+
+/// Bits of [`RawEvent::flags`].
+pub mod flags {
+    /// The hook ran in the task that owns the socket (process context, not softirq):
+    /// `ctx_pid_tgid` and the current comm describe the owner.
+    pub const TASK_CTX: u16 = 1 << 0;
+    /// `owner_*` and `comm` were filled from the owner map learned in process context.
+    pub const OWNER_KNOWN: u16 = 1 << 1;
+    /// The syscall was `accept4` (not `accept`).
+    pub const ACCEPT4: u16 = 1 << 2;
+    /// The 4-tuple fields are valid (false e.g. for an accept error).
+    pub const HAS_TUPLE: u16 = 1 << 3;
+    /// The owner was inherited from the listener on the same local port (a child
+    /// socket before `accept()` returned).
+    pub const OWNER_FROM_LISTENER: u16 = 1 << 4;
+}
+
+pub const AF_INET: u8 = 2;
+pub const AF_INET6: u8 = 10;
+pub const IPPROTO_TCP: u16 = 6;
+
+/// One event, as the kernel side writes it into the ring buffer (120 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RawEvent {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC).
+    pub ts_ns: u64,
+    /// Kernel address of the `struct sock` (0 when unknown).
+    pub skaddr: u64,
+    /// Kind-specific: the request sock for SYN-ACK retransmits, the reset reason for
+    /// resets sent on kernels that report it.
+    pub aux: u64,
+    /// `bpf_get_current_pid_tgid()` of whoever ran the hook (not trustworthy in softirq).
+    pub ctx_pid_tgid: u64,
+    /// Owner process (tgid) of the socket, 0 when unknown.
+    pub owner_tgid: u32,
+    /// Owner thread id.
+    pub owner_pid: u32,
+    /// Syscall return value (connect/accept), 0 otherwise.
+    pub ret: i64,
+    /// Syscall fd: the socket passed to `connect()`, or the listener passed to `accept()`.
+    pub fd: i32,
+    /// One of [`kind`].
+    pub kind: u8,
+    /// `AF_INET` or `AF_INET6` (0 when unknown).
+    pub family: u8,
+    /// Old TCP state (transitions) — kernel numbering (`TCP_ESTABLISHED` = 1 …).
+    pub oldstate: u8,
+    /// New TCP state (transitions), or the socket state at a retransmit/reset.
+    pub newstate: u8,
+    /// Local port, host byte order.
+    pub sport: u16,
+    /// Remote port, host byte order.
+    pub dport: u16,
+    /// [`flags`] bits.
+    pub flags: u16,
+    pub _pad: [u8; 2],
+    /// Local address: IPv4 in the first 4 bytes, or IPv6.
+    pub saddr: [u8; 16],
+    /// Remote address.
+    pub daddr: [u8; 16],
+    /// Owner's command name (NUL padded), or the current task's in task context.
+    pub comm: [u8; 16],
+    /// cgroup v2 id of the owner task.
+    pub cgroup_id: u64,
+}
+
+pub const RAW_EVENT_SIZE: usize = core::mem::size_of::<RawEvent>();
+const _: () = assert!(RAW_EVENT_SIZE == 120);
+
+/// Marker for "this tracepoint has no such field".
+pub const NO_FIELD: u16 = u16::MAX;
+
+/// Where the fields of one classic tracepoint record live, read from the running
+/// kernel's tracefs `format` file before load. A field that does not exist is
+/// [`NO_FIELD`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TpLayout {
+    pub skaddr: u16,
+    /// `req` (tcp_retransmit_synack) or `reason` (tcp_send_reset).
+    pub aux: u16,
+    pub oldstate: u16,
+    /// `newstate`, or `state` for tcp_retransmit_skb / tcp_send_reset.
+    pub newstate: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u16,
+    pub protocol: u16,
+    /// Size in bytes of `protocol` (u8 on older kernels, u16 since 5.x).
+    pub protocol_size: u16,
+    pub saddr: u16,
+    pub daddr: u16,
+    pub saddr_v6: u16,
+    pub daddr_v6: u16,
+    /// 1 when `saddr`/`daddr` are 28-byte `struct sockaddr_in/in6` (tcp_send_reset
+    /// since 6.12): family and port are read from inside them.
+    pub sockaddr_form: u16,
+    /// Syscall tracepoints: offset of the `fd` argument (enter) or `ret` (exit).
+    pub sys_arg: u16,
+    pub _pad: u16,
+}
+
+impl TpLayout {
+    pub const EMPTY: TpLayout = TpLayout {
+        skaddr: NO_FIELD,
+        aux: NO_FIELD,
+        oldstate: NO_FIELD,
+        newstate: NO_FIELD,
+        sport: NO_FIELD,
+        dport: NO_FIELD,
+        family: NO_FIELD,
+        protocol: NO_FIELD,
+        protocol_size: 0,
+        saddr: NO_FIELD,
+        daddr: NO_FIELD,
+        saddr_v6: NO_FIELD,
+        daddr_v6: NO_FIELD,
+        sockaddr_form: 0,
+        sys_arg: NO_FIELD,
+        _pad: 0,
+    };
+}
+
+/// Offsets inside kernel structures, read from the running kernel's BTF before
+/// load. Used to walk `current->files->fdt->fd[fd]->private_data->sk` at
+/// `accept()`/`connect()` return and to read a `struct sock`'s 4-tuple. All zero
+/// (`valid == 0`) when the kernel has no BTF: the fd walk is then disabled.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub valid: u32,
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    pub file_private_data: u32,
+    pub socket_sk: u32,
+    pub socket_file: u32,
+    pub sk_type: u32,
+    pub sk_protocol: u32,
+    pub skc_family: u32,
+    pub skc_num: u32,
+    pub skc_dport: u32,
+    pub skc_rcv_saddr: u32,
+    pub skc_daddr: u32,
+    pub skc_v6_rcv_saddr: u32,
+    pub skc_v6_daddr: u32,
+    pub inet_sport: u32,
+}
+
+/// Volume filters applied in the kernel, set before load.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Only sockets owned by this tgid (0 = any).
+    pub tgid: u32,
+    /// Number of valid entries in `ports` (0 = any port).
+    pub nports: u32,
+    /// Match when either end's port is one of these.
+    pub ports: [u16; MAX_PORTS],
+    /// Only this address family (0 = both).
+    pub family: u8,
+    pub _pad: [u8; 7],
+}
+
+pub const MAX_PORTS: usize = 16;
+
+/// Process that owns a socket, learned in process context.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Owner {
+    pub tgid: u32,
+    pub pid: u32,
+    pub comm: [u8; 16],
+    pub cgroup_id: u64,
+}
+
+/// Per-thread state of a `connect()` in progress (enter → SYN_SENT → exit).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingCall {
+    pub skaddr: u64,
+    pub fd: i32,
+    pub _pad: u32,
+}
+
+/// Indexes of the per-CPU counter array `COUNTERS`.
+pub mod counter {
+    /// Events that could not be reserved in the ring buffer (lost).
+    pub const RINGBUF_FULL: u32 = 0;
+    /// Events submitted.
+    pub const SUBMITTED: u32 = 1;
+    /// Events dropped by the in-kernel filters (not lost: filtered on purpose).
+    pub const FILTERED: u32 = 2;
+    /// fd → socket walks that failed (accept/connect return without a socket).
+    pub const FD_WALK_FAILED: u32 = 3;
+    pub const COUNT: u32 = 4;
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    unsafe impl aya::Pod for RawEvent {}
+    unsafe impl aya::Pod for TpLayout {}
+    unsafe impl aya::Pod for KernelOffsets {}
+    unsafe impl aya::Pod for Filter {}
+    unsafe impl aya::Pod for Owner {}
+    unsafe impl aya::Pod for PendingCall {}
+}

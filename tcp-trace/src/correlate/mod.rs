@@ -1,0 +1,1 @@
+//! Correlator (events → connections).

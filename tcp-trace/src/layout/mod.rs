@@ -1,0 +1,1 @@
+//! Tracepoint layouts and kernel struct offsets of the running kernel.

@@ -1,0 +1,9 @@
+//! tcp-trace: the TCP handshake and teardown as the kernel lives them.
+//!
+//! Pipeline, one module per stage: [`loader`] (load, attach, probe) → [`source`]
+//! (ring buffer → records) → [`decode`] (records → [`decode::Event`]) →
+//! [`correlate`] (events → connections; pure) → [`render`].
+pub mod correlate;
+pub mod decode;
+pub mod layout;
+pub mod render;
