@@ -1,1 +1,4 @@
-//! Renderers.
+//! Renderers: events, connections, ladder diagrams, JSON lines, summary.
+pub mod conns;
+pub mod ladder;
+pub mod summary;
