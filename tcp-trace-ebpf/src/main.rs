@@ -1,5 +1,636 @@
+//! Kernel side of tcp-trace: one small program per hook, one shared `emit` path.
+//!
+//! Field offsets are data: userspace reads them from the running kernel (tracefs
+//! `format` files and BTF) and writes them into the read-only globals below before
+//! load, so one object runs on every kernel we test (6.1 … 6.18).
 #![no_std]
 #![no_main]
+
+use core::ptr::read_volatile;
+
+use aya_ebpf::{
+    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
+    },
+    macros::{map, tracepoint},
+    maps::{LruHashMap, PerCpuArray, RingBuf},
+    programs::TracePointContext,
+};
+use tcp_trace_common::{
+    AF_INET, AF_INET6, Filter, IPPROTO_TCP, KernelOffsets, NO_FIELD, Owner, PendingCall,
+    RawEvent, TpLayout, counter, flags, kind,
+};
+
+// ---------------------------------------------------------------------------
+// Configuration, written by userspace before load (EbpfLoader::override_global).
+
+#[unsafe(no_mangle)]
+static LAYOUT_SET_STATE: TpLayout = TpLayout::EMPTY;
+#[unsafe(no_mangle)]
+static LAYOUT_SYNACK: TpLayout = TpLayout::EMPTY;
+#[unsafe(no_mangle)]
+static LAYOUT_RETRANSMIT: TpLayout = TpLayout::EMPTY;
+#[unsafe(no_mangle)]
+static LAYOUT_SEND_RESET: TpLayout = TpLayout::EMPTY;
+#[unsafe(no_mangle)]
+static LAYOUT_RECV_RESET: TpLayout = TpLayout::EMPTY;
+#[unsafe(no_mangle)]
+static LAYOUT_ENTER_CONNECT: TpLayout = TpLayout::EMPTY;
+#[unsafe(no_mangle)]
+static LAYOUT_EXIT_CONNECT: TpLayout = TpLayout::EMPTY;
+#[unsafe(no_mangle)]
+static LAYOUT_ENTER_ACCEPT: TpLayout = TpLayout::EMPTY;
+#[unsafe(no_mangle)]
+static LAYOUT_EXIT_ACCEPT: TpLayout = TpLayout::EMPTY;
+#[unsafe(no_mangle)]
+static LAYOUT_ENTER_ACCEPT4: TpLayout = TpLayout::EMPTY;
+#[unsafe(no_mangle)]
+static LAYOUT_EXIT_ACCEPT4: TpLayout = TpLayout::EMPTY;
+#[unsafe(no_mangle)]
+static OFFSETS: KernelOffsets = KernelOffsets {
+    valid: 0,
+    task_files: 0,
+    files_fdt: 0,
+    fdt_max_fds: 0,
+    fdt_fd: 0,
+    file_private_data: 0,
+    socket_sk: 0,
+    socket_file: 0,
+    sk_type: 0,
+    sk_protocol: 0,
+    skc_family: 0,
+    skc_num: 0,
+    skc_dport: 0,
+    skc_rcv_saddr: 0,
+    skc_daddr: 0,
+    skc_v6_rcv_saddr: 0,
+    skc_v6_daddr: 0,
+    inet_sport: 0,
+};
+#[unsafe(no_mangle)]
+static FILTER: Filter = Filter {
+    tgid: 0,
+    nports: 0,
+    ports: [0; tcp_trace_common::MAX_PORTS],
+    family: 0,
+    _pad: [0; 7],
+};
+/// Bytes of unread data in the ring buffer above which a submit wakes the reader.
+/// Below it events are submitted without a wakeup (each wakeup is an irq_work,
+/// which costs more than the event: DESIGN.md §6) and the reader polls on a timer.
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: u64 = 256 * 1024;
+
+// ---------------------------------------------------------------------------
+// Maps.
+
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
+
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Socket → owning process, learned where a hook runs in the owner's task.
+#[map]
+static OWNERS: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(65536, 0);
+
+/// Local port of a listening socket → its owner, so that a child socket created in
+/// softirq (LISTEN → SYN_RECV) is attributed before accept() returns.
+#[map]
+static LISTENERS: LruHashMap<u16, Owner> = LruHashMap::with_max_entries(4096, 0);
+
+/// Thread → connect() in progress (fd at enter, socket at SYN_SENT).
+#[map]
+static CONNECTS: LruHashMap<u64, PendingCall> = LruHashMap::with_max_entries(16384, 0);
+
+/// Thread → accept() in progress (listener fd).
+#[map]
+static ACCEPTS: LruHashMap<u64, PendingCall> = LruHashMap::with_max_entries(16384, 0);
+
+// ---------------------------------------------------------------------------
+// Small helpers.
+
+const TCP_ESTABLISHED: u8 = 1;
+const TCP_SYN_SENT: u8 = 2;
+const TCP_SYN_RECV: u8 = 3;
+const TCP_FIN_WAIT1: u8 = 4;
+const TCP_CLOSE: u8 = 7;
+const TCP_CLOSE_WAIT: u8 = 8;
+const TCP_LAST_ACK: u8 = 9;
+const TCP_LISTEN: u8 = 10;
+const EAGAIN: i64 = 11;
+const SOCK_STREAM: u16 = 1;
+
+#[inline(always)]
+fn count(idx: u32) {
+    if let Some(c) = COUNTERS.get_ptr_mut(idx) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *c += 1 };
+    }
+}
+
+#[inline(always)]
+unsafe fn rd<T>(base: u64, off: u64) -> Option<T> {
+    unsafe { bpf_probe_read_kernel((base + off) as *const T).ok() }
+}
+
+#[inline(always)]
+fn tp_read<T>(ctx: &TracePointContext, off: u16) -> Option<T> {
+    if off == NO_FIELD {
+        return None;
+    }
+    unsafe { ctx.read_at::<T>(off as usize).ok() }
+}
+
+/// True for transitions that only happen inside a system call of the task that
+/// owns the socket: connect() (CLOSE → SYN_SENT), listen() (CLOSE → LISTEN), and
+/// close()/shutdown() sending the first FIN (ESTABLISHED|SYN_RECV → FIN_WAIT1,
+/// CLOSE_WAIT → LAST_ACK). Everything else may run in softirq or a timer, where
+/// the current task is whoever happened to be on the CPU. (The record's
+/// `common_flags` would say, but they are not filled in for BPF programs.)
+#[inline(always)]
+fn process_transition(old: u8, new: u8) -> bool {
+    new == TCP_SYN_SENT
+        || new == TCP_LISTEN
+        || (new == TCP_FIN_WAIT1 && (old == TCP_ESTABLISHED || old == TCP_SYN_RECV))
+        || (new == TCP_LAST_ACK && old == TCP_CLOSE_WAIT)
+}
+
+#[inline(always)]
+fn current_owner() -> Owner {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    Owner {
+        tgid: (pid_tgid >> 32) as u32,
+        pid: pid_tgid as u32,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+    }
+}
+
+#[inline(always)]
+fn set_owner(ev: &mut RawEvent, o: &Owner, extra: u16) {
+    ev.owner_tgid = o.tgid;
+    ev.owner_pid = o.pid;
+    ev.comm = o.comm;
+    ev.cgroup_id = o.cgroup_id;
+    ev.flags |= flags::OWNER_KNOWN | extra;
+}
+
+/// Reads family, ports and addresses of a classic tracepoint record into `ev`.
+#[inline(always)]
+fn read_tuple(ctx: &TracePointContext, l: &TpLayout, ev: &mut RawEvent) {
+    if l.sockaddr_form != 0 {
+        // `saddr`/`daddr` are struct sockaddr_in / sockaddr_in6 (tcp_send_reset, 6.12+):
+        // family at +0 (host order), port at +2 (network order), v4 at +4, v6 at +8.
+        let fam: u16 = tp_read(ctx, l.saddr).unwrap_or(0);
+        ev.family = fam as u8;
+        ev.sport = u16::from_be(tp_read(ctx, l.saddr + 2).unwrap_or(0));
+        ev.dport = u16::from_be(tp_read(ctx, l.daddr + 2).unwrap_or(0));
+        if ev.family == AF_INET {
+            ev.saddr[..4].copy_from_slice(&tp_read::<[u8; 4]>(ctx, l.saddr + 4).unwrap_or([0; 4]));
+            ev.daddr[..4].copy_from_slice(&tp_read::<[u8; 4]>(ctx, l.daddr + 4).unwrap_or([0; 4]));
+        } else {
+            ev.saddr = tp_read(ctx, l.saddr + 8).unwrap_or([0; 16]);
+            ev.daddr = tp_read(ctx, l.daddr + 8).unwrap_or([0; 16]);
+        }
+    } else {
+        ev.family = tp_read::<u16>(ctx, l.family).unwrap_or(0) as u8;
+        ev.sport = tp_read(ctx, l.sport).unwrap_or(0);
+        ev.dport = tp_read(ctx, l.dport).unwrap_or(0);
+        if ev.family == AF_INET {
+            ev.saddr[..4].copy_from_slice(&tp_read::<[u8; 4]>(ctx, l.saddr).unwrap_or([0; 4]));
+            ev.daddr[..4].copy_from_slice(&tp_read::<[u8; 4]>(ctx, l.daddr).unwrap_or([0; 4]));
+        } else {
+            ev.saddr = tp_read(ctx, l.saddr_v6).unwrap_or([0; 16]);
+            ev.daddr = tp_read(ctx, l.daddr_v6).unwrap_or([0; 16]);
+        }
+    }
+    ev.flags |= flags::HAS_TUPLE;
+}
+
+/// Reads family, ports and addresses from a `struct sock` (offsets from BTF).
+#[inline(always)]
+fn read_sock_tuple(o: &KernelOffsets, sk: u64, ev: &mut RawEvent) -> bool {
+    unsafe {
+        let Some(family) = rd::<u16>(sk, o.skc_family as u64) else {
+            return false;
+        };
+        ev.family = family as u8;
+        // inet_sport (network order) keeps the local port after the socket leaves its
+        // bind bucket, where skc_num is already 0 (DESIGN.md §1).
+        ev.sport = u16::from_be(rd::<u16>(sk, o.inet_sport as u64).unwrap_or(0));
+        ev.dport = u16::from_be(rd::<u16>(sk, o.skc_dport as u64).unwrap_or(0));
+        if ev.family == AF_INET {
+            ev.saddr[..4].copy_from_slice(&rd::<[u8; 4]>(sk, o.skc_rcv_saddr as u64).unwrap_or([0; 4]));
+            ev.daddr[..4].copy_from_slice(&rd::<[u8; 4]>(sk, o.skc_daddr as u64).unwrap_or([0; 4]));
+        } else {
+            ev.saddr = rd(sk, o.skc_v6_rcv_saddr as u64).unwrap_or([0; 16]);
+            ev.daddr = rd(sk, o.skc_v6_daddr as u64).unwrap_or([0; 16]);
+        }
+    }
+    ev.flags |= flags::HAS_TUPLE;
+    true
+}
+
+/// `current->files->fdt->fd[fd]->private_data->sk`, for a TCP socket only.
+/// The `struct socket` is checked to point back at the same `struct file`, so
+/// a non-socket fd (whose private_data is something else) is rejected.
+#[inline(always)]
+fn sock_of_fd(o: &KernelOffsets, fd: i64) -> Option<u64> {
+    if o.valid == 0 || fd < 0 {
+        return None;
+    }
+    unsafe {
+        let task = bpf_get_current_task();
+        let files: u64 = rd(task, o.task_files as u64)?;
+        let fdt: u64 = rd(files, o.files_fdt as u64)?;
+        let max_fds: u32 = rd(fdt, o.fdt_max_fds as u64)?;
+        if fd as u64 >= max_fds as u64 {
+            return None;
+        }
+        let fd_array: u64 = rd(fdt, o.fdt_fd as u64)?;
+        let file: u64 = rd(fd_array, (fd as u64) * 8)?;
+        if file == 0 {
+            return None;
+        }
+        let socket: u64 = rd(file, o.file_private_data as u64)?;
+        if socket == 0 {
+            return None;
+        }
+        let back: u64 = rd(socket, o.socket_file as u64)?;
+        if back != file {
+            return None;
+        }
+        let sk: u64 = rd(socket, o.socket_sk as u64)?;
+        if sk == 0 {
+            return None;
+        }
+        let proto: u16 = rd(sk, o.sk_protocol as u64)?;
+        let ty: u16 = rd(sk, o.sk_type as u64)?;
+        let family: u16 = rd(sk, o.skc_family as u64)?;
+        if proto != IPPROTO_TCP
+            || ty != SOCK_STREAM
+            || (family as u8 != AF_INET && family as u8 != AF_INET6)
+        {
+            return None;
+        }
+        Some(sk)
+    }
+}
+
+/// In-kernel volume filters. `tgid` is the resolved owner (0 = unknown).
+#[inline(always)]
+fn filtered_out(ev: &RawEvent) -> bool {
+    let f: Filter = unsafe { read_volatile(&FILTER) };
+    if f.family != 0 && ev.family != 0 && f.family != ev.family {
+        return true;
+    }
+    if f.tgid != 0 && ev.owner_tgid != f.tgid {
+        return true;
+    }
+    if f.nports != 0 {
+        let mut hit = false;
+        let mut i = 0;
+        while i < tcp_trace_common::MAX_PORTS {
+            if (i as u32) < f.nports && (f.ports[i] == ev.sport || f.ports[i] == ev.dport) {
+                hit = true;
+            }
+            i += 1;
+        }
+        if !hit {
+            return true;
+        }
+    }
+    false
+}
+
+#[inline(always)]
+fn emit(ev: &mut RawEvent) {
+    if filtered_out(ev) {
+        count(counter::FILTERED);
+        return;
+    }
+    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+    let threshold = unsafe { read_volatile(&WAKEUP_BYTES) };
+    let flags = if EVENTS.query(0 /* BPF_RB_AVAIL_DATA */) >= threshold {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    match EVENTS.output::<RawEvent>(&*ev, flags as u64) {
+        Ok(()) => count(counter::SUBMITTED),
+        Err(_) => count(counter::RINGBUF_FULL),
+    }
+}
+
+#[inline(always)]
+fn new_event(kind: u8, skaddr: u64, task: bool) -> RawEvent {
+    RawEvent {
+        kind,
+        skaddr,
+        ctx_pid_tgid: bpf_get_current_pid_tgid(),
+        flags: if task { flags::TASK_CTX } else { 0 },
+        aux: 0,
+        ..RawEvent::default()
+    }
+}
+
+/// Fills the owner of `skaddr`: the owner map, else (task context) the current task.
+#[inline(always)]
+fn attribute(ev: &mut RawEvent, task: bool) {
+    if let Some(o) = unsafe { OWNERS.get(&ev.skaddr) } {
+        let o = *o;
+        set_owner(ev, &o, 0);
+    } else if task {
+        let o = current_owner();
+        set_owner(ev, &o, 0);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// sock:inet_sock_set_state
+
+#[tracepoint(category = "sock", name = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    let l = unsafe { read_volatile(&LAYOUT_SET_STATE) };
+    let proto: u16 = if l.protocol_size == 1 {
+        tp_read::<u8>(&ctx, l.protocol).unwrap_or(0) as u16
+    } else {
+        tp_read::<u16>(&ctx, l.protocol).unwrap_or(0)
+    };
+    if proto != IPPROTO_TCP {
+        return 0;
+    }
+    let Some(skaddr) = tp_read::<u64>(&ctx, l.skaddr) else {
+        return 0;
+    };
+    let oldstate = tp_read::<i32>(&ctx, l.oldstate).unwrap_or(0) as u8;
+    let newstate = tp_read::<i32>(&ctx, l.newstate).unwrap_or(0) as u8;
+    let task = process_transition(oldstate, newstate);
+    let mut ev = new_event(kind::STATE, skaddr, task);
+    ev.oldstate = oldstate;
+    ev.newstate = newstate;
+    read_tuple(&ctx, &l, &mut ev);
+
+    let known = unsafe { OWNERS.get(&skaddr) }.copied();
+    match known {
+        // connect() and listen() run in the owner's task and (re)start a socket's
+        // life: bind the owner there, overriding any stale entry for a reused address.
+        _ if task && (ev.newstate == TCP_SYN_SENT || ev.newstate == TCP_LISTEN) => {
+            let o = current_owner();
+            let _ = OWNERS.insert(&skaddr, &o, 0);
+            if ev.newstate == TCP_LISTEN {
+                let _ = LISTENERS.insert(&ev.sport, &o, 0);
+            }
+            set_owner(&mut ev, &o, 0);
+        }
+        Some(o) => set_owner(&mut ev, &o, 0),
+        None if task => {
+            let o = current_owner();
+            let _ = OWNERS.insert(&skaddr, &o, 0);
+            set_owner(&mut ev, &o, 0);
+        }
+        None => {
+            // A child socket born in softirq from a request (LISTEN → SYN_RECV):
+            // until accept() returns, it belongs to the listener's process.
+            if ev.oldstate == TCP_LISTEN || ev.newstate == TCP_SYN_RECV || ev.newstate == TCP_ESTABLISHED {
+                if let Some(o) = unsafe { LISTENERS.get(&ev.sport) } {
+                    let o = *o;
+                    let _ = OWNERS.insert(&skaddr, &o, 0);
+                    set_owner(&mut ev, &o, flags::OWNER_FROM_LISTENER);
+                }
+            }
+        }
+    }
+
+    // The thread inside connect() has just sent the SYN: remember which socket.
+    if task && ev.newstate == TCP_SYN_SENT {
+        let id = bpf_get_current_pid_tgid();
+        if let Some(p) = CONNECTS.get_ptr_mut(&id) {
+            unsafe { (*p).skaddr = skaddr };
+        }
+    }
+
+    emit(&mut ev);
+
+    if ev.newstate == TCP_CLOSE {
+        // The address may be reused by a new socket: forget this one's owner.
+        let _ = OWNERS.remove(&skaddr);
+        if ev.oldstate == TCP_LISTEN {
+            if let Some(o) = unsafe { LISTENERS.get(&ev.sport) } {
+                if o.tgid == ev.owner_tgid {
+                    let _ = LISTENERS.remove(&ev.sport);
+                }
+            }
+        }
+    }
+    0
+}
+
+// ---------------------------------------------------------------------------
+// tcp:* tracepoints
+
+#[tracepoint(category = "tcp", name = "tcp_retransmit_synack")]
+pub fn tcp_retransmit_synack(ctx: TracePointContext) -> u32 {
+    let l = unsafe { read_volatile(&LAYOUT_SYNACK) };
+    let skaddr = tp_read::<u64>(&ctx, l.skaddr).unwrap_or(0);
+    // skaddr is the listener; the SYN-ACK timer runs in softirq.
+    let mut ev = new_event(kind::SYNACK_RETRANSMIT, skaddr, false);
+    ev.aux = tp_read::<u64>(&ctx, l.aux).unwrap_or(0);
+    ev.newstate = TCP_SYN_RECV;
+    read_tuple(&ctx, &l, &mut ev);
+    attribute(&mut ev, false);
+    emit(&mut ev);
+    0
+}
+
+#[tracepoint(category = "tcp", name = "tcp_retransmit_skb")]
+pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
+    sock_event(&ctx, kind::RETRANSMIT, unsafe { read_volatile(&LAYOUT_RETRANSMIT) })
+}
+
+#[tracepoint(category = "tcp", name = "tcp_send_reset")]
+pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
+    sock_event(&ctx, kind::RESET_SENT, unsafe { read_volatile(&LAYOUT_SEND_RESET) })
+}
+
+#[tracepoint(category = "tcp", name = "tcp_receive_reset")]
+pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
+    sock_event(&ctx, kind::RESET_RECEIVED, unsafe { read_volatile(&LAYOUT_RECV_RESET) })
+}
+
+#[inline(always)]
+fn sock_event(ctx: &TracePointContext, k: u8, l: TpLayout) -> u32 {
+    let skaddr = tp_read::<u64>(ctx, l.skaddr).unwrap_or(0);
+    // Retransmits and resets run from timers and softirq as often as not: never
+    // take the current task for the owner here.
+    let mut ev = new_event(k, skaddr, false);
+    ev.newstate = tp_read::<i32>(ctx, l.newstate).unwrap_or(0) as u8;
+    ev.aux = match tp_read::<u32>(ctx, l.aux) {
+        Some(r) => r as u64,
+        None => u64::MAX,
+    };
+    read_tuple(ctx, &l, &mut ev);
+    if skaddr != 0 {
+        attribute(&mut ev, false);
+    }
+    emit(&mut ev);
+    0
+}
+
+// ---------------------------------------------------------------------------
+// syscalls: connect, accept, accept4
+
+#[inline(always)]
+fn sys_arg(ctx: &TracePointContext, l: &TpLayout) -> i64 {
+    tp_read::<i64>(ctx, l.sys_arg).unwrap_or(-1)
+}
+
+/// Pid filter for syscalls: the caller is the owner.
+#[inline(always)]
+fn caller_filtered(id: u64) -> bool {
+    let f: Filter = unsafe { read_volatile(&FILTER) };
+    f.tgid != 0 && (id >> 32) as u32 != f.tgid
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_connect")]
+pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    if caller_filtered(id) {
+        return 0;
+    }
+    let l = unsafe { read_volatile(&LAYOUT_ENTER_CONNECT) };
+    let call = PendingCall {
+        skaddr: 0,
+        fd: sys_arg(&ctx, &l) as i32,
+        _pad: 0,
+    };
+    let _ = CONNECTS.insert(&id, &call, 0);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_connect")]
+pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    let Some(call) = (unsafe { CONNECTS.get(&id) }).copied() else {
+        return 0;
+    };
+    let _ = CONNECTS.remove(&id);
+    let l = unsafe { read_volatile(&LAYOUT_EXIT_CONNECT) };
+    let ret = sys_arg(&ctx, &l);
+    let o = unsafe { read_volatile(&OFFSETS) };
+    // The socket: the one that went SYN_SENT inside this call, else (a connect that
+    // sent no SYN: EALREADY, EISCONN, an early error) found through the fd, TCP only.
+    let skaddr = if call.skaddr != 0 {
+        call.skaddr
+    } else {
+        match sock_of_fd(&o, call.fd as i64) {
+            Some(sk) => sk,
+            None => return 0,
+        }
+    };
+    let mut ev = new_event(kind::CONNECT_RETURN, skaddr, true);
+    ev.ret = ret;
+    ev.fd = call.fd;
+    if o.valid != 0 {
+        read_sock_tuple(&o, skaddr, &mut ev);
+    }
+    let owner = current_owner();
+    set_owner(&mut ev, &owner, 0);
+    emit(&mut ev);
+    0
+}
+
+#[inline(always)]
+fn enter_accept(ctx: &TracePointContext, l: TpLayout) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    if caller_filtered(id) {
+        return 0;
+    }
+    let call = PendingCall {
+        skaddr: 0,
+        fd: sys_arg(ctx, &l) as i32,
+        _pad: 0,
+    };
+    let _ = ACCEPTS.insert(&id, &call, 0);
+    0
+}
+
+#[inline(always)]
+fn exit_accept(ctx: &TracePointContext, l: TpLayout, accept4: bool) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    let Some(call) = (unsafe { ACCEPTS.get(&id) }).copied() else {
+        return 0;
+    };
+    let _ = ACCEPTS.remove(&id);
+    let ret = sys_arg(ctx, &l);
+    // A non-blocking accept with nothing queued is not an event.
+    if ret == -EAGAIN {
+        return 0;
+    }
+    let o = unsafe { read_volatile(&OFFSETS) };
+    // The accepted child socket, found through the returned fd: works for
+    // accept4(fd, NULL, NULL), which most servers call.
+    let fd = if ret >= 0 { ret } else { call.fd as i64 };
+    let sk = sock_of_fd(&o, fd);
+    let Some(sk) = sk else {
+        if o.valid != 0 {
+            // Not a TCP socket (unix, …): not ours. With valid offsets a failed
+            // walk on a TCP fd is rare; it is counted in userspace-visible stats.
+            if ret >= 0 {
+                count(counter::FD_WALK_FAILED);
+            }
+            return 0;
+        }
+        // No BTF: report the return without a socket.
+        let mut ev = new_event(kind::ACCEPT_RETURN, 0, true);
+        ev.ret = ret;
+        ev.fd = call.fd;
+        if accept4 {
+            ev.flags |= flags::ACCEPT4;
+        }
+        let owner = current_owner();
+        set_owner(&mut ev, &owner, 0);
+        emit(&mut ev);
+        return 0;
+    };
+    let mut ev = new_event(kind::ACCEPT_RETURN, if ret >= 0 { sk } else { 0 }, true);
+    ev.ret = ret;
+    ev.fd = call.fd;
+    if accept4 {
+        ev.flags |= flags::ACCEPT4;
+    }
+    read_sock_tuple(&o, sk, &mut ev);
+    let owner = current_owner();
+    if ret >= 0 {
+        let _ = OWNERS.insert(&sk, &owner, 0);
+    }
+    set_owner(&mut ev, &owner, 0);
+    emit(&mut ev);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_accept")]
+pub fn sys_enter_accept(ctx: TracePointContext) -> u32 {
+    enter_accept(&ctx, unsafe { read_volatile(&LAYOUT_ENTER_ACCEPT) })
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_accept")]
+pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
+    exit_accept(&ctx, unsafe { read_volatile(&LAYOUT_EXIT_ACCEPT) }, false)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_accept4")]
+pub fn sys_enter_accept4(ctx: TracePointContext) -> u32 {
+    enter_accept(&ctx, unsafe { read_volatile(&LAYOUT_ENTER_ACCEPT4) })
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_accept4")]
+pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
+    exit_accept(&ctx, unsafe { read_volatile(&LAYOUT_EXIT_ACCEPT4) }, true)
+}
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -338,3 +338,32 @@ impl Event {
         }
     }
 }
+
+/// Name of an errno value (positive), for the ones a TCP connect/accept returns.
+pub fn errno_name(errno: i64) -> Option<&'static str> {
+    Some(match errno {
+        1 => "EPERM",
+        4 => "EINTR",
+        9 => "EBADF",
+        11 => "EAGAIN",
+        12 => "ENOMEM",
+        13 => "EACCES",
+        22 => "EINVAL",
+        23 => "ENFILE",
+        24 => "EMFILE",
+        97 => "EAFNOSUPPORT",
+        98 => "EADDRINUSE",
+        99 => "EADDRNOTAVAIL",
+        101 => "ENETUNREACH",
+        103 => "ECONNABORTED",
+        104 => "ECONNRESET",
+        105 => "ENOBUFS",
+        106 => "EISCONN",
+        110 => "ETIMEDOUT",
+        111 => "ECONNREFUSED",
+        113 => "EHOSTUNREACH",
+        114 => "EALREADY",
+        115 => "EINPROGRESS",
+        _ => return None,
+    })
+}

@@ -3,7 +3,13 @@
 //! Pipeline, one module per stage: [`loader`] (load, attach, probe) → [`source`]
 //! (ring buffer → records) → [`decode`] (records → [`decode::Event`]) →
 //! [`correlate`] (events → connections; pure) → [`render`].
+pub mod cli;
+pub mod clock;
 pub mod correlate;
 pub mod decode;
 pub mod layout;
+pub mod loader;
+pub mod privilege;
 pub mod render;
+pub mod source;
+pub mod trace;

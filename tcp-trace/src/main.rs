@@ -1,1 +1,33 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, error::ErrorKind};
+use tcp_trace::cli::Cli;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = match cli.trace.filter.to_filter() {
+        Ok(f) => f,
+        Err(msg) => Cli::command().error(ErrorKind::TooManyValues, msg).exit(),
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tcp-trace: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let res = match cli.command {
+        None => rt.block_on(tcp_trace::trace::run(&cli.trace, filter)),
+        Some(c) => match c {},
+    };
+    match res {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("tcp-trace: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

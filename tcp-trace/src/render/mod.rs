@@ -1,4 +1,6 @@
 //! Renderers: events, connections, ladder diagrams, JSON lines, summary.
 pub mod conns;
+pub mod events;
+pub mod json;
 pub mod ladder;
 pub mod summary;

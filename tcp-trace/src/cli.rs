@@ -1,0 +1,174 @@
+//! Command line (clap derive). Bad usage exits 2 with clap's message.
+use clap::{Args, Parser, Subcommand};
+
+use tcp_trace_common::{AF_INET, AF_INET6, Filter, MAX_PORTS};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tcp-trace",
+    version,
+    about = "Every TCP connection's handshake and teardown as the kernel lives them",
+    long_about = "Traces TCP state transitions, SYN/SYN-ACK/data retransmissions, resets, and where connect() and accept() return, using eBPF tracepoints. Needs root, or CAP_BPF + CAP_PERFMON (+ CAP_DAC_READ_SEARCH for tracefs)."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub trace: TraceArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {}
+
+#[derive(Debug, Clone, Args)]
+pub struct FilterArgs {
+    /// Only sockets owned by this process (tgid); applied in the kernel.
+    #[arg(short = 'p', long = "pid", value_parser = clap::value_parser!(u32).range(1..))]
+    pub pid: Option<u32>,
+    /// Only connections with this port at either end (repeatable, up to 16).
+    #[arg(short = 'P', long = "port", value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Vec<u16>,
+    /// IPv4 only.
+    #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
+    pub ipv4: bool,
+    /// IPv6 only.
+    #[arg(short = '6', long = "ipv6")]
+    pub ipv6: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TraceArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// JSON lines on stdout (every line has "type").
+    #[arg(long)]
+    pub json: bool,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    pub duration: Option<f64>,
+    /// Stop after this many events.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Print wall-clock time instead of seconds since start.
+    #[arg(short = 'T', long = "timestamp")]
+    pub timestamp: bool,
+}
+
+fn parse_duration(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !(v.is_finite() && v > 0.0) {
+        return Err(format!("duration must be a positive number of seconds, got `{s}`"));
+    }
+    if v > 1e9 {
+        return Err(format!("duration `{s}` is too large"));
+    }
+    Ok(v)
+}
+
+impl FilterArgs {
+    /// The in-kernel filter, or a usage error.
+    pub fn to_filter(&self) -> Result<Filter, String> {
+        if self.port.len() > MAX_PORTS {
+            return Err(format!(
+                "at most {MAX_PORTS} --port values are supported, got {}",
+                self.port.len()
+            ));
+        }
+        let mut f = Filter {
+            tgid: self.pid.unwrap_or(0),
+            nports: self.port.len() as u32,
+            ..Filter::default()
+        };
+        for (i, p) in self.port.iter().enumerate() {
+            f.ports[i] = *p;
+        }
+        f.family = if self.ipv4 {
+            AF_INET
+        } else if self.ipv6 {
+            AF_INET6
+        } else {
+            0
+        };
+        Ok(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::error::ErrorKind;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("tcp-trace").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(&[]).unwrap();
+        assert!(!c.trace.json && c.trace.duration.is_none() && c.trace.count.is_none());
+        assert_eq!(c.trace.filter.to_filter().unwrap(), Filter::default());
+    }
+
+    #[test]
+    fn filters_map_to_kernel_filter() {
+        let c = parse(&["-p", "42", "-P", "80", "--port", "443", "-6"]).unwrap();
+        let f = c.trace.filter.to_filter().unwrap();
+        assert_eq!(f.tgid, 42);
+        assert_eq!(f.nports, 2);
+        assert_eq!(&f.ports[..2], &[80, 443]);
+        assert_eq!(f.family, AF_INET6);
+        let c = parse(&["-4"]).unwrap();
+        assert_eq!(c.trace.filter.to_filter().unwrap().family, AF_INET);
+    }
+
+    #[test]
+    fn bad_values_rejected() {
+        for args in [
+            &["-p", "0"][..],
+            &["-p", "abc"],
+            &["-p", "-3"],
+            &["-P", "0"],
+            &["-P", "65536"],
+            &["--port", "http"],
+            &["--duration", "0"],
+            &["--duration", "-1"],
+            &["--duration", "nan"],
+            &["--duration", "inf"],
+            &["--duration", "soon"],
+            &["--count", "0"],
+            &["--count", "-5"],
+            &["--bogus"],
+        ] {
+            let e = parse(args).expect_err(&format!("{args:?} should fail"));
+            assert_eq!(e.exit_code(), 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn ipv4_and_ipv6_conflict() {
+        let e = parse(&["-4", "-6"]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn too_many_ports() {
+        let mut args = Vec::new();
+        for p in 1..=17 {
+            args.push("-P".to_string());
+            args.push(p.to_string());
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let c = parse(&refs).unwrap();
+        assert!(c.trace.filter.to_filter().unwrap_err().contains("at most 16"));
+    }
+
+    #[test]
+    fn duration_fraction() {
+        let c = parse(&["--duration", "0.5", "--count", "3", "-T", "--json"]).unwrap();
+        assert_eq!(c.trace.duration, Some(0.5));
+        assert_eq!(c.trace.count, Some(3));
+        assert!(c.trace.timestamp && c.trace.json);
+    }
+}

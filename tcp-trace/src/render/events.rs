@@ -1,0 +1,97 @@
+//! The event stream: one aligned line per event.
+use std::io::{self, Write};
+
+use crate::clock::WallClock;
+use crate::decode::{Event, EventKind, TcpState, errno_name};
+
+/// How the time column is printed.
+#[derive(Clone, Copy, Debug)]
+pub enum TimeColumn {
+    /// Seconds since `t0_ns` (monotonic).
+    Relative { t0_ns: u64 },
+    /// Wall clock (`-T`).
+    Wall(WallClock),
+}
+
+pub fn header(w: &mut impl Write, time: &TimeColumn) -> io::Result<()> {
+    let t = match time {
+        TimeColumn::Relative { .. } => "TIME(s)",
+        TimeColumn::Wall(_) => "TIME",
+    };
+    writeln!(
+        w,
+        "{t:<15} {:>7} {:<16} {:>21}    {:<21} EVENT",
+        "PID", "COMM", "LOCAL", "REMOTE"
+    )
+}
+
+struct Endpoint(Option<(std::net::IpAddr, u16)>);
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            None => f.pad("-"),
+            Some((std::net::IpAddr::V4(a), p)) => f.pad(&format!("{a}:{p}")),
+            Some((std::net::IpAddr::V6(a), p)) => f.pad(&format!("[{a}]:{p}")),
+        }
+    }
+}
+
+/// What happened, in words (`CLOSE -> SYN_SENT`, `connect() = 0`, …).
+pub fn describe(ev: &Event, out: &mut impl std::fmt::Write) -> std::fmt::Result {
+    match ev.kind {
+        EventKind::Transition { old, new } => write!(out, "{old} -> {new}"),
+        EventKind::ConnectReturn { ret, .. } => write_ret(out, "connect()", ret),
+        EventKind::AcceptReturn { ret, accept4, .. } => {
+            write_ret(out, if accept4 { "accept4()" } else { "accept()" }, ret)
+        }
+        EventKind::SynAckRetransmit { .. } => out.write_str("SYN-ACK retransmit"),
+        EventKind::Retransmit {
+            state: TcpState::SynSent,
+        } => out.write_str("SYN retransmit"),
+        EventKind::Retransmit { state } => write!(out, "retransmit ({state})"),
+        EventKind::ResetSent { state, .. } => match state {
+            Some(s) => write!(out, "RST sent ({s})"),
+            None => out.write_str("RST sent"),
+        },
+        EventKind::ResetReceived => out.write_str("RST received"),
+    }
+}
+
+fn write_ret(out: &mut impl std::fmt::Write, call: &str, ret: i64) -> std::fmt::Result {
+    if ret < 0 {
+        match errno_name(-ret) {
+            Some(n) => write!(out, "{call} = -{n}"),
+            None => write!(out, "{call} = {ret}"),
+        }
+    } else {
+        write!(out, "{call} = {ret}")
+    }
+}
+
+pub fn line(w: &mut impl Write, ev: &Event, time: &TimeColumn) -> io::Result<()> {
+    let mut t = String::with_capacity(16);
+    let mut what = String::with_capacity(32);
+    let _ = match time {
+        TimeColumn::Relative { t0_ns } => {
+            let d = ev.ts_ns.saturating_sub(*t0_ns);
+            std::fmt::Write::write_fmt(
+                &mut t,
+                format_args!("{}.{:06}", d / 1_000_000_000, (d % 1_000_000_000) / 1000),
+            )
+        }
+        TimeColumn::Wall(c) => c.format(ev.ts_ns, &mut t),
+    };
+    let _ = describe(ev, &mut what);
+    let (pid, comm) = match (ev.owner, ev.task_ctx) {
+        (Some(o), _) => (o.pid.to_string(), o.comm.to_string()),
+        (None, true) => (ev.ctx_pid.to_string(), "?".to_string()),
+        (None, false) => ("-".to_string(), "-".to_string()),
+    };
+    writeln!(
+        w,
+        "{t:<15} {pid:>7} {comm:<16} {:>21} -> {:<21} {what}",
+        Endpoint(ev.local),
+        Endpoint(ev.remote)
+    )
+}
