@@ -208,7 +208,12 @@ pub struct Owner {
 pub struct PendingCall {
     pub skaddr: u64,
     pub fd: i32,
-    pub _pad: u32,
+    /// Remote port / family / address seen at SYN_SENT: a failed connect() is
+    /// disconnected (tcp_disconnect zeroes the socket's dport) before it returns.
+    pub dport: u16,
+    pub family: u8,
+    pub _pad: u8,
+    pub daddr: [u8; 16],
 }
 
 /// Indexes of the per-CPU counter array `COUNTERS`.

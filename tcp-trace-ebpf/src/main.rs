@@ -409,7 +409,12 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     if task && ev.newstate == TCP_SYN_SENT {
         let id = bpf_get_current_pid_tgid();
         if let Some(p) = CONNECTS.get_ptr_mut(&id) {
-            unsafe { (*p).skaddr = skaddr };
+            unsafe {
+                (*p).skaddr = skaddr;
+                (*p).dport = ev.dport;
+                (*p).family = ev.family;
+                (*p).daddr = ev.daddr;
+            }
         }
     }
 
@@ -503,9 +508,8 @@ pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
     }
     let l = unsafe { read_volatile(&LAYOUT_ENTER_CONNECT) };
     let call = PendingCall {
-        skaddr: 0,
         fd: sys_arg(&ctx, &l) as i32,
-        _pad: 0,
+        ..PendingCall::default()
     };
     let _ = CONNECTS.insert(&id, &call, 0);
     0
@@ -537,6 +541,14 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
     if o.valid != 0 {
         read_sock_tuple(&o, skaddr, &mut ev);
     }
+    if call.skaddr != 0 && ev.dport == 0 {
+        // Disconnected on failure (ECONNREFUSED, ETIMEDOUT): the remote end as
+        // it was when the SYN left.
+        ev.dport = call.dport;
+        ev.family = call.family;
+        ev.daddr = call.daddr;
+        ev.flags |= flags::HAS_TUPLE;
+    }
     let owner = current_owner();
     set_owner(&mut ev, &owner, 0);
     emit(&mut ev);
@@ -550,9 +562,8 @@ fn enter_accept(ctx: &TracePointContext, l: TpLayout) -> u32 {
         return 0;
     }
     let call = PendingCall {
-        skaddr: 0,
         fd: sys_arg(ctx, &l) as i32,
-        _pad: 0,
+        ..PendingCall::default()
     };
     let _ = ACCEPTS.insert(&id, &call, 0);
     0

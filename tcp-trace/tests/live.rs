@@ -1,0 +1,320 @@
+//! Privileged integration tests: the real tracer, real programs attached to the
+//! running kernel, real traffic made here. Each asserts what was captured.
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+fn ts(e: &Value) -> u64 {
+    e["ts_ns"].as_u64().unwrap()
+}
+
+fn first<'a>(evs: &[&'a Value], pred: impl Fn(&Value) -> bool) -> Option<&'a Value> {
+    evs.iter().copied().find(|e| pred(e))
+}
+
+fn transition_ts(evs: &[&Value], skaddr: &str, old: &str, new: &str) -> u64 {
+    ts(first(evs, |e| {
+        e["kind"] == "transition" && s(e, "skaddr") == skaddr && s(e, "old") == old && s(e, "new") == new
+    })
+    .unwrap_or_else(|| panic!("no {old}>{new} for {skaddr}")))
+}
+
+/// DESIGN.md §1: one connection, client closes first, server 40 ms later.
+fn handshake_and_teardown(addr: &str, family: &str) {
+    let port = free_port();
+    let ps = port.to_string();
+    let t = Tracer::start(&["--json", "-P", &ps]);
+    let mut server = Peer::spawn(peer_cmd(
+        None,
+        &["server", addr, &ps, "--accepts", "1", "--close-delay-ms", "40", "--null-accept"],
+    ));
+    assert_eq!(server.line(), format!("listening {port}"));
+    let mut client = Peer::spawn(peer_cmd(None, &["client", addr, &ps]));
+    let l = client.line();
+    let cport: u64 = l.strip_prefix("connect ok ").expect(&l).parse().unwrap();
+    let (cpid, spid) = (client.pid as u64, server.pid as u64);
+    assert_eq!(client.wait(), 0);
+    assert_eq!(server.wait(), 0);
+    let (lines, code) = t.stop();
+    assert_eq!(code, 0, "tracer exit code");
+    let evs = events(&lines);
+    assert!(evs.iter().all(|e| e["family"] == family), "family {family}");
+
+    let client_sk = find_socket(&evs, "SYN_SENT", "ESTABLISHED", cport, port as u64);
+    assert_eq!(
+        transitions_of(&evs, &client_sk),
+        strs(&[
+            "CLOSE>SYN_SENT",
+            "SYN_SENT>ESTABLISHED",
+            "ESTABLISHED>FIN_WAIT1",
+            "FIN_WAIT1>FIN_WAIT2",
+            "FIN_WAIT2>CLOSE"
+        ]),
+        "client"
+    );
+    let child_sk = find_socket(&evs, "LISTEN", "SYN_RECV", port as u64, cport);
+    assert_eq!(
+        transitions_of(&evs, &child_sk),
+        strs(&[
+            "LISTEN>SYN_RECV",
+            "SYN_RECV>ESTABLISHED",
+            "ESTABLISHED>CLOSE_WAIT",
+            "CLOSE_WAIT>LAST_ACK",
+            "LAST_ACK>CLOSE"
+        ]),
+        "server child"
+    );
+    let listener_sk = find_socket(&evs, "CLOSE", "LISTEN", port as u64, 0);
+    assert_eq!(
+        transitions_of(&evs, &listener_sk),
+        strs(&["CLOSE>LISTEN", "LISTEN>CLOSE"]),
+        "listener"
+    );
+
+    // Attribution: every event of a socket carries its owner's pid, softirq ones included.
+    for (sk, pid, who) in [(&client_sk, cpid, "client"), (&child_sk, spid, "child"), (&listener_sk, spid, "listener")] {
+        for e in evs.iter().filter(|e| s(e, "skaddr") == sk.as_str()) {
+            assert_eq!(e["pid"], pid, "{who} event attributed to the wrong pid: {e}");
+        }
+    }
+
+    // connect() returns 0 in the client, after its SYN_SENT → ESTABLISHED.
+    let conn = first(&evs, |e| e["kind"] == "connect_return").expect("connect return");
+    assert_eq!(s(conn, "skaddr"), client_sk);
+    assert_eq!(conn["ret"], 0);
+    assert_eq!(conn["pid"], cpid);
+    assert_eq!(conn["sport"], cport);
+    assert!(ts(conn) > transition_ts(&evs, &client_sk, "SYN_SENT", "ESTABLISHED"));
+
+    // accept4(fd, NULL, NULL) returns in the server, on the child, after it is ESTABLISHED.
+    let acc = first(&evs, |e| e["kind"] == "accept_return").expect("accept return");
+    assert_eq!(s(acc, "call"), "accept4");
+    assert_eq!(s(acc, "skaddr"), child_sk);
+    assert!(acc["ret"].as_i64().unwrap() >= 0);
+    assert_eq!(acc["pid"], spid);
+    assert_eq!(acc["dport"], cport);
+    assert!(ts(acc) > transition_ts(&evs, &child_sk, "SYN_RECV", "ESTABLISHED"));
+
+    // Nothing was lost.
+    let stats = lines.iter().find(|l| l["type"] == "stats").expect("stats line");
+    assert_eq!(stats["lost"], 0);
+}
+
+#[test]
+fn ipv4_handshake_and_teardown() {
+    if require_root("ipv4_handshake_and_teardown") {
+        handshake_and_teardown("127.0.0.1", "ipv4");
+    }
+}
+
+#[test]
+fn ipv6_handshake_and_teardown() {
+    if require_root("ipv6_handshake_and_teardown") {
+        handshake_and_teardown("::1", "ipv6");
+    }
+}
+
+/// Connecting to a closed port: RST received, SYN_SENT → CLOSE, connect() = -ECONNREFUSED.
+#[test]
+fn refused_connect_gets_reset() {
+    if !require_root("refused_connect_gets_reset") {
+        return;
+    }
+    let port = free_port();
+    let ps = port.to_string();
+    let t = Tracer::start(&["--json", "-P", &ps]);
+    let mut client = Peer::spawn(peer_cmd(None, &["client", "127.0.0.1", &ps]));
+    assert_eq!(client.line(), "connect err 111");
+    let cpid = client.pid as u64;
+    client.wait();
+    let (lines, _) = t.stop();
+    let evs = events(&lines);
+    let sk = find_socket(&evs, "CLOSE", "SYN_SENT", 0, port as u64);
+    assert_eq!(transitions_of(&evs, &sk), strs(&["CLOSE>SYN_SENT", "SYN_SENT>CLOSE"]));
+    let rst = first(&evs, |e| e["kind"] == "reset_received" && s(e, "skaddr") == sk).expect("RST received");
+    assert_eq!(rst["pid"], cpid);
+    let conn = first(&evs, |e| e["kind"] == "connect_return").expect("connect return");
+    assert_eq!(conn["ret"], -111);
+    assert_eq!(s(conn, "errno"), "ECONNREFUSED");
+    assert_eq!(conn["pid"], cpid);
+    assert!(ts(conn) > ts(rst));
+}
+
+/// The server drops the client's pure third-step ACK (nftables, in a namespace made
+/// here): connect() has returned, the server retransmits its SYN-ACK, and only the
+/// client's first data segment creates the child; accept() returns after that.
+#[test]
+fn synack_retransmit_when_third_ack_dropped() {
+    if !require_root("synack_retransmit_when_third_ack_dropped") {
+        return;
+    }
+    let ns = Netns::new("synack");
+    let port = free_port();
+    let ps = port.to_string();
+    ns.nft(&format!(
+        "table inet tt {{\n chain input {{\n type filter hook input priority 0; policy accept;\n \
+         tcp dport {port} tcp flags & (fin|syn|rst|psh|ack) == ack drop\n }}\n}}\n"
+    ));
+    let t = Tracer::start(&["--json", "-P", &ps]);
+    let mut server = Peer::spawn(peer_cmd(Some(&ns.name), &["server", "127.0.0.1", &ps, "--close-delay-ms", "0"]));
+    assert_eq!(server.line(), format!("listening {port}"));
+    let mut client = Peer::spawn(peer_cmd(
+        Some(&ns.name),
+        &["client", "127.0.0.1", &ps, "--delay-before-send-ms", "1500"],
+    ));
+    let l = client.line();
+    let cport: u64 = l.strip_prefix("connect ok ").expect(&l).parse().unwrap();
+    let spid = server.pid as u64;
+    assert_eq!(client.wait(), 0);
+    assert_eq!(server.wait(), 0);
+    let (lines, _) = t.stop();
+    let evs = events(&lines);
+
+    let retx: Vec<&&Value> = evs
+        .iter()
+        .filter(|e| e["kind"] == "synack_retransmit" && e["sport"] == port as u64 && e["dport"] == cport)
+        .collect();
+    assert!(!retx.is_empty(), "no SYN-ACK retransmit for the client's request: {evs:#?}");
+    let client_sk = find_socket(&evs, "SYN_SENT", "ESTABLISHED", cport, port as u64);
+    let conn = first(&evs, |e| e["kind"] == "connect_return" && s(e, "skaddr") == client_sk).expect("connect return");
+    assert_eq!(conn["ret"], 0);
+    let child_sk = find_socket(&evs, "LISTEN", "SYN_RECV", port as u64, cport);
+    let child_est = transition_ts(&evs, &child_sk, "SYN_RECV", "ESTABLISHED");
+    // connect() returned while the server had no child yet; the SYN-ACK was resent
+    // before the child existed; accept() returned only after it was ESTABLISHED.
+    assert!(ts(conn) < ts(retx[0]));
+    assert!(ts(retx[0]) < transition_ts(&evs, &child_sk, "LISTEN", "SYN_RECV"));
+    let acc = first(&evs, |e| e["kind"] == "accept_return" && s(e, "skaddr") == child_sk).expect("accept return");
+    assert!(ts(acc) > child_est);
+    // The listener's pid owns the retransmit (softirq timer, attributed by socket).
+    assert_eq!(retx[0]["pid"], spid);
+}
+
+/// `-p PID` shows that process's sockets only, softirq transitions included.
+#[test]
+fn pid_filter_hides_other_processes() {
+    if !require_root("pid_filter_hides_other_processes") {
+        return;
+    }
+    let port = free_port();
+    let ps = port.to_string();
+    let mut server = Peer::spawn(peer_cmd(None, &["server", "127.0.0.1", &ps, "--accepts", "2", "--close-delay-ms", "0"]));
+    assert_eq!(server.line(), format!("listening {port}"));
+    let mut client = Peer::spawn(peer_cmd(None, &["client", "127.0.0.1", &ps, "--wait-stdin"]));
+    let cpid = client.pid;
+    let t = Tracer::start(&["--json", "-p", &cpid.to_string()]);
+    // Another process (this test) connects first: must not show.
+    {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"other").unwrap();
+    }
+    client.write_stdin("go\n");
+    let l = client.line();
+    let cport: u64 = l.strip_prefix("connect ok ").expect(&l).parse().unwrap();
+    client.wait();
+    server.wait();
+    let (lines, _) = t.stop();
+    let evs = events(&lines);
+    assert!(!evs.is_empty());
+    for e in &evs {
+        assert_eq!(e["pid"], cpid as u64, "event of another process leaked through -p: {e}");
+    }
+    let sk = find_socket(&evs, "SYN_SENT", "ESTABLISHED", cport, port as u64);
+    assert_eq!(
+        transitions_of(&evs, &sk),
+        strs(&[
+            "CLOSE>SYN_SENT",
+            "SYN_SENT>ESTABLISHED",
+            "ESTABLISHED>FIN_WAIT1",
+            "FIN_WAIT1>FIN_WAIT2",
+            "FIN_WAIT2>CLOSE"
+        ])
+    );
+    assert!(first(&evs, |e| e["kind"] == "connect_return").is_some());
+    assert!(first(&evs, |e| e["kind"] == "accept_return").is_none(), "server accept leaked");
+}
+
+fn setpriv(caps: &str, args: &[&str]) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        &format!("--inh-caps=-all{caps}"),
+        &format!("--ambient-caps=-all{caps}"),
+        TRACER,
+    ])
+    .args(args);
+    c
+}
+
+/// An unprivileged uid holding only CAP_BPF + CAP_PERFMON (+ CAP_DAC_READ_SEARCH to
+/// read tracefs formats) traces the same sequence as root.
+#[test]
+fn runs_with_cap_bpf_and_cap_perfmon_only() {
+    if !require_root("runs_with_cap_bpf_and_cap_perfmon_only") {
+        return;
+    }
+    let port = free_port();
+    let ps = port.to_string();
+    let t = Tracer::start_cmd(&mut setpriv(",+bpf,+perfmon,+dac_read_search", &["--json", "-P", &ps]));
+    let mut server = Peer::spawn(peer_cmd(None, &["server", "127.0.0.1", &ps, "--close-delay-ms", "0"]));
+    server.line();
+    let mut client = Peer::spawn(peer_cmd(None, &["client", "127.0.0.1", &ps]));
+    let l = client.line();
+    let cport: u64 = l.strip_prefix("connect ok ").expect(&l).parse().unwrap();
+    client.wait();
+    server.wait();
+    let (lines, code) = t.stop();
+    assert_eq!(code, 0);
+    let evs = events(&lines);
+    let sk = find_socket(&evs, "SYN_SENT", "ESTABLISHED", cport, port as u64);
+    assert_eq!(transitions_of(&evs, &sk).len(), 5);
+    assert!(first(&evs, |e| e["kind"] == "accept_return").is_some());
+}
+
+/// Without the capabilities: one line naming what is missing, exit 1.
+#[test]
+fn missing_capabilities_are_named() {
+    if !require_root("missing_capabilities_are_named") {
+        return;
+    }
+    for (caps, expect) in [
+        ("", "missing capability CAP_BPF and CAP_PERFMON"),
+        (",+bpf", "missing capability CAP_PERFMON"),
+        (",+perfmon", "missing capability CAP_BPF"),
+    ] {
+        let out = setpriv(caps, &["--duration", "1"]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "caps {caps:?}: {err}");
+        assert!(err.contains(expect), "caps {caps:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(!err.contains("panicked"));
+    }
+}
+
+/// --duration and --count stop the tracer by themselves.
+#[test]
+fn duration_and_count_stop_the_run() {
+    if !require_root("duration_and_count_stop_the_run") {
+        return;
+    }
+    let port = free_port();
+    let ps = port.to_string();
+    let t = Tracer::start(&["--json", "-P", &ps, "--count", "2", "--duration", "20"]);
+    let client = Peer::spawn(peer_cmd(None, &["client", "127.0.0.1", &ps, "--count", "3"]));
+    client.wait();
+    let start = std::time::Instant::now();
+    let (lines, code) = t.collect();
+    assert_eq!(code, 0);
+    assert!(start.elapsed().as_secs() < 15, "--count did not stop the run");
+    assert_eq!(events(&lines).len(), 2);
+    let t = Tracer::start(&["--json", "-P", &ps, "--duration", "0.5"]);
+    let (lines, code) = t.collect();
+    assert_eq!(code, 0);
+    assert!(lines.iter().any(|l| l["type"] == "stats"));
+}
