@@ -18,7 +18,63 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Write raw events to a file (versioned format) for `replay`.
+    Record(RecordArgs),
+    /// Render a recording; needs no privilege.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RecordArgs {
+    /// Output file.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: std::path::PathBuf,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    pub duration: Option<f64>,
+    /// Stop after this many events.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    /// A file written by `tcp-trace record`.
+    pub file: std::path::PathBuf,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// What to show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum View {
+    /// One line per event (transition, retransmit, reset, syscall return).
+    Events,
+    /// One line per finished connection, with phase durations.
+    Conns,
+    /// Per conversation, a client | server sequence diagram.
+    Ladder,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct OutputArgs {
+    /// What to show [default: ladder; with --json: events, connections and summary].
+    #[arg(long, value_enum)]
+    pub view: Option<View>,
+    /// JSON lines on stdout (every line has "type").
+    #[arg(long)]
+    pub json: bool,
+    /// Print wall-clock time instead of seconds since start.
+    #[arg(short = 'T', long = "timestamp")]
+    pub timestamp: bool,
+    /// Most sockets tracked at once; beyond it the least recently active is
+    /// reported early (counted as evicted).
+    #[arg(long, value_name = "N", default_value_t = 65536, value_parser = clap::value_parser!(u64).range(16..=16_777_216))]
+    pub max_sockets: u64,
+}
 
 #[derive(Debug, Clone, Args)]
 pub struct FilterArgs {
@@ -40,18 +96,14 @@ pub struct FilterArgs {
 pub struct TraceArgs {
     #[command(flatten)]
     pub filter: FilterArgs,
-    /// JSON lines on stdout (every line has "type").
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECS", value_parser = parse_duration)]
     pub duration: Option<f64>,
     /// Stop after this many events.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
-    /// Print wall-clock time instead of seconds since start.
-    #[arg(short = 'T', long = "timestamp")]
-    pub timestamp: bool,
 }
 
 fn parse_duration(s: &str) -> Result<f64, String> {
@@ -107,7 +159,7 @@ mod tests {
     #[test]
     fn defaults() {
         let c = parse(&[]).unwrap();
-        assert!(!c.trace.json && c.trace.duration.is_none() && c.trace.count.is_none());
+        assert!(!c.trace.output.json && c.trace.duration.is_none() && c.trace.count.is_none());
         assert_eq!(c.trace.filter.to_filter().unwrap(), Filter::default());
     }
 
@@ -165,10 +217,36 @@ mod tests {
     }
 
     #[test]
+    fn views_and_subcommands() {
+        let c = parse(&["--view", "conns"]).unwrap();
+        assert_eq!(c.trace.output.view, Some(View::Conns));
+        assert_eq!(parse(&["--view", "tree"]).unwrap_err().exit_code(), 2);
+        assert_eq!(parse(&["--max-sockets", "1"]).unwrap_err().exit_code(), 2);
+        let c = parse(&["record", "-o", "/tmp/x.ttr", "-P", "80", "--duration", "2"]).unwrap();
+        match c.command {
+            Some(Command::Record(r)) => {
+                assert_eq!(r.output, std::path::PathBuf::from("/tmp/x.ttr"));
+                assert_eq!(r.filter.port, vec![80]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(parse(&["record"]).unwrap_err().exit_code(), 2);
+        let c = parse(&["replay", "f.ttr", "--view", "ladder", "--json"]).unwrap();
+        match c.command {
+            Some(Command::Replay(r)) => {
+                assert_eq!(r.output.view, Some(View::Ladder));
+                assert!(r.output.json);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(parse(&["replay"]).unwrap_err().exit_code(), 2);
+    }
+
+    #[test]
     fn duration_fraction() {
         let c = parse(&["--duration", "0.5", "--count", "3", "-T", "--json"]).unwrap();
         assert_eq!(c.trace.duration, Some(0.5));
         assert_eq!(c.trace.count, Some(3));
-        assert!(c.trace.timestamp && c.trace.json);
+        assert!(c.trace.output.timestamp && c.trace.output.json);
     }
 }

@@ -1,11 +1,11 @@
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, error::ErrorKind};
-use tcp_trace::cli::Cli;
+use tcp_trace::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = match cli.trace.filter.to_filter() {
+    let filter_of = |f: &tcp_trace::cli::FilterArgs| match f.to_filter() {
         Ok(f) => f,
         Err(msg) => Cli::command().error(ErrorKind::TooManyValues, msg).exit(),
     };
@@ -20,8 +20,9 @@ fn main() -> ExitCode {
         }
     };
     let res = match cli.command {
-        None => rt.block_on(tcp_trace::trace::run(&cli.trace, filter)),
-        Some(c) => match c {},
+        None => rt.block_on(tcp_trace::trace::run(&cli.trace, filter_of(&cli.trace.filter))),
+        Some(Command::Record(r)) => rt.block_on(tcp_trace::trace::record(&r, filter_of(&r.filter))),
+        Some(Command::Replay(r)) => tcp_trace::trace::replay(&r),
     };
     match res {
         Ok(code) => ExitCode::from(code),

@@ -1,121 +1,59 @@
-//! `tcp-trace` (no subcommand): load, attach, stream until a stop condition.
-use std::io::{self, BufWriter, Write};
+//! Running the tracer: live (`tcp-trace`, `tcp-trace record`) and from a file
+//! (`tcp-trace replay`).
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Write};
 use std::time::Duration;
 
+use tcp_trace_common::Filter;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::clock::{WallClock, monotonic_ns};
-use crate::cli::TraceArgs;
-use crate::decode::{self, Event};
-use crate::loader::{self, Counters, Options};
-use crate::render::{self, events::TimeColumn};
+use crate::cli::{RecordArgs, ReplayArgs, TraceArgs};
+use crate::decode::raw_from_bytes;
+use crate::loader::{self, Options};
+use crate::pipeline::{Output, Renderer, RunStats};
+use crate::record;
 use crate::source::{POLL_INTERVAL, Source};
-
-/// Where decoded events go.
-pub trait Sink {
-    fn event(&mut self, ev: &Event) -> io::Result<()>;
-    fn lost(&mut self, count: u64, total: u64) -> io::Result<()>;
-    fn flush(&mut self) -> io::Result<()>;
-    fn finish(&mut self, stats: &RunStats) -> io::Result<()>;
-}
-
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RunStats {
-    pub events: u64,
-    pub decode_errors: u64,
-    pub counters: Counters,
-}
-
-/// Text stream: one aligned line per event.
-pub struct TextSink<W: Write> {
-    out: W,
-    time: TimeColumn,
-    header_done: bool,
-}
-
-impl<W: Write> TextSink<W> {
-    pub fn new(out: W, time: TimeColumn) -> Self {
-        TextSink {
-            out,
-            time,
-            header_done: false,
-        }
-    }
-}
-
-impl<W: Write> Sink for TextSink<W> {
-    fn event(&mut self, ev: &Event) -> io::Result<()> {
-        if !self.header_done {
-            render::events::header(&mut self.out, &self.time)?;
-            self.header_done = true;
-        }
-        render::events::line(&mut self.out, ev, &self.time)
-    }
-    fn lost(&mut self, count: u64, _total: u64) -> io::Result<()> {
-        eprintln!("tcp-trace: lost {count} events (ring buffer full)");
-        Ok(())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
-    }
-    fn finish(&mut self, s: &RunStats) -> io::Result<()> {
-        self.out.flush()?;
-        eprintln!("{}", summary_line(s));
-        Ok(())
-    }
-}
-
-pub fn summary_line(s: &RunStats) -> String {
-    format!(
-        "tcp-trace: {} events, {} lost, {} filtered in the kernel, {} undecodable, {} accept/connect returns without socket",
-        s.events, s.counters.lost, s.counters.filtered, s.decode_errors, s.counters.fd_walk_failed
-    )
-}
-
-/// JSON lines.
-pub struct JsonSink<W: Write> {
-    out: W,
-    wall: Option<WallClock>,
-}
-
-impl<W: Write> JsonSink<W> {
-    pub fn new(out: W, wall: Option<WallClock>) -> Self {
-        JsonSink { out, wall }
-    }
-}
-
-impl<W: Write> Sink for JsonSink<W> {
-    fn event(&mut self, ev: &Event) -> io::Result<()> {
-        render::json::event(&mut self.out, ev, self.wall.as_ref())
-    }
-    fn lost(&mut self, count: u64, total: u64) -> io::Result<()> {
-        eprintln!("tcp-trace: lost {count} events (ring buffer full)");
-        render::json::lost(&mut self.out, count, total)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
-    }
-    fn finish(&mut self, s: &RunStats) -> io::Result<()> {
-        writeln!(
-            self.out,
-            "{{\"type\":\"stats\",\"events\":{},\"lost\":{},\"filtered\":{},\"decode_errors\":{},\"fd_walk_failed\":{}}}",
-            s.events, s.counters.lost, s.counters.filtered, s.decode_errors, s.counters.fd_walk_failed
-        )?;
-        self.out.flush()?;
-        eprintln!("{}", summary_line(s));
-        Ok(())
-    }
-}
 
 /// A broken pipe (`| head`) ends the run quietly.
 fn is_epipe(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::BrokenPipe
 }
 
-/// Runs the live tracer. Returns the process exit code.
-pub async fn run(args: &TraceArgs, filter: tcp_trace_common::Filter) -> anyhow::Result<u8> {
+/// `tcp-trace [ARGS]`.
+pub async fn run(args: &TraceArgs, filter: Filter) -> anyhow::Result<u8> {
     let t0 = monotonic_ns();
     let wall = WallClock::now();
+    let stdout = BufWriter::with_capacity(64 * 1024, io::stdout().lock());
+    let out = Output::Render(Box::new(Renderer::new(stdout, &args.output, wall, Some(t0))));
+    live(filter, args.duration, args.count, t0, out).await
+}
+
+/// `tcp-trace record -o FILE`.
+pub async fn record(args: &RecordArgs, filter: Filter) -> anyhow::Result<u8> {
+    let t0 = monotonic_ns();
+    let wall = WallClock::now();
+    let file = File::create(&args.output)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", args.output.display()))?;
+    let header = record::Header {
+        wall_offset_ns: wall.offset_ns() as i64,
+        meta: serde_json::json!({
+            "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+            "tool": concat!("tcp-trace ", env!("CARGO_PKG_VERSION")),
+            "args": std::env::args().skip(1).collect::<Vec<_>>(),
+        }),
+    };
+    let w = record::Writer::new(BufWriter::with_capacity(256 * 1024, file), &header)?;
+    live(filter, args.duration, args.count, t0, Output::Record(w)).await
+}
+
+async fn live<W: Write>(
+    filter: Filter,
+    duration: Option<f64>,
+    count: Option<u64>,
+    t0: u64,
+    mut out: Output<W>,
+) -> anyhow::Result<u8> {
     let (loaded, ring) = loader::load(&Options { filter })?;
     for w in &loaded.warnings {
         eprintln!("tcp-trace: warning: {w}");
@@ -127,53 +65,55 @@ pub async fn run(args: &TraceArgs, filter: tcp_trace_common::Filter) -> anyhow::
     );
     let mut source = Source::new(ring)?;
 
-    let stdout = BufWriter::with_capacity(64 * 1024, io::stdout().lock());
-    let mut sink: Box<dyn Sink> = if args.json {
-        Box::new(JsonSink::new(stdout, args.timestamp.then_some(wall)))
-    } else {
-        let time = if args.timestamp {
-            TimeColumn::Wall(wall)
-        } else {
-            TimeColumn::Relative { t0_ns: t0 }
-        };
-        Box::new(TextSink::new(stdout, time))
-    };
-
     let mut stats = RunStats::default();
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let deadline = args
-        .duration
-        .map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s));
-    let sleep = tokio::time::sleep_until(deadline.unwrap_or_else(|| {
-        tokio::time::Instant::now() + Duration::from_secs(86400 * 365 * 30)
-    }));
+    let far = Duration::from_secs(86400 * 365 * 30);
+    let sleep = tokio::time::sleep(duration.map(Duration::from_secs_f64).unwrap_or(far));
     tokio::pin!(sleep);
     let mut last_lost = 0u64;
-    let mut last_counter_check = tokio::time::Instant::now();
+    let mut last_check = tokio::time::Instant::now();
+    let limit = count.unwrap_or(u64::MAX);
 
     let result: io::Result<()> = async {
         loop {
             let mut stop = false;
             tokio::select! {
-                r = source.readable() => { r?; }
+                r = source.readable() => r?,
                 _ = tick.tick() => {}
                 _ = sigint.recv() => stop = true,
                 _ = sigterm.recv() => stop = true,
                 _ = &mut sleep => stop = true,
             }
-            let done = drain(&mut source, sink.as_mut(), &mut stats, args.count)?;
-            if stop || done || last_counter_check.elapsed() >= Duration::from_secs(1) {
-                last_counter_check = tokio::time::Instant::now();
+            let mut err = None;
+            source.drain(|bytes| {
+                if err.is_some() || stats.events >= limit {
+                    return;
+                }
+                match raw_from_bytes(bytes) {
+                    Ok(raw) => {
+                        if let Err(e) = out.raw(&raw, &mut stats) {
+                            err = Some(e);
+                        }
+                    }
+                    Err(_) => stats.decode_errors += 1,
+                }
+            });
+            if let Some(e) = err {
+                return Err(e);
+            }
+            let done = stats.events >= limit;
+            if stop || done || last_check.elapsed() >= Duration::from_secs(1) {
+                last_check = tokio::time::Instant::now();
                 let c = loaded.counters();
                 if c.lost > last_lost {
-                    sink.lost(c.lost - last_lost, c.lost)?;
+                    out.lost(c.lost - last_lost, c.lost)?;
                     last_lost = c.lost;
                 }
             }
-            sink.flush()?;
+            out.flush()?;
             if stop || done {
                 return Ok(());
             }
@@ -185,41 +125,54 @@ pub async fn run(args: &TraceArgs, filter: tcp_trace_common::Filter) -> anyhow::
         Err(e) if is_epipe(&e) => return Ok(0),
         Err(e) => return Err(e.into()),
     }
-    stats.counters = loaded.counters();
-    if stats.counters.lost > last_lost {
-        let _ = sink.lost(stats.counters.lost - last_lost, stats.counters.lost);
+    let c = loaded.counters();
+    if c.lost > last_lost {
+        let _ = out.lost(c.lost - last_lost, c.lost);
     }
-    match sink.finish(&stats) {
+    stats.lost = c.lost;
+    stats.filtered = c.filtered;
+    stats.fd_walk_failed = c.fd_walk_failed;
+    match out.finish(&stats) {
         Err(e) if is_epipe(&e) => Ok(0),
         r => r.map(|()| 0).map_err(Into::into),
     }
 }
 
-/// Drains the ring into the sink. Returns true when `--count` is reached.
-fn drain(
-    source: &mut Source,
-    sink: &mut dyn Sink,
-    stats: &mut RunStats,
-    count: Option<u64>,
-) -> io::Result<bool> {
-    let mut err = None;
-    let limit = count.unwrap_or(u64::MAX);
-    source.drain(|bytes| {
-        if err.is_some() || stats.events >= limit {
-            return;
-        }
-        match decode::decode(bytes) {
-            Ok(ev) => {
-                stats.events += 1;
-                if let Err(e) = sink.event(&ev) {
-                    err = Some(e);
-                }
-            }
-            Err(_) => stats.decode_errors += 1,
-        }
-    });
-    if let Some(e) = err {
-        return Err(e);
+/// `tcp-trace replay FILE`: no privilege needed.
+pub fn replay(args: &ReplayArgs) -> anyhow::Result<u8> {
+    let file = File::open(&args.file)
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", args.file.display()))?;
+    let mut reader = record::Reader::new(BufReader::new(file))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
+    let wall = WallClock::with_offset(reader.header.wall_offset_ns as i128);
+    let stdout = BufWriter::with_capacity(64 * 1024, io::stdout().lock());
+    let mut out = Output::Render(Box::new(Renderer::new(stdout, &args.output, wall, None)));
+    let res = replay_into(&mut reader, &mut out);
+    match res {
+        Err(e) if e.downcast_ref::<io::Error>().is_some_and(is_epipe) => Ok(0),
+        r => r,
     }
-    Ok(stats.events >= limit)
+}
+
+fn replay_into<R: io::Read, W: Write>(
+    reader: &mut record::Reader<R>,
+    out: &mut Output<W>,
+) -> anyhow::Result<u8> {
+    let mut stats = RunStats::default();
+    loop {
+        match reader.next_item() {
+            Ok(Some(record::Item::Event(raw))) => out.raw(&raw, &mut stats)?,
+            Ok(Some(record::Item::Lost(n))) => {
+                stats.lost += n;
+                out.lost(n, stats.lost)?;
+            }
+            Ok(None) => break,
+            Err(e) => {
+                out.finish(&stats)?;
+                return Err(anyhow::anyhow!("{e}"));
+            }
+        }
+    }
+    out.finish(&stats)?;
+    Ok(0)
 }

@@ -1,0 +1,245 @@
+//! The userspace pipeline after the source: decode → correlate → render, shared by
+//! the live tracer and `replay`, plus the raw `record` writer.
+use std::io::{self, Write};
+
+use tcp_trace_common::RawEvent;
+
+use crate::clock::WallClock;
+use crate::cli::{OutputArgs, View};
+use crate::correlate::{Config, Connection, ConversationJoiner, Correlator};
+use crate::decode::{self, Event};
+use crate::record;
+use crate::render::{self, events::TimeColumn, ladder::LadderOptions, summary::Summary};
+
+/// Counters a run reports at the end.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunStats {
+    pub events: u64,
+    pub decode_errors: u64,
+    /// Events the kernel could not queue (ring buffer full).
+    pub lost: u64,
+    /// Events dropped by the in-kernel filters, on purpose.
+    pub filtered: u64,
+    /// accept()/connect() returns whose socket the kernel side could not find.
+    pub fd_walk_failed: u64,
+}
+
+pub fn summary_line(s: &RunStats, evicted: u64) -> String {
+    format!(
+        "tcp-trace: {} events, {} lost, {} filtered in the kernel, {} undecodable, {} evicted connections, {} accept/connect returns without socket",
+        s.events, s.lost, s.filtered, s.decode_errors, evicted, s.fd_walk_failed
+    )
+}
+
+/// Where events go.
+pub enum Output<W: Write> {
+    Render(Box<Renderer<W>>),
+    Record(record::Writer<W>),
+}
+
+impl<W: Write> Output<W> {
+    pub fn raw(&mut self, raw: &RawEvent, stats: &mut RunStats) -> io::Result<()> {
+        match self {
+            Output::Record(w) => {
+                stats.events += 1;
+                w.event(raw)
+            }
+            Output::Render(r) => match decode::decode_raw(raw) {
+                Ok(ev) => {
+                    stats.events += 1;
+                    r.event(&ev)
+                }
+                Err(_) => {
+                    stats.decode_errors += 1;
+                    Ok(())
+                }
+            },
+        }
+    }
+
+    pub fn lost(&mut self, count: u64, total: u64) -> io::Result<()> {
+        eprintln!("tcp-trace: lost {count} events (ring buffer full)");
+        match self {
+            Output::Record(w) => w.lost(count),
+            Output::Render(r) => r.lost(count, total),
+        }
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Output::Record(w) => w.flush(),
+            Output::Render(r) => r.out.flush(),
+        }
+    }
+
+    pub fn finish(&mut self, stats: &RunStats) -> io::Result<()> {
+        match self {
+            Output::Record(w) => {
+                w.flush()?;
+                eprintln!("{}", summary_line(stats, 0));
+                Ok(())
+            }
+            Output::Render(r) => r.finish(stats),
+        }
+    }
+}
+
+/// Decoded events → text or JSON.
+pub struct Renderer<W: Write> {
+    out: W,
+    view: View,
+    json_events: bool,
+    json_conns: bool,
+    time: TimeColumn,
+    wall: Option<WallClock>,
+    correlator: Option<Correlator>,
+    joiner: ConversationJoiner,
+    summary: Summary,
+    finished: Vec<Connection>,
+    header_done: bool,
+    t0_ns: Option<u64>,
+}
+
+impl<W: Write> Renderer<W> {
+    /// `t0_ns`: start of the relative time column (None = first event).
+    pub fn new(out: W, args: &OutputArgs, wall: WallClock, t0_ns: Option<u64>) -> Renderer<W> {
+        let view = args.view.unwrap_or(View::Ladder);
+        let (json_events, json_conns) = match (args.json, args.view) {
+            (false, _) => (false, false),
+            (true, None) => (true, true),
+            (true, Some(View::Events)) => (true, false),
+            (true, Some(_)) => (false, true),
+        };
+        let need_conns = if args.json { json_conns } else { view != View::Events };
+        let time = if args.timestamp {
+            TimeColumn::Wall(wall)
+        } else {
+            TimeColumn::Relative {
+                t0_ns: t0_ns.unwrap_or(0),
+            }
+        };
+        Renderer {
+            out,
+            view,
+            json_events: args.json && json_events,
+            json_conns: args.json && json_conns,
+            time,
+            wall: args.timestamp.then_some(wall),
+            correlator: need_conns.then(|| {
+                Correlator::new(Config {
+                    max_sockets: args.max_sockets as usize,
+                    ..Config::default()
+                })
+            }),
+            joiner: ConversationJoiner::default(),
+            summary: Summary::default(),
+            finished: Vec::new(),
+            header_done: false,
+            t0_ns,
+        }
+    }
+
+    fn json(&self) -> bool {
+        self.json_events || self.json_conns
+    }
+
+    pub fn event(&mut self, ev: &Event) -> io::Result<()> {
+        let t0 = *self.t0_ns.get_or_insert(ev.ts_ns);
+        if let TimeColumn::Relative { t0_ns } = &mut self.time {
+            *t0_ns = t0;
+        }
+        if self.json_events {
+            render::json::event(&mut self.out, ev, self.wall.as_ref())?;
+        } else if !self.json() && self.view == View::Events {
+            if !self.header_done {
+                render::events::header(&mut self.out, &self.time)?;
+                self.header_done = true;
+            }
+            render::events::line(&mut self.out, ev, &self.time)?;
+        }
+        if let Some(c) = self.correlator.as_mut() {
+            c.push(*ev);
+            c.drain_finished(&mut self.finished);
+            self.emit_finished()?;
+        }
+        Ok(())
+    }
+
+    fn emit_finished(&mut self) -> io::Result<()> {
+        let finished = std::mem::take(&mut self.finished);
+        for c in finished {
+            self.connection(c)?;
+        }
+        Ok(())
+    }
+
+    fn connection(&mut self, c: Connection) -> io::Result<()> {
+        self.summary.add(&c);
+        let t0 = self.t0_ns.unwrap_or(0);
+        if self.json_conns {
+            serde_json::to_writer(&mut self.out, &c)?;
+            self.out.write_all(b"\n")?;
+            return Ok(());
+        }
+        match self.view {
+            View::Events => Ok(()),
+            View::Conns => {
+                if !self.header_done {
+                    render::conns::header(&mut self.out)?;
+                    self.header_done = true;
+                }
+                render::conns::line(&mut self.out, &c, t0)
+            }
+            View::Ladder => {
+                if let Some(conv) = self.joiner.push(c) {
+                    render::ladder::render(&mut self.out, &conv, &LadderOptions::default())?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub fn lost(&mut self, count: u64, total: u64) -> io::Result<()> {
+        if self.json() {
+            render::json::lost(&mut self.out, count, total)?;
+        }
+        Ok(())
+    }
+
+    pub fn finish(&mut self, stats: &RunStats) -> io::Result<()> {
+        let mut evicted = 0;
+        if let Some(mut c) = self.correlator.take() {
+            let rest = c.flush();
+            evicted = c.evicted();
+            for conn in rest {
+                self.connection(conn)?;
+            }
+            if self.view == View::Ladder && !self.json() {
+                for conv in self.joiner.flush() {
+                    render::ladder::render(&mut self.out, &conv, &LadderOptions::default())?;
+                }
+            }
+            self.summary.set_lost_events(stats.lost);
+            self.summary.set_evicted(evicted);
+            if self.json_conns {
+                serde_json::to_writer(&mut self.out, &self.summary)?;
+                self.out.write_all(b"\n")?;
+            } else if !self.json() {
+                self.out.flush()?;
+                // The summary is a report for the person at the terminal.
+                let mut err = io::stderr().lock();
+                self.summary.write_text(&mut err)?;
+            }
+        }
+        if self.json() {
+            writeln!(
+                self.out,
+                "{{\"type\":\"stats\",\"events\":{},\"lost\":{},\"filtered\":{},\"decode_errors\":{},\"evicted\":{evicted},\"fd_walk_failed\":{}}}",
+                stats.events, stats.lost, stats.filtered, stats.decode_errors, stats.fd_walk_failed
+            )?;
+        }
+        self.out.flush()?;
+        eprintln!("{}", summary_line(stats, evicted));
+        Ok(())
+    }
+}
