@@ -1,1 +1,970 @@
-//! Correlator (events → connections).
+//! Correlator: decoded [`Event`]s → [`Connection`]s.
+//!
+//! Pure and deterministic: no I/O, no clock (time comes only from the events), no
+//! iteration over hash maps where order could leak into the output.
+//!
+//! - Sockets are keyed by `skaddr` with a generation: a start transition (CLOSE →
+//!   SYN_SENT, CLOSE → LISTEN, LISTEN → SYN_RECV) on an address whose connection is
+//!   closed (or lost its CLOSE) starts a new [`Connection`] with a new `id`.
+//! - A reorder buffer holds each event until the newest timestamp seen is
+//!   `reorder_window_ns` past it, so events from different CPUs are applied in
+//!   timestamp order.
+//! - A closed connection stays in the table for a short linger
+//!   ([`DEFAULT_CLOSE_LINGER_NS`]) so that what the kernel reports after the CLOSE
+//!   (the `connect()` return of a refused or timed-out connect, a reset sent by
+//!   `close()` with unread data) still lands on it; then it is emitted.
+//! - SYN-ACK retransmits (reported on the listener) wait per request 4-tuple and move
+//!   into the child socket created with that tuple; those that never become a child
+//!   are reported on the listener as half-open requests.
+//! - A client and a server socket on this host with mirrored 4-tuples are linked
+//!   through `peer`; [`conversations`] groups them for the ladder view.
+//! - Memory is bounded: at most `max_sockets` sockets and as many pending requests;
+//!   beyond that the least recently updated socket is emitted with `evicted: true`.
+mod connection;
+mod conversation;
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+pub(crate) mod testutil;
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+pub(crate) use connection::StackStr;
+pub use connection::{
+    Connection, Endpoint, HalfOpenRequest, ListenerInfo, Outcome, PidSource, Role, StateEntry,
+    SyscallReturn,
+};
+pub use conversation::{Conversation, ConversationJoiner, conversations};
+
+use crate::decode::{Event, EventKind, Family, TcpState};
+
+pub const DEFAULT_MAX_SOCKETS: usize = 65_536;
+pub const DEFAULT_REORDER_WINDOW_NS: u64 = 20_000_000;
+/// How long a closed connection waits for late events (syscall returns, resets sent
+/// after the CLOSE) before it is emitted. Never less than the reorder window.
+pub const DEFAULT_CLOSE_LINGER_NS: u64 = 100_000_000;
+
+/// Correlator settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Most sockets tracked at once (and most pending half-open requests).
+    pub max_sockets: usize,
+    /// How long an event is held back to let earlier events from other CPUs arrive.
+    pub reorder_window_ns: u64,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            max_sockets: DEFAULT_MAX_SOCKETS,
+            reorder_window_ns: DEFAULT_REORDER_WINDOW_NS,
+        }
+    }
+}
+
+/// Counters of the correlator.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Events pushed.
+    pub events: u64,
+    /// Events applied (pushed minus still buffered).
+    pub applied: u64,
+    /// Events applied after a later one had been (they came later than the window).
+    pub late_events: u64,
+    /// Events that matched no socket: resets without a socket or known tuple, syscall
+    /// returns for untracked sockets, accept returns whose tuple did not match.
+    pub orphan_events: u64,
+    /// `accept()` returns with an error (no socket to attach to).
+    pub failed_accepts: u64,
+    /// Connections started.
+    pub connections: u64,
+    /// Connections emitted.
+    pub emitted: u64,
+    /// Open connections emitted early to stay within `max_sockets`.
+    pub evicted: u64,
+    /// Connections whose socket started anew without a CLOSE seen (lost events).
+    pub superseded: u64,
+    /// SYN-ACK retransmits not tracked per request because the pending table was full.
+    pub untracked_requests: u64,
+    /// Sockets tracked now.
+    pub tracked_sockets: usize,
+    /// Half-open requests (with SYN-ACK retransmits) tracked now.
+    pub pending_requests: usize,
+    /// Events in the reorder buffer now.
+    pub buffered_events: usize,
+}
+
+/// Local and remote (address, port), IPv4-mapped IPv6 addresses folded to IPv4.
+type Tuple = (IpAddr, u16, IpAddr, u16);
+
+const NIL: usize = usize::MAX;
+
+fn norm(a: IpAddr) -> IpAddr {
+    match a {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a, IpAddr::V4),
+        a => a,
+    }
+}
+
+fn event_tuple(ev: &Event) -> Option<Tuple> {
+    let (la, lp) = ev.local?;
+    let (ra, rp) = ev.remote?;
+    Some((norm(la), lp, norm(ra), rp))
+}
+
+struct Queued {
+    seq: u64,
+    ev: Event,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == Ordering::Equal
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, o: &Self) -> Ordering {
+        (self.ev.ts_ns, self.seq).cmp(&(o.ev.ts_ns, o.seq))
+    }
+}
+
+struct Slot {
+    live: bool,
+    conn: Connection,
+    closed_at: Option<u64>,
+    /// LRU links (head = most recently updated).
+    prev: usize,
+    next: usize,
+    /// Key under which this socket is in `by_tuple`.
+    tuple_key: Option<Tuple>,
+    /// Port under which this listener is in `listeners`.
+    listen_port: Option<u16>,
+    /// Child: its listener (slot, id).
+    listener: Option<(usize, u64)>,
+}
+
+impl Slot {
+    fn empty() -> Slot {
+        Slot {
+            live: false,
+            conn: blank(),
+            closed_at: None,
+            prev: NIL,
+            next: NIL,
+            tuple_key: None,
+            listen_port: None,
+            listener: None,
+        }
+    }
+}
+
+fn blank() -> Connection {
+    Connection::new(0, Role::Unknown, 0, Family::Unknown(0), 0)
+}
+
+/// SYN-ACK retransmits of one request sock, waiting for its child.
+struct PendingReq {
+    listener_slot: usize,
+    listener_id: u64,
+    req: u64,
+    local: (IpAddr, u16),
+    remote: (IpAddr, u16),
+    ts: Vec<u64>,
+}
+
+impl PendingReq {
+    fn into_half_open(self) -> HalfOpenRequest {
+        HalfOpenRequest {
+            req: self.req,
+            saddr: self.local.0,
+            sport: self.local.1,
+            daddr: self.remote.0,
+            dport: self.remote.1,
+            synack_retransmits: self.ts.len() as u32,
+            synack_retransmit_ts_ns: self.ts,
+        }
+    }
+}
+
+/// The correlator. See the module documentation.
+pub struct Correlator {
+    cfg: Config,
+    linger_ns: u64,
+    queue: BinaryHeap<Reverse<Queued>>,
+    seq: u64,
+    max_ts: u64,
+    last_applied: u64,
+    slots: Vec<Slot>,
+    free: Vec<usize>,
+    live: usize,
+    head: usize,
+    tail: usize,
+    by_sk: HashMap<u64, usize>,
+    by_tuple: HashMap<Tuple, (usize, u64)>,
+    listeners: HashMap<u16, Vec<(usize, u64)>>,
+    pending: HashMap<Tuple, PendingReq>,
+    /// (deadline, slot, id) of closed connections, in close order.
+    expiry: VecDeque<(u64, usize, u64)>,
+    finished: Vec<Connection>,
+    next_id: u64,
+    stats: Stats,
+}
+
+impl Default for Correlator {
+    fn default() -> Correlator {
+        Correlator::new(Config::default())
+    }
+}
+
+impl Correlator {
+    pub fn new(cfg: Config) -> Correlator {
+        Correlator {
+            cfg: Config {
+                max_sockets: cfg.max_sockets.max(1),
+                ..cfg
+            },
+            linger_ns: DEFAULT_CLOSE_LINGER_NS.max(cfg.reorder_window_ns),
+            queue: BinaryHeap::new(),
+            seq: 0,
+            max_ts: 0,
+            last_applied: 0,
+            slots: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            head: NIL,
+            tail: NIL,
+            by_sk: HashMap::new(),
+            by_tuple: HashMap::new(),
+            listeners: HashMap::new(),
+            pending: HashMap::new(),
+            expiry: VecDeque::new(),
+            finished: Vec::new(),
+            next_id: 1,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Sets how long a closed connection waits for late events (at least the reorder
+    /// window).
+    pub fn with_close_linger_ns(mut self, ns: u64) -> Correlator {
+        self.linger_ns = ns.max(self.cfg.reorder_window_ns);
+        self
+    }
+
+    pub fn config(&self) -> Config {
+        self.cfg
+    }
+
+    /// Feeds one event. It is applied once the newest timestamp seen is
+    /// `reorder_window_ns` past it (or at [`Correlator::flush`]).
+    pub fn push(&mut self, ev: Event) {
+        self.stats.events += 1;
+        self.max_ts = self.max_ts.max(ev.ts_ns);
+        self.queue.push(Reverse(Queued { seq: self.seq, ev }));
+        self.seq += 1;
+        let window = self.cfg.reorder_window_ns;
+        while let Some(Reverse(q)) = self.queue.peek() {
+            if q.ev.ts_ns.saturating_add(window) > self.max_ts {
+                break;
+            }
+            let Some(Reverse(q)) = self.queue.pop() else {
+                break;
+            };
+            self.apply(&q.ev);
+        }
+        // Everything up to here has been applied: closed connections whose linger
+        // ended before it are complete.
+        self.expire(self.max_ts.saturating_sub(window));
+    }
+
+    /// Moves the connections finished so far into `out` (in the order they finished).
+    pub fn drain_finished(&mut self, out: &mut Vec<Connection>) {
+        out.append(&mut self.finished);
+    }
+
+    /// The connections finished so far, as an iterator that takes them.
+    pub fn finished(&mut self) -> std::vec::Drain<'_, Connection> {
+        self.finished.drain(..)
+    }
+
+    /// End of input: applies everything buffered and emits every connection, those
+    /// without a CLOSE marked `open: true`. The correlator is empty afterwards.
+    pub fn flush(&mut self) -> Vec<Connection> {
+        while let Some(Reverse(q)) = self.queue.pop() {
+            self.apply(&q.ev);
+        }
+        let mut live: Vec<(u64, usize)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.live)
+            .map(|(i, s)| (s.conn.id, i))
+            .collect();
+        live.sort_unstable();
+        for (_, i) in live {
+            self.finalize(i, false);
+        }
+        self.expiry.clear();
+        self.pending.clear();
+        std::mem::take(&mut self.finished)
+    }
+
+    /// Open connections emitted early because of `max_sockets`.
+    pub fn evicted(&self) -> u64 {
+        self.stats.evicted
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            tracked_sockets: self.live,
+            pending_requests: self.pending.len(),
+            buffered_events: self.queue.len(),
+            ..self.stats
+        }
+    }
+
+    // ---- applying events ----
+
+    fn apply(&mut self, ev: &Event) {
+        self.stats.applied += 1;
+        if ev.ts_ns < self.last_applied {
+            self.stats.late_events += 1;
+        } else {
+            self.last_applied = ev.ts_ns;
+        }
+        self.expire(self.last_applied);
+        match ev.kind {
+            EventKind::Transition { old, new } => self.on_transition(ev, old, new),
+            EventKind::SynAckRetransmit { req } => self.on_synack_retransmit(ev, req),
+            EventKind::Retransmit { state } => self.on_retransmit(ev, state),
+            EventKind::ResetSent { .. } => self.on_reset(ev, true),
+            EventKind::ResetReceived => self.on_reset(ev, false),
+            EventKind::ConnectReturn { fd, ret } => self.on_connect_return(ev, fd, ret),
+            EventKind::AcceptReturn {
+                listen_fd,
+                ret,
+                accept4,
+            } => self.on_accept_return(ev, listen_fd, ret, accept4),
+        }
+    }
+
+    fn expire(&mut self, now: u64) {
+        while let Some(&(deadline, i, id)) = self.expiry.front() {
+            if deadline >= now {
+                break;
+            }
+            self.expiry.pop_front();
+            let s = &self.slots[i];
+            if s.live && s.conn.id == id && s.closed_at.is_some() {
+                self.finalize(i, false);
+            }
+        }
+    }
+
+    fn on_transition(&mut self, ev: &Event, old: TcpState, new: TcpState) {
+        use TcpState::*;
+        let start = matches!(
+            (old, new),
+            (Close, SynSent) | (Close, Listen) | (Listen, SynRecv)
+        );
+        let i = match self.by_sk.get(&ev.skaddr).copied() {
+            Some(i) if start => {
+                if self.slots[i].closed_at.is_none() {
+                    self.stats.superseded += 1;
+                }
+                self.finalize(i, false);
+                let role = self.role_for(old, new, ev);
+                self.create(ev, role, false)
+            }
+            Some(i) => i,
+            None => {
+                let role = self.role_for(old, new, ev);
+                self.create(ev, role, !start)
+            }
+        };
+        self.touch(i, ev.ts_ns);
+        {
+            let c = &mut self.slots[i].conn;
+            if c.states.is_empty() {
+                c.states.push(StateEntry {
+                    state: old,
+                    t_ns: ev.ts_ns,
+                });
+            }
+            c.states.push(StateEntry {
+                state: new,
+                t_ns: ev.ts_ns,
+            });
+            if c.role == Role::Unknown {
+                if matches!(new, SynSent) {
+                    c.role = Role::Client;
+                } else if matches!(new, SynRecv) {
+                    c.role = Role::Server;
+                }
+            }
+        }
+        self.attribute(i, ev, false);
+        self.update_tuple(i, ev);
+        if (old, new) == (Listen, SynRecv) {
+            self.attach_child(i);
+        }
+        if new == Listen {
+            self.index_listener(i);
+        }
+        if matches!(new, Close | TimeWait) && self.slots[i].closed_at.is_none() {
+            self.slots[i].closed_at = Some(ev.ts_ns);
+            let id = self.slots[i].conn.id;
+            self.expiry
+                .push_back((ev.ts_ns.saturating_add(self.linger_ns), i, id));
+            self.unindex_listener(i);
+        }
+    }
+
+    fn on_synack_retransmit(&mut self, ev: &Event, req: u64) {
+        let i = match self.by_sk.get(&ev.skaddr).copied() {
+            Some(i) => i,
+            None => self.create(ev, Role::Listener, true),
+        };
+        self.touch(i, ev.ts_ns);
+        self.attribute(i, ev, false);
+        let lid = {
+            let c = &mut self.slots[i].conn;
+            if c.role == Role::Unknown {
+                c.role = Role::Listener;
+            }
+            if c.role == Role::Listener && c.listener.is_none() {
+                c.listener = Some(ListenerInfo::default());
+            }
+            if c.sport == 0
+                && let Some((a, p)) = ev.local
+            {
+                c.saddr.get_or_insert(a);
+                c.sport = p;
+            }
+            c.id
+        };
+        if self.slots[i].listen_port.is_none() && self.slots[i].closed_at.is_none() {
+            self.index_listener(i);
+        }
+        let (Some(key), Some(local), Some(remote)) = (event_tuple(ev), ev.local, ev.remote) else {
+            let c = &mut self.slots[i].conn;
+            c.synack_retransmits += 1;
+            c.synack_retransmit_ts_ns.push(ev.ts_ns);
+            return;
+        };
+        if let Some(p) = self.pending.get_mut(&key) {
+            if p.listener_id == lid && p.req == req {
+                p.ts.push(ev.ts_ns);
+                return;
+            }
+            // Another request with the same tuple: the earlier one never completed.
+            if let Some(old) = self.pending.remove(&key) {
+                self.drop_request(old);
+            }
+        }
+        if self.pending.len() >= self.cfg.max_sockets {
+            self.stats.untracked_requests += 1;
+            let c = &mut self.slots[i].conn;
+            c.synack_retransmits += 1;
+            c.synack_retransmit_ts_ns.push(ev.ts_ns);
+            return;
+        }
+        let mut ts = Vec::with_capacity(4);
+        ts.push(ev.ts_ns);
+        self.pending.insert(
+            key,
+            PendingReq {
+                listener_slot: i,
+                listener_id: lid,
+                req,
+                local,
+                remote,
+                ts,
+            },
+        );
+    }
+
+    /// Records a request that will never become a child on its listener.
+    fn drop_request(&mut self, p: PendingReq) {
+        let l = &mut self.slots[p.listener_slot];
+        if l.live
+            && l.conn.id == p.listener_id
+            && let Some(info) = l.conn.listener.as_mut()
+        {
+            info.half_open_requests.push(p.into_half_open());
+        }
+    }
+
+    fn on_retransmit(&mut self, ev: &Event, state: TcpState) {
+        let i = match self.by_sk.get(&ev.skaddr).copied() {
+            Some(i) => i,
+            None => {
+                let role = if state == TcpState::SynSent {
+                    Role::Client
+                } else {
+                    self.role_from_port(ev)
+                };
+                let i = self.create(ev, role, true);
+                self.slots[i].conn.states.push(StateEntry {
+                    state,
+                    t_ns: ev.ts_ns,
+                });
+                i
+            }
+        };
+        self.touch(i, ev.ts_ns);
+        self.attribute(i, ev, false);
+        self.update_tuple(i, ev);
+        let c = &mut self.slots[i].conn;
+        match state {
+            TcpState::SynSent => {
+                c.syn_retransmits += 1;
+                c.syn_retransmit_ts_ns.push(ev.ts_ns);
+            }
+            s => {
+                c.retransmits += 1;
+                c.retransmit_ts_ns.push(ev.ts_ns);
+                if matches!(
+                    s,
+                    TcpState::FinWait1 | TcpState::Closing | TcpState::LastAck
+                ) {
+                    c.fin_retransmits += 1;
+                }
+            }
+        }
+    }
+
+    fn on_reset(&mut self, ev: &Event, sent: bool) {
+        let i = if ev.skaddr != 0 {
+            match self.by_sk.get(&ev.skaddr).copied() {
+                Some(i) => i,
+                None => {
+                    let role = self.role_from_port(ev);
+                    self.create(ev, role, true)
+                }
+            }
+        } else {
+            match event_tuple(ev).and_then(|k| self.by_tuple.get(&k).copied()) {
+                Some((i, id)) if self.slots[i].live && self.slots[i].conn.id == id => i,
+                _ => {
+                    self.stats.orphan_events += 1;
+                    return;
+                }
+            }
+        };
+        self.touch(i, ev.ts_ns);
+        if ev.skaddr != 0 {
+            self.attribute(i, ev, false);
+            self.update_tuple(i, ev);
+        }
+        let c = &mut self.slots[i].conn;
+        if sent {
+            c.resets_sent += 1;
+            c.reset_sent_ts_ns.push(ev.ts_ns);
+        } else {
+            c.resets_received += 1;
+            c.reset_received_ts_ns.push(ev.ts_ns);
+        }
+    }
+
+    fn on_connect_return(&mut self, ev: &Event, fd: i32, ret: i64) {
+        let Some(i) = self.by_sk.get(&ev.skaddr).copied() else {
+            self.stats.orphan_events += 1;
+            return;
+        };
+        self.touch(i, ev.ts_ns);
+        self.attribute(i, ev, true);
+        let c = &mut self.slots[i].conn;
+        if c.role == Role::Unknown {
+            c.role = Role::Client;
+        }
+        let r = SyscallReturn {
+            ret,
+            errno: Connection::errno_name(ret),
+            t_ns: ev.ts_ns,
+            fd,
+            accept4: false,
+        };
+        c.connect_calls.push(r);
+        c.connect.get_or_insert(r);
+    }
+
+    fn on_accept_return(&mut self, ev: &Event, listen_fd: i32, ret: i64, accept4: bool) {
+        if ret < 0 {
+            self.stats.failed_accepts += 1;
+            return;
+        }
+        let Some(i) = self.by_sk.get(&ev.skaddr).copied() else {
+            self.stats.orphan_events += 1;
+            return;
+        };
+        // The socket address may have been reused: the tuple must agree when known.
+        if let (Some(k), Some(own)) = (event_tuple(ev), self.slots[i].tuple_key)
+            && k.1 != 0
+            && k.3 != 0
+            && k != own
+        {
+            self.stats.orphan_events += 1;
+            return;
+        }
+        self.touch(i, ev.ts_ns);
+        self.attribute(i, ev, true);
+        self.update_tuple(i, ev);
+        let first = {
+            let c = &mut self.slots[i].conn;
+            if c.role == Role::Unknown {
+                c.role = Role::Server;
+            }
+            let first = c.accept.is_none();
+            if first {
+                c.accept = Some(SyscallReturn {
+                    ret,
+                    errno: Connection::errno_name(ret),
+                    t_ns: ev.ts_ns,
+                    fd: listen_fd,
+                    accept4,
+                });
+            }
+            first
+        };
+        if first
+            && let Some((l, lid)) = self.slots[i].listener
+            && self.slots[l].live
+            && self.slots[l].conn.id == lid
+            && let Some(info) = self.slots[l].conn.listener.as_mut()
+        {
+            info.accepted += 1;
+        }
+    }
+
+    // ---- helpers ----
+
+    fn role_for(&self, old: TcpState, new: TcpState, ev: &Event) -> Role {
+        use TcpState::*;
+        if old == SynRecv || new == SynRecv {
+            Role::Server
+        } else if old == SynSent || new == SynSent {
+            Role::Client
+        } else if new == Listen || old == Listen {
+            Role::Listener
+        } else {
+            self.role_from_port(ev)
+        }
+    }
+
+    /// Server if a live listener owns the local port, else unknown.
+    fn role_from_port(&self, ev: &Event) -> Role {
+        match ev.local {
+            Some((a, p)) if p != 0 && self.find_listener(a, p).is_some() => Role::Server,
+            _ => Role::Unknown,
+        }
+    }
+
+    fn find_listener(&self, addr: IpAddr, port: u16) -> Option<(usize, u64)> {
+        let list = self.listeners.get(&port)?;
+        let addr = norm(addr);
+        let mut wildcard = None;
+        for &(l, lid) in list {
+            let s = &self.slots[l];
+            if !s.live || s.conn.id != lid || s.closed_at.is_some() {
+                continue;
+            }
+            match s.conn.saddr.map(norm) {
+                Some(a) if a == addr => return Some((l, lid)),
+                Some(a) if !a.is_unspecified() => {}
+                _ => wildcard = wildcard.or(Some((l, lid))),
+            }
+        }
+        wildcard
+    }
+
+    fn index_listener(&mut self, i: usize) {
+        let s = &mut self.slots[i];
+        if s.listen_port.is_some() || s.conn.sport == 0 {
+            return;
+        }
+        let port = s.conn.sport;
+        s.listen_port = Some(port);
+        let id = s.conn.id;
+        self.listeners.entry(port).or_default().push((i, id));
+    }
+
+    fn unindex_listener(&mut self, i: usize) {
+        let Some(port) = self.slots[i].listen_port.take() else {
+            return;
+        };
+        let id = self.slots[i].conn.id;
+        if let Some(v) = self.listeners.get_mut(&port) {
+            v.retain(|&e| e != (i, id));
+            if v.is_empty() {
+                self.listeners.remove(&port);
+            }
+        }
+    }
+
+    /// A child socket appeared: take over its request's SYN-ACK retransmits and find
+    /// its listener.
+    fn attach_child(&mut self, i: usize) {
+        let key = self.conn_tuple(i);
+        let mut listener = None;
+        if let Some(p) = key.and_then(|k| self.pending.remove(&k)) {
+            let l = &self.slots[p.listener_slot];
+            if l.live && l.conn.id == p.listener_id {
+                listener = Some((p.listener_slot, p.listener_id));
+            }
+            let c = &mut self.slots[i].conn;
+            c.synack_retransmits += p.ts.len() as u32;
+            if c.synack_retransmit_ts_ns.is_empty() {
+                c.synack_retransmit_ts_ns = p.ts;
+            } else {
+                c.synack_retransmit_ts_ns.extend_from_slice(&p.ts);
+            }
+        }
+        if listener.is_none()
+            && let Some(a) = self.slots[i].conn.saddr
+        {
+            listener = self.find_listener(a, self.slots[i].conn.sport);
+        }
+        let Some((l, lid)) = listener else {
+            return;
+        };
+        self.slots[i].listener = Some((l, lid));
+        self.slots[i].conn.listener_id = Some(lid);
+        let (lpid, lcomm) = {
+            let lc = &mut self.slots[l].conn;
+            if let Some(info) = lc.listener.as_mut() {
+                info.children += 1;
+            }
+            (lc.pid, lc.comm)
+        };
+        let c = &mut self.slots[i].conn;
+        if c.pid_source == PidSource::None && lpid.is_some() {
+            c.pid = lpid;
+            c.comm = lcomm;
+            c.pid_source = PidSource::Listener;
+        }
+    }
+
+    fn conn_tuple(&self, i: usize) -> Option<Tuple> {
+        let c = &self.slots[i].conn;
+        match (c.saddr, c.daddr) {
+            (Some(s), Some(d)) if c.sport != 0 && c.dport != 0 => {
+                Some((norm(s), c.sport, norm(d), c.dport))
+            }
+            _ => None,
+        }
+    }
+
+    /// Learns the socket's 4-tuple from an event (ports may be 0 early on or at the
+    /// CLOSE), indexes it and links the peer socket on this host.
+    fn update_tuple(&mut self, i: usize, ev: &Event) {
+        {
+            let c = &mut self.slots[i].conn;
+            if let Some((a, p)) = ev.local
+                && (c.saddr.is_none() || (c.sport == 0 && p != 0))
+            {
+                c.saddr = Some(a);
+                c.sport = p;
+            }
+            if let Some((a, p)) = ev.remote
+                && (c.daddr.is_none() || (c.dport == 0 && p != 0))
+            {
+                c.daddr = Some(a);
+                c.dport = p;
+            }
+            if matches!(c.family, Family::Unknown(_)) {
+                c.family = ev.family;
+            }
+            if c.role == Role::Listener {
+                return;
+            }
+        }
+        let Some(key) = self.conn_tuple(i) else {
+            return;
+        };
+        if self.slots[i].tuple_key == Some(key) {
+            return;
+        }
+        let id = self.slots[i].conn.id;
+        if let Some(old) = self.slots[i].tuple_key.replace(key)
+            && self.by_tuple.get(&old) == Some(&(i, id))
+        {
+            self.by_tuple.remove(&old);
+        }
+        self.by_tuple.insert(key, (i, id));
+        let mirror = (key.2, key.3, key.0, key.1);
+        let Some(&(j, jid)) = self.by_tuple.get(&mirror) else {
+            return;
+        };
+        if j == i || !self.slots[j].live || self.slots[j].conn.id != jid {
+            return;
+        }
+        let (a, b) = (&self.slots[i].conn, &self.slots[j].conn);
+        let same_side = a.role == b.role && a.role != Role::Unknown;
+        if a.peer.is_some() || b.peer.is_some() || same_side {
+            return;
+        }
+        self.slots[i].conn.peer = Some(jid);
+        self.slots[j].conn.peer = Some(id);
+    }
+
+    /// Learns pid/comm: the caller of connect()/accept() beats the owner the kernel
+    /// side learned, which beats the task context, which beats the listener's owner.
+    /// The context pid of a softirq is never used.
+    fn attribute(&mut self, i: usize, ev: &Event, syscall: bool) {
+        let (src, pid, comm) = match (ev.owner, syscall) {
+            (Some(o), true) => (PidSource::Syscall, o.pid, Some(o.comm)),
+            (None, true) if ev.task_ctx => (PidSource::Syscall, ev.ctx_pid, None),
+            (Some(o), false) if !o.from_listener => (PidSource::Owner, o.pid, Some(o.comm)),
+            (_, false) if ev.task_ctx => (PidSource::Context, ev.ctx_pid, None),
+            (Some(o), false) => (PidSource::Listener, o.pid, Some(o.comm)),
+            _ => return,
+        };
+        let c = &mut self.slots[i].conn;
+        if src <= c.pid_source {
+            return;
+        }
+        let comm = comm.filter(|c| !c.is_empty());
+        if comm.is_some() || c.pid != Some(pid) {
+            c.comm = comm;
+        }
+        c.pid = Some(pid);
+        c.pid_source = src;
+        if ev.cgroup_id != 0 && src != PidSource::Listener {
+            c.cgroup_id = Some(ev.cgroup_id);
+        }
+    }
+
+    fn create(&mut self, ev: &Event, role: Role, open_before_start: bool) -> usize {
+        if self.live >= self.cfg.max_sockets && self.tail != NIL {
+            let t = self.tail;
+            let closed = self.slots[t].closed_at.is_some();
+            if !closed {
+                self.stats.evicted += 1;
+            }
+            self.finalize(t, !closed);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.stats.connections += 1;
+        let mut conn = Connection::new(id, role, ev.skaddr, ev.family, ev.ts_ns);
+        conn.open_before_start = open_before_start;
+        let i = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot::empty());
+                self.slots.len() - 1
+            }
+        };
+        let s = &mut self.slots[i];
+        s.live = true;
+        s.conn = conn;
+        s.closed_at = None;
+        s.tuple_key = None;
+        s.listen_port = None;
+        s.listener = None;
+        s.prev = NIL;
+        s.next = NIL;
+        self.by_sk.insert(ev.skaddr, i);
+        self.live += 1;
+        self.link_front(i);
+        i
+    }
+
+    fn touch(&mut self, i: usize, ts: u64) {
+        let c = &mut self.slots[i].conn;
+        c.last_ts_ns = c.last_ts_ns.max(ts);
+        c.first_ts_ns = c.first_ts_ns.min(ts);
+        if self.head != i {
+            self.unlink(i);
+            self.link_front(i);
+        }
+    }
+
+    fn link_front(&mut self, i: usize) {
+        self.slots[i].prev = NIL;
+        self.slots[i].next = self.head;
+        if self.head != NIL {
+            self.slots[self.head].prev = i;
+        }
+        self.head = i;
+        if self.tail == NIL {
+            self.tail = i;
+        }
+    }
+
+    fn unlink(&mut self, i: usize) {
+        let (p, n) = (self.slots[i].prev, self.slots[i].next);
+        if p != NIL {
+            self.slots[p].next = n;
+        } else {
+            self.head = n;
+        }
+        if n != NIL {
+            self.slots[n].prev = p;
+        } else {
+            self.tail = p;
+        }
+        self.slots[i].prev = NIL;
+        self.slots[i].next = NIL;
+    }
+
+    /// Emits slot `i` and frees it.
+    fn finalize(&mut self, i: usize, evicted: bool) {
+        self.unlink(i);
+        self.unindex_listener(i);
+        let s = &mut self.slots[i];
+        s.live = false;
+        self.live -= 1;
+        let id = s.conn.id;
+        let sk = s.conn.skaddr;
+        let closed = s.closed_at.take().is_some();
+        s.listener = None;
+        if let Some(k) = s.tuple_key.take()
+            && self.by_tuple.get(&k) == Some(&(i, id))
+        {
+            self.by_tuple.remove(&k);
+        }
+        if self.by_sk.get(&sk) == Some(&i) {
+            self.by_sk.remove(&sk);
+        }
+        let mut conn = std::mem::replace(&mut self.slots[i].conn, blank());
+        if conn.role == Role::Listener {
+            let mut reqs: Vec<HalfOpenRequest> = self
+                .pending
+                .extract_if(|_, p| p.listener_id == id)
+                .map(|(_, p)| p.into_half_open())
+                .collect();
+            let info = conn.listener.get_or_insert_with(ListenerInfo::default);
+            info.half_open_requests.append(&mut reqs);
+            info.half_open_requests.sort_by(|a, b| {
+                (a.synack_retransmit_ts_ns.first(), a.req, a.dport).cmp(&(
+                    b.synack_retransmit_ts_ns.first(),
+                    b.req,
+                    b.dport,
+                ))
+            });
+            for r in &info.half_open_requests {
+                conn.synack_retransmits += r.synack_retransmits;
+                conn.synack_retransmit_ts_ns
+                    .extend_from_slice(&r.synack_retransmit_ts_ns);
+            }
+            conn.synack_retransmit_ts_ns.sort_unstable();
+        }
+        conn.finish(closed, evicted);
+        self.finished.push(conn);
+        self.free.push(i);
+        self.stats.emitted += 1;
+    }
+}

@@ -1,1 +1,429 @@
-//! (to be written)
+//! Ladder (sequence) diagram of one conversation: the client on the left, the server
+//! on the right, one row per observed step, in time order.
+//!
+//! Segments are derived from state transitions, each drawn once: at the end whose
+//! transition proves it was sent when that end is visible, else at the end that
+//! received it. SYN-ACKs come from the request sock (never on the state tracepoint),
+//! so they are drawn where the client receives them; the ACK of a FIN causes no
+//! transition at its sender, so it is drawn where it is received. With one end
+//! invisible its column is headed `(remote)` and shows nothing.
+use std::io::{self, Write};
+
+use crate::correlate::{Connection, Conversation, Role};
+use crate::decode::TcpState;
+
+/// Rendering options.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LadderOptions {
+    /// Box-drawing arrows (`──▶`) instead of ASCII (`-->`).
+    pub unicode: bool,
+    /// Width of the arrow column in characters.
+    pub arrow_width: usize,
+    /// Time origin; default the conversation's first timestamp.
+    pub t0_ns: Option<u64>,
+}
+
+impl Default for LadderOptions {
+    fn default() -> LadderOptions {
+        LadderOptions {
+            unicode: false,
+            arrow_width: 34,
+            t0_ns: None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Side {
+    Left,
+    Right,
+}
+
+impl Side {
+    /// Direction of a segment sent by this side.
+    fn send(self) -> Dir {
+        match self {
+            Side::Left => Dir::Right,
+            Side::Right => Dir::Left,
+        }
+    }
+    /// Direction of a segment received by this side.
+    fn recv(self) -> Dir {
+        match self {
+            Side::Left => Dir::Left,
+            Side::Right => Dir::Right,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Dir {
+    /// Client → server.
+    Right,
+    /// Server → client.
+    Left,
+}
+
+struct Row {
+    t: u64,
+    seq: usize,
+    left: String,
+    arrow: Option<(Dir, String)>,
+    right: String,
+}
+
+struct Rows {
+    rows: Vec<Row>,
+}
+
+impl Rows {
+    fn add(&mut self, t: u64, side: Side, text: &str, arrow: Option<(Dir, &str)>) {
+        self.add_both(t, side, text, "", arrow);
+    }
+
+    /// `text` on `side`, `other` on the opposite column.
+    fn add_both(
+        &mut self,
+        t: u64,
+        side: Side,
+        text: &str,
+        other: &str,
+        arrow: Option<(Dir, &str)>,
+    ) {
+        let (left, right) = match side {
+            Side::Left => (text, other),
+            Side::Right => (other, text),
+        };
+        let seq = self.rows.len();
+        self.rows.push(Row {
+            t,
+            seq,
+            left: left.to_string(),
+            arrow: arrow.map(|(d, l)| (d, l.to_string())),
+            right: right.to_string(),
+        });
+    }
+}
+
+/// Renders the ladder of `conv`.
+pub fn render(w: &mut impl Write, conv: &Conversation, opts: &LadderOptions) -> io::Result<()> {
+    let mut rows = Rows { rows: Vec::new() };
+    let client = conv.client.as_ref();
+    let server = conv.server.as_ref();
+    if let Some(c) = client {
+        side_rows(&mut rows, c, Side::Left, server);
+    }
+    if let Some(s) = server {
+        side_rows(&mut rows, s, Side::Right, client);
+    }
+    rows.rows.sort_by_key(|r| (r.t, r.seq));
+
+    let t0 = opts.t0_ns.unwrap_or_else(|| conv.first_ts_ns());
+    let lw = rows
+        .rows
+        .iter()
+        .map(|r| r.left.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(11);
+    let aw = opts.arrow_width.max(12);
+
+    let left_head = match (client, server) {
+        (Some(c), _) => side_label(c),
+        (None, Some(s)) => format!("(remote) {}", s.remote()),
+        (None, None) => String::from("(remote)"),
+    };
+    let right_head = match (server, client) {
+        (Some(s), _) => side_label(s),
+        (None, Some(c)) => format!("(remote) {}", c.remote()),
+        (None, None) => String::from("(remote)"),
+    };
+    let left_col = lw + 1 + aw + 2;
+    let pad = left_col.saturating_sub(left_head.chars().count()).max(1);
+    writeln!(w, "{:>10}  {left_head}{:pad$}{right_head}", "time(ms)", "")?;
+
+    for r in &rows.rows {
+        let ms = r.t.saturating_sub(t0) as f64 / 1e6;
+        let mut line = format!("{ms:>10.3}  {}", r.left);
+        let used = r.left.chars().count();
+        line.extend(std::iter::repeat_n(' ', lw - used.min(lw) + 1));
+        match &r.arrow {
+            Some((d, label)) => line.push_str(&arrow(*d, label, aw, opts.unicode)),
+            None => line.extend(std::iter::repeat_n(' ', aw)),
+        }
+        line.push_str("  ");
+        line.push_str(&r.right);
+        writeln!(w, "{}", line.trim_end())?;
+    }
+    Ok(())
+}
+
+/// `client 127.0.0.1:51234 (curl 4242)`.
+fn side_label(c: &Connection) -> String {
+    let role = match c.role {
+        Role::Client | Role::Server | Role::Listener => c.role.name(),
+        Role::Unknown => "socket",
+    };
+    match (c.pid, c.comm) {
+        (Some(p), Some(comm)) => format!("{role} {} ({comm} {p})", c.local()),
+        (Some(p), None) => format!("{role} {} (pid {p})", c.local()),
+        _ => format!("{role} {}", c.local()),
+    }
+}
+
+fn arrow(d: Dir, label: &str, width: usize, unicode: bool) -> String {
+    let (line, right_head, left_head) = if unicode {
+        ('─', '▶', '◀')
+    } else {
+        ('-', '>', '<')
+    };
+    let mut s = String::with_capacity(width * 3);
+    match d {
+        Dir::Right => {
+            s.extend([line, line, ' ']);
+            s.push_str(label);
+            s.push(' ');
+            let used = s.chars().count() + 1;
+            s.extend(std::iter::repeat_n(line, width.saturating_sub(used).max(1)));
+            s.push(right_head);
+        }
+        Dir::Left => {
+            s.extend([left_head, line, line, ' ']);
+            s.push_str(label);
+            s.push(' ');
+            let used = s.chars().count();
+            s.extend(std::iter::repeat_n(line, width.saturating_sub(used).max(1)));
+        }
+    }
+    s
+}
+
+fn syscall_text(name: &str, ret: i64, errno: Option<&str>) -> String {
+    match errno {
+        Some(e) => format!("{name}() = {ret} {e}"),
+        None => format!("{name}() = {ret}"),
+    }
+}
+
+/// Rows contributed by one end.
+fn side_rows(rows: &mut Rows, c: &Connection, side: Side, other: Option<&Connection>) {
+    use TcpState::*;
+    let other_visible = other.is_some();
+    let send = side.send();
+    let recv = side.recv();
+
+    for pair in c.states.windows(2) {
+        let (old, new, t) = (pair[0].state, pair[1].state, pair[1].t_ns);
+        let tw = new == Close && c.time_wait_t_ns == Some(t) || new == TimeWait;
+        match (old, new) {
+            (Close, SynSent) => rows.add(t, side, "SYN_SENT", Some((send, "SYN"))),
+            (SynSent, Established) => {
+                let note = if other_visible { "(request sock)" } else { "" };
+                rows.add_both(t, side, "ESTABLISHED", note, Some((recv, "SYN-ACK")));
+                if !other_visible {
+                    rows.add(t, side, "", Some((send, "ACK")));
+                }
+            }
+            (Listen, SynRecv) => rows.add(t, side, "SYN_RECV (child)", Some((recv, "ACK"))),
+            (SynRecv, Established) => rows.add(t, side, "ESTABLISHED", None),
+            (Established | SynRecv, FinWait1) => {
+                rows.add(t, side, "FIN_WAIT1", Some((send, "FIN")))
+            }
+            (Established, CloseWait) => {
+                let a = (!other_visible).then_some((recv, "FIN"));
+                rows.add(t, side, "CLOSE_WAIT", a);
+            }
+            (CloseWait, LastAck) => rows.add(t, side, "LAST_ACK", Some((send, "FIN"))),
+            (FinWait1, FinWait2) => rows.add(t, side, "FIN_WAIT2", Some((recv, "ACK of FIN"))),
+            (FinWait2, Close) if tw => {
+                if !other_visible {
+                    rows.add(t, side, "", Some((recv, "FIN")));
+                }
+                rows.add(t, side, "TIME_WAIT", Some((send, "ACK")));
+            }
+            (FinWait1, Closing) => {
+                if !other_visible {
+                    rows.add(t, side, "", Some((recv, "FIN")));
+                }
+                rows.add(t, side, "CLOSING", Some((send, "ACK")));
+            }
+            (Closing, Close) if tw => {
+                let a = (!other_visible).then_some((recv, "ACK of FIN"));
+                rows.add(t, side, "TIME_WAIT", a);
+            }
+            (LastAck, Close) => {
+                let a = (!other_visible).then_some((recv, "ACK"));
+                rows.add(t, side, "CLOSE", a);
+            }
+            (_, TimeWait) => rows.add(t, side, "TIME_WAIT", None),
+            (_, Unknown(n)) => rows.add(t, side, &format!("UNKNOWN({n})"), None),
+            (_, s) => rows.add(t, side, s.name(), None),
+        }
+    }
+
+    for r in &c.connect_calls {
+        rows.add(r.t_ns, side, &syscall_text("connect", r.ret, r.errno), None);
+    }
+    if let Some(a) = c.accept {
+        let name = if a.accept4 { "accept4" } else { "accept" };
+        rows.add(a.t_ns, side, &syscall_text(name, a.ret, a.errno), None);
+    }
+    for (k, &t) in c.syn_retransmit_ts_ns.iter().enumerate() {
+        let label = format!("SYN retransmit #{}", k + 1);
+        rows.add(t, side, "", Some((send, &label)));
+    }
+    if c.role == Role::Server {
+        for (k, &t) in c.synack_retransmit_ts_ns.iter().enumerate() {
+            let label = format!("SYN-ACK retransmit #{}", k + 1);
+            rows.add(t, side, "(request sock)", Some((send, &label)));
+        }
+    }
+    let mut data = 0;
+    for &t in &c.retransmit_ts_ns {
+        let label = match c.state_at(t) {
+            Some(FinWait1 | Closing | LastAck) => String::from("FIN retransmit"),
+            _ => {
+                data += 1;
+                format!("retransmit #{data}")
+            }
+        };
+        rows.add(t, side, "", Some((send, &label)));
+    }
+    for &t in &c.reset_sent_ts_ns {
+        rows.add(t, side, "", Some((send, "RST")));
+    }
+    let peer_sent_rst = other.is_some_and(|o| o.resets_sent > 0);
+    for &t in &c.reset_received_ts_ns {
+        if peer_sent_rst {
+            rows.add(t, side, "RST received", None);
+        } else {
+            rows.add(t, side, "", Some((recv, "RST")));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::correlate::testutil::{CHILD, CLIENT, Ev, LISTENER, MS, US, design_sequence, run};
+    use crate::correlate::{Conversation, conversations};
+    use crate::decode::TcpState::*;
+
+    fn draw(conv: &Conversation, opts: &LadderOptions) -> String {
+        let mut out = Vec::new();
+        render(&mut out, conv, opts).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    fn check(got: &str, want: &str) {
+        assert_eq!(got, want, "\n--- got ---\n{got}--- want ---\n{want}");
+    }
+
+    #[test]
+    fn golden_design_both_ends() {
+        let convs = conversations(run(&design_sequence()));
+        assert_eq!(convs.len(), 1);
+        let got = draw(&convs[0], &LadderOptions::default());
+        check(
+            &got,
+            include_str!("../../tests/fixtures/synthetic/design_ladder.txt"),
+        );
+    }
+
+    #[test]
+    fn golden_design_unicode() {
+        let convs = conversations(run(&design_sequence()));
+        let opts = LadderOptions {
+            unicode: true,
+            ..LadderOptions::default()
+        };
+        let got = draw(&convs[0], &opts);
+        check(
+            &got,
+            include_str!("../../tests/fixtures/synthetic/design_ladder_unicode.txt"),
+        );
+    }
+
+    #[test]
+    fn golden_design_client_only() {
+        let events: Vec<_> = design_sequence()
+            .into_iter()
+            .filter(|e| e.skaddr == CLIENT)
+            .collect();
+        let convs = conversations(run(&events));
+        assert_eq!(convs.len(), 1);
+        assert!(convs[0].server.is_none());
+        let got = draw(&convs[0], &LadderOptions::default());
+        check(
+            &got,
+            include_str!("../../tests/fixtures/synthetic/design_ladder_client_only.txt"),
+        );
+    }
+
+    #[test]
+    fn server_only_with_synack_retransmits() {
+        let sv = "127.0.0.1:8080";
+        let cl = "127.0.0.1:40001";
+        let events = [
+            Ev::tr(0, LISTENER, Close, Listen)
+                .tuple("0.0.0.0:8080", "0.0.0.0:0")
+                .owner(17, "nginx")
+                .task()
+                .ev(),
+            Ev::synack(1_000 * MS, LISTENER, 0x77).tuple(sv, cl).ev(),
+            Ev::synack(3_000 * MS, LISTENER, 0x77).tuple(sv, cl).ev(),
+            Ev::tr(3_000 * MS + 50 * US, CHILD, Listen, SynRecv)
+                .tuple(sv, cl)
+                .ev(),
+            Ev::tr(3_000 * MS + 51 * US, CHILD, SynRecv, Established)
+                .tuple(sv, cl)
+                .ev(),
+        ];
+        let convs = conversations(run(&events));
+        assert_eq!(convs.len(), 1);
+        let got = draw(&convs[0], &LadderOptions::default());
+        assert!(
+            got.starts_with("  time(ms)  (remote) 127.0.0.1:40001"),
+            "{got}"
+        );
+        assert!(got.contains("<-- SYN-ACK retransmit #1 "), "{got}");
+        assert!(got.contains("<-- SYN-ACK retransmit #2 "), "{got}");
+        assert!(got.contains("--> "), "{got}");
+        assert!(got.contains("SYN_RECV (child)"), "{got}");
+    }
+
+    #[test]
+    fn refused_and_rst() {
+        let sv = "127.0.0.1:9";
+        let conns = run(&[
+            Ev::tr(0, 1, Close, SynSent)
+                .tuple("127.0.0.1:0", sv)
+                .owner(7, "cl")
+                .task()
+                .ev(),
+            Ev::retx(1_000 * MS, 1, SynSent)
+                .tuple("127.0.0.1:40000", sv)
+                .ev(),
+            Ev::rst_recv(1_000 * MS + 20 * US, 1)
+                .tuple("127.0.0.1:40000", sv)
+                .ev(),
+            Ev::tr(1_000 * MS + 21 * US, 1, SynSent, Close)
+                .tuple("127.0.0.1:40000", sv)
+                .ev(),
+            Ev::connect(1_000 * MS + 30 * US, 1, 3, -111)
+                .owner(7, "cl")
+                .task()
+                .ev(),
+        ]);
+        let convs = conversations(conns);
+        let got = draw(&convs[0], &LadderOptions::default());
+        let want = "  time(ms)  client 127.0.0.1:40000 (cl 7)                                     (remote) 127.0.0.1:9
+     0.000  SYN_SENT                      -- SYN -------------------------->
+  1000.000                                -- SYN retransmit #1 ------------>
+  1000.020                                <-- RST --------------------------
+  1000.021  CLOSE
+  1000.030  connect() = -111 ECONNREFUSED
+";
+        check(&got, want);
+    }
+}

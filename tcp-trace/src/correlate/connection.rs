@@ -1,0 +1,594 @@
+//! The correlator's output: one [`Connection`] per socket generation, serialised as the
+//! `{"type":"connection"}` JSON line of DESIGN §4 (documented in `docs/json-schema.md`).
+use std::net::IpAddr;
+
+use serde::{Serialize, Serializer};
+
+use crate::decode::{Comm, Family, TcpState};
+
+/// Which end of a connection this socket is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// `connect()`ed socket (first state SYN_SENT).
+    Client,
+    /// Child socket created by a listener (first state SYN_RECV).
+    Server,
+    /// Listening socket (CLOSE → LISTEN … LISTEN → CLOSE).
+    Listener,
+    /// First seen mid-life, no listener known on its local port.
+    Unknown,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Client => "client",
+            Role::Server => "server",
+            Role::Listener => "listener",
+            Role::Unknown => "unknown",
+        }
+    }
+}
+
+/// How a connection ended (or did not).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Orderly teardown (FIN_WAIT2/CLOSING/LAST_ACK → CLOSE, or a listener closed).
+    Closed,
+    /// Ended by a reset sent or received after reaching ESTABLISHED.
+    Reset,
+    /// Never established: reset received in SYN_SENT, or `connect()` = -ECONNREFUSED.
+    Refused,
+    /// Never established: `connect()` = -ETIMEDOUT, or SYN retransmits and then CLOSE.
+    TimedOut,
+    /// Closed on another path without a reset (e.g. `close()` during SYN_SENT, a data
+    /// retransmission timeout: ESTABLISHED → CLOSE).
+    Aborted,
+    /// No CLOSE seen before the end of input (or the socket was reused without one).
+    Open,
+    /// Dropped from the correlator's table to bound memory before it closed.
+    Evicted,
+}
+
+impl Outcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Closed => "closed",
+            Outcome::Reset => "reset",
+            Outcome::Refused => "refused",
+            Outcome::TimedOut => "timed_out",
+            Outcome::Aborted => "aborted",
+            Outcome::Open => "open",
+            Outcome::Evicted => "evicted",
+        }
+    }
+}
+
+/// Where `pid`/`comm` came from, best first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PidSource {
+    /// Not known.
+    None,
+    /// The listener's owner (child socket before `accept()` returned).
+    Listener,
+    /// The task that ran a hook in process context, without owner information.
+    Context,
+    /// The socket owner learned in process context by the kernel side.
+    Owner,
+    /// The caller of `connect()` / `accept()`.
+    Syscall,
+}
+
+/// One entry of [`Connection::states`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct StateEntry {
+    #[serde(serialize_with = "ser_state")]
+    pub state: TcpState,
+    pub t_ns: u64,
+}
+
+/// A `connect()` / `accept()` return.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct SyscallReturn {
+    /// The return value: 0 / the new fd, or `-errno`.
+    pub ret: i64,
+    /// Errno name for negative returns (`"ECONNREFUSED"`, `"EINPROGRESS"` …), else null.
+    pub errno: Option<&'static str>,
+    pub t_ns: u64,
+    /// `connect()`: the socket fd; `accept()`: the listener fd.
+    pub fd: i32,
+    /// `accept4()` rather than `accept()` (always false for `connect()`).
+    pub accept4: bool,
+}
+
+/// A half-open request (request sock) of a listener that never became a child socket
+/// while the listener was traced (e.g. dropped after `tcp_synack_retries`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HalfOpenRequest {
+    /// Kernel address of the request sock (hex).
+    #[serde(serialize_with = "ser_hex")]
+    pub req: u64,
+    /// Listener side of the request.
+    pub saddr: IpAddr,
+    pub sport: u16,
+    /// Client side.
+    pub daddr: IpAddr,
+    pub dport: u16,
+    pub synack_retransmits: u32,
+    pub synack_retransmit_ts_ns: Vec<u64>,
+}
+
+/// Listener-only part of a connection record.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ListenerInfo {
+    /// Child sockets created from this listener (LISTEN → SYN_RECV) while traced.
+    pub children: u32,
+    /// Children whose `accept()` return was seen.
+    pub accepted: u32,
+    /// Requests that had SYN-ACK retransmits but never became a child.
+    pub half_open_requests: Vec<HalfOpenRequest>,
+}
+
+/// One connection (one generation of one kernel socket), as emitted by the correlator.
+///
+/// Field names are a stable contract (DESIGN §4): add fields, never rename.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Connection {
+    /// Always `"connection"`.
+    #[serde(rename = "type")]
+    pub record_type: &'static str,
+    /// Stable id, assigned by the correlator in creation order (starts at 1).
+    pub id: u64,
+    pub role: Role,
+    pub pid: Option<u32>,
+    #[serde(serialize_with = "ser_comm")]
+    pub comm: Option<Comm>,
+    pub pid_source: PidSource,
+    #[serde(serialize_with = "ser_family")]
+    pub family: Family,
+    /// This socket's local end.
+    pub saddr: Option<IpAddr>,
+    pub sport: u16,
+    /// This socket's remote end.
+    pub daddr: Option<IpAddr>,
+    pub dport: u16,
+    /// Kernel address of the socket (hex string).
+    #[serde(serialize_with = "ser_hex")]
+    pub skaddr: u64,
+    /// State history in order; the first entry is the state the socket was in before
+    /// its first observed transition (CLOSE for a client, LISTEN for a child).
+    pub states: Vec<StateEntry>,
+    /// First `connect()` return on this socket (client), else null.
+    pub connect: Option<SyscallReturn>,
+    /// Every `connect()` return (a non-blocking connect may be called again).
+    pub connect_calls: Vec<SyscallReturn>,
+    pub connect_return_ns: Option<u64>,
+    /// `accept()`/`accept4()` return that produced this socket (server), else null.
+    pub accept: Option<SyscallReturn>,
+    pub accept_return_ns: Option<u64>,
+    /// `connect()` return (client) or `accept()` return (server), else null.
+    pub ret: Option<i64>,
+    pub syn_retransmits: u32,
+    pub syn_retransmit_ts_ns: Vec<u64>,
+    /// SYN-ACK retransmits of the request this socket was created from (server), or of
+    /// the half-open requests that never became children (listener).
+    pub synack_retransmits: u32,
+    pub synack_retransmit_ts_ns: Vec<u64>,
+    /// Retransmits in any state but SYN_SENT (data and FIN).
+    pub retransmits: u32,
+    pub retransmit_ts_ns: Vec<u64>,
+    /// The part of `retransmits` in FIN_WAIT1, CLOSING or LAST_ACK.
+    pub fin_retransmits: u32,
+    pub resets_sent: u32,
+    pub reset_sent_ts_ns: Vec<u64>,
+    pub resets_received: u32,
+    pub reset_received_ts_ns: Vec<u64>,
+    /// Entered TIME_WAIT: FIN_WAIT2 → CLOSE or CLOSING → CLOSE without a reset (or a
+    /// TIME_WAIT transition, should a kernel report one).
+    pub time_wait: bool,
+    /// t_ns of the TIME_WAIT entry.
+    pub time_wait_t_ns: Option<u64>,
+    /// Sent the first FIN (entered FIN_WAIT1).
+    pub active_close: bool,
+    /// Reached ESTABLISHED.
+    pub established: bool,
+    pub outcome: Outcome,
+    /// No CLOSE seen (end of input, eviction, or reuse without a CLOSE).
+    pub open: bool,
+    /// First seen mid-life (no CLOSE → SYN_SENT / LISTEN → SYN_RECV / CLOSE → LISTEN).
+    pub open_before_start: bool,
+    /// Emitted early to bound memory.
+    pub evicted: bool,
+    /// Client: SYN_SENT → ESTABLISHED. Server: SYN_RECV → ESTABLISHED.
+    pub handshake_ns: Option<u64>,
+    /// Client: connect() return − SYN_SENT.
+    pub connect_latency_ns: Option<u64>,
+    /// Client: connect() return − ESTABLISHED (negative: returned before, e.g. EINPROGRESS).
+    pub connect_after_established_ns: Option<i64>,
+    /// Server: accept() return − ESTABLISHED (time in the accept queue).
+    pub accept_wait_ns: Option<i64>,
+    /// First state → CLOSE (null when open or first seen mid-life).
+    pub lifetime_ns: Option<u64>,
+    /// Time spent in FIN_WAIT2.
+    pub fin_wait2_ns: Option<u64>,
+    /// Time spent in CLOSE_WAIT (between the peer's FIN and this end's close()).
+    pub close_wait_ns: Option<u64>,
+    pub first_ts_ns: u64,
+    pub last_ts_ns: u64,
+    /// `id` of the other end of the same connection when it is on this host too.
+    pub peer: Option<u64>,
+    /// Server: `id` of the listener it came from.
+    pub listener_id: Option<u64>,
+    /// Listener only.
+    pub listener: Option<ListenerInfo>,
+    /// cgroup v2 id of the owner (from process-context events).
+    pub cgroup_id: Option<u64>,
+    /// Filled by the container enrichment stage (null on the host / until then).
+    pub netns: Option<u64>,
+    pub container_id: Option<String>,
+    pub container_runtime: Option<String>,
+    pub ns_pid: Option<u32>,
+}
+
+impl Connection {
+    /// An empty record (used by the correlator; public for tests and tools).
+    pub fn new(id: u64, role: Role, skaddr: u64, family: Family, ts_ns: u64) -> Connection {
+        Connection {
+            record_type: "connection",
+            id,
+            role,
+            pid: None,
+            comm: None,
+            pid_source: PidSource::None,
+            family,
+            saddr: None,
+            sport: 0,
+            daddr: None,
+            dport: 0,
+            skaddr,
+            states: Vec::new(),
+            connect: None,
+            connect_calls: Vec::new(),
+            connect_return_ns: None,
+            accept: None,
+            accept_return_ns: None,
+            ret: None,
+            syn_retransmits: 0,
+            syn_retransmit_ts_ns: Vec::new(),
+            synack_retransmits: 0,
+            synack_retransmit_ts_ns: Vec::new(),
+            retransmits: 0,
+            retransmit_ts_ns: Vec::new(),
+            fin_retransmits: 0,
+            resets_sent: 0,
+            reset_sent_ts_ns: Vec::new(),
+            resets_received: 0,
+            reset_received_ts_ns: Vec::new(),
+            time_wait: false,
+            time_wait_t_ns: None,
+            active_close: false,
+            established: false,
+            outcome: Outcome::Open,
+            open: true,
+            open_before_start: false,
+            evicted: false,
+            handshake_ns: None,
+            connect_latency_ns: None,
+            connect_after_established_ns: None,
+            accept_wait_ns: None,
+            lifetime_ns: None,
+            fin_wait2_ns: None,
+            close_wait_ns: None,
+            first_ts_ns: ts_ns,
+            last_ts_ns: ts_ns,
+            peer: None,
+            listener_id: None,
+            listener: (role == Role::Listener).then(ListenerInfo::default),
+            cgroup_id: None,
+            netns: None,
+            container_id: None,
+            container_runtime: None,
+            ns_pid: None,
+        }
+    }
+
+    /// The name of `-ret` for the errnos `connect()`/`accept()` commonly return
+    /// (`Connection::errno_name(-111) == Some("ECONNREFUSED")`); `None` for
+    /// non-negative values and errnos not in the table.
+    pub fn errno_name(ret: i64) -> Option<&'static str> {
+        if ret >= 0 {
+            return None;
+        }
+        Some(match -ret {
+            1 => "EPERM",
+            2 => "ENOENT",
+            4 => "EINTR",
+            9 => "EBADF",
+            11 => "EAGAIN",
+            12 => "ENOMEM",
+            13 => "EACCES",
+            14 => "EFAULT",
+            22 => "EINVAL",
+            23 => "ENFILE",
+            24 => "EMFILE",
+            32 => "EPIPE",
+            71 => "EPROTO",
+            88 => "ENOTSOCK",
+            91 => "EPROTOTYPE",
+            93 => "EPROTONOSUPPORT",
+            95 => "EOPNOTSUPP",
+            97 => "EAFNOSUPPORT",
+            98 => "EADDRINUSE",
+            99 => "EADDRNOTAVAIL",
+            100 => "ENETDOWN",
+            101 => "ENETUNREACH",
+            103 => "ECONNABORTED",
+            104 => "ECONNRESET",
+            105 => "ENOBUFS",
+            106 => "EISCONN",
+            107 => "ENOTCONN",
+            110 => "ETIMEDOUT",
+            111 => "ECONNREFUSED",
+            112 => "EHOSTDOWN",
+            113 => "EHOSTUNREACH",
+            114 => "EALREADY",
+            115 => "EINPROGRESS",
+            512 => "ERESTARTSYS",
+            513 => "ERESTARTNOINTR",
+            514 => "ERESTARTNOHAND",
+            516 => "ERESTART_RESTARTBLOCK",
+            _ => return None,
+        })
+    }
+
+    /// Time of the first entry into `state`.
+    pub fn state_ts(&self, state: TcpState) -> Option<u64> {
+        self.states
+            .iter()
+            .skip(1)
+            .find(|e| e.state == state)
+            .map(|e| e.t_ns)
+    }
+
+    /// The state the socket was in at `t_ns` (last entry at or before it).
+    pub fn state_at(&self, t_ns: u64) -> Option<TcpState> {
+        self.states
+            .iter()
+            .take_while(|e| e.t_ns <= t_ns)
+            .last()
+            .map(|e| e.state)
+    }
+
+    /// Local end as `addr:port` (`[v6]:port`).
+    pub fn local(&self) -> Endpoint {
+        Endpoint(self.saddr, self.sport)
+    }
+
+    /// Remote end as `addr:port` (`[v6]:port`).
+    pub fn remote(&self) -> Endpoint {
+        Endpoint(self.daddr, self.dport)
+    }
+
+    /// Fills the fields derived from the history; called once when emitted.
+    pub(crate) fn finish(&mut self, closed: bool, evicted: bool) {
+        self.open = !closed;
+        self.evicted = evicted;
+        let est = self.state_ts(TcpState::Established);
+        self.established = est.is_some();
+        self.active_close = self.state_ts(TcpState::FinWait1).is_some();
+
+        // TIME_WAIT: FIN_WAIT2/CLOSING → CLOSE not caused by a reset, or a TIME_WAIT state.
+        self.time_wait = false;
+        self.time_wait_t_ns = None;
+        for pair in self.states.windows(2) {
+            let (prev, next) = (pair[0], pair[1]);
+            let tw = match (prev.state, next.state) {
+                (_, TcpState::TimeWait) => true,
+                (TcpState::FinWait2 | TcpState::Closing, TcpState::Close) => !self
+                    .reset_received_ts_ns
+                    .iter()
+                    .chain(&self.reset_sent_ts_ns)
+                    .any(|&t| t >= prev.t_ns && t <= next.t_ns),
+                _ => false,
+            };
+            if tw {
+                self.time_wait = true;
+                self.time_wait_t_ns = Some(next.t_ns);
+                break;
+            }
+        }
+
+        let syn_sent = self.state_ts(TcpState::SynSent);
+        let syn_recv = self.state_ts(TcpState::SynRecv);
+        let start = match self.role {
+            Role::Client => syn_sent,
+            Role::Server => syn_recv,
+            _ => None,
+        };
+        self.handshake_ns = match (start, est) {
+            (Some(s), Some(e)) => Some(e.saturating_sub(s)),
+            _ => None,
+        };
+        let conn_t = self.connect.map(|c| c.t_ns);
+        self.connect_return_ns = conn_t;
+        self.connect_latency_ns = match (conn_t, syn_sent) {
+            (Some(c), Some(s)) => Some(c.saturating_sub(s)),
+            _ => None,
+        };
+        self.connect_after_established_ns = match (conn_t, est) {
+            (Some(c), Some(e)) => Some(c as i64 - e as i64),
+            _ => None,
+        };
+        let acc_t = self.accept.map(|a| a.t_ns);
+        self.accept_return_ns = acc_t;
+        self.accept_wait_ns = match (acc_t, est) {
+            (Some(a), Some(e)) => Some(a as i64 - e as i64),
+            _ => None,
+        };
+        self.ret = match self.role {
+            Role::Server => self.accept.map(|a| a.ret),
+            Role::Client => self.connect.map(|c| c.ret),
+            _ => self.connect.or(self.accept).map(|c| c.ret),
+        };
+
+        let close_t = if closed {
+            self.states
+                .iter()
+                .skip(1)
+                .rev()
+                .find(|e| matches!(e.state, TcpState::Close | TcpState::TimeWait))
+                .map(|e| e.t_ns)
+        } else {
+            None
+        };
+        self.lifetime_ns = match (self.open_before_start, self.states.first(), close_t) {
+            (false, Some(first), Some(c)) => Some(c.saturating_sub(first.t_ns)),
+            _ => None,
+        };
+        self.fin_wait2_ns = self.time_in(TcpState::FinWait2);
+        self.close_wait_ns = self.time_in(TcpState::CloseWait);
+
+        self.outcome = self.classify(closed, evicted);
+    }
+
+    /// Time between entering `state` and the next transition.
+    fn time_in(&self, state: TcpState) -> Option<u64> {
+        let i = self.states.iter().skip(1).position(|e| e.state == state)? + 1;
+        let next = self.states.get(i + 1)?;
+        Some(next.t_ns.saturating_sub(self.states[i].t_ns))
+    }
+
+    fn classify(&self, closed: bool, evicted: bool) -> Outcome {
+        if evicted && !closed {
+            return Outcome::Evicted;
+        }
+        if !closed {
+            return Outcome::Open;
+        }
+        if self.role == Role::Listener {
+            return Outcome::Closed;
+        }
+        let resets = self.resets_received + self.resets_sent > 0;
+        let ret = self.connect.map(|c| c.ret);
+        if !self.established {
+            let connecting = matches!(self.role, Role::Client | Role::Unknown);
+            if connecting && (ret == Some(-111) || self.resets_received > 0) {
+                return Outcome::Refused;
+            }
+            if ret == Some(-110) {
+                return Outcome::TimedOut;
+            }
+            // SYN retransmitted, then closed without any reset and while no connect()
+            // returned another error: the kernel gave up.
+            let last = self.states.last().map(|e| e.state);
+            let prev = self
+                .states
+                .len()
+                .checked_sub(2)
+                .map(|i| self.states[i].state);
+            if self.syn_retransmits > 0
+                && prev == Some(TcpState::SynSent)
+                && last == Some(TcpState::Close)
+                && ret.is_none_or(|r| r >= 0 || r == -115)
+            {
+                return Outcome::TimedOut;
+            }
+            return if resets {
+                Outcome::Reset
+            } else {
+                Outcome::Aborted
+            };
+        }
+        if resets {
+            return Outcome::Reset;
+        }
+        if self.time_wait {
+            return Outcome::Closed;
+        }
+        // The transition into CLOSE: orderly from LAST_ACK (passive closer).
+        let last_close = self
+            .states
+            .windows(2)
+            .rev()
+            .find(|p| p[1].state == TcpState::Close)
+            .map(|p| p[0].state);
+        match last_close {
+            Some(TcpState::LastAck | TcpState::FinWait2 | TcpState::Closing) => Outcome::Closed,
+            _ => Outcome::Aborted,
+        }
+    }
+}
+
+/// An `addr:port` pair for display (`[v6]:port`; `*` for an unknown address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoint(pub Option<IpAddr>, pub u16);
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write as _;
+        // Format into a stack buffer so that width/alignment apply to the whole.
+        let mut buf = StackStr::<64>::new();
+        let _ = match self.0 {
+            Some(IpAddr::V6(a)) => write!(buf, "[{a}]:{}", self.1),
+            Some(a) => write!(buf, "{a}:{}", self.1),
+            None => write!(buf, "*:{}", self.1),
+        };
+        f.pad(buf.as_str())
+    }
+}
+
+/// Small fixed-capacity string used to format without allocating.
+pub(crate) struct StackStr<const N: usize> {
+    buf: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> StackStr<N> {
+    pub(crate) fn new() -> Self {
+        StackStr {
+            buf: [0; N],
+            len: 0,
+        }
+    }
+    pub(crate) fn as_str(&self) -> &str {
+        // Only whole `&str`s are ever appended (see write_str), so this is UTF-8.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    }
+}
+
+impl<const N: usize> std::fmt::Write for StackStr<N> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let b = s.as_bytes();
+        if self.len + b.len() > N {
+            return Err(std::fmt::Error);
+        }
+        self.buf[self.len..self.len + b.len()].copy_from_slice(b);
+        self.len += b.len();
+        Ok(())
+    }
+}
+
+fn ser_state<S: Serializer>(s: &TcpState, ser: S) -> Result<S::Ok, S::Error> {
+    match s {
+        TcpState::Unknown(n) => ser.collect_str(&format_args!("UNKNOWN({n})")),
+        s => ser.serialize_str(s.name()),
+    }
+}
+
+fn ser_family<S: Serializer>(f: &Family, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(f.name())
+}
+
+fn ser_comm<S: Serializer>(c: &Option<Comm>, ser: S) -> Result<S::Ok, S::Error> {
+    match c {
+        Some(c) => ser.collect_str(c),
+        None => ser.serialize_none(),
+    }
+}
+
+fn ser_hex<S: Serializer>(v: &u64, ser: S) -> Result<S::Ok, S::Error> {
+    ser.collect_str(&format_args!("{v:#x}"))
+}

@@ -1,0 +1,895 @@
+//! Correlator tests on synthetic event sequences.
+use super::testutil::*;
+use super::*;
+use crate::decode::TcpState::*;
+
+fn names(c: &Connection) -> Vec<&'static str> {
+    c.states.iter().map(|e| e.state.name()).collect()
+}
+
+fn by_role(conns: &[Connection], role: Role) -> Vec<&Connection> {
+    conns.iter().filter(|c| c.role == role).collect()
+}
+
+fn one(conns: &[Connection], role: Role) -> &Connection {
+    let v = by_role(conns, role);
+    assert_eq!(v.len(), 1, "{role:?}: {conns:#?}");
+    v[0]
+}
+
+const T0: u64 = 1_000 * MS;
+const SV: &str = "127.0.0.1:8080";
+
+/// Client CLOSE→SYN_SENT (port 0) at `t`, ESTABLISHED at `t + 41 µs` from `local`.
+fn client_open(t: u64, sk: u64, local: &str, remote: &str) -> Vec<Event> {
+    vec![
+        Ev::tr(t, sk, Close, SynSent)
+            .tuple(&zero_port(local), remote)
+            .owner(4242, "curl")
+            .task()
+            .ev(),
+        Ev::tr(t + 41 * US, sk, SynSent, Established)
+            .tuple(local, remote)
+            .owner(4242, "curl")
+            .softirq(1)
+            .ev(),
+    ]
+}
+
+fn zero_port(ep_str: &str) -> String {
+    let (a, _) = ep(ep_str);
+    std::net::SocketAddr::new(a, 0).to_string()
+}
+
+/// Child created from `listener`'s request, established 1 µs later.
+fn child_open(t: u64, sk: u64, local: &str, remote: &str) -> Vec<Event> {
+    vec![
+        Ev::tr(t, sk, Listen, SynRecv)
+            .tuple(local, remote)
+            .listener_owner(17, "nginx")
+            .softirq(4242)
+            .ev(),
+        Ev::tr(t + US, sk, SynRecv, Established)
+            .tuple(local, remote)
+            .listener_owner(17, "nginx")
+            .softirq(4242)
+            .ev(),
+    ]
+}
+
+fn listen(t: u64, sk: u64, local: &str) -> Event {
+    Ev::tr(t, sk, Close, Listen)
+        .tuple(local, "0.0.0.0:0")
+        .owner(17, "nginx")
+        .task()
+        .ev()
+}
+
+#[test]
+fn blocking_connect_design_sequence() {
+    let conns = run(&design_sequence());
+    assert_eq!(conns.len(), 3);
+    let c = one(&conns, Role::Client);
+    let s = one(&conns, Role::Server);
+    let l = one(&conns, Role::Listener);
+    assert_eq!((l.id, c.id, s.id), (1, 2, 3));
+
+    // Client: exact states and times.
+    let t = T0 + 10 * MS;
+    let want = vec![
+        (Close, t),
+        (SynSent, t),
+        (Established, t + 41 * US),
+        (FinWait1, T0 + 12 * MS),
+        (FinWait2, T0 + 52 * MS + 15 * US),
+        (Close, T0 + 52 * MS + 16 * US),
+    ];
+    let got: Vec<_> = c.states.iter().map(|e| (e.state, e.t_ns)).collect();
+    assert_eq!(got, want);
+    assert_eq!(c.pid, Some(4242));
+    assert_eq!(c.comm.map(|c| c.to_string()).as_deref(), Some("curl"));
+    assert_eq!(c.pid_source, PidSource::Syscall);
+    assert_eq!(
+        (c.saddr.unwrap().to_string(), c.sport, c.dport),
+        ("127.0.0.1".into(), 51234, 8080)
+    );
+    let cr = c.connect.unwrap();
+    assert_eq!((cr.ret, cr.errno, cr.t_ns), (0, None, t + 50 * US));
+    assert_eq!(c.ret, Some(0));
+    assert_eq!(c.connect_return_ns, Some(t + 50 * US));
+    assert_eq!(c.handshake_ns, Some(41 * US));
+    assert_eq!(c.connect_latency_ns, Some(50 * US));
+    // C13: connect() returns after the client reached ESTABLISHED (2nd step).
+    assert_eq!(c.connect_after_established_ns, Some(9_000));
+    assert!(c.time_wait && c.active_close && c.established);
+    assert_eq!(c.time_wait_t_ns, Some(T0 + 52 * MS + 16 * US));
+    assert_eq!(c.fin_wait2_ns, Some(US));
+    assert_eq!(c.close_wait_ns, None);
+    assert_eq!(c.lifetime_ns, Some(42 * MS + 16 * US));
+    assert_eq!(c.outcome, Outcome::Closed);
+    assert!(!c.open && !c.open_before_start && !c.evicted);
+    assert_eq!(c.peer, Some(s.id));
+    assert_eq!(c.accept, None);
+
+    // Server child.
+    assert_eq!(
+        names(s),
+        [
+            "LISTEN",
+            "SYN_RECV",
+            "ESTABLISHED",
+            "CLOSE_WAIT",
+            "LAST_ACK",
+            "CLOSE"
+        ]
+    );
+    assert_eq!(s.pid, Some(17));
+    assert_eq!(s.pid_source, PidSource::Syscall);
+    let ar = s.accept.unwrap();
+    assert_eq!((ar.ret, ar.fd, ar.accept4), (5, 6, true));
+    assert_eq!(s.ret, Some(5));
+    assert_eq!(s.accept_return_ns, Some(t + 90 * US));
+    assert_eq!(s.handshake_ns, Some(US));
+    // C13: accept() returns only after the server's ESTABLISHED (3rd step).
+    assert_eq!(s.accept_wait_ns, Some(45 * US as i64));
+    assert_eq!(s.close_wait_ns, Some(40 * MS - 20 * US));
+    assert!(!s.time_wait && !s.active_close);
+    assert_eq!(s.outcome, Outcome::Closed);
+    assert_eq!(s.listener_id, Some(l.id));
+    assert_eq!(s.peer, Some(c.id));
+    assert_eq!(s.connect, None);
+
+    // Listener.
+    let info = l.listener.as_ref().unwrap();
+    assert_eq!((info.children, info.accepted), (1, 1));
+    assert!(info.half_open_requests.is_empty());
+    assert_eq!(names(l), ["CLOSE", "LISTEN", "CLOSE"]);
+    assert_eq!(l.outcome, Outcome::Closed);
+    assert_eq!(l.synack_retransmits, 0);
+}
+
+#[test]
+fn non_blocking_connect_einprogress() {
+    let t = T0;
+    let mut ev = client_open(t, CLIENT, "127.0.0.1:40000", SV);
+    ev.insert(
+        1,
+        Ev::connect(t + 5 * US, CLIENT, 3, -115)
+            .owner(4242, "curl")
+            .ev(),
+    );
+    let conns = run(&ev);
+    let c = one(&conns, Role::Client);
+    let r = c.connect.unwrap();
+    assert_eq!((r.ret, r.errno), (-115, Some("EINPROGRESS")));
+    assert_eq!(c.connect_latency_ns, Some(5 * US));
+    assert_eq!(c.connect_after_established_ns, Some(-36_000));
+    assert!(c.open && c.established);
+    assert_eq!(c.outcome, Outcome::Open);
+    assert_eq!(c.lifetime_ns, None);
+}
+
+#[test]
+fn refused_connect() {
+    let t = T0;
+    let ev = [
+        Ev::tr(t, CLIENT, Close, SynSent)
+            .tuple("127.0.0.1:0", "127.0.0.1:9")
+            .owner(5, "nc")
+            .task()
+            .ev(),
+        Ev::rst_recv(t + 20 * US, CLIENT)
+            .tuple("127.0.0.1:40000", "127.0.0.1:9")
+            .ev(),
+        Ev::tr(t + 21 * US, CLIENT, SynSent, Close)
+            .tuple("127.0.0.1:40000", "127.0.0.1:9")
+            .ev(),
+        Ev::connect(t + 30 * US, CLIENT, 3, -111)
+            .owner(5, "nc")
+            .ev(),
+    ];
+    let conns = run(&ev);
+    assert_eq!(conns.len(), 1);
+    let c = &conns[0];
+    assert_eq!(names(c), ["CLOSE", "SYN_SENT", "CLOSE"]);
+    assert_eq!(c.resets_received, 1);
+    assert_eq!(c.reset_received_ts_ns, [t + 20 * US]);
+    assert_eq!(c.ret, Some(-111));
+    assert_eq!(c.connect.unwrap().errno, Some("ECONNREFUSED"));
+    assert_eq!(c.outcome, Outcome::Refused);
+    assert!(!c.established && !c.open && !c.time_wait && !c.active_close);
+    assert_eq!(c.handshake_ns, None);
+    assert_eq!(c.connect_latency_ns, Some(30 * US));
+    assert_eq!(c.lifetime_ns, Some(21 * US));
+}
+
+#[test]
+fn closed_connection_is_emitted_after_linger_with_late_connect_return() {
+    let t = T0;
+    let mut corr = Correlator::new(Config::default());
+    for e in [
+        Ev::tr(t, CLIENT, Close, SynSent)
+            .tuple("127.0.0.1:0", "127.0.0.1:9")
+            .ev(),
+        Ev::rst_recv(t + 20 * US, CLIENT).ev(),
+        Ev::tr(t + 21 * US, CLIENT, SynSent, Close).ev(),
+        Ev::connect(t + 2 * MS, CLIENT, 3, -111).ev(),
+    ] {
+        corr.push(e);
+    }
+    let mut out = Vec::new();
+    corr.drain_finished(&mut out);
+    assert!(out.is_empty());
+    // Something unrelated, much later: the refused connection is due.
+    corr.push(Ev::tr(t + 500 * MS, 0x99, Close, Listen).ev());
+    corr.drain_finished(&mut out);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    assert_eq!(out[0].ret, Some(-111));
+    assert_eq!(out[0].outcome, Outcome::Refused);
+    let rest = corr.flush();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].role, Role::Listener);
+    assert!(rest[0].open);
+}
+
+#[test]
+fn syn_timeout() {
+    let t = T0;
+    let remote = "10.9.9.9:80";
+    let ev = [
+        Ev::tr(t, CLIENT, Close, SynSent)
+            .tuple("10.0.0.1:0", remote)
+            .owner(5, "curl")
+            .task()
+            .ev(),
+        Ev::retx(t + 1_000 * MS, CLIENT, SynSent)
+            .tuple("10.0.0.1:40000", remote)
+            .ev(),
+        Ev::retx(t + 3_000 * MS, CLIENT, SynSent)
+            .tuple("10.0.0.1:40000", remote)
+            .ev(),
+        Ev::tr(t + 7_000 * MS, CLIENT, SynSent, Close)
+            .tuple("10.0.0.1:40000", remote)
+            .ev(),
+        Ev::connect(t + 7_000 * MS + 10 * US, CLIENT, 3, -110)
+            .owner(5, "curl")
+            .ev(),
+    ];
+    let conns = run(&ev);
+    assert_eq!(conns.len(), 1);
+    let c = &conns[0];
+    assert_eq!(c.syn_retransmits, 2);
+    assert_eq!(c.syn_retransmit_ts_ns, [t + 1_000 * MS, t + 3_000 * MS]);
+    assert_eq!(c.retransmits, 0);
+    assert_eq!(c.ret, Some(-110));
+    assert_eq!(c.connect.unwrap().errno, Some("ETIMEDOUT"));
+    assert_eq!(c.outcome, Outcome::TimedOut);
+    assert_eq!(c.sport, 40000);
+
+    // Without the connect() return (non-blocking connect), still a timeout.
+    let conns = run(&ev[..4]);
+    assert_eq!(conns[0].outcome, Outcome::TimedOut);
+    assert_eq!(conns[0].ret, None);
+}
+
+#[test]
+fn server_child_accept4_and_accept_wait() {
+    let cl = "127.0.0.1:40000";
+    let mut ev = vec![listen(T0, LISTENER, "0.0.0.0:8080")];
+    ev.extend(child_open(T0 + MS, CHILD, SV, cl));
+    // accept(fd, NULL, NULL): the kernel side found the socket by walking the fd table.
+    ev.push(
+        Ev::accept(T0 + 3 * MS, CHILD, 6, 9)
+            .tuple(SV, cl)
+            .owner(17, "nginx")
+            .ev(),
+    );
+    let conns = run(&ev);
+    let s = one(&conns, Role::Server);
+    assert_eq!(s.accept_wait_ns, Some((2 * MS - US) as i64));
+    assert_eq!(s.accept.unwrap().ret, 9);
+    assert_eq!(s.pid_source, PidSource::Syscall);
+    assert!(s.open);
+    let l = one(&conns, Role::Listener);
+    assert_eq!(l.listener.as_ref().unwrap().accepted, 1);
+    assert_eq!(s.listener_id, Some(l.id));
+}
+
+#[test]
+fn softirq_context_pid_never_used() {
+    let cl = "127.0.0.1:40000";
+    let mut ev = vec![listen(T0, LISTENER, "0.0.0.0:8080")];
+    ev.push(
+        Ev::tr(T0 + MS, CHILD, Listen, SynRecv)
+            .tuple(SV, cl)
+            .softirq(999)
+            .ev(),
+    );
+    ev.push(
+        Ev::tr(T0 + MS + 1, CHILD, SynRecv, Established)
+            .tuple(SV, cl)
+            .softirq(999)
+            .ev(),
+    );
+    let conns = run(&ev);
+    let s = one(&conns, Role::Server);
+    // Learned from the listener, never from the softirq's context.
+    assert_eq!(s.pid, Some(17));
+    assert_eq!(s.pid_source, PidSource::Listener);
+
+    // No listener known: no pid at all.
+    let conns = run(&ev[1..]);
+    assert_eq!(conns[0].pid, None);
+    assert_eq!(conns[0].pid_source, PidSource::None);
+}
+
+#[test]
+fn synack_retransmits_move_to_the_right_child() {
+    let a = "127.0.0.1:40001";
+    let b = "127.0.0.1:40002";
+    let child_b = CHILD + 0x100;
+    let mut ev = vec![listen(T0, LISTENER, "0.0.0.0:8080")];
+    ev.push(
+        Ev::synack(T0 + 1_000 * MS, LISTENER, 0xa1)
+            .tuple(SV, a)
+            .ev(),
+    );
+    ev.push(
+        Ev::synack(T0 + 3_000 * MS, LISTENER, 0xa1)
+            .tuple(SV, a)
+            .ev(),
+    );
+    ev.extend(child_open(T0 + 3_000 * MS + 30 * US, CHILD, SV, a));
+    ev.extend(child_open(T0 + 3_500 * MS, child_b, SV, b));
+    ev.push(
+        Ev::tr(T0 + 9_000 * MS, LISTENER, Listen, Close)
+            .tuple("0.0.0.0:8080", "0.0.0.0:0")
+            .ev(),
+    );
+    let conns = run(&ev);
+    let servers = by_role(&conns, Role::Server);
+    assert_eq!(servers.len(), 2);
+    let sa = servers.iter().find(|c| c.skaddr == CHILD).unwrap();
+    let sb = servers.iter().find(|c| c.skaddr == child_b).unwrap();
+    assert_eq!(sa.synack_retransmits, 2);
+    assert_eq!(
+        sa.synack_retransmit_ts_ns,
+        [T0 + 1_000 * MS, T0 + 3_000 * MS]
+    );
+    assert_eq!(sb.synack_retransmits, 0);
+    let l = one(&conns, Role::Listener);
+    assert_eq!(l.synack_retransmits, 0);
+    let info = l.listener.as_ref().unwrap();
+    assert_eq!(info.children, 2);
+    assert!(info.half_open_requests.is_empty());
+    assert_eq!(l.outcome, Outcome::Closed);
+}
+
+#[test]
+fn half_open_request_stays_on_listener() {
+    let c = "127.0.0.1:40003";
+    let mut ev = vec![listen(T0, LISTENER, "0.0.0.0:8080")];
+    for k in 0..3u64 {
+        ev.push(
+            Ev::synack(T0 + (1 + 2 * k) * 1_000 * MS, LISTENER, 0xb0)
+                .tuple(SV, c)
+                .softirq(3)
+                .ev(),
+        );
+    }
+    // Another request that did complete.
+    ev.push(
+        Ev::synack(T0 + 1_500 * MS, LISTENER, 0xb1)
+            .tuple(SV, "127.0.0.1:40004")
+            .ev(),
+    );
+    ev.extend(child_open(T0 + 1_600 * MS, CHILD, SV, "127.0.0.1:40004"));
+    ev.push(
+        Ev::tr(T0 + 20_000 * MS, LISTENER, Listen, Close)
+            .tuple("0.0.0.0:8080", "0.0.0.0:0")
+            .owner(17, "nginx")
+            .task()
+            .ev(),
+    );
+    let conns = run(&ev);
+    let l = one(&conns, Role::Listener);
+    assert_eq!(l.synack_retransmits, 3);
+    let info = l.listener.as_ref().unwrap();
+    assert_eq!(info.children, 1);
+    assert_eq!(info.half_open_requests.len(), 1);
+    let r = &info.half_open_requests[0];
+    assert_eq!((r.req, r.sport, r.dport), (0xb0, 8080, 40003));
+    assert_eq!(r.synack_retransmits, 3);
+    assert_eq!(r.synack_retransmit_ts_ns.len(), 3);
+    let s = one(&conns, Role::Server);
+    assert_eq!(s.synack_retransmits, 1);
+
+    // Listener started before the tracer: created from the SYN-ACK retransmit.
+    let conns = run(&ev[1..4]);
+    assert_eq!(conns.len(), 1);
+    let l = &conns[0];
+    assert_eq!(l.role, Role::Listener);
+    assert!(l.open_before_start && l.open);
+    assert_eq!(l.listener.as_ref().unwrap().half_open_requests.len(), 1);
+    assert_eq!(l.synack_retransmits, 3);
+}
+
+#[test]
+fn simultaneous_close_via_closing() {
+    let cl = "127.0.0.1:40000";
+    let mut ev = vec![listen(T0, LISTENER, "0.0.0.0:8080")];
+    ev.extend(client_open(T0 + MS, CLIENT, cl, SV));
+    ev.extend(child_open(T0 + MS + 50 * US, CHILD, SV, cl));
+    let t = T0 + 10 * MS;
+    ev.extend([
+        Ev::tr(t, CLIENT, Established, FinWait1)
+            .tuple(cl, SV)
+            .task()
+            .ev(),
+        Ev::tr(t + 2 * US, CHILD, Established, FinWait1)
+            .tuple(SV, cl)
+            .owner(17, "nginx")
+            .task()
+            .ev(),
+        Ev::tr(t + 5 * US, CLIENT, FinWait1, Closing)
+            .tuple(cl, SV)
+            .ev(),
+        Ev::tr(t + 6 * US, CHILD, FinWait1, Closing)
+            .tuple(SV, cl)
+            .ev(),
+        Ev::tr(t + 9 * US, CLIENT, Closing, Close)
+            .tuple(cl, SV)
+            .ev(),
+        Ev::tr(t + 10 * US, CHILD, Closing, Close)
+            .tuple(SV, cl)
+            .ev(),
+    ]);
+    let conns = run(&ev);
+    let c = one(&conns, Role::Client);
+    let s = one(&conns, Role::Server);
+    for x in [c, s] {
+        assert!(x.time_wait, "{x:#?}");
+        assert!(x.active_close);
+        assert_eq!(x.outcome, Outcome::Closed);
+        assert_eq!(x.fin_wait2_ns, None);
+    }
+    assert_eq!(c.time_wait_t_ns, Some(t + 9 * US));
+    assert_eq!(s.time_wait_t_ns, Some(t + 10 * US));
+    assert_eq!(c.peer, Some(s.id));
+}
+
+#[test]
+fn rst_close() {
+    let cl = "127.0.0.1:40000";
+    let mut ev = vec![listen(T0, LISTENER, "0.0.0.0:8080")];
+    ev.extend(client_open(T0 + MS, CLIENT, cl, SV));
+    ev.extend(child_open(T0 + MS + 50 * US, CHILD, SV, cl));
+    let t = T0 + 10 * MS;
+    ev.extend([
+        // close() with SO_LINGER 0: CLOSE first, then the reset.
+        Ev::tr(t, CLIENT, Established, Close)
+            .tuple(cl, SV)
+            .owner(4242, "curl")
+            .task()
+            .ev(),
+        Ev::rst_sent(t + US, CLIENT).tuple(cl, SV).ev(),
+        Ev::rst_recv(t + 10 * US, CHILD).tuple(SV, cl).ev(),
+        Ev::tr(t + 11 * US, CHILD, Established, Close)
+            .tuple(SV, cl)
+            .ev(),
+    ]);
+    let conns = run(&ev);
+    let c = one(&conns, Role::Client);
+    let s = one(&conns, Role::Server);
+    assert_eq!((c.resets_sent, c.resets_received), (1, 0));
+    assert_eq!((s.resets_sent, s.resets_received), (0, 1));
+    for x in [c, s] {
+        assert_eq!(x.outcome, Outcome::Reset);
+        assert!(!x.time_wait && !x.active_close && !x.open);
+        assert_eq!(names(x).last(), Some(&"CLOSE"));
+    }
+}
+
+#[test]
+fn reset_in_fin_wait2_is_not_time_wait() {
+    let cl = "127.0.0.1:40000";
+    let mut ev = client_open(T0, CLIENT, cl, SV);
+    ev.extend([
+        Ev::tr(T0 + MS, CLIENT, Established, FinWait1).ev(),
+        Ev::tr(T0 + 2 * MS, CLIENT, FinWait1, FinWait2).ev(),
+        Ev::rst_recv(T0 + 3 * MS, CLIENT).ev(),
+        Ev::tr(T0 + 3 * MS + 1, CLIENT, FinWait2, Close).ev(),
+    ]);
+    let conns = run(&ev);
+    assert!(!conns[0].time_wait);
+    assert_eq!(conns[0].outcome, Outcome::Reset);
+}
+
+#[test]
+fn passive_close_close_wait() {
+    let cl = "127.0.0.1:40000";
+    let mut ev = child_open(T0, CHILD, SV, cl);
+    ev.extend([
+        Ev::tr(T0 + MS, CHILD, Established, CloseWait).ev(),
+        Ev::tr(T0 + 41 * MS, CHILD, CloseWait, LastAck)
+            .owner(17, "nginx")
+            .task()
+            .ev(),
+        Ev::tr(T0 + 41 * MS + 30 * US, CHILD, LastAck, Close).ev(),
+    ]);
+    let conns = run(&ev);
+    let s = &conns[0];
+    assert_eq!(s.role, Role::Server);
+    assert_eq!(s.close_wait_ns, Some(40 * MS));
+    assert!(!s.active_close && !s.time_wait);
+    assert_eq!(s.outcome, Outcome::Closed);
+    assert_eq!(s.lifetime_ns, Some(41 * MS + 30 * US));
+    assert_eq!(s.pid, Some(17));
+    assert_eq!(s.pid_source, PidSource::Owner);
+}
+
+#[test]
+fn ipv6_pairing() {
+    let cl = "[::1]:40000";
+    let sv = "[::1]:8080";
+    let mut ev = vec![listen(T0, LISTENER, "[::]:8080")];
+    ev.extend(client_open(T0 + MS, CLIENT, cl, sv));
+    ev.extend(child_open(T0 + MS + 50 * US, CHILD, sv, cl));
+    let conns = run(&ev);
+    let c = one(&conns, Role::Client);
+    let s = one(&conns, Role::Server);
+    assert_eq!(c.family, Family::Inet6);
+    assert_eq!(c.peer, Some(s.id));
+    assert_eq!(s.listener_id, Some(1));
+    let j = serde_json::to_value(c).unwrap();
+    assert_eq!(j["family"], "ipv6");
+    assert_eq!(j["saddr"], "::1");
+    assert_eq!(j["daddr"], "::1");
+    assert_eq!(j["sport"], 40000);
+}
+
+#[test]
+fn v4_mapped_child_pairs_with_v4_client() {
+    let cl = "127.0.0.1:40000";
+    let mut ev = vec![listen(T0, LISTENER, "[::]:8080")];
+    ev.extend(client_open(T0 + MS, CLIENT, cl, SV));
+    ev.extend(child_open(
+        T0 + MS + 50 * US,
+        CHILD,
+        "[::ffff:127.0.0.1]:8080",
+        "[::ffff:127.0.0.1]:40000",
+    ));
+    let conns = run(&ev);
+    let c = one(&conns, Role::Client);
+    let s = one(&conns, Role::Server);
+    assert_eq!(c.peer, Some(s.id));
+    assert_eq!(s.listener_id, Some(1));
+}
+
+#[test]
+fn address_reuse_two_connections() {
+    let cl = "127.0.0.1:40000";
+    let mut ev = client_open(T0, CLIENT, cl, SV);
+    ev.extend([
+        Ev::tr(T0 + MS, CLIENT, Established, FinWait1).ev(),
+        Ev::tr(T0 + 2 * MS, CLIENT, FinWait1, FinWait2).ev(),
+        Ev::tr(T0 + 2 * MS + 5, CLIENT, FinWait2, Close).ev(),
+    ]);
+    // Same kernel address, a new socket 1 ms later.
+    ev.extend(client_open(T0 + 3 * MS, CLIENT, "127.0.0.1:40001", SV));
+    ev.push(
+        Ev::connect(T0 + 3 * MS + 50 * US, CLIENT, 4, 0)
+            .owner(4242, "curl")
+            .ev(),
+    );
+    let conns = run(&ev);
+    assert_eq!(conns.len(), 2);
+    let (a, b) = (&conns[0], &conns[1]);
+    assert_ne!(a.id, b.id);
+    assert_eq!(a.skaddr, b.skaddr);
+    assert_eq!(a.sport, 40000);
+    assert_eq!(b.sport, 40001);
+    assert!(!a.open && a.time_wait);
+    assert!(b.open);
+    assert_eq!(a.connect, None);
+    assert_eq!(b.connect.unwrap().ret, 0);
+    assert_eq!(names(b), ["CLOSE", "SYN_SENT", "ESTABLISHED"]);
+}
+
+#[test]
+fn reuse_without_close_is_superseded() {
+    let mut ev = client_open(T0, CLIENT, "127.0.0.1:40000", SV);
+    ev.extend(client_open(T0 + MS, CLIENT, "127.0.0.1:40001", SV));
+    let mut corr = Correlator::new(Config::default());
+    for e in ev {
+        corr.push(e);
+    }
+    let conns = corr.flush();
+    assert_eq!(conns.len(), 2);
+    assert!(conns[0].open);
+    assert_eq!(corr.stats().superseded, 1);
+}
+
+#[test]
+fn eviction_under_a_cap_of_two() {
+    let cfg = Config {
+        max_sockets: 2,
+        reorder_window_ns: 0,
+    };
+    let mut corr = Correlator::new(cfg);
+    let mut out = Vec::new();
+    for k in 0..3u64 {
+        corr.push(
+            Ev::tr(T0 + k * MS, 0x100 + k, Close, SynSent)
+                .tuple("127.0.0.1:0", SV)
+                .ev(),
+        );
+    }
+    // Touch the second so the first stays least recently updated.
+    corr.drain_finished(&mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].skaddr, 0x100);
+    assert!(out[0].evicted && out[0].open);
+    assert_eq!(out[0].outcome, Outcome::Evicted);
+    assert_eq!(corr.evicted(), 1);
+    assert_eq!(corr.stats().tracked_sockets, 2);
+
+    // LRU, not FIFO: update 0x101, then a new socket evicts 0x102.
+    corr.push(Ev::retx(T0 + 10 * MS, 0x101, SynSent).ev());
+    corr.push(
+        Ev::tr(T0 + 11 * MS, 0x200, Close, SynSent)
+            .tuple("127.0.0.1:0", SV)
+            .ev(),
+    );
+    out.clear();
+    corr.drain_finished(&mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].skaddr, 0x102);
+    assert_eq!(corr.evicted(), 2);
+    let rest = corr.flush();
+    assert_eq!(
+        rest.iter().map(|c| c.skaddr).collect::<Vec<_>>(),
+        [0x101, 0x200]
+    );
+    assert!(rest.iter().all(|c| c.open && !c.evicted));
+}
+
+#[test]
+fn out_of_order_within_window() {
+    let ordered = design_sequence();
+    // Neighbours a few µs apart swapped (as from two CPUs); the accept return and the
+    // server's CLOSE_WAIT arrive ~2 ms before the client's FIN_WAIT1.
+    let order = [0, 1, 3, 2, 5, 4, 8, 6, 7, 9, 12, 11, 10, 13];
+    let shuffled: Vec<Event> = order.iter().map(|&i| ordered[i]).collect();
+    assert_ne!(shuffled, ordered);
+
+    let a = run(&ordered);
+    let mut corr = Correlator::new(Config::default());
+    for e in &shuffled {
+        corr.push(*e);
+    }
+    let mut b = corr.flush();
+    b.sort_by_key(|c| c.id);
+    assert_eq!(a, b);
+    assert_eq!(corr.stats().late_events, 0);
+    assert_eq!(corr.stats().events, 14);
+    assert_eq!(corr.stats().applied, 14);
+}
+
+#[test]
+fn late_beyond_window_is_counted() {
+    let cfg = Config {
+        max_sockets: 16,
+        reorder_window_ns: MS,
+    };
+    let mut corr = Correlator::new(cfg);
+    corr.push(Ev::tr(T0 + 10 * MS, 1, Close, SynSent).ev());
+    corr.push(Ev::tr(T0 + 20 * MS, 2, Close, SynSent).ev());
+    corr.push(Ev::tr(T0, 3, Close, SynSent).ev());
+    assert_eq!(corr.stats().late_events, 1);
+    assert_eq!(corr.stats().buffered_events, 1);
+    assert_eq!(corr.flush().len(), 3);
+}
+
+#[test]
+fn both_ends_pairing_and_conversations() {
+    let conns = run(&design_sequence());
+    let c = one(&conns, Role::Client);
+    let s = one(&conns, Role::Server);
+    assert_eq!((c.peer, s.peer), (Some(s.id), Some(c.id)));
+    let convs = conversations(conns.clone());
+    assert_eq!(convs.len(), 1);
+    assert_eq!(convs[0].client.as_ref().unwrap().id, c.id);
+    assert_eq!(convs[0].server.as_ref().unwrap().id, s.id);
+
+    // Streaming: the client is emitted first and waits for its peer.
+    let mut j = ConversationJoiner::default();
+    assert!(j.push(conns[0].clone()).is_none()); // listener
+    assert!(j.push(c.clone()).is_none());
+    assert_eq!(j.len(), 1);
+    let conv = j.push(s.clone()).unwrap();
+    assert_eq!(conv.client.unwrap().id, c.id);
+    assert!(j.is_empty());
+
+    // Unrelated connections on the same ports but not mirrored are not linked.
+    let mut ev = client_open(T0, CLIENT, "127.0.0.1:40000", SV);
+    ev.extend(child_open(T0 + MS, CHILD, SV, "127.0.0.1:40001"));
+    let conns = run(&ev);
+    assert!(conns.iter().all(|c| c.peer.is_none()));
+    assert_eq!(conversations(conns).len(), 2);
+}
+
+#[test]
+fn reset_without_socket_matched_by_tuple_or_orphan() {
+    let cl = "127.0.0.1:40000";
+    let mut ev = client_open(T0, CLIENT, cl, SV);
+    ev.push(Ev::rst_recv(T0 + MS, 0).tuple(cl, SV).ev());
+    ev.push(Ev::rst_sent(T0 + 2 * MS, 0).tuple("127.0.0.1:9", cl).ev());
+    let mut corr = Correlator::new(Config::default());
+    for e in ev {
+        corr.push(e);
+    }
+    let conns = corr.flush();
+    assert_eq!(conns.len(), 1);
+    assert_eq!(conns[0].resets_received, 1);
+    assert_eq!(conns[0].resets_sent, 0);
+    assert_eq!(corr.stats().orphan_events, 1);
+}
+
+#[test]
+fn first_seen_mid_life() {
+    let ev = [
+        Ev::retx(T0, CLIENT, Established)
+            .tuple("127.0.0.1:40000", "127.0.0.1:22")
+            .ev(),
+        Ev::tr(T0 + MS, CLIENT, Established, FinWait1)
+            .owner(8, "ssh")
+            .task()
+            .ev(),
+        Ev::tr(T0 + 2 * MS, CLIENT, FinWait1, FinWait2).ev(),
+        Ev::tr(T0 + 3 * MS, CLIENT, FinWait2, Close).ev(),
+    ];
+    let conns = run(&ev);
+    let c = &conns[0];
+    assert!(c.open_before_start && !c.open);
+    assert_eq!(c.role, Role::Unknown);
+    assert_eq!(c.lifetime_ns, None);
+    assert_eq!(c.retransmits, 1);
+    assert!(c.time_wait && c.active_close);
+    assert_eq!(names(c), ["ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2", "CLOSE"]);
+    assert_eq!(c.pid, Some(8));
+}
+
+#[test]
+fn fin_retransmits_and_failed_accept() {
+    let cl = "127.0.0.1:40000";
+    let mut ev = client_open(T0, CLIENT, cl, SV);
+    ev.extend([
+        Ev::retx(T0 + MS, CLIENT, Established).ev(),
+        Ev::tr(T0 + 2 * MS, CLIENT, Established, FinWait1).ev(),
+        Ev::retx(T0 + 300 * MS, CLIENT, FinWait1).ev(),
+        Ev::accept(T0 + 301 * MS, 0, 3, -11).ev(),
+    ]);
+    let mut corr = Correlator::new(Config::default());
+    for e in ev {
+        corr.push(e);
+    }
+    let conns = corr.flush();
+    assert_eq!(conns[0].retransmits, 2);
+    assert_eq!(conns[0].fin_retransmits, 1);
+    assert_eq!(corr.stats().failed_accepts, 1);
+    assert_eq!(corr.stats().orphan_events, 0);
+}
+
+#[test]
+fn json_field_names() {
+    let conns = run(&design_sequence());
+    let c = one(&conns, Role::Client);
+    let j = serde_json::to_value(c).unwrap();
+    for k in [
+        "type",
+        "role",
+        "pid",
+        "comm",
+        "family",
+        "saddr",
+        "sport",
+        "daddr",
+        "dport",
+        "states",
+        "connect",
+        "connect_return_ns",
+        "accept",
+        "accept_return_ns",
+        "ret",
+        "syn_retransmits",
+        "synack_retransmits",
+        "retransmits",
+        "resets_sent",
+        "resets_received",
+        "time_wait",
+        "active_close",
+        "open",
+        "open_before_start",
+        "evicted",
+        "handshake_ns",
+        "connect_after_established_ns",
+        "accept_wait_ns",
+        "lifetime_ns",
+        "fin_wait2_ns",
+        "close_wait_ns",
+        "first_ts_ns",
+        "last_ts_ns",
+        "skaddr",
+        "peer",
+        "id",
+        "cgroup_id",
+        "netns",
+        "container_id",
+        "container_runtime",
+        "ns_pid",
+    ] {
+        assert!(j.get(k).is_some(), "missing {k}");
+    }
+    assert_eq!(j["type"], "connection");
+    assert_eq!(j["role"], "client");
+    assert_eq!(j["comm"], "curl");
+    assert_eq!(j["family"], "ipv4");
+    assert_eq!(j["saddr"], "127.0.0.1");
+    assert_eq!(j["skaddr"], "0xffff888000002000");
+    assert_eq!(j["states"][0]["state"], "CLOSE");
+    assert_eq!(j["states"][1]["state"], "SYN_SENT");
+    assert_eq!(j["states"][1]["t_ns"], 1_010_000_000u64);
+    assert_eq!(j["connect"]["ret"], 0);
+    assert!(j["connect"]["errno"].is_null());
+    assert_eq!(j["outcome"], "closed");
+    assert_eq!(j["time_wait"], true);
+    assert!(j["accept"].is_null());
+    assert!(j["listener"].is_null());
+    assert_eq!(j["peer"], 3);
+    assert_eq!(j["pid_source"], "syscall");
+
+    let l = one(&conns, Role::Listener);
+    let j = serde_json::to_value(l).unwrap();
+    assert_eq!(j["role"], "listener");
+    assert_eq!(j["listener"]["children"], 1);
+    assert!(j["listener"]["half_open_requests"].is_array());
+
+    // A comm with control bytes is escaped.
+    let ev = [Ev::tr(T0, 7, Close, SynSent)
+        .tuple("127.0.0.1:0", SV)
+        .owner(1, "a\"b\x07")
+        .task()
+        .ev()];
+    let j = serde_json::to_value(&run(&ev)[0]).unwrap();
+    assert_eq!(j["comm"], "a\"b\\x07");
+}
+
+#[test]
+fn errno_names() {
+    assert_eq!(Connection::errno_name(-111), Some("ECONNREFUSED"));
+    assert_eq!(Connection::errno_name(-115), Some("EINPROGRESS"));
+    assert_eq!(Connection::errno_name(-110), Some("ETIMEDOUT"));
+    assert_eq!(Connection::errno_name(-11), Some("EAGAIN"));
+    assert_eq!(Connection::errno_name(-512), Some("ERESTARTSYS"));
+    assert_eq!(Connection::errno_name(0), None);
+    assert_eq!(Connection::errno_name(5), None);
+    assert_eq!(Connection::errno_name(-4095), None);
+}
+
+#[test]
+fn deterministic_output() {
+    let mut ev = design_sequence();
+    for k in 0..50u64 {
+        ev.extend(client_open(
+            T0 + 2_000 * MS + k * MS,
+            0x5000 + k,
+            &format!("127.0.0.1:{}", 41000 + k),
+            SV,
+        ));
+    }
+    ev.sort_by_key(|e| e.ts_ns);
+    let a = serde_json::to_string(&run(&ev)).unwrap();
+    let b = serde_json::to_string(&run(&ev)).unwrap();
+    assert_eq!(a, b);
+}
