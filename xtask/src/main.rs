@@ -1,1 +1,195 @@
-fn main() {}
+//! Developer tasks for tcp-trace: `cargo xtask setup | build | run | test`.
+
+mod cmd;
+mod setup;
+
+use std::{
+    env,
+    ffi::OsString,
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+use crate::cmd::{ChildFailed, workspace_root};
+
+#[derive(Parser)]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    about = "Developer tasks for tcp-trace"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Check, and install where missing, what building and testing need.
+    ///
+    /// rust-src for nightly, bpf-linker built against nightly's own LLVM, the Debian
+    /// packages the tests use, tracefs. Idempotent; fast when everything is in place.
+    Setup {
+        /// Print only what is done, not what is already fine.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Setup (quiet), then `cargo build --release -p tcp-trace`.
+    Build {
+        /// Build the debug profile instead of release.
+        #[arg(long)]
+        debug: bool,
+    },
+    /// Setup (quiet), build, then run tcp-trace as root (via `sudo -E` when not root).
+    Run {
+        /// Build and run the debug profile instead of release.
+        #[arg(long)]
+        debug: bool,
+        /// Arguments for tcp-trace (after `--`).
+        #[arg(last = true)]
+        args: Vec<OsString>,
+    },
+    /// Setup (quiet), then `cargo test --workspace --release` (all but the eBPF crate)
+    /// with TCP_TRACE_PRIVILEGED_TESTS=1. Must run as root.
+    Test {
+        /// Extra arguments for `cargo test` (after `--`).
+        #[arg(last = true)]
+        args: Vec<OsString>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let is_test = matches!(cli.command, Task::Test { .. });
+    let result = match cli.command {
+        Task::Setup { quiet } => setup::setup(quiet),
+        Task::Build { debug } => build(debug),
+        Task::Run { debug, args } => run(debug, args),
+        Task::Test { args } => test(args),
+    };
+    let code = match &result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            e.downcast_ref::<ChildFailed>().map_or(1, |c| c.code)
+        }
+    };
+    if is_test {
+        match &result {
+            Ok(()) => println!("xtask test: ok"),
+            Err(e) if e.downcast_ref::<TestsFailed>().is_some() => {
+                println!("xtask test: FAILED (cargo test exited with {code})")
+            }
+            Err(_) => println!("xtask test: FAILED before the tests ran (see the error above)"),
+        }
+    }
+    // Exit codes are 0..=255 on Unix; clamp rather than wrap.
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn cargo(root: &Path) -> Command {
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(root);
+    cmd
+}
+
+fn profile_dir(debug: bool) -> &'static str {
+    if debug { "debug" } else { "release" }
+}
+
+fn build(debug: bool) -> Result<()> {
+    setup::setup(true)?;
+    build_only(debug)
+}
+
+fn build_only(debug: bool) -> Result<()> {
+    let root = workspace_root()?;
+    let mut cmd = cargo(&root);
+    cmd.arg("build");
+    if !debug {
+        cmd.arg("--release");
+    }
+    cmd.args(["-p", "tcp-trace"]);
+    cmd::run(&mut cmd)
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    // Relative CARGO_TARGET_DIR is relative to where cargo ran: the root.
+    env::var_os("CARGO_TARGET_DIR")
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| root.join("target"), |d| root.join(d))
+}
+
+fn run(debug: bool, args: Vec<OsString>) -> Result<()> {
+    build(debug)?;
+    let root = workspace_root()?;
+    let bin = target_dir(&root).join(profile_dir(debug)).join("tcp-trace");
+    if !bin.is_file() {
+        bail!("the build finished but {} does not exist", bin.display());
+    }
+    // exec (replace this process) so that Ctrl-C/SIGTERM reach only tcp-trace, which
+    // detaches and prints its summary, and its exit code is ours. The working
+    // directory stays the caller's, so relative paths in ARGS mean what they say.
+    let mut cmd = if cmd::is_root()? {
+        Command::new(&bin)
+    } else {
+        if cmd::which("sudo").is_none() {
+            bail!(
+                "tcp-trace needs root (or CAP_BPF + CAP_PERFMON) and sudo is not installed; \
+                 run as root: {} {}",
+                bin.display(),
+                args.iter()
+                    .map(|a| a.to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+        }
+        let mut sudo = Command::new("sudo");
+        sudo.arg("-E").arg(&bin);
+        sudo
+    };
+    cmd.args(&args);
+    cmd::echo(&cmd);
+    let err = cmd.exec();
+    Err(err).with_context(|| format!("failed to execute `{}`", cmd::display(&cmd)))
+}
+
+/// Marks the failure of `cargo test` itself (not of setup before it).
+#[derive(Debug)]
+struct TestsFailed;
+
+impl std::fmt::Display for TestsFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the tests failed")
+    }
+}
+
+fn test(args: Vec<OsString>) -> Result<()> {
+    if !cmd::is_root()? {
+        bail!(
+            "`cargo xtask test` runs the privileged integration tests (TCP_TRACE_PRIVILEGED_TESTS=1, \
+             which fail rather than skip without privilege) and must run as root \
+             (effective uid is {}); e.g. `sudo -E env \"PATH=$PATH\" cargo xtask test`",
+            cmd::euid()?
+        );
+    }
+    setup::setup(true)?;
+    let root = workspace_root()?;
+    let mut cmd = cargo(&root);
+    cmd.env("TCP_TRACE_PRIVILEGED_TESTS", "1")
+        // The eBPF crate only builds for bpfel-unknown-none (its no_main bin has no host
+        // test harness); tcp-trace's build.rs builds it and the tests load it.
+        .args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "tcp-trace-ebpf",
+            "--release",
+        ])
+        .args(&args);
+    cmd::run(&mut cmd).context(TestsFailed)
+}
