@@ -19,8 +19,8 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use tcp_trace_common::{
-    AF_INET, AF_INET6, Filter, IPPROTO_TCP, KernelOffsets, NO_FIELD, Owner, PendingCall,
-    RawEvent, TpLayout, counter, flags, kind,
+    AF_INET, AF_INET6, Filter, IPPROTO_TCP, KernelOffsets, NO_FIELD, Owner, PendingCall, RawEvent,
+    TpLayout, counter, flags, kind,
 };
 
 // ---------------------------------------------------------------------------
@@ -223,7 +223,8 @@ fn read_sock_tuple(o: &KernelOffsets, sk: u64, ev: &mut RawEvent) -> bool {
         ev.sport = u16::from_be(rd::<u16>(sk, o.inet_sport as u64).unwrap_or(0));
         ev.dport = u16::from_be(rd::<u16>(sk, o.skc_dport as u64).unwrap_or(0));
         if ev.family == AF_INET {
-            ev.saddr[..4].copy_from_slice(&rd::<[u8; 4]>(sk, o.skc_rcv_saddr as u64).unwrap_or([0; 4]));
+            ev.saddr[..4]
+                .copy_from_slice(&rd::<[u8; 4]>(sk, o.skc_rcv_saddr as u64).unwrap_or([0; 4]));
             ev.daddr[..4].copy_from_slice(&rd::<[u8; 4]>(sk, o.skc_daddr as u64).unwrap_or([0; 4]));
         } else {
             ev.saddr = rd(sk, o.skc_v6_rcv_saddr as u64).unwrap_or([0; 16]);
@@ -395,7 +396,10 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
         None => {
             // A child socket born in softirq from a request (LISTEN → SYN_RECV):
             // until accept() returns, it belongs to the listener's process.
-            if ev.oldstate == TCP_LISTEN || ev.newstate == TCP_SYN_RECV || ev.newstate == TCP_ESTABLISHED {
+            if ev.oldstate == TCP_LISTEN
+                || ev.newstate == TCP_SYN_RECV
+                || ev.newstate == TCP_ESTABLISHED
+            {
                 if let Some(o) = unsafe { LISTENERS.get(&ev.sport) } {
                     let o = *o;
                     let _ = OWNERS.insert(&skaddr, &o, 0);
@@ -453,17 +457,23 @@ pub fn tcp_retransmit_synack(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "tcp", name = "tcp_retransmit_skb")]
 pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
-    sock_event(&ctx, kind::RETRANSMIT, unsafe { read_volatile(&LAYOUT_RETRANSMIT) })
+    sock_event(&ctx, kind::RETRANSMIT, unsafe {
+        read_volatile(&LAYOUT_RETRANSMIT)
+    })
 }
 
 #[tracepoint(category = "tcp", name = "tcp_send_reset")]
 pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
-    sock_event(&ctx, kind::RESET_SENT, unsafe { read_volatile(&LAYOUT_SEND_RESET) })
+    sock_event(&ctx, kind::RESET_SENT, unsafe {
+        read_volatile(&LAYOUT_SEND_RESET)
+    })
 }
 
 #[tracepoint(category = "tcp", name = "tcp_receive_reset")]
 pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
-    sock_event(&ctx, kind::RESET_RECEIVED, unsafe { read_volatile(&LAYOUT_RECV_RESET) })
+    sock_event(&ctx, kind::RESET_RECEIVED, unsafe {
+        read_volatile(&LAYOUT_RECV_RESET)
+    })
 }
 
 #[inline(always)]

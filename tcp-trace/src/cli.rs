@@ -111,7 +111,9 @@ fn parse_duration(s: &str) -> Result<f64, String> {
         .parse()
         .map_err(|_| format!("`{s}` is not a number of seconds"))?;
     if !(v.is_finite() && v > 0.0) {
-        return Err(format!("duration must be a positive number of seconds, got `{s}`"));
+        return Err(format!(
+            "duration must be a positive number of seconds, got `{s}`"
+        ));
     }
     if v > 1e9 {
         return Err(format!("duration `{s}` is too large"));
@@ -213,7 +215,13 @@ mod tests {
         }
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let c = parse(&refs).unwrap();
-        assert!(c.trace.filter.to_filter().unwrap_err().contains("at most 16"));
+        assert!(
+            c.trace
+                .filter
+                .to_filter()
+                .unwrap_err()
+                .contains("at most 16")
+        );
     }
 
     #[test]

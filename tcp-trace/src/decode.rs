@@ -193,13 +193,20 @@ pub enum EventKind {
     /// `tcp:tcp_retransmit_skb`; `state` SYN_SENT means a SYN retransmit.
     Retransmit { state: TcpState },
     /// `tcp:tcp_send_reset`; `reason` is the kernel's `sk_rst_reason` where reported.
-    ResetSent { state: Option<TcpState>, reason: Option<u32> },
+    ResetSent {
+        state: Option<TcpState>,
+        reason: Option<u32>,
+    },
     /// `tcp:tcp_receive_reset`.
     ResetReceived,
     /// `connect()` returned (`ret` 0, or `-errno`).
     ConnectReturn { fd: i32, ret: i64 },
     /// `accept()`/`accept4()` returned `ret` (the new fd, or `-errno`) on listener `fd`.
-    AcceptReturn { listen_fd: i32, ret: i64, accept4: bool },
+    AcceptReturn {
+        listen_fd: i32,
+        ret: i64,
+        accept4: bool,
+    },
 }
 
 /// One decoded event.

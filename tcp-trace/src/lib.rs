@@ -7,6 +7,7 @@ pub mod cli;
 pub mod clock;
 pub mod correlate;
 pub mod decode;
+pub mod lab;
 pub mod layout;
 pub mod loader;
 pub mod pipeline;

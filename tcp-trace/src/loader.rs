@@ -58,17 +58,61 @@ struct Hook {
 }
 
 const HOOKS: &[Hook] = &[
-    Hook { tp: Tracepoint::InetSockSetState, program: "inet_sock_set_state", global: "LAYOUT_SET_STATE" },
-    Hook { tp: Tracepoint::TcpRetransmitSynack, program: "tcp_retransmit_synack", global: "LAYOUT_SYNACK" },
-    Hook { tp: Tracepoint::TcpRetransmitSkb, program: "tcp_retransmit_skb", global: "LAYOUT_RETRANSMIT" },
-    Hook { tp: Tracepoint::TcpSendReset, program: "tcp_send_reset", global: "LAYOUT_SEND_RESET" },
-    Hook { tp: Tracepoint::TcpReceiveReset, program: "tcp_receive_reset", global: "LAYOUT_RECV_RESET" },
-    Hook { tp: Tracepoint::SysEnterConnect, program: "sys_enter_connect", global: "LAYOUT_ENTER_CONNECT" },
-    Hook { tp: Tracepoint::SysExitConnect, program: "sys_exit_connect", global: "LAYOUT_EXIT_CONNECT" },
-    Hook { tp: Tracepoint::SysEnterAccept, program: "sys_enter_accept", global: "LAYOUT_ENTER_ACCEPT" },
-    Hook { tp: Tracepoint::SysExitAccept, program: "sys_exit_accept", global: "LAYOUT_EXIT_ACCEPT" },
-    Hook { tp: Tracepoint::SysEnterAccept4, program: "sys_enter_accept4", global: "LAYOUT_ENTER_ACCEPT4" },
-    Hook { tp: Tracepoint::SysExitAccept4, program: "sys_exit_accept4", global: "LAYOUT_EXIT_ACCEPT4" },
+    Hook {
+        tp: Tracepoint::InetSockSetState,
+        program: "inet_sock_set_state",
+        global: "LAYOUT_SET_STATE",
+    },
+    Hook {
+        tp: Tracepoint::TcpRetransmitSynack,
+        program: "tcp_retransmit_synack",
+        global: "LAYOUT_SYNACK",
+    },
+    Hook {
+        tp: Tracepoint::TcpRetransmitSkb,
+        program: "tcp_retransmit_skb",
+        global: "LAYOUT_RETRANSMIT",
+    },
+    Hook {
+        tp: Tracepoint::TcpSendReset,
+        program: "tcp_send_reset",
+        global: "LAYOUT_SEND_RESET",
+    },
+    Hook {
+        tp: Tracepoint::TcpReceiveReset,
+        program: "tcp_receive_reset",
+        global: "LAYOUT_RECV_RESET",
+    },
+    Hook {
+        tp: Tracepoint::SysEnterConnect,
+        program: "sys_enter_connect",
+        global: "LAYOUT_ENTER_CONNECT",
+    },
+    Hook {
+        tp: Tracepoint::SysExitConnect,
+        program: "sys_exit_connect",
+        global: "LAYOUT_EXIT_CONNECT",
+    },
+    Hook {
+        tp: Tracepoint::SysEnterAccept,
+        program: "sys_enter_accept",
+        global: "LAYOUT_ENTER_ACCEPT",
+    },
+    Hook {
+        tp: Tracepoint::SysExitAccept,
+        program: "sys_exit_accept",
+        global: "LAYOUT_EXIT_ACCEPT",
+    },
+    Hook {
+        tp: Tracepoint::SysEnterAccept4,
+        program: "sys_enter_accept4",
+        global: "LAYOUT_ENTER_ACCEPT4",
+    },
+    Hook {
+        tp: Tracepoint::SysExitAccept4,
+        program: "sys_exit_accept4",
+        global: "LAYOUT_EXIT_ACCEPT4",
+    },
 ];
 
 /// What the user asked to trace (in-kernel filters).
@@ -146,7 +190,9 @@ pub fn find_or_mount_tracefs(caps: &Caps) -> Result<PathBuf, LoadError> {
         eprintln!("tcp-trace: mounted tracefs at {}", target.display());
         Ok(target.to_path_buf())
     } else {
-        Err(LoadError::NoTracefs("mount succeeded but events/ is missing".into()))
+        Err(LoadError::NoTracefs(
+            "mount succeeded but events/ is missing".into(),
+        ))
     }
 }
 
@@ -212,12 +258,20 @@ pub fn load(opts: &Options) -> Result<(Loaded, RingBuf<MapData>), LoadError> {
             .program_mut(h.program)
             .ok_or_else(|| LoadError::Map(h.program, "program missing from the object".into()))?
             .try_into()
-            .map_err(|err| LoadError::Program { name: h.program, err })?;
-        let res = prog.load().and_then(|()| prog.attach(h.tp.group(), h.tp.name()));
+            .map_err(|err| LoadError::Program {
+                name: h.program,
+                err,
+            })?;
+        let res = prog
+            .load()
+            .and_then(|()| prog.attach(h.tp.group(), h.tp.name()));
         match res {
             Ok(_) => attached.push(h.tp.name()),
             Err(err) if h.tp.required() => {
-                return Err(LoadError::Program { name: h.program, err });
+                return Err(LoadError::Program {
+                    name: h.program,
+                    err,
+                });
             }
             Err(err) => warnings.push(format!(
                 "{}:{} could not be attached, its events are off: {err}",

@@ -20,7 +20,10 @@ fn main() -> ExitCode {
         }
     };
     let res = match cli.command {
-        None => rt.block_on(tcp_trace::trace::run(&cli.trace, filter_of(&cli.trace.filter))),
+        None => rt.block_on(tcp_trace::trace::run(
+            &cli.trace,
+            filter_of(&cli.trace.filter),
+        )),
         Some(Command::Record(r)) => rt.block_on(tcp_trace::trace::record(&r, filter_of(&r.filter))),
         Some(Command::Replay(r)) => tcp_trace::trace::replay(&r),
     };

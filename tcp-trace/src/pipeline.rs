@@ -4,8 +4,8 @@ use std::io::{self, Write};
 
 use tcp_trace_common::RawEvent;
 
-use crate::clock::WallClock;
 use crate::cli::{OutputArgs, View};
+use crate::clock::WallClock;
 use crate::correlate::{Config, Connection, ConversationJoiner, Correlator};
 use crate::decode::{self, Event};
 use crate::record;
@@ -110,7 +110,11 @@ impl<W: Write> Renderer<W> {
             (true, Some(View::Events)) => (true, false),
             (true, Some(_)) => (false, true),
         };
-        let need_conns = if args.json { json_conns } else { view != View::Events };
+        let need_conns = if args.json {
+            json_conns
+        } else {
+            view != View::Events
+        };
         let time = if args.timestamp {
             TimeColumn::Wall(wall)
         } else {

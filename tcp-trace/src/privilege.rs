@@ -136,7 +136,12 @@ mod tests {
             effective: u64::MAX,
             in_user_ns: true,
         };
-        assert!(rootless.missing_for_bpf().unwrap().contains("user namespace"));
+        assert!(
+            rootless
+                .missing_for_bpf()
+                .unwrap()
+                .contains("user namespace")
+        );
     }
 
     #[test]

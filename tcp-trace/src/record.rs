@@ -97,7 +97,11 @@ pub struct Reader<R: Read> {
     pub header: Header,
 }
 
-fn read_exact_or<R: Read>(r: &mut R, buf: &mut [u8], what: &'static str) -> Result<(), RecordError> {
+fn read_exact_or<R: Read>(
+    r: &mut R,
+    buf: &mut [u8],
+    what: &'static str,
+) -> Result<(), RecordError> {
     r.read_exact(buf).map_err(|e| {
         if e.kind() == io::ErrorKind::UnexpectedEof {
             RecordError::Truncated(what)
@@ -210,7 +214,10 @@ mod tests {
 
     #[test]
     fn rejects_garbage_and_truncation() {
-        assert!(matches!(Reader::new(&b"hello"[..]), Err(RecordError::BadMagic)));
+        assert!(matches!(
+            Reader::new(&b"hello"[..]),
+            Err(RecordError::BadMagic)
+        ));
         assert!(matches!(
             Reader::new(&b"NOTATRACEFILE_______________________"[..]),
             Err(RecordError::BadMagic)
@@ -221,8 +228,13 @@ mod tests {
         bytes.truncate(bytes.len() - 3);
         let mut r = Reader::new(&bytes[..]).unwrap();
         assert!(matches!(r.next_item(), Err(RecordError::Truncated(_))));
-        let mut newer = Writer::new(Vec::new(), &Header::default()).unwrap().into_inner();
+        let mut newer = Writer::new(Vec::new(), &Header::default())
+            .unwrap()
+            .into_inner();
         newer[8] = 9;
-        assert!(matches!(Reader::new(&newer[..]), Err(RecordError::Version(9))));
+        assert!(matches!(
+            Reader::new(&newer[..]),
+            Err(RecordError::Version(9))
+        ));
     }
 }

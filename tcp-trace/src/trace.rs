@@ -7,8 +7,8 @@ use std::time::Duration;
 use tcp_trace_common::Filter;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::clock::{WallClock, monotonic_ns};
 use crate::cli::{RecordArgs, ReplayArgs, TraceArgs};
+use crate::clock::{WallClock, monotonic_ns};
 use crate::decode::raw_from_bytes;
 use crate::loader::{self, Options};
 use crate::pipeline::{Output, Renderer, RunStats};
@@ -25,7 +25,12 @@ pub async fn run(args: &TraceArgs, filter: Filter) -> anyhow::Result<u8> {
     let t0 = monotonic_ns();
     let wall = WallClock::now();
     let stdout = BufWriter::with_capacity(64 * 1024, io::stdout().lock());
-    let out = Output::Render(Box::new(Renderer::new(stdout, &args.output, wall, Some(t0))));
+    let out = Output::Render(Box::new(Renderer::new(
+        stdout,
+        &args.output,
+        wall,
+        Some(t0),
+    )));
     live(filter, args.duration, args.count, t0, out).await
 }
 

@@ -17,10 +17,25 @@ fn accept4_null_burst_pairs_accept_and_connect_returns() {
     let t = Tracer::start(&["--json", "--view", "conns", "-P", &ps]);
     let mut server = Peer::spawn(peer_cmd(
         None,
-        &["server", "127.0.0.1", &ps, "--accepts", &n, "--close-delay-ms", "0", "--null-accept"],
+        &[
+            "server",
+            "127.0.0.1",
+            &ps,
+            "--accepts",
+            &n,
+            "--close-delay-ms",
+            "0",
+            "--null-accept",
+        ],
     ));
     assert_eq!(server.line(), format!("listening {port}"));
-    let (spid, client) = (server.pid as u64, Peer::spawn(peer_cmd(None, &["client", "127.0.0.1", &ps, "--count", &n, "--send", "1"])));
+    let (spid, client) = (
+        server.pid as u64,
+        Peer::spawn(peer_cmd(
+            None,
+            &["client", "127.0.0.1", &ps, "--count", &n, "--send", "1"],
+        )),
+    );
     let cpid = client.pid as u64;
     assert_eq!(client.wait(), 0);
     assert_eq!(server.wait(), 0);
@@ -40,15 +55,26 @@ fn accept4_null_burst_pairs_accept_and_connect_returns() {
         .filter(|c| {
             c["connect"]["ret"] == 0
                 && c["pid"] == cpid
-                && c["connect_after_established_ns"].as_i64().is_some_and(|d| d >= 0)
+                && c["connect_after_established_ns"]
+                    .as_i64()
+                    .is_some_and(|d| d >= 0)
         })
         .count();
     eprintln!("accept pairing {accepted}/{N}, connect pairing {connected}/{N}");
-    assert!(accepted * 100 >= N * 99, "accept returns paired: {accepted}/{N}");
-    assert!(connected * 100 >= N * 99, "connect returns after ESTABLISHED: {connected}/{N}");
+    assert!(
+        accepted * 100 >= N * 99,
+        "accept returns paired: {accepted}/{N}"
+    );
+    assert!(
+        connected * 100 >= N * 99,
+        "connect returns after ESTABLISHED: {connected}/{N}"
+    );
     // Both ends on this host are paired into one conversation.
     let peered = clients.iter().filter(|c| c["peer"].is_u64()).count();
-    assert!(peered * 100 >= N * 99, "client/server pairing: {peered}/{N}");
+    assert!(
+        peered * 100 >= N * 99,
+        "client/server pairing: {peered}/{N}"
+    );
     let stats = lines.iter().find(|l| l["type"] == "stats").expect("stats");
     assert_eq!(stats["lost"], 0);
 }

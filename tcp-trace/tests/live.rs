@@ -17,7 +17,10 @@ fn first<'a>(evs: &[&'a Value], pred: impl Fn(&Value) -> bool) -> Option<&'a Val
 
 fn transition_ts(evs: &[&Value], skaddr: &str, old: &str, new: &str) -> u64 {
     ts(first(evs, |e| {
-        e["kind"] == "transition" && s(e, "skaddr") == skaddr && s(e, "old") == old && s(e, "new") == new
+        e["kind"] == "transition"
+            && s(e, "skaddr") == skaddr
+            && s(e, "old") == old
+            && s(e, "new") == new
     })
     .unwrap_or_else(|| panic!("no {old}>{new} for {skaddr}")))
 }
@@ -29,7 +32,16 @@ fn handshake_and_teardown(addr: &str, family: &str) {
     let t = Tracer::start(&["--json", "-P", &ps]);
     let mut server = Peer::spawn(peer_cmd(
         None,
-        &["server", addr, &ps, "--accepts", "1", "--close-delay-ms", "40", "--null-accept"],
+        &[
+            "server",
+            addr,
+            &ps,
+            "--accepts",
+            "1",
+            "--close-delay-ms",
+            "40",
+            "--null-accept",
+        ],
     ));
     assert_eq!(server.line(), format!("listening {port}"));
     let mut client = Peer::spawn(peer_cmd(None, &["client", addr, &ps]));
@@ -75,9 +87,16 @@ fn handshake_and_teardown(addr: &str, family: &str) {
     );
 
     // Attribution: every event of a socket carries its owner's pid, softirq ones included.
-    for (sk, pid, who) in [(&client_sk, cpid, "client"), (&child_sk, spid, "child"), (&listener_sk, spid, "listener")] {
+    for (sk, pid, who) in [
+        (&client_sk, cpid, "client"),
+        (&child_sk, spid, "child"),
+        (&listener_sk, spid, "listener"),
+    ] {
         for e in evs.iter().filter(|e| s(e, "skaddr") == sk.as_str()) {
-            assert_eq!(e["pid"], pid, "{who} event attributed to the wrong pid: {e}");
+            assert_eq!(
+                e["pid"], pid,
+                "{who} event attributed to the wrong pid: {e}"
+            );
         }
     }
 
@@ -99,7 +118,10 @@ fn handshake_and_teardown(addr: &str, family: &str) {
     assert!(ts(acc) > transition_ts(&evs, &child_sk, "SYN_RECV", "ESTABLISHED"));
 
     // Nothing was lost.
-    let stats = lines.iter().find(|l| l["type"] == "stats").expect("stats line");
+    let stats = lines
+        .iter()
+        .find(|l| l["type"] == "stats")
+        .expect("stats line");
     assert_eq!(stats["lost"], 0);
 }
 
@@ -133,8 +155,14 @@ fn refused_connect_gets_reset() {
     let (lines, _) = t.stop();
     let evs = events(&lines);
     let sk = find_socket(&evs, "CLOSE", "SYN_SENT", 0, port as u64);
-    assert_eq!(transitions_of(&evs, &sk), strs(&["CLOSE>SYN_SENT", "SYN_SENT>CLOSE"]));
-    let rst = first(&evs, |e| e["kind"] == "reset_received" && s(e, "skaddr") == sk).expect("RST received");
+    assert_eq!(
+        transitions_of(&evs, &sk),
+        strs(&["CLOSE>SYN_SENT", "SYN_SENT>CLOSE"])
+    );
+    let rst = first(&evs, |e| {
+        e["kind"] == "reset_received" && s(e, "skaddr") == sk
+    })
+    .expect("RST received");
     assert_eq!(rst["pid"], cpid);
     let conn = first(&evs, |e| e["kind"] == "connect_return").expect("connect return");
     assert_eq!(conn["ret"], -111);
@@ -159,7 +187,10 @@ fn synack_retransmit_when_third_ack_dropped() {
          tcp dport {port} tcp flags & (fin|syn|rst|psh|ack) == ack drop\n }}\n}}\n"
     ));
     let t = Tracer::start(&["--json", "-P", &ps]);
-    let mut server = Peer::spawn(peer_cmd(Some(&ns.name), &["server", "127.0.0.1", &ps, "--close-delay-ms", "0"]));
+    let mut server = Peer::spawn(peer_cmd(
+        Some(&ns.name),
+        &["server", "127.0.0.1", &ps, "--close-delay-ms", "0"],
+    ));
     assert_eq!(server.line(), format!("listening {port}"));
     let mut client = Peer::spawn(peer_cmd(
         Some(&ns.name),
@@ -175,11 +206,19 @@ fn synack_retransmit_when_third_ack_dropped() {
 
     let retx: Vec<&&Value> = evs
         .iter()
-        .filter(|e| e["kind"] == "synack_retransmit" && e["sport"] == port as u64 && e["dport"] == cport)
+        .filter(|e| {
+            e["kind"] == "synack_retransmit" && e["sport"] == port as u64 && e["dport"] == cport
+        })
         .collect();
-    assert!(!retx.is_empty(), "no SYN-ACK retransmit for the client's request: {evs:#?}");
+    assert!(
+        !retx.is_empty(),
+        "no SYN-ACK retransmit for the client's request: {evs:#?}"
+    );
     let client_sk = find_socket(&evs, "SYN_SENT", "ESTABLISHED", cport, port as u64);
-    let conn = first(&evs, |e| e["kind"] == "connect_return" && s(e, "skaddr") == client_sk).expect("connect return");
+    let conn = first(&evs, |e| {
+        e["kind"] == "connect_return" && s(e, "skaddr") == client_sk
+    })
+    .expect("connect return");
     assert_eq!(conn["ret"], 0);
     let child_sk = find_socket(&evs, "LISTEN", "SYN_RECV", port as u64, cport);
     let child_est = transition_ts(&evs, &child_sk, "SYN_RECV", "ESTABLISHED");
@@ -187,7 +226,10 @@ fn synack_retransmit_when_third_ack_dropped() {
     // before the child existed; accept() returned only after it was ESTABLISHED.
     assert!(ts(conn) < ts(retx[0]));
     assert!(ts(retx[0]) < transition_ts(&evs, &child_sk, "LISTEN", "SYN_RECV"));
-    let acc = first(&evs, |e| e["kind"] == "accept_return" && s(e, "skaddr") == child_sk).expect("accept return");
+    let acc = first(&evs, |e| {
+        e["kind"] == "accept_return" && s(e, "skaddr") == child_sk
+    })
+    .expect("accept return");
     assert!(ts(acc) > child_est);
     // The listener's pid owns the retransmit (softirq timer, attributed by socket).
     assert_eq!(retx[0]["pid"], spid);
@@ -201,9 +243,23 @@ fn pid_filter_hides_other_processes() {
     }
     let port = free_port();
     let ps = port.to_string();
-    let mut server = Peer::spawn(peer_cmd(None, &["server", "127.0.0.1", &ps, "--accepts", "2", "--close-delay-ms", "0"]));
+    let mut server = Peer::spawn(peer_cmd(
+        None,
+        &[
+            "server",
+            "127.0.0.1",
+            &ps,
+            "--accepts",
+            "2",
+            "--close-delay-ms",
+            "0",
+        ],
+    ));
     assert_eq!(server.line(), format!("listening {port}"));
-    let mut client = Peer::spawn(peer_cmd(None, &["client", "127.0.0.1", &ps, "--wait-stdin"]));
+    let mut client = Peer::spawn(peer_cmd(
+        None,
+        &["client", "127.0.0.1", &ps, "--wait-stdin"],
+    ));
     let cpid = client.pid;
     let t = Tracer::start(&["--json", "-p", &cpid.to_string()]);
     // Another process (this test) connects first: must not show.
@@ -221,7 +277,10 @@ fn pid_filter_hides_other_processes() {
     let evs = events(&lines);
     assert!(!evs.is_empty());
     for e in &evs {
-        assert_eq!(e["pid"], cpid as u64, "event of another process leaked through -p: {e}");
+        assert_eq!(
+            e["pid"], cpid as u64,
+            "event of another process leaked through -p: {e}"
+        );
     }
     let sk = find_socket(&evs, "SYN_SENT", "ESTABLISHED", cport, port as u64);
     assert_eq!(
@@ -235,7 +294,10 @@ fn pid_filter_hides_other_processes() {
         ])
     );
     assert!(first(&evs, |e| e["kind"] == "connect_return").is_some());
-    assert!(first(&evs, |e| e["kind"] == "accept_return").is_none(), "server accept leaked");
+    assert!(
+        first(&evs, |e| e["kind"] == "accept_return").is_none(),
+        "server accept leaked"
+    );
 }
 
 fn setpriv(caps: &str, args: &[&str]) -> Command {
@@ -261,8 +323,14 @@ fn runs_with_cap_bpf_and_cap_perfmon_only() {
     }
     let port = free_port();
     let ps = port.to_string();
-    let t = Tracer::start_cmd(&mut setpriv(",+bpf,+perfmon,+dac_read_search", &["--json", "-P", &ps]));
-    let mut server = Peer::spawn(peer_cmd(None, &["server", "127.0.0.1", &ps, "--close-delay-ms", "0"]));
+    let t = Tracer::start_cmd(&mut setpriv(
+        ",+bpf,+perfmon,+dac_read_search",
+        &["--json", "-P", &ps],
+    ));
+    let mut server = Peer::spawn(peer_cmd(
+        None,
+        &["server", "127.0.0.1", &ps, "--close-delay-ms", "0"],
+    ));
     server.line();
     let mut client = Peer::spawn(peer_cmd(None, &["client", "127.0.0.1", &ps]));
     let l = client.line();
@@ -306,12 +374,18 @@ fn duration_and_count_stop_the_run() {
     let port = free_port();
     let ps = port.to_string();
     let t = Tracer::start(&["--json", "-P", &ps, "--count", "2", "--duration", "20"]);
-    let client = Peer::spawn(peer_cmd(None, &["client", "127.0.0.1", &ps, "--count", "3"]));
+    let client = Peer::spawn(peer_cmd(
+        None,
+        &["client", "127.0.0.1", &ps, "--count", "3"],
+    ));
     client.wait();
     let start = std::time::Instant::now();
     let (lines, code) = t.collect();
     assert_eq!(code, 0);
-    assert!(start.elapsed().as_secs() < 15, "--count did not stop the run");
+    assert!(
+        start.elapsed().as_secs() < 15,
+        "--count did not stop the run"
+    );
     assert_eq!(events(&lines).len(), 2);
     let t = Tracer::start(&["--json", "-P", &ps, "--duration", "0.5"]);
     let (lines, code) = t.collect();

@@ -7,7 +7,10 @@ use serde_json::Value;
 const TRACER: &str = env!("CARGO_BIN_EXE_tcp-trace");
 
 fn fixture(name: &str) -> String {
-    format!("{}/tests/fixtures/recordings/{name}", env!("CARGO_MANIFEST_DIR"))
+    format!(
+        "{}/tests/fixtures/recordings/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
 }
 
 fn replay(name: &str, args: &[&str]) -> (String, String, i32) {
@@ -52,11 +55,25 @@ fn loopback_recording_gives_three_connections() {
     let listener = conns.iter().find(|c| c["role"] == "listener").unwrap();
     assert_eq!(
         states(client),
-        ["CLOSE", "SYN_SENT", "ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2", "CLOSE"]
+        [
+            "CLOSE",
+            "SYN_SENT",
+            "ESTABLISHED",
+            "FIN_WAIT1",
+            "FIN_WAIT2",
+            "CLOSE"
+        ]
     );
     assert_eq!(
         states(server),
-        ["LISTEN", "SYN_RECV", "ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSE"]
+        [
+            "LISTEN",
+            "SYN_RECV",
+            "ESTABLISHED",
+            "CLOSE_WAIT",
+            "LAST_ACK",
+            "CLOSE"
+        ]
     );
     assert_eq!(states(listener), ["CLOSE", "LISTEN", "CLOSE"]);
     assert_eq!(client["connect"]["ret"], 0);
@@ -66,7 +83,10 @@ fn loopback_recording_gives_three_connections() {
     assert_eq!(client["time_wait"], true);
     assert_eq!(client["active_close"], true);
     assert_eq!(server["time_wait"], false);
-    assert!(server["close_wait_ns"].as_u64().unwrap() > 30_000_000, "server closed 40 ms after the FIN");
+    assert!(
+        server["close_wait_ns"].as_u64().unwrap() > 30_000_000,
+        "server closed 40 ms after the FIN"
+    );
     assert_eq!(client["peer"], server["id"]);
     assert_eq!(server["peer"], client["id"]);
 }
@@ -88,7 +108,9 @@ fn loopback_recording_ladder() {
     ];
     let mut at = 0;
     for needle in order {
-        let pos = out[at..].find(needle).unwrap_or_else(|| panic!("{needle:?} missing after offset {at} in\n{out}"));
+        let pos = out[at..]
+            .find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} missing after offset {at} in\n{out}"));
         at += pos + needle.len();
     }
     assert!(err.contains("0 lost"), "{err}");
@@ -114,10 +136,18 @@ fn replay_rejects_bad_files() {
     std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join("bad.ttr");
     std::fs::write(&bad, b"this is not a recording").unwrap();
-    let out = Command::new(TRACER).arg("replay").arg(&bad).output().unwrap();
+    let out = Command::new(TRACER)
+        .arg("replay")
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a tcp-trace recording"));
-    let out = Command::new(TRACER).arg("replay").arg(dir.join("missing.ttr")).output().unwrap();
+    let out = Command::new(TRACER)
+        .arg("replay")
+        .arg(dir.join("missing.ttr"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot open"));
     let _ = std::fs::remove_dir_all(&dir);

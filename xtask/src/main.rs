@@ -80,7 +80,8 @@ fn main() -> ExitCode {
     };
     if is_test {
         match &result {
-            Ok(()) => println!("xtask test: ok"),
+            // The totals line printed by test() is the last line on success.
+            Ok(()) => {}
             Err(e) if e.downcast_ref::<TestsFailed>().is_some() => {
                 println!("xtask test: FAILED (cargo test exited with {code})")
             }
@@ -191,5 +192,89 @@ fn test(args: Vec<OsString>) -> Result<()> {
             "--release",
         ])
         .args(&args);
-    cmd::run(&mut cmd).context(TestsFailed)
+    // Stream cargo's stdout through us to add up the "test result:" lines, so the run
+    // ends with one plain `N passed, N failed` line for whoever reads the log.
+    cmd.stdout(std::process::Stdio::piped());
+    cmd::echo(&cmd);
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("failed to start `{}`", cmd::display(&cmd)))?;
+    let mut totals = TestTotals::default();
+    if let Some(out) = child.stdout.take() {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines() {
+            let line = line.context("reading cargo test output")?;
+            println!("{line}");
+            totals.add_line(&line);
+        }
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    if totals.ignored > 0 {
+        println!("xtask: {} tests ignored", totals.ignored);
+    }
+    // The plain closing line CI reads: `N passed, N failed`.
+    println!("xtask: {} passed, {} failed", totals.passed, totals.failed);
+    if !status.success() {
+        return Err(anyhow::anyhow!(
+            "cargo test exited with {}",
+            status.code().unwrap_or(-1)
+        ))
+        .context(TestsFailed);
+    }
+    if totals.passed == 0 {
+        bail!("cargo test ran no test");
+    }
+    Ok(())
+}
+
+/// Sums cargo's `test result: ok. 8 passed; 0 failed; 1 ignored; …` lines.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct TestTotals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl TestTotals {
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(what), Some(n)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let n: u64 = n.parse().unwrap_or(0);
+            match what {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TestTotals;
+
+    #[test]
+    fn sums_test_result_lines() {
+        let mut t = TestTotals::default();
+        t.add_line("test result: ok. 8 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 6.38s");
+        t.add_line(
+            "test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out",
+        );
+        t.add_line("running 3 tests");
+        assert_eq!(
+            t,
+            TestTotals {
+                passed: 11,
+                failed: 2,
+                ignored: 1
+            }
+        );
+    }
 }

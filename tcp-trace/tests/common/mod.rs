@@ -207,7 +207,11 @@ impl Netns {
             .stdin(Stdio::piped())
             .spawn()
             .expect("nft");
-        c.stdin.as_mut().unwrap().write_all(ruleset.as_bytes()).unwrap();
+        c.stdin
+            .as_mut()
+            .unwrap()
+            .write_all(ruleset.as_bytes())
+            .unwrap();
         drop(c.stdin.take());
         assert!(c.wait().unwrap().success(), "nft -f failed:\n{ruleset}");
     }
@@ -215,12 +219,17 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
 pub fn run(cmd: &str, args: &[&str]) {
-    let st = Command::new(cmd).args(args).status().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    let st = Command::new(cmd)
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
     assert!(st.success(), "{cmd} {args:?} failed: {st}");
 }
 
