@@ -173,6 +173,13 @@ pub struct KernelOffsets {
     pub skc_v6_rcv_saddr: u32,
     pub skc_v6_daddr: u32,
     pub inet_sport: u32,
+    /// `sock_common.skc_state` (u8): the state at a retransmit/reset (BTF/raw paths).
+    pub skc_state: u32,
+    /// `pt_regs.di` (first syscall argument, x86_64) and `pt_regs.orig_ax` (syscall
+    /// number): raw_syscalls sys_enter/sys_exit, the syscall path without tracefs.
+    pub regs_di: u32,
+    pub regs_orig_ax: u32,
+    pub _pad: u32,
 }
 
 /// Volume filters applied in the kernel, set before load.

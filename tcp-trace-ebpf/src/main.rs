@@ -14,9 +14,9 @@ use aya_ebpf::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
-    macros::{map, tracepoint},
+    macros::{btf_tracepoint, map, raw_tracepoint, tracepoint},
     maps::{LruHashMap, PerCpuArray, RingBuf},
-    programs::TracePointContext,
+    programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
 use tcp_trace_common::{
     AF_INET, AF_INET6, Filter, IPPROTO_TCP, KernelOffsets, NO_FIELD, Owner, PendingCall, RawEvent,
@@ -68,6 +68,10 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     skc_v6_rcv_saddr: 0,
     skc_v6_daddr: 0,
     inet_sport: 0,
+    skc_state: 0,
+    regs_di: 0,
+    regs_orig_ax: 0,
+    _pad: 0,
 };
 #[unsafe(no_mangle)]
 static FILTER: Filter = Filter {
@@ -374,7 +378,14 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     ev.oldstate = oldstate;
     ev.newstate = newstate;
     read_tuple(&ctx, &l, &mut ev);
+    on_state(&mut ev, task);
+    0
+}
 
+/// What every attach path does with a TCP state transition once its fields are read.
+#[inline(always)]
+fn on_state(ev: &mut RawEvent, task: bool) {
+    let skaddr = ev.skaddr;
     let known = unsafe { OWNERS.get(&skaddr) }.copied();
     match known {
         // connect() and listen() run in the owner's task and (re)start a socket's
@@ -385,13 +396,13 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
             if ev.newstate == TCP_LISTEN {
                 let _ = LISTENERS.insert(&ev.sport, &o, 0);
             }
-            set_owner(&mut ev, &o, 0);
+            set_owner(ev, &o, 0);
         }
-        Some(o) => set_owner(&mut ev, &o, 0),
+        Some(o) => set_owner(ev, &o, 0),
         None if task => {
             let o = current_owner();
             let _ = OWNERS.insert(&skaddr, &o, 0);
-            set_owner(&mut ev, &o, 0);
+            set_owner(ev, &o, 0);
         }
         None => {
             // A child socket born in softirq from a request (LISTEN → SYN_RECV):
@@ -403,7 +414,7 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
                 if let Some(o) = unsafe { LISTENERS.get(&ev.sport) } {
                     let o = *o;
                     let _ = OWNERS.insert(&skaddr, &o, 0);
-                    set_owner(&mut ev, &o, flags::OWNER_FROM_LISTENER);
+                    set_owner(ev, &o, flags::OWNER_FROM_LISTENER);
                 }
             }
         }
@@ -422,7 +433,7 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
         }
     }
 
-    emit(&mut ev);
+    emit(ev);
 
     if ev.newstate == TCP_CLOSE {
         // The address may be reused by a new socket: forget this one's owner.
@@ -435,7 +446,6 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
             }
         }
     }
-    0
 }
 
 // ---------------------------------------------------------------------------
@@ -512,28 +522,38 @@ fn caller_filtered(id: u64) -> bool {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_connect")]
 pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
-    let id = bpf_get_current_pid_tgid();
-    if caller_filtered(id) {
-        return 0;
-    }
     let l = unsafe { read_volatile(&LAYOUT_ENTER_CONNECT) };
-    let call = PendingCall {
-        fd: sys_arg(&ctx, &l) as i32,
-        ..PendingCall::default()
-    };
-    let _ = CONNECTS.insert(&id, &call, 0);
+    enter_connect(sys_arg(&ctx, &l));
     0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_connect")]
 pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
+    let l = unsafe { read_volatile(&LAYOUT_EXIT_CONNECT) };
+    exit_connect(sys_arg(&ctx, &l));
+    0
+}
+
+#[inline(always)]
+fn enter_connect(fd: i64) {
+    let id = bpf_get_current_pid_tgid();
+    if caller_filtered(id) {
+        return;
+    }
+    let call = PendingCall {
+        fd: fd as i32,
+        ..PendingCall::default()
+    };
+    let _ = CONNECTS.insert(&id, &call, 0);
+}
+
+#[inline(always)]
+fn exit_connect(ret: i64) {
     let id = bpf_get_current_pid_tgid();
     let Some(call) = (unsafe { CONNECTS.get(&id) }).copied() else {
-        return 0;
+        return;
     };
     let _ = CONNECTS.remove(&id);
-    let l = unsafe { read_volatile(&LAYOUT_EXIT_CONNECT) };
-    let ret = sys_arg(&ctx, &l);
     let o = unsafe { read_volatile(&OFFSETS) };
     // The socket: the one that went SYN_SENT inside this call, else (a connect that
     // sent no SYN: EALREADY, EISCONN, an early error) found through the fd, TCP only.
@@ -542,7 +562,7 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
     } else {
         match sock_of_fd(&o, call.fd as i64) {
             Some(sk) => sk,
-            None => return 0,
+            None => return,
         }
     };
     let mut ev = new_event(kind::CONNECT_RETURN, skaddr, true);
@@ -562,17 +582,16 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
     let owner = current_owner();
     set_owner(&mut ev, &owner, 0);
     emit(&mut ev);
-    0
 }
 
 #[inline(always)]
-fn enter_accept(ctx: &TracePointContext, l: TpLayout) -> u32 {
+fn enter_accept(fd: i64) -> u32 {
     let id = bpf_get_current_pid_tgid();
     if caller_filtered(id) {
         return 0;
     }
     let call = PendingCall {
-        fd: sys_arg(ctx, &l) as i32,
+        fd: fd as i32,
         ..PendingCall::default()
     };
     let _ = ACCEPTS.insert(&id, &call, 0);
@@ -580,13 +599,12 @@ fn enter_accept(ctx: &TracePointContext, l: TpLayout) -> u32 {
 }
 
 #[inline(always)]
-fn exit_accept(ctx: &TracePointContext, l: TpLayout, accept4: bool) -> u32 {
+fn exit_accept(ret: i64, accept4: bool) -> u32 {
     let id = bpf_get_current_pid_tgid();
     let Some(call) = (unsafe { ACCEPTS.get(&id) }).copied() else {
         return 0;
     };
     let _ = ACCEPTS.remove(&id);
-    let ret = sys_arg(ctx, &l);
     // A non-blocking accept with nothing queued is not an event.
     if ret == -EAGAIN {
         return 0;
@@ -635,23 +653,177 @@ fn exit_accept(ctx: &TracePointContext, l: TpLayout, accept4: bool) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_accept")]
 pub fn sys_enter_accept(ctx: TracePointContext) -> u32 {
-    enter_accept(&ctx, unsafe { read_volatile(&LAYOUT_ENTER_ACCEPT) })
+    let l = unsafe { read_volatile(&LAYOUT_ENTER_ACCEPT) };
+    enter_accept(sys_arg(&ctx, &l))
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_accept")]
 pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
-    exit_accept(&ctx, unsafe { read_volatile(&LAYOUT_EXIT_ACCEPT) }, false)
+    let l = unsafe { read_volatile(&LAYOUT_EXIT_ACCEPT) };
+    exit_accept(sys_arg(&ctx, &l), false)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_accept4")]
 pub fn sys_enter_accept4(ctx: TracePointContext) -> u32 {
-    enter_accept(&ctx, unsafe { read_volatile(&LAYOUT_ENTER_ACCEPT4) })
+    let l = unsafe { read_volatile(&LAYOUT_ENTER_ACCEPT4) };
+    enter_accept(sys_arg(&ctx, &l))
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_accept4")]
 pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
-    exit_accept(&ctx, unsafe { read_volatile(&LAYOUT_EXIT_ACCEPT4) }, true)
+    let l = unsafe { read_volatile(&LAYOUT_EXIT_ACCEPT4) };
+    exit_accept(sys_arg(&ctx, &l), true)
 }
+
+// ---------------------------------------------------------------------------
+// The same hooks without tracefs: BTF-typed (tp_btf) and raw tracepoints. Both
+// contexts are an array of u64 arguments; the socket's fields are read through
+// BTF offsets. Userspace picks one path per hook (`--attach`).
+
+/// Sockets whose `sk_protocol` is not TCP (MPTCP subflows are TCP; SCTP is not).
+#[inline(always)]
+fn tcp_sock(o: &KernelOffsets, sk: u64) -> bool {
+    o.valid != 0 && sk != 0 && unsafe { rd::<u16>(sk, o.sk_protocol as u64) } == Some(IPPROTO_TCP)
+}
+
+#[inline(always)]
+fn state_args(sk: u64, old: u64, new: u64) {
+    let o = unsafe { read_volatile(&OFFSETS) };
+    if !tcp_sock(&o, sk) {
+        return;
+    }
+    let (old, new) = (old as u8, new as u8);
+    let task = process_transition(old, new);
+    let mut ev = new_event(kind::STATE, sk, task);
+    ev.oldstate = old;
+    ev.newstate = new;
+    read_sock_tuple(&o, sk, &mut ev);
+    on_state(&mut ev, task);
+}
+
+/// tcp_retransmit_synack(sk = listener, req): the request sock starts with a
+/// `struct sock_common` (`__req_common`), so the socket offsets apply; its local
+/// port is `skc_num` (host order).
+#[inline(always)]
+fn synack_args(sk: u64, req: u64) {
+    let o = unsafe { read_volatile(&OFFSETS) };
+    if o.valid == 0 {
+        return;
+    }
+    let mut ev = new_event(kind::SYNACK_RETRANSMIT, sk, false);
+    ev.aux = req;
+    ev.newstate = TCP_SYN_RECV;
+    if req != 0 && read_sock_tuple(&o, req, &mut ev) {
+        ev.sport = unsafe { rd::<u16>(req, o.skc_num as u64) }.unwrap_or(0);
+    }
+    attribute(&mut ev, false);
+    emit(&mut ev);
+}
+
+#[inline(always)]
+fn sock_args(k: u8, sk: u64) {
+    let o = unsafe { read_volatile(&OFFSETS) };
+    if o.valid == 0 {
+        return;
+    }
+    let mut ev = new_event(k, sk, false);
+    // The reset reason is an extra argument only since 6.12; not read on this path.
+    ev.aux = u64::MAX;
+    if sk != 0 {
+        ev.newstate = unsafe { rd::<u8>(sk, o.skc_state as u64) }.unwrap_or(0);
+        read_sock_tuple(&o, sk, &mut ev);
+        attribute(&mut ev, false);
+    }
+    emit(&mut ev);
+}
+
+const NR_CONNECT: u64 = 42;
+const NR_ACCEPT: u64 = 43;
+const NR_ACCEPT4: u64 = 288;
+
+/// raw_syscalls:sys_enter(regs, id), filtered by syscall number in the kernel.
+#[inline(always)]
+fn sys_enter_args(regs: u64, id: u64) {
+    if id != NR_CONNECT && id != NR_ACCEPT && id != NR_ACCEPT4 {
+        return;
+    }
+    let o = unsafe { read_volatile(&OFFSETS) };
+    let fd: i64 = unsafe { rd(regs, o.regs_di as u64) }.unwrap_or(-1);
+    if id == NR_CONNECT {
+        enter_connect(fd);
+    } else {
+        enter_accept(fd);
+    }
+}
+
+/// raw_syscalls:sys_exit(regs, ret): the syscall number is `regs->orig_ax`.
+#[inline(always)]
+fn sys_exit_args(regs: u64, ret: u64) {
+    let o = unsafe { read_volatile(&OFFSETS) };
+    let nr: u64 = unsafe { rd(regs, o.regs_orig_ax as u64) }.unwrap_or(u64::MAX);
+    match nr {
+        NR_CONNECT => exit_connect(ret as i64),
+        NR_ACCEPT => {
+            exit_accept(ret as i64, false);
+        }
+        NR_ACCEPT4 => {
+            exit_accept(ret as i64, true);
+        }
+        _ => {}
+    }
+}
+
+macro_rules! both_paths {
+    ($btf:ident, $raw:ident, $tp:literal, |$c:ident| $body:expr) => {
+        #[btf_tracepoint(function = $tp)]
+        pub fn $btf($c: BtfTracePointContext) -> i32 {
+            $body;
+            0
+        }
+        #[raw_tracepoint(tracepoint = $tp)]
+        pub fn $raw($c: RawTracePointContext) -> i32 {
+            $body;
+            0
+        }
+    };
+}
+
+both_paths!(
+    btf_inet_sock_set_state,
+    raw_inet_sock_set_state,
+    "inet_sock_set_state",
+    |c| { state_args(c.arg::<u64>(0), c.arg::<u64>(1), c.arg::<u64>(2)) }
+);
+both_paths!(
+    btf_tcp_retransmit_synack,
+    raw_tcp_retransmit_synack,
+    "tcp_retransmit_synack",
+    |c| { synack_args(c.arg::<u64>(0), c.arg::<u64>(1)) }
+);
+both_paths!(
+    btf_tcp_retransmit_skb,
+    raw_tcp_retransmit_skb,
+    "tcp_retransmit_skb",
+    |c| { sock_args(kind::RETRANSMIT, c.arg::<u64>(0)) }
+);
+both_paths!(
+    btf_tcp_send_reset,
+    raw_tcp_send_reset,
+    "tcp_send_reset",
+    |c| { sock_args(kind::RESET_SENT, c.arg::<u64>(0)) }
+);
+both_paths!(
+    btf_tcp_receive_reset,
+    raw_tcp_receive_reset,
+    "tcp_receive_reset",
+    |c| { sock_args(kind::RESET_RECEIVED, c.arg::<u64>(0)) }
+);
+both_paths!(btf_sys_enter, raw_sys_enter, "sys_enter", |c| {
+    sys_enter_args(c.arg::<u64>(0), c.arg::<u64>(1))
+});
+both_paths!(btf_sys_exit, raw_sys_exit, "sys_exit", |c| {
+    sys_exit_args(c.arg::<u64>(0), c.arg::<u64>(1))
+});
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -90,6 +90,9 @@ pub struct FilterArgs {
     /// IPv6 only.
     #[arg(short = '6', long = "ipv6")]
     pub ipv6: bool,
+    /// How to attach the kernel hooks.
+    #[arg(long, value_enum, default_value_t = crate::loader::AttachMode::Auto)]
+    pub attach: crate::loader::AttachMode,
 }
 
 #[derive(Debug, Clone, Args)]

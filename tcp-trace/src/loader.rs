@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    programs::{BtfTracePoint, RawTracePoint, TracePoint},
 };
-use tcp_trace_common::{Filter, KernelOffsets, TpLayout, counter};
+use tcp_trace_common::{Filter, TpLayout, counter};
 
 use crate::layout::{self, LayoutError, Tracepoint, btf::Btf};
 use crate::privilege::{self, Caps};
@@ -32,8 +32,8 @@ pub enum LoadError {
         "tracefs at {path} is not readable ({err}): reading tracepoint formats needs root or CAP_DAC_READ_SEARCH"
     )]
     TracefsUnreadable { path: PathBuf, err: String },
-    #[error("required tracepoint sock:inet_sock_set_state is unavailable on this kernel: {0}")]
-    MissingRequired(LayoutError),
+    #[error("{0}")]
+    Required(String),
     #[error("{0}")]
     Layout(#[from] LayoutError),
     #[error("loading the eBPF object failed: {0}")]
@@ -50,75 +50,127 @@ pub enum LoadError {
     NoObject,
 }
 
-/// One hook and the global holding its layout.
+/// How a hook is attached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachMode {
+    #[default]
+    /// The cheapest path that works here: tp_btf for the TCP hooks, classic
+    /// syscall tracepoints when tracefs is readable (else raw_syscalls through tp_btf).
+    Auto,
+    /// Classic tracepoints (needs a readable tracefs).
+    Tracepoint,
+    /// BTF-typed tracepoints (tp_btf): no tracefs, needs kernel BTF.
+    Btf,
+    /// Raw tracepoints: no tracefs; socket fields still read with BTF offsets.
+    Raw,
+}
+
+/// The path one hook took.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachPath {
+    Tracepoint,
+    Btf,
+    Raw,
+}
+
+impl AttachPath {
+    pub fn name(self) -> &'static str {
+        match self {
+            AttachPath::Tracepoint => "tracepoint",
+            AttachPath::Btf => "btf",
+            AttachPath::Raw => "raw",
+        }
+    }
+}
+
+/// One TCP hook: its classic tracepoint (with the global holding its layout) and
+/// its tp_btf/raw programs.
 struct Hook {
     tp: Tracepoint,
     program: &'static str,
     global: &'static str,
+    btf_program: &'static str,
+    raw_program: &'static str,
 }
 
-const HOOKS: &[Hook] = &[
+const TCP_HOOKS: &[Hook] = &[
     Hook {
         tp: Tracepoint::InetSockSetState,
         program: "inet_sock_set_state",
         global: "LAYOUT_SET_STATE",
+        btf_program: "btf_inet_sock_set_state",
+        raw_program: "raw_inet_sock_set_state",
     },
     Hook {
         tp: Tracepoint::TcpRetransmitSynack,
         program: "tcp_retransmit_synack",
         global: "LAYOUT_SYNACK",
+        btf_program: "btf_tcp_retransmit_synack",
+        raw_program: "raw_tcp_retransmit_synack",
     },
     Hook {
         tp: Tracepoint::TcpRetransmitSkb,
         program: "tcp_retransmit_skb",
         global: "LAYOUT_RETRANSMIT",
+        btf_program: "btf_tcp_retransmit_skb",
+        raw_program: "raw_tcp_retransmit_skb",
     },
     Hook {
         tp: Tracepoint::TcpSendReset,
         program: "tcp_send_reset",
         global: "LAYOUT_SEND_RESET",
+        btf_program: "btf_tcp_send_reset",
+        raw_program: "raw_tcp_send_reset",
     },
     Hook {
         tp: Tracepoint::TcpReceiveReset,
         program: "tcp_receive_reset",
         global: "LAYOUT_RECV_RESET",
+        btf_program: "btf_tcp_receive_reset",
+        raw_program: "raw_tcp_receive_reset",
     },
-    Hook {
-        tp: Tracepoint::SysEnterConnect,
-        program: "sys_enter_connect",
-        global: "LAYOUT_ENTER_CONNECT",
-    },
-    Hook {
-        tp: Tracepoint::SysExitConnect,
-        program: "sys_exit_connect",
-        global: "LAYOUT_EXIT_CONNECT",
-    },
-    Hook {
-        tp: Tracepoint::SysEnterAccept,
-        program: "sys_enter_accept",
-        global: "LAYOUT_ENTER_ACCEPT",
-    },
-    Hook {
-        tp: Tracepoint::SysExitAccept,
-        program: "sys_exit_accept",
-        global: "LAYOUT_EXIT_ACCEPT",
-    },
-    Hook {
-        tp: Tracepoint::SysEnterAccept4,
-        program: "sys_enter_accept4",
-        global: "LAYOUT_ENTER_ACCEPT4",
-    },
-    Hook {
-        tp: Tracepoint::SysExitAccept4,
-        program: "sys_exit_accept4",
-        global: "LAYOUT_EXIT_ACCEPT4",
-    },
+];
+
+/// The syscall tracepoints (classic path); the other paths use raw_syscalls
+/// sys_enter/sys_exit filtered by syscall number in the kernel.
+const SYSCALL_HOOKS: &[(Tracepoint, &str, &str)] = &[
+    (
+        Tracepoint::SysEnterConnect,
+        "sys_enter_connect",
+        "LAYOUT_ENTER_CONNECT",
+    ),
+    (
+        Tracepoint::SysExitConnect,
+        "sys_exit_connect",
+        "LAYOUT_EXIT_CONNECT",
+    ),
+    (
+        Tracepoint::SysEnterAccept,
+        "sys_enter_accept",
+        "LAYOUT_ENTER_ACCEPT",
+    ),
+    (
+        Tracepoint::SysExitAccept,
+        "sys_exit_accept",
+        "LAYOUT_EXIT_ACCEPT",
+    ),
+    (
+        Tracepoint::SysEnterAccept4,
+        "sys_enter_accept4",
+        "LAYOUT_ENTER_ACCEPT4",
+    ),
+    (
+        Tracepoint::SysExitAccept4,
+        "sys_exit_accept4",
+        "LAYOUT_EXIT_ACCEPT4",
+    ),
 ];
 
 /// What the user asked to trace (in-kernel filters).
 #[derive(Clone, Debug, Default)]
 pub struct Options {
     pub filter: Filter,
+    pub attach: AttachMode,
 }
 
 /// A loaded and attached tracer.
@@ -127,8 +179,8 @@ pub struct Loaded {
     pub counters: PerCpuArray<MapData, u64>,
     /// Human-readable notes about what was degraded (one line each).
     pub warnings: Vec<String>,
-    /// Hooks attached, by tracepoint name.
-    pub attached: Vec<&'static str>,
+    /// Hooks attached: (hook name, path taken).
+    pub attached: Vec<(&'static str, AttachPath)>,
 }
 
 /// Totals of the per-CPU counters.
@@ -196,6 +248,43 @@ pub fn find_or_mount_tracefs(caps: &Caps) -> Result<PathBuf, LoadError> {
     }
 }
 
+fn program_err(name: &'static str) -> impl Fn(aya::programs::ProgramError) -> LoadError {
+    move |err| LoadError::Program { name, err }
+}
+
+/// Loads and attaches one program on `path`.
+fn attach_one(
+    ebpf: &mut Ebpf,
+    btf: Option<&aya::Btf>,
+    path: AttachPath,
+    program: &'static str,
+    group: &str,
+    name: &str,
+) -> Result<(), LoadError> {
+    let prog = ebpf
+        .program_mut(program)
+        .ok_or_else(|| LoadError::Map(program, "program missing from the object".into()))?;
+    match path {
+        AttachPath::Tracepoint => {
+            let p: &mut TracePoint = prog.try_into().map_err(program_err(program))?;
+            p.load().map_err(program_err(program))?;
+            p.attach(group, name).map_err(program_err(program))?;
+        }
+        AttachPath::Btf => {
+            let btf = btf.ok_or_else(|| LoadError::Map(program, "no kernel BTF".into()))?;
+            let p: &mut BtfTracePoint = prog.try_into().map_err(program_err(program))?;
+            p.load(name, btf).map_err(program_err(program))?;
+            p.attach().map_err(program_err(program))?;
+        }
+        AttachPath::Raw => {
+            let p: &mut RawTracePoint = prog.try_into().map_err(program_err(program))?;
+            p.load().map_err(program_err(program))?;
+            p.attach(name).map_err(program_err(program))?;
+        }
+    }
+    Ok(())
+}
+
 /// Loads and attaches everything. Errors are fatal; degradations become warnings.
 pub fn load(opts: &Options) -> Result<(Loaded, RingBuf<MapData>), LoadError> {
     if EBPF_OBJECT.is_empty() {
@@ -205,80 +294,202 @@ pub fn load(opts: &Options) -> Result<(Loaded, RingBuf<MapData>), LoadError> {
     if let Some(msg) = caps.missing_for_bpf() {
         return Err(LoadError::Privilege(msg));
     }
-    let tracefs = find_or_mount_tracefs(&caps)?;
     let mut warnings = Vec::new();
 
-    // Layouts of every hook, from the running kernel's format files.
-    let mut layouts: Vec<(usize, TpLayout)> = Vec::new();
-    for (i, h) in HOOKS.iter().enumerate() {
-        let res = layout::read_format(&tracefs, h.tp).and_then(|f| layout::tp_layout(h.tp, &f));
-        match res {
-            Ok(l) => layouts.push((i, l)),
-            Err(e) if h.tp.required() => {
-                return Err(match e {
-                    LayoutError::FormatUnreadable { .. } => LoadError::TracefsUnreadable {
-                        path: tracefs.clone(),
-                        err: e.to_string(),
-                    },
-                    e => LoadError::MissingRequired(e),
-                });
-            }
-            Err(e) => warnings.push(format!(
-                "{}:{} unavailable, its events are off: {e}",
-                h.tp.group(),
-                h.tp.name()
-            )),
-        }
-    }
-
+    // Kernel BTF: struct offsets (fd → socket walk, the tp_btf/raw paths) and the
+    // types tp_btf programs are checked against.
     let offsets = match Btf::from_file(Path::new("/sys/kernel/btf/vmlinux"))
         .and_then(|b| layout::kernel_offsets(&b))
     {
-        Ok(o) => o,
+        Ok(o) => Some(o),
         Err(e) => {
             warnings.push(format!(
-                "kernel BTF unusable ({e}): accept() returns are reported without their socket, connect() only when it sends a SYN"
+                "kernel BTF unusable ({e}): only classic tracepoints; accept() returns are reported without their socket, connect() only when it sends a SYN"
             ));
-            KernelOffsets::default()
+            None
         }
     };
+    let aya_btf = if offsets.is_some() {
+        aya::Btf::from_sys_fs().ok()
+    } else {
+        None
+    };
+
+    // tracefs, for the classic tracepoints: required with --attach tracepoint, tried
+    // (and mounted when permitted) with auto; never needed for btf/raw.
+    let tracefs = match opts.attach {
+        AttachMode::Btf | AttachMode::Raw => None,
+        AttachMode::Tracepoint => Some(find_or_mount_tracefs(&caps)?),
+        AttachMode::Auto => match find_or_mount_tracefs(&caps) {
+            Ok(p) => Some(p),
+            Err(e) if offsets.is_some() => {
+                warnings.push(format!("{e}; using tp_btf/raw tracepoints instead"));
+                None
+            }
+            Err(e) => return Err(e),
+        },
+    };
+
+    // Layouts of the classic tracepoints, from the running kernel's format files.
+    let mut layouts: Vec<(Tracepoint, &'static str, TpLayout)> = Vec::new();
+    let mut layout_errors: Vec<(Tracepoint, LayoutError)> = Vec::new();
+    if let Some(root) = &tracefs {
+        let all = TCP_HOOKS
+            .iter()
+            .map(|h| (h.tp, h.global))
+            .chain(SYSCALL_HOOKS.iter().map(|(tp, _, g)| (*tp, *g)));
+        for (tp, global) in all {
+            match layout::read_format(root, tp).and_then(|f| layout::tp_layout(tp, &f)) {
+                Ok(l) => layouts.push((tp, global, l)),
+                Err(e) => layout_errors.push((tp, e)),
+            }
+        }
+    }
+    let layout_of = |tp: Tracepoint| layouts.iter().any(|(t, _, _)| *t == tp);
 
     let mut loader = EbpfLoader::new();
-    for (i, l) in &layouts {
-        loader.override_global(HOOKS[*i].global, l, true);
+    if let Some(b) = &aya_btf {
+        loader.btf(Some(b));
     }
-    loader.override_global("OFFSETS", &offsets, true);
+    for (_, global, l) in &layouts {
+        loader.override_global(global, l, true);
+    }
+    let offsets_value = offsets.unwrap_or_default();
+    loader.override_global("OFFSETS", &offsets_value, true);
     loader.override_global("FILTER", &opts.filter, true);
     let mut ebpf = loader.load(EBPF_OBJECT).map_err(LoadError::Load)?;
 
+    let candidates = |mode: AttachMode| -> &'static [AttachPath] {
+        match mode {
+            AttachMode::Auto => &[AttachPath::Btf, AttachPath::Raw, AttachPath::Tracepoint],
+            AttachMode::Btf => &[AttachPath::Btf],
+            AttachMode::Raw => &[AttachPath::Raw],
+            AttachMode::Tracepoint => &[AttachPath::Tracepoint],
+        }
+    };
+    let path_possible = |path: AttachPath, tp: Tracepoint| -> bool {
+        match path {
+            AttachPath::Tracepoint => layout_of(tp),
+            AttachPath::Btf => offsets.is_some() && aya_btf.is_some(),
+            AttachPath::Raw => offsets.is_some(),
+        }
+    };
+
     let mut attached = Vec::new();
-    for (i, _) in &layouts {
-        let h = &HOOKS[*i];
-        let prog: &mut TracePoint = ebpf
-            .program_mut(h.program)
-            .ok_or_else(|| LoadError::Map(h.program, "program missing from the object".into()))?
-            .try_into()
-            .map_err(|err| LoadError::Program {
-                name: h.program,
-                err,
-            })?;
-        let res = prog
-            .load()
-            .and_then(|()| prog.attach(h.tp.group(), h.tp.name()));
-        match res {
-            Ok(_) => attached.push(h.tp.name()),
-            Err(err) if h.tp.required() => {
-                return Err(LoadError::Program {
-                    name: h.program,
-                    err,
-                });
+    for h in TCP_HOOKS {
+        let mut errors = Vec::new();
+        let mut done = None;
+        for &path in candidates(opts.attach) {
+            if !path_possible(path, h.tp) {
+                match (path, layout_errors.iter().find(|(t, _)| *t == h.tp)) {
+                    (AttachPath::Tracepoint, Some((_, e))) => errors.push(e.to_string()),
+                    (AttachPath::Tracepoint, None) => errors.push("tracefs unavailable".into()),
+                    _ => errors.push(format!("{}: no kernel BTF", path.name())),
+                }
+                continue;
             }
-            Err(err) => warnings.push(format!(
-                "{}:{} could not be attached, its events are off: {err}",
+            let program = match path {
+                AttachPath::Tracepoint => h.program,
+                AttachPath::Btf => h.btf_program,
+                AttachPath::Raw => h.raw_program,
+            };
+            match attach_one(
+                &mut ebpf,
+                aya_btf.as_ref(),
+                path,
+                program,
                 h.tp.group(),
-                h.tp.name()
+                h.tp.name(),
+            ) {
+                Ok(()) => {
+                    done = Some(path);
+                    break;
+                }
+                Err(e) => errors.push(format!("{}: {e}", path.name())),
+            }
+        }
+        match done {
+            Some(path) => attached.push((h.tp.name(), path)),
+            None if h.tp.required() => {
+                return Err(LoadError::Required(format!(
+                    "required hook {} could not be attached: {}",
+                    h.tp,
+                    errors.join("; ")
+                )));
+            }
+            None => warnings.push(format!(
+                "{} unavailable, its events are off: {}",
+                h.tp,
+                errors.join("; ")
             )),
         }
+    }
+
+    // connect()/accept()/accept4(): the six syscall tracepoints, or raw_syscalls.
+    let sys_paths: &[AttachPath] = match opts.attach {
+        AttachMode::Auto => &[AttachPath::Tracepoint, AttachPath::Btf, AttachPath::Raw],
+        m => candidates(m),
+    };
+    let mut sys_errors = Vec::new();
+    let mut sys_done = false;
+    for &path in sys_paths {
+        let res = match path {
+            AttachPath::Tracepoint => {
+                if !SYSCALL_HOOKS.iter().all(|(tp, _, _)| layout_of(*tp)) {
+                    sys_errors
+                        .push("tracepoint: syscall tracepoint formats unavailable".to_string());
+                    continue;
+                }
+                SYSCALL_HOOKS.iter().try_for_each(|(tp, program, _)| {
+                    attach_one(&mut ebpf, None, path, program, tp.group(), tp.name())
+                })
+            }
+            AttachPath::Btf | AttachPath::Raw => {
+                if !path_possible(path, Tracepoint::SysEnterConnect)
+                    || !cfg!(target_arch = "x86_64")
+                {
+                    sys_errors.push(format!("{}: needs kernel BTF on x86_64", path.name()));
+                    continue;
+                }
+                let (enter, exit) = if path == AttachPath::Btf {
+                    ("btf_sys_enter", "btf_sys_exit")
+                } else {
+                    ("raw_sys_enter", "raw_sys_exit")
+                };
+                attach_one(
+                    &mut ebpf,
+                    aya_btf.as_ref(),
+                    path,
+                    enter,
+                    "raw_syscalls",
+                    "sys_enter",
+                )
+                .and_then(|()| {
+                    attach_one(
+                        &mut ebpf,
+                        aya_btf.as_ref(),
+                        path,
+                        exit,
+                        "raw_syscalls",
+                        "sys_exit",
+                    )
+                })
+            }
+        };
+        match res {
+            Ok(()) => {
+                attached.push(("connect/accept", path));
+                sys_done = true;
+                break;
+            }
+            Err(e) => sys_errors.push(format!("{}: {e}", path.name())),
+        }
+    }
+    if !sys_done {
+        warnings.push(format!(
+            "connect()/accept() returns unavailable: {}",
+            sys_errors.join("; ")
+        ));
     }
 
     let ring = RingBuf::try_from(

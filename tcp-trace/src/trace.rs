@@ -10,7 +10,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::cli::{RecordArgs, ReplayArgs, TraceArgs};
 use crate::clock::{WallClock, monotonic_ns};
 use crate::decode::raw_from_bytes;
-use crate::loader::{self, Options};
+use crate::loader::{self, AttachMode, Options};
 use crate::pipeline::{Output, Renderer, RunStats};
 use crate::record;
 use crate::source::{POLL_INTERVAL, Source};
@@ -31,7 +31,15 @@ pub async fn run(args: &TraceArgs, filter: Filter) -> anyhow::Result<u8> {
         wall,
         Some(t0),
     )));
-    live(filter, args.duration, args.count, t0, out).await
+    live(
+        filter,
+        args.filter.attach,
+        args.duration,
+        args.count,
+        t0,
+        out,
+    )
+    .await
 }
 
 /// `tcp-trace record -o FILE`.
@@ -49,24 +57,39 @@ pub async fn record(args: &RecordArgs, filter: Filter) -> anyhow::Result<u8> {
         }),
     };
     let w = record::Writer::new(BufWriter::with_capacity(256 * 1024, file), &header)?;
-    live(filter, args.duration, args.count, t0, Output::Record(w)).await
+    live(
+        filter,
+        args.filter.attach,
+        args.duration,
+        args.count,
+        t0,
+        Output::Record(w),
+    )
+    .await
 }
 
 async fn live<W: Write>(
     filter: Filter,
+    attach: AttachMode,
     duration: Option<f64>,
     count: Option<u64>,
     t0: u64,
     mut out: Output<W>,
 ) -> anyhow::Result<u8> {
-    let (loaded, ring) = loader::load(&Options { filter })?;
+    let (loaded, ring) = loader::load(&Options { filter, attach })?;
     for w in &loaded.warnings {
         eprintln!("tcp-trace: warning: {w}");
     }
     let ready_ms = (monotonic_ns() - t0) as f64 / 1e6;
+    let paths: Vec<String> = loaded
+        .attached
+        .iter()
+        .map(|(hook, path)| format!("{hook}={}", path.name()))
+        .collect();
     eprintln!(
-        "tcp-trace: {} hooks attached in {ready_ms:.0} ms; Ctrl-C to stop",
-        loaded.attached.len()
+        "tcp-trace: {} hooks attached in {ready_ms:.0} ms ({}); Ctrl-C to stop",
+        loaded.attached.len(),
+        paths.join(" ")
     );
     let mut source = Source::new(ring)?;
 

@@ -26,10 +26,10 @@ fn transition_ts(evs: &[&Value], skaddr: &str, old: &str, new: &str) -> u64 {
 }
 
 /// DESIGN.md §1: one connection, client closes first, server 40 ms later.
-fn handshake_and_teardown(addr: &str, family: &str) {
+fn handshake_and_teardown(addr: &str, family: &str, attach: &str) {
     let port = free_port();
     let ps = port.to_string();
-    let t = Tracer::start(&["--json", "-P", &ps]);
+    let t = Tracer::start(&["--json", "-P", &ps, "--attach", attach]);
     let mut server = Peer::spawn(peer_cmd(
         None,
         &[
@@ -125,17 +125,47 @@ fn handshake_and_teardown(addr: &str, family: &str) {
     assert_eq!(stats["lost"], 0);
 }
 
+// The same traffic gives the same sequences on every attach path (classic
+// tracepoints, tp_btf, raw tracepoints), the local port on CLOSE included.
 #[test]
-fn ipv4_handshake_and_teardown() {
-    if require_root("ipv4_handshake_and_teardown") {
-        handshake_and_teardown("127.0.0.1", "ipv4");
+fn ipv4_handshake_and_teardown_tracepoint() {
+    if require_root("ipv4_handshake_and_teardown_tracepoint") {
+        handshake_and_teardown("127.0.0.1", "ipv4", "tracepoint");
     }
 }
 
 #[test]
-fn ipv6_handshake_and_teardown() {
-    if require_root("ipv6_handshake_and_teardown") {
-        handshake_and_teardown("::1", "ipv6");
+fn ipv4_handshake_and_teardown_btf() {
+    if require_root("ipv4_handshake_and_teardown_btf") {
+        handshake_and_teardown("127.0.0.1", "ipv4", "btf");
+    }
+}
+
+#[test]
+fn ipv4_handshake_and_teardown_raw() {
+    if require_root("ipv4_handshake_and_teardown_raw") {
+        handshake_and_teardown("127.0.0.1", "ipv4", "raw");
+    }
+}
+
+#[test]
+fn ipv6_handshake_and_teardown_tracepoint() {
+    if require_root("ipv6_handshake_and_teardown_tracepoint") {
+        handshake_and_teardown("::1", "ipv6", "tracepoint");
+    }
+}
+
+#[test]
+fn ipv6_handshake_and_teardown_btf() {
+    if require_root("ipv6_handshake_and_teardown_btf") {
+        handshake_and_teardown("::1", "ipv6", "btf");
+    }
+}
+
+#[test]
+fn ipv6_handshake_and_teardown_raw() {
+    if require_root("ipv6_handshake_and_teardown_raw") {
+        handshake_and_teardown("::1", "ipv6", "raw");
     }
 }
 
@@ -145,9 +175,15 @@ fn refused_connect_gets_reset() {
     if !require_root("refused_connect_gets_reset") {
         return;
     }
+    for attach in ["tracepoint", "btf", "raw"] {
+        refused_connect(attach);
+    }
+}
+
+fn refused_connect(attach: &str) {
     let port = free_port();
     let ps = port.to_string();
-    let t = Tracer::start(&["--json", "-P", &ps]);
+    let t = Tracer::start(&["--json", "-P", &ps, "--attach", attach]);
     let mut client = Peer::spawn(peer_cmd(None, &["client", "127.0.0.1", &ps]));
     assert_eq!(client.line(), "connect err 111");
     let cpid = client.pid as u64;
@@ -179,6 +215,12 @@ fn synack_retransmit_when_third_ack_dropped() {
     if !require_root("synack_retransmit_when_third_ack_dropped") {
         return;
     }
+    for attach in ["tracepoint", "btf", "raw"] {
+        synack_retransmit(attach);
+    }
+}
+
+fn synack_retransmit(attach: &str) {
     let ns = Netns::new("synack");
     let port = free_port();
     let ps = port.to_string();
@@ -314,18 +356,38 @@ fn setpriv(caps: &str, args: &[&str]) -> Command {
     c
 }
 
-/// An unprivileged uid holding only CAP_BPF + CAP_PERFMON (+ CAP_DAC_READ_SEARCH to
-/// read tracefs formats) traces the same sequence as root.
+/// An unprivileged uid holding only CAP_BPF + CAP_PERFMON traces the same sequence as
+/// root: tracefs (mode 0700) is unreadable, so every TCP hook goes through tp_btf and
+/// the syscalls through raw_syscalls. With CAP_DAC_READ_SEARCH added, the classic
+/// tracepoints work too.
 #[test]
 fn runs_with_cap_bpf_and_cap_perfmon_only() {
     if !require_root("runs_with_cap_bpf_and_cap_perfmon_only") {
         return;
     }
+    let startup = unprivileged_run(",+bpf,+perfmon", "auto");
+    assert!(
+        startup
+            .iter()
+            .any(|l| l.contains("not readable") && l.contains("tp_btf")),
+        "the unreadable tracefs and the fallback must be reported: {startup:?}"
+    );
+    assert!(
+        startup
+            .iter()
+            .any(|l| l.contains("inet_sock_set_state=btf")),
+        "{startup:?}"
+    );
+    unprivileged_run(",+bpf,+perfmon,+dac_read_search", "tracepoint");
+}
+
+/// Runs a connection under a setpriv'd tracer; returns the tracer's start-up lines.
+fn unprivileged_run(caps: &str, attach: &str) -> Vec<String> {
     let port = free_port();
     let ps = port.to_string();
     let t = Tracer::start_cmd(&mut setpriv(
-        ",+bpf,+perfmon,+dac_read_search",
-        &["--json", "-P", &ps],
+        caps,
+        &["--json", "-P", &ps, "--attach", attach],
     ));
     let mut server = Peer::spawn(peer_cmd(
         None,
@@ -337,12 +399,15 @@ fn runs_with_cap_bpf_and_cap_perfmon_only() {
     let cport: u64 = l.strip_prefix("connect ok ").expect(&l).parse().unwrap();
     client.wait();
     server.wait();
+    let startup = t.startup.clone();
     let (lines, code) = t.stop();
-    assert_eq!(code, 0);
+    assert_eq!(code, 0, "{caps} {attach}");
     let evs = events(&lines);
     let sk = find_socket(&evs, "SYN_SENT", "ESTABLISHED", cport, port as u64);
-    assert_eq!(transitions_of(&evs, &sk).len(), 5);
+    assert_eq!(transitions_of(&evs, &sk).len(), 5, "{caps} {attach}");
     assert!(first(&evs, |e| e["kind"] == "accept_return").is_some());
+    assert!(first(&evs, |e| e["kind"] == "connect_return").is_some());
+    startup
 }
 
 /// Without the capabilities: one line naming what is missing, exit 1.

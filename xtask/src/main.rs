@@ -1,7 +1,9 @@
 //! Developer tasks for tcp-trace: `cargo xtask setup | build | run | test`.
 
+mod bench;
 mod cmd;
 mod setup;
+mod vm;
 
 use std::{
     env,
@@ -60,6 +62,10 @@ enum Task {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
+    /// Paired, alternating throughput/overhead benchmark (see docs/performance.md).
+    Bench(bench::BenchArgs),
+    /// Run the privileged tests and lab scenarios on other kernels under QEMU.
+    VmTest(vm::VmArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +76,8 @@ fn main() -> ExitCode {
         Task::Build { debug } => build(debug),
         Task::Run { debug, args } => run(debug, args),
         Task::Test { args } => test(args),
+        Task::Bench(args) => bench::run(&args),
+        Task::VmTest(args) => vm::run(&args),
     };
     let code = match &result {
         Ok(()) => 0,

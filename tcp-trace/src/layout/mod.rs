@@ -397,6 +397,10 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, LayoutError> {
         skc_v6_rcv_saddr: btf_field(btf, "sock.__sk_common.skc_v6_rcv_saddr", 16)?,
         skc_v6_daddr: btf_field(btf, "sock.__sk_common.skc_v6_daddr", 16)?,
         inet_sport: btf_field(btf, "inet_sock.inet_sport", 2)?,
+        skc_state: btf_field(btf, "sock.__sk_common.skc_state", 1)?,
+        regs_di: btf_field(btf, "pt_regs.di", 8)?,
+        regs_orig_ax: btf_field(btf, "pt_regs.orig_ax", 8)?,
+        _pad: 0,
     })
 }
 

@@ -33,6 +33,8 @@ pub struct Tracer {
     child: Child,
     stdout: Option<ChildStdout>,
     pub stderr_lines: mpsc::Receiver<String>,
+    /// stderr lines up to and including "hooks attached" (warnings, attach paths).
+    pub startup: Vec<String>,
 }
 
 impl Tracer {
@@ -58,17 +60,21 @@ impl Tracer {
             }
         });
         let stdout = child.stdout.take();
-        let t = Tracer {
+        let mut t = Tracer {
             child,
             stdout,
             stderr_lines: rx,
+            startup: Vec::new(),
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match t.stderr_lines.recv_timeout(left) {
-                Ok(l) if l.contains("hooks attached") => return t,
-                Ok(_) => {}
+                Ok(l) if l.contains("hooks attached") => {
+                    t.startup.push(l);
+                    return t;
+                }
+                Ok(l) => t.startup.push(l),
                 Err(_) => panic!("tcp-trace did not report 'hooks attached' within 20 s"),
             }
         }
@@ -186,7 +192,10 @@ pub struct Netns {
 impl Netns {
     pub fn new(tag: &str) -> Netns {
         let name = format!("tt-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
         run("ip", &["netns", "add", &name]);
         let ns = Netns { name };
         ns.exec(&["ip", "link", "set", "lo", "up"]);
