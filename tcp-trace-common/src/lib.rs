@@ -89,10 +89,17 @@ pub struct RawEvent {
     pub comm: [u8; 16],
     /// cgroup v2 id of the owner task.
     pub cgroup_id: u64,
+    /// Owner's pid as tcp-trace's own pid namespace sees it (0 = not in it, or
+    /// tcp-trace runs in the initial one).
+    pub ns_pid: u32,
+    /// Inode of the socket's network namespace (0 = unknown).
+    pub netns: u32,
 }
 
 pub const RAW_EVENT_SIZE: usize = core::mem::size_of::<RawEvent>();
-const _: () = assert!(RAW_EVENT_SIZE == 120);
+const _: () = assert!(RAW_EVENT_SIZE == 128);
+/// Size of a record written by the first version (before `ns_pid` and `netns`).
+pub const RAW_EVENT_SIZE_V1: usize = 120;
 
 /// Marker for "this tracepoint has no such field".
 pub const NO_FIELD: u16 = u16::MAX;
@@ -179,7 +186,10 @@ pub struct KernelOffsets {
     /// number): raw_syscalls sys_enter/sys_exit, the syscall path without tracefs.
     pub regs_di: u32,
     pub regs_orig_ax: u32,
-    pub _pad: u32,
+    /// `sock_common.skc_net` (a `struct net *`) and `net.ns.inum`: the socket's
+    /// network namespace inode.
+    pub skc_net: u32,
+    pub net_ns_inum: u32,
 }
 
 /// Volume filters applied in the kernel, set before load.
@@ -194,10 +204,21 @@ pub struct Filter {
     pub ports: [u16; MAX_PORTS],
     /// Only this address family (0 = both).
     pub family: u8,
-    pub _pad: [u8; 7],
+    /// Only sockets whose owner is in tcp-trace's own pid namespace.
+    pub this_container: u8,
+    pub _pad: [u8; 2],
+    /// Number of valid entries in `cgroups` (0 = any cgroup).
+    pub ncgroups: u32,
+    /// Only sockets whose owner is in one of these cgroup v2 ids.
+    pub cgroups: [u64; MAX_CGROUPS],
+    /// dev and inode of tcp-trace's pid namespace (/proc/self/ns/pid), when it is not
+    /// the initial one: owners get `ns_pid`, and `this_container` can work.
+    pub pidns_dev: u64,
+    pub pidns_ino: u64,
 }
 
 pub const MAX_PORTS: usize = 16;
+pub const MAX_CGROUPS: usize = 8;
 
 /// Process that owns a socket, learned in process context.
 #[repr(C)]
@@ -207,6 +228,9 @@ pub struct Owner {
     pub pid: u32,
     pub comm: [u8; 16],
     pub cgroup_id: u64,
+    /// tgid in tcp-trace's pid namespace (0 = outside it / not computed).
+    pub ns_tgid: u32,
+    pub _pad: u32,
 }
 
 /// Per-thread state of a `connect()` in progress (enter → SYN_SENT → exit).

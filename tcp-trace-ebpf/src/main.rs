@@ -9,10 +9,11 @@
 use core::ptr::read_volatile;
 
 use aya_ebpf::{
+    bindings::bpf_pidns_info,
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_get_current_task, bpf_get_ns_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
     macros::{btf_tracepoint, map, raw_tracepoint, tracepoint},
     maps::{LruHashMap, PerCpuArray, RingBuf},
@@ -71,7 +72,8 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     skc_state: 0,
     regs_di: 0,
     regs_orig_ax: 0,
-    _pad: 0,
+    skc_net: 0,
+    net_ns_inum: 0,
 };
 #[unsafe(no_mangle)]
 static FILTER: Filter = Filter {
@@ -79,7 +81,12 @@ static FILTER: Filter = Filter {
     nports: 0,
     ports: [0; tcp_trace_common::MAX_PORTS],
     family: 0,
-    _pad: [0; 7],
+    this_container: 0,
+    _pad: [0; 2],
+    ncgroups: 0,
+    cgroups: [0; tcp_trace_common::MAX_CGROUPS],
+    pidns_dev: 0,
+    pidns_ino: 0,
 };
 /// Bytes of unread data in the ring buffer above which a submit wakes the reader.
 /// Below it events are submitted without a wakeup (each wakeup is an irq_work,
@@ -165,11 +172,31 @@ fn process_transition(old: u8, new: u8) -> bool {
 #[inline(always)]
 fn current_owner() -> Owner {
     let pid_tgid = bpf_get_current_pid_tgid();
+    let dev = unsafe { read_volatile(&FILTER.pidns_dev) };
+    let ino = unsafe { read_volatile(&FILTER.pidns_ino) };
+    let mut ns_tgid = 0;
+    if ino != 0 {
+        // The owner as tcp-trace's own pid namespace sees it (-EINVAL: outside it).
+        let mut info = bpf_pidns_info { pid: 0, tgid: 0 };
+        let r = unsafe {
+            bpf_get_ns_current_pid_tgid(
+                dev,
+                ino,
+                &mut info as *mut bpf_pidns_info,
+                core::mem::size_of::<bpf_pidns_info>() as u32,
+            )
+        };
+        if r == 0 {
+            ns_tgid = info.tgid;
+        }
+    }
     Owner {
         tgid: (pid_tgid >> 32) as u32,
         pid: pid_tgid as u32,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        ns_tgid,
+        _pad: 0,
     }
 }
 
@@ -179,6 +206,7 @@ fn set_owner(ev: &mut RawEvent, o: &Owner, extra: u16) {
     ev.owner_pid = o.pid;
     ev.comm = o.comm;
     ev.cgroup_id = o.cgroup_id;
+    ev.ns_pid = o.ns_tgid;
     ev.flags |= flags::OWNER_KNOWN | extra;
 }
 
@@ -295,6 +323,22 @@ fn filtered_out(ev: &RawEvent) -> bool {
     if f.tgid != 0 && ev.owner_tgid != f.tgid {
         return true;
     }
+    if f.this_container != 0 && ev.ns_pid == 0 {
+        return true;
+    }
+    if f.ncgroups != 0 {
+        let mut hit = false;
+        let mut i = 0;
+        while i < tcp_trace_common::MAX_CGROUPS {
+            if (i as u32) < f.ncgroups && f.cgroups[i] == ev.cgroup_id && ev.cgroup_id != 0 {
+                hit = true;
+            }
+            i += 1;
+        }
+        if !hit {
+            return true;
+        }
+    }
     if f.nports != 0 {
         let mut hit = false;
         let mut i = 0;
@@ -313,6 +357,17 @@ fn filtered_out(ev: &RawEvent) -> bool {
 
 #[inline(always)]
 fn emit(ev: &mut RawEvent) {
+    if ev.skaddr != 0 && ev.netns == 0 {
+        let o = unsafe { read_volatile(&OFFSETS) };
+        if o.valid != 0 {
+            // sk->__sk_common.skc_net.net->ns.inum
+            if let Some(net) = unsafe { rd::<u64>(ev.skaddr, o.skc_net as u64) } {
+                if net != 0 {
+                    ev.netns = unsafe { rd::<u32>(net, o.net_ns_inum as u64) }.unwrap_or(0);
+                }
+            }
+        }
+    }
     if filtered_out(ev) {
         count(counter::FILTERED);
         return;

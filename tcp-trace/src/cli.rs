@@ -90,6 +90,9 @@ pub struct FilterArgs {
     /// IPv6 only.
     #[arg(short = '6', long = "ipv6")]
     pub ipv6: bool,
+    /// Only sockets of processes in tcp-trace's own pid namespace (its container).
+    #[arg(long)]
+    pub this_container: bool,
     /// How to attach the kernel hooks.
     #[arg(long, value_enum, default_value_t = crate::loader::AttachMode::Auto)]
     pub attach: crate::loader::AttachMode,
@@ -141,6 +144,7 @@ impl FilterArgs {
         for (i, p) in self.port.iter().enumerate() {
             f.ports[i] = *p;
         }
+        f.this_container = u8::from(self.this_container);
         f.family = if self.ipv4 {
             AF_INET
         } else if self.ipv6 {

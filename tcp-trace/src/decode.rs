@@ -230,11 +230,15 @@ pub struct Event {
     /// The socket's owner as learned in process context.
     pub owner: Option<Owner>,
     pub cgroup_id: u64,
+    /// The owner's pid in tcp-trace's own pid namespace (0 = outside it / not asked).
+    pub ns_pid: u32,
+    /// Inode of the socket's network namespace (0 = unknown).
+    pub netns: u32,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
-    #[error("record of {0} bytes is shorter than an event ({RAW_EVENT_SIZE} bytes)")]
+    #[error("record of {0} bytes is shorter than an event (120 or {RAW_EVENT_SIZE} bytes)")]
     Short(usize),
     #[error("unknown event kind {0}")]
     UnknownKind(u8),
@@ -248,10 +252,17 @@ fn addr(family: u8, raw: &[u8; 16]) -> IpAddr {
     }
 }
 
-/// Reads a [`RawEvent`] from record bytes (any alignment).
+/// Reads a [`RawEvent`] from record bytes (any alignment). A record of the first
+/// version (120 bytes, before `ns_pid`/`netns`) reads with those fields zero.
 pub fn raw_from_bytes(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
     if bytes.len() < RAW_EVENT_SIZE {
-        return Err(DecodeError::Short(bytes.len()));
+        if bytes.len() < tcp_trace_common::RAW_EVENT_SIZE_V1 {
+            return Err(DecodeError::Short(bytes.len()));
+        }
+        let mut full = [0u8; RAW_EVENT_SIZE];
+        full[..bytes.len()].copy_from_slice(bytes);
+        // SAFETY: as below, on a full-size buffer.
+        return Ok(unsafe { std::ptr::read_unaligned(full.as_ptr().cast::<RawEvent>()) });
     }
     // SAFETY: RawEvent is repr(C), plain old data (every bit pattern is valid), and
     // the slice holds at least size_of::<RawEvent>() bytes; read_unaligned copes
@@ -330,6 +341,8 @@ pub fn decode_raw(r: &RawEvent) -> Result<Event, DecodeError> {
         task_ctx: r.flags & flags::TASK_CTX != 0,
         owner,
         cgroup_id: r.cgroup_id,
+        ns_pid: r.ns_pid,
+        netns: r.netns,
     })
 }
 

@@ -285,6 +285,16 @@ fn attach_one(
     Ok(())
 }
 
+/// The initial pid namespace's inode (PROC_PID_INIT_INO).
+const PROC_PID_INIT_INO: u64 = 0xEFFF_FFFC;
+
+/// dev/inode of this process's pid namespace, when it is not the initial one.
+pub fn own_pid_namespace() -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata("/proc/self/ns/pid").ok()?;
+    (m.ino() != PROC_PID_INIT_INO).then_some((m.dev(), m.ino()))
+}
+
 /// Loads and attaches everything. Errors are fatal; degradations become warnings.
 pub fn load(opts: &Options) -> Result<(Loaded, RingBuf<MapData>), LoadError> {
     if EBPF_OBJECT.is_empty() {
@@ -356,7 +366,21 @@ pub fn load(opts: &Options) -> Result<(Loaded, RingBuf<MapData>), LoadError> {
     }
     let offsets_value = offsets.unwrap_or_default();
     loader.override_global("OFFSETS", &offsets_value, true);
-    loader.override_global("FILTER", &opts.filter, true);
+    let mut filter = opts.filter;
+    // In a pid namespace (a container), or when asked to keep to it: the kernel side
+    // translates owners' pids into it (`ns_pid`), and `--this-container` keeps only them.
+    let pidns = own_pid_namespace().or_else(|| {
+        use std::os::unix::fs::MetadataExt;
+        (filter.this_container != 0)
+            .then(|| std::fs::metadata("/proc/self/ns/pid").ok())
+            .flatten()
+            .map(|m| (m.dev(), m.ino()))
+    });
+    if let Some((dev, ino)) = pidns {
+        filter.pidns_dev = dev;
+        filter.pidns_ino = ino;
+    }
+    loader.override_global("FILTER", &filter, true);
     let mut ebpf = loader.load(EBPF_OBJECT).map_err(LoadError::Load)?;
 
     let candidates = |mode: AttachMode| -> &'static [AttachPath] {

@@ -29,7 +29,7 @@ pub enum RecordError {
     BadMagic,
     #[error("recording version {0} is newer than this tcp-trace understands ({VERSION})")]
     Version(u32),
-    #[error("recording has records of {0} bytes, smaller than an event ({RAW_EVENT_SIZE})")]
+    #[error("recording has records of {0} bytes, smaller than any event version")]
     RecordSize(u32),
     #[error("recording is truncated: {0}")]
     Truncated(&'static str),
@@ -127,7 +127,7 @@ impl<R: Read> Reader<R> {
             return Err(RecordError::Version(version));
         }
         let rec_size = u32_at(12);
-        if (rec_size as usize) < RAW_EVENT_SIZE || rec_size > 1 << 16 {
+        if (rec_size as usize) < tcp_trace_common::RAW_EVENT_SIZE_V1 || rec_size > 1 << 16 {
             return Err(RecordError::RecordSize(rec_size));
         }
         let wall_offset_ns = i64::from_le_bytes(fixed[16..24].try_into().unwrap_or([0; 8]));

@@ -416,6 +416,9 @@ impl Correlator {
         }
         self.attribute(i, ev, false);
         self.update_tuple(i, ev);
+        if ev.netns != 0 {
+            self.slots[i].conn.netns = Some(ev.netns as u64);
+        }
         if (old, new) == (Listen, SynRecv) {
             self.attach_child(i);
         }
@@ -843,6 +846,7 @@ impl Correlator {
         c.pid_source = src;
         if ev.cgroup_id != 0 && src != PidSource::Listener {
             c.cgroup_id = Some(ev.cgroup_id);
+            c.ns_pid = (ev.ns_pid != 0).then_some(ev.ns_pid);
         }
     }
 

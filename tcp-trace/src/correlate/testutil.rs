@@ -27,6 +27,8 @@ impl Ev {
             task_ctx: false,
             owner: None,
             cgroup_id: 0,
+            ns_pid: 0,
+            netns: 0,
         })
     }
     pub fn tr(ts_ns: u64, skaddr: u64, old: TcpState, new: TcpState) -> Ev {

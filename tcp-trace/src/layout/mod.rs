@@ -400,7 +400,8 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, LayoutError> {
         skc_state: btf_field(btf, "sock.__sk_common.skc_state", 1)?,
         regs_di: btf_field(btf, "pt_regs.di", 8)?,
         regs_orig_ax: btf_field(btf, "pt_regs.orig_ax", 8)?,
-        _pad: 0,
+        skc_net: btf_field(btf, "sock.__sk_common.skc_net", 8)?,
+        net_ns_inum: btf_field(btf, "net.ns.inum", 4)?,
     })
 }
 

@@ -105,11 +105,20 @@ pub fn event(w: &mut impl Write, ev: &Event, wall: Option<&WallClock>) -> io::Re
         )?,
         _ => w.write_all(b",\"saddr\":null,\"sport\":null,\"daddr\":null,\"dport\":null")?,
     }
-    writeln!(
+    write!(
         w,
-        ",\"skaddr\":\"{:#x}\",\"cgroup_id\":{}}}",
+        ",\"skaddr\":\"{:#x}\",\"cgroup_id\":{}",
         ev.skaddr, ev.cgroup_id
-    )
+    )?;
+    match ev.netns {
+        0 => w.write_all(b",\"netns\":null")?,
+        n => write!(w, ",\"netns\":{n}")?,
+    }
+    match ev.ns_pid {
+        0 => w.write_all(b",\"ns_pid\":null")?,
+        n => write!(w, ",\"ns_pid\":{n}")?,
+    }
+    w.write_all(b"}\n")
 }
 
 /// `{"type":"lost","count":N,"total":T}`: events the kernel could not queue.
