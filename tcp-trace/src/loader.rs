@@ -248,6 +248,49 @@ pub fn find_or_mount_tracefs(caps: &Caps) -> Result<PathBuf, LoadError> {
     }
 }
 
+/// True when an error (or one of its sources) is an EPERM from the kernel.
+fn is_eperm(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            if io.raw_os_error() == Some(libc::EPERM) {
+                return true;
+            }
+        }
+        if err.to_string().contains("Operation not permitted") {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// Seccomp mode of this process (`Seccomp:` in /proc/self/status; 2 = filter).
+fn seccomp_mode() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Seccomp:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Turns a refused bpf() into one line that says what to do.
+fn explain_load_error(e: aya::EbpfError) -> LoadError {
+    if !is_eperm(&e) {
+        return LoadError::Load(e);
+    }
+    let msg = if seccomp_mode() == Some(2) {
+        format!(
+            "bpf() was refused (EPERM) while a seccomp filter is active (Seccomp: 2 in /proc/self/status): container runtimes' default seccomp profiles allow bpf() and perf_event_open() only with CAP_SYS_ADMIN; run the container with the profile shipped in deploy/seccomp.json (--security-opt seccomp=deploy/seccomp.json) ({e})"
+        )
+    } else {
+        format!(
+            "bpf() was refused (EPERM) although CAP_BPF and CAP_PERFMON are held: a security module (lockdown, SELinux/AppArmor) or kernel.unprivileged_bpf_disabled policy may forbid it ({e})"
+        )
+    };
+    LoadError::Privilege(msg)
+}
+
 fn program_err(name: &'static str) -> impl Fn(aya::programs::ProgramError) -> LoadError {
     move |err| LoadError::Program { name, err }
 }
@@ -381,7 +424,7 @@ pub fn load(opts: &Options) -> Result<(Loaded, RingBuf<MapData>), LoadError> {
         filter.pidns_ino = ino;
     }
     loader.override_global("FILTER", &filter, true);
-    let mut ebpf = loader.load(EBPF_OBJECT).map_err(LoadError::Load)?;
+    let mut ebpf = loader.load(EBPF_OBJECT).map_err(explain_load_error)?;
 
     let candidates = |mode: AttachMode| -> &'static [AttachPath] {
         match mode {

@@ -1,0 +1,123 @@
+//! Privileged: tcp-trace and bpftrace (an independent tracer) watch the same traffic
+//! and must report the same transitions, on every attach path.
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// (skaddr, old, new, sport, dport) as bpftrace prints them.
+type Row = (String, String, String, u64, u64);
+
+const STATES: [&str; 13] = [
+    "?",
+    "ESTABLISHED",
+    "SYN_SENT",
+    "SYN_RECV",
+    "FIN_WAIT1",
+    "FIN_WAIT2",
+    "TIME_WAIT",
+    "CLOSE",
+    "CLOSE_WAIT",
+    "LAST_ACK",
+    "LISTEN",
+    "CLOSING",
+    "NEW_SYN_RECV",
+];
+
+fn bpftrace_rows(port: u16, traffic: impl FnOnce()) -> Vec<Row> {
+    let script = format!(
+        "tracepoint:sock:inet_sock_set_state /args->protocol == 6 && (args->sport == {port} || args->dport == {port})/ \
+         {{ printf(\"T %llx %d %d %d %d\\n\", args->skaddr, args->oldstate, args->newstate, args->sport, args->dport); }}"
+    );
+    let mut bt = Command::new("bpftrace")
+        .args(["-e", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("bpftrace (installed by cargo xtask setup)");
+    let mut out = BufReader::new(bt.stdout.take().unwrap());
+    let mut line = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !line.contains("Attaching") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "bpftrace exited");
+        assert!(Instant::now() < deadline, "bpftrace did not attach");
+    }
+    traffic();
+    std::thread::sleep(Duration::from_millis(300));
+    unsafe { libc::kill(bt.id() as i32, libc::SIGINT) };
+    let mut rows = Vec::new();
+    for l in out.lines().map_while(Result::ok) {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() == 6 && f[0] == "T" {
+            let st = |s: &str| STATES.get(s.parse::<usize>().unwrap()).unwrap().to_string();
+            rows.push((
+                format!("0x{}", f[1]),
+                st(f[2]),
+                st(f[3]),
+                f[4].parse().unwrap(),
+                f[5].parse().unwrap(),
+            ));
+        }
+    }
+    let _ = bt.wait();
+    rows
+}
+
+#[test]
+fn same_transitions_as_bpftrace() {
+    if !require_root("same_transitions_as_bpftrace") {
+        return;
+    }
+    for attach in ["tracepoint", "btf", "raw"] {
+        let port = free_port();
+        let ps = port.to_string();
+        let tracer = Tracer::start(&["--json", "--view", "events", "-P", &ps, "--attach", attach]);
+        let expected = bpftrace_rows(port, || {
+            let mut server = Peer::spawn(peer_cmd(
+                None,
+                &[
+                    "server",
+                    "127.0.0.1",
+                    &ps,
+                    "--accepts",
+                    "3",
+                    "--close-delay-ms",
+                    "5",
+                ],
+            ));
+            server.line();
+            let client = Peer::spawn(peer_cmd(
+                None,
+                &["client", "127.0.0.1", &ps, "--count", "3"],
+            ));
+            assert_eq!(client.wait(), 0);
+            assert_eq!(server.wait(), 0);
+        });
+        let (lines, code) = tracer.stop();
+        assert_eq!(code, 0);
+        let got: Vec<Row> = events(&lines)
+            .iter()
+            .filter(|e| e["kind"] == "transition")
+            .map(|e| {
+                (
+                    s(e, "skaddr").to_string(),
+                    s(e, "old").to_string(),
+                    s(e, "new").to_string(),
+                    e["sport"].as_u64().unwrap(),
+                    e["dport"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        // 3 connections: listener 2, and per connection client 5 + child 5.
+        assert_eq!(expected.len(), 2 + 3 * 10, "bpftrace saw {expected:#?}");
+        let mut a = expected.clone();
+        let mut b = got.clone();
+        a.sort();
+        b.sort();
+        assert_eq!(a, b, "{attach}: tcp-trace and bpftrace disagree");
+    }
+}
