@@ -387,3 +387,169 @@ pub fn errno_name(errno: i64) -> Option<&'static str> {
         _ => return None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tcp_trace_common::{RAW_EVENT_SIZE_V1, flags, kind};
+
+    fn raw(k: u8) -> RawEvent {
+        RawEvent {
+            ts_ns: 42,
+            skaddr: 0xffff_8881_0000_1000,
+            ctx_pid_tgid: (7u64 << 32) | 8,
+            kind: k,
+            family: AF_INET,
+            oldstate: 7,
+            newstate: 2,
+            sport: 40000,
+            dport: 80,
+            flags: flags::HAS_TUPLE | flags::OWNER_KNOWN | flags::TASK_CTX,
+            owner_tgid: 100,
+            owner_pid: 101,
+            saddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            daddr: [10, 1, 2, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
+            cgroup_id: 5,
+            ns_pid: 3,
+            netns: 4026531833,
+            ..RawEvent::default()
+        }
+    }
+
+    #[test]
+    fn transition_round_trip_through_bytes() {
+        let r = raw(kind::STATE);
+        let ev = decode(&raw_to_bytes(&r)).unwrap();
+        assert_eq!(
+            ev.kind,
+            EventKind::Transition {
+                old: TcpState::Close,
+                new: TcpState::SynSent
+            }
+        );
+        assert_eq!(ev.local, Some(("127.0.0.1".parse().unwrap(), 40000)));
+        assert_eq!(ev.remote, Some(("10.1.2.3".parse().unwrap(), 80)));
+        assert_eq!((ev.ctx_pid, ev.ctx_tid), (7, 8));
+        let o = ev.owner.unwrap();
+        assert_eq!((o.pid, o.tid, o.comm.to_string()), (100, 101, "curl".into()));
+        assert!(!o.from_listener);
+        assert_eq!((ev.cgroup_id, ev.ns_pid, ev.netns), (5, 3, 4026531833));
+        assert_eq!(ev.pid(), Some(100));
+    }
+
+    #[test]
+    fn every_kind_decodes() {
+        let mut r = raw(kind::SYNACK_RETRANSMIT);
+        r.aux = 0xabc;
+        assert_eq!(
+            decode_raw(&r).unwrap().kind,
+            EventKind::SynAckRetransmit { req: 0xabc }
+        );
+        let r = raw(kind::RETRANSMIT);
+        assert_eq!(
+            decode_raw(&r).unwrap().kind,
+            EventKind::Retransmit {
+                state: TcpState::SynSent
+            }
+        );
+        let mut r = raw(kind::RESET_SENT);
+        r.aux = u64::MAX;
+        r.newstate = 0;
+        assert_eq!(
+            decode_raw(&r).unwrap().kind,
+            EventKind::ResetSent {
+                state: None,
+                reason: None
+            }
+        );
+        r.aux = 2;
+        r.newstate = 1;
+        assert_eq!(
+            decode_raw(&r).unwrap().kind,
+            EventKind::ResetSent {
+                state: Some(TcpState::Established),
+                reason: Some(2)
+            }
+        );
+        assert_eq!(
+            decode_raw(&raw(kind::RESET_RECEIVED)).unwrap().kind,
+            EventKind::ResetReceived
+        );
+        let mut r = raw(kind::CONNECT_RETURN);
+        r.ret = -111;
+        r.fd = 3;
+        assert_eq!(
+            decode_raw(&r).unwrap().kind,
+            EventKind::ConnectReturn { fd: 3, ret: -111 }
+        );
+        let mut r = raw(kind::ACCEPT_RETURN);
+        r.ret = 5;
+        r.fd = 3;
+        r.flags |= flags::ACCEPT4;
+        assert_eq!(
+            decode_raw(&r).unwrap().kind,
+            EventKind::AcceptReturn {
+                listen_fd: 3,
+                ret: 5,
+                accept4: true
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_values_are_reported_not_trusted() {
+        assert_eq!(decode_raw(&raw(99)), Err(DecodeError::UnknownKind(99)));
+        let mut r = raw(kind::STATE);
+        r.newstate = 13;
+        let ev = decode_raw(&r).unwrap();
+        let EventKind::Transition { new, .. } = ev.kind else {
+            panic!()
+        };
+        assert_eq!(new, TcpState::Unknown(13));
+        assert_eq!(new.to_string(), "UNKNOWN(13)");
+        assert_eq!(TcpState::from_raw(13).raw(), 13);
+        assert_eq!(Family::from_raw(3), Family::Unknown(3));
+    }
+
+    #[test]
+    fn short_and_old_records() {
+        assert_eq!(decode(&[0u8; 10]), Err(DecodeError::Short(10)));
+        let bytes = raw_to_bytes(&raw(kind::STATE));
+        // A first-version record (120 bytes) reads with ns_pid/netns zero.
+        let ev = decode(&bytes[..RAW_EVENT_SIZE_V1]).unwrap();
+        assert_eq!((ev.ns_pid, ev.netns, ev.cgroup_id), (0, 0, 5));
+        assert_eq!(decode(&bytes[..RAW_EVENT_SIZE_V1 - 1]), Err(DecodeError::Short(119)));
+    }
+
+    #[test]
+    fn ipv6_and_missing_tuple() {
+        let mut r = raw(kind::STATE);
+        r.family = AF_INET6;
+        r.saddr = "::1".parse::<Ipv6Addr>().unwrap().octets();
+        let ev = decode_raw(&r).unwrap();
+        assert_eq!(ev.family, Family::Inet6);
+        assert_eq!(ev.local, Some(("::1".parse().unwrap(), 40000)));
+        r.flags &= !flags::HAS_TUPLE;
+        assert_eq!(decode_raw(&r).unwrap().local, None);
+    }
+
+    #[test]
+    fn softirq_event_without_owner_has_no_pid() {
+        let mut r = raw(kind::STATE);
+        r.flags = flags::HAS_TUPLE;
+        let ev = decode_raw(&r).unwrap();
+        assert_eq!(ev.pid(), None, "the context pid of a softirq is never used");
+        r.flags |= flags::TASK_CTX;
+        assert_eq!(decode_raw(&r).unwrap().pid(), Some(7));
+    }
+
+    #[test]
+    fn comm_is_escaped() {
+        let c = Comm(*b"ev\x1b[31mil\\\xff\0\0\0\0\0");
+        assert_eq!(c.to_string(), "ev\\x1b[31mil\\x5c\\xff");
+        assert_eq!(Comm::from_str_lossy("a-very-long-command-name").bytes().len(), 15);
+        assert_eq!(errno_name(111), Some("ECONNREFUSED"));
+        assert_eq!(errno_name(4242), None);
+    }
+}
