@@ -23,6 +23,9 @@ pub enum Command {
     Record(RecordArgs),
     /// Render a recording; needs no privilege.
     Replay(ReplayArgs),
+    /// Reproduce the claims of the handshake study note on this kernel, in network
+    /// namespaces made for the purpose, with a verdict per claim from the captured trace.
+    Lab(crate::lab::LabArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -93,6 +96,14 @@ pub struct FilterArgs {
     /// Only sockets of processes in tcp-trace's own pid namespace (its container).
     #[arg(long)]
     pub this_container: bool,
+    /// Only sockets of processes in this cgroup v2 directory (absolute, or relative
+    /// to the cgroup2 mount); applied in the kernel by cgroup id. Repeatable.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Vec<std::path::PathBuf>,
+    /// Only sockets of this container (id prefix, as `podman ps` prints it);
+    /// applied in the kernel by cgroup id. Repeatable.
+    #[arg(long, value_name = "ID")]
+    pub container: Vec<String>,
     /// How to attach the kernel hooks.
     #[arg(long, value_enum, default_value_t = crate::loader::AttachMode::Auto)]
     pub attach: crate::loader::AttachMode,

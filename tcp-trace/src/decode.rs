@@ -432,7 +432,10 @@ mod tests {
         assert_eq!(ev.remote, Some(("10.1.2.3".parse().unwrap(), 80)));
         assert_eq!((ev.ctx_pid, ev.ctx_tid), (7, 8));
         let o = ev.owner.unwrap();
-        assert_eq!((o.pid, o.tid, o.comm.to_string()), (100, 101, "curl".into()));
+        assert_eq!(
+            (o.pid, o.tid, o.comm.to_string()),
+            (100, 101, "curl".into())
+        );
         assert!(!o.from_listener);
         assert_eq!((ev.cgroup_id, ev.ns_pid, ev.netns), (5, 3, 4026531833));
         assert_eq!(ev.pid(), Some(100));
@@ -519,7 +522,10 @@ mod tests {
         // A first-version record (120 bytes) reads with ns_pid/netns zero.
         let ev = decode(&bytes[..RAW_EVENT_SIZE_V1]).unwrap();
         assert_eq!((ev.ns_pid, ev.netns, ev.cgroup_id), (0, 0, 5));
-        assert_eq!(decode(&bytes[..RAW_EVENT_SIZE_V1 - 1]), Err(DecodeError::Short(119)));
+        assert_eq!(
+            decode(&bytes[..RAW_EVENT_SIZE_V1 - 1]),
+            Err(DecodeError::Short(119))
+        );
     }
 
     #[test]
@@ -548,7 +554,12 @@ mod tests {
     fn comm_is_escaped() {
         let c = Comm(*b"ev\x1b[31mil\\\xff\0\0\0\0\0");
         assert_eq!(c.to_string(), "ev\\x1b[31mil\\x5c\\xff");
-        assert_eq!(Comm::from_str_lossy("a-very-long-command-name").bytes().len(), 15);
+        assert_eq!(
+            Comm::from_str_lossy("a-very-long-command-name")
+                .bytes()
+                .len(),
+            15
+        );
         assert_eq!(errno_name(111), Some("ECONNREFUSED"));
         assert_eq!(errno_name(4242), None);
     }

@@ -5,6 +5,7 @@
 //! [`correlate`] (events → connections; pure) → [`render`].
 pub mod cli;
 pub mod clock;
+pub mod container;
 pub mod correlate;
 pub mod decode;
 pub mod lab;

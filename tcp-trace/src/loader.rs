@@ -252,10 +252,10 @@ pub fn find_or_mount_tracefs(caps: &Caps) -> Result<PathBuf, LoadError> {
 fn is_eperm(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(e);
     while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<io::Error>() {
-            if io.raw_os_error() == Some(libc::EPERM) {
-                return true;
-            }
+        if let Some(io) = err.downcast_ref::<io::Error>()
+            && io.raw_os_error() == Some(libc::EPERM)
+        {
+            return true;
         }
         if err.to_string().contains("Operation not permitted") {
             return true;

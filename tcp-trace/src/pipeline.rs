@@ -98,11 +98,64 @@ pub struct Renderer<W: Write> {
     finished: Vec<Connection>,
     header_done: bool,
     t0_ns: Option<u64>,
+    containers: Containers,
+}
+
+/// cgroup id → container, resolved from the cgroup2 tree (live runs only: a
+/// recording may come from another host).
+struct Containers {
+    resolver: Option<crate::container::CgroupResolver>,
+    cache: std::collections::HashMap<u64, Option<(String, &'static str)>>,
+}
+
+impl Containers {
+    fn new(live: bool) -> Containers {
+        let resolver = if live {
+            match crate::container::CgroupResolver::new() {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    eprintln!("tcp-trace: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        Containers {
+            resolver,
+            cache: std::collections::HashMap::new(),
+        }
+    }
+
+    fn lookup(&mut self, cgroup_id: u64) -> Option<(&str, &'static str)> {
+        let r = self.resolver.as_mut()?;
+        if cgroup_id == 0 {
+            return None;
+        }
+        if self.cache.len() > 65536 {
+            self.cache.clear();
+        }
+        self.cache
+            .entry(cgroup_id)
+            .or_insert_with(|| {
+                let info = r.resolve(cgroup_id)?;
+                Some((info.container_id?, info.runtime?))
+            })
+            .as_ref()
+            .map(|(id, rt)| (id.as_str(), *rt))
+    }
 }
 
 impl<W: Write> Renderer<W> {
-    /// `t0_ns`: start of the relative time column (None = first event).
-    pub fn new(out: W, args: &OutputArgs, wall: WallClock, t0_ns: Option<u64>) -> Renderer<W> {
+    /// `t0_ns`: start of the relative time column (None = first event). `live`: the
+    /// events come from this host now, so cgroup ids can be resolved to containers.
+    pub fn new(
+        out: W,
+        args: &OutputArgs,
+        wall: WallClock,
+        t0_ns: Option<u64>,
+        live: bool,
+    ) -> Renderer<W> {
         let view = args.view.unwrap_or(View::Ladder);
         let (json_events, json_conns) = match (args.json, args.view) {
             (false, _) => (false, false),
@@ -140,6 +193,7 @@ impl<W: Write> Renderer<W> {
             finished: Vec::new(),
             header_done: false,
             t0_ns,
+            containers: Containers::new(live),
         }
     }
 
@@ -153,7 +207,8 @@ impl<W: Write> Renderer<W> {
             *t0_ns = t0;
         }
         if self.json_events {
-            render::json::event(&mut self.out, ev, self.wall.as_ref())?;
+            let ctr = self.containers.lookup(ev.cgroup_id);
+            render::json::event(&mut self.out, ev, self.wall.as_ref(), ctr)?;
         } else if !self.json() && self.view == View::Events {
             if !self.header_done {
                 render::events::header(&mut self.out, &self.time)?;
@@ -177,7 +232,11 @@ impl<W: Write> Renderer<W> {
         Ok(())
     }
 
-    fn connection(&mut self, c: Connection) -> io::Result<()> {
+    fn connection(&mut self, mut c: Connection) -> io::Result<()> {
+        if let Some((id, rt)) = c.cgroup_id.and_then(|g| self.containers.lookup(g)) {
+            c.container_id = Some(id.to_string());
+            c.container_runtime = Some(rt.to_string());
+        }
         self.summary.add(&c);
         let t0 = self.t0_ns.unwrap_or(0);
         if self.json_conns {

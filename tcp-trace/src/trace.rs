@@ -4,10 +4,12 @@ use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Write};
 use std::time::Duration;
 
-use tcp_trace_common::Filter;
+use tcp_trace_common::{Filter, MAX_CGROUPS};
+
+use crate::container::{CgroupResolver, cgroup_id_of_path};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::cli::{RecordArgs, ReplayArgs, TraceArgs};
+use crate::cli::{FilterArgs, RecordArgs, ReplayArgs, TraceArgs};
 use crate::clock::{WallClock, monotonic_ns};
 use crate::decode::raw_from_bytes;
 use crate::loader::{self, AttachMode, Options};
@@ -20,8 +22,55 @@ fn is_epipe(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::BrokenPipe
 }
 
+/// Adds the cgroup ids of `--cgroup` and `--container` to the in-kernel filter.
+pub fn resolve_cgroup_filters(args: &FilterArgs, filter: &mut Filter) -> anyhow::Result<()> {
+    if args.cgroup.is_empty() && args.container.is_empty() {
+        return Ok(());
+    }
+    let mut resolver = CgroupResolver::new().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut ids: Vec<u64> = Vec::new();
+    for p in &args.cgroup {
+        let full = if p.is_absolute() {
+            p.clone()
+        } else {
+            resolver.mount_point().join(p)
+        };
+        let id = cgroup_id_of_path(&full)
+            .map_err(|e| anyhow::anyhow!("--cgroup {}: {e}", full.display()))?;
+        ids.push(id);
+    }
+    for prefix in &args.container {
+        if prefix.len() < 3
+            || !prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        {
+            anyhow::bail!("--container {prefix:?}: give at least 3 characters of the container id");
+        }
+        let found = resolver.lookup_container(prefix);
+        if found.is_empty() {
+            anyhow::bail!(
+                "--container {prefix}: no running container's cgroup matches this id prefix"
+            );
+        }
+        ids.extend(found.into_iter().map(|(id, _)| id));
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.len() > MAX_CGROUPS {
+        anyhow::bail!(
+            "--cgroup/--container select {} cgroups; at most {MAX_CGROUPS} are supported",
+            ids.len()
+        );
+    }
+    filter.ncgroups = ids.len() as u32;
+    filter.cgroups[..ids.len()].copy_from_slice(&ids);
+    Ok(())
+}
+
 /// `tcp-trace [ARGS]`.
-pub async fn run(args: &TraceArgs, filter: Filter) -> anyhow::Result<u8> {
+pub async fn run(args: &TraceArgs, mut filter: Filter) -> anyhow::Result<u8> {
+    resolve_cgroup_filters(&args.filter, &mut filter)?;
     let t0 = monotonic_ns();
     let wall = WallClock::now();
     let stdout = BufWriter::with_capacity(64 * 1024, io::stdout().lock());
@@ -30,6 +79,7 @@ pub async fn run(args: &TraceArgs, filter: Filter) -> anyhow::Result<u8> {
         &args.output,
         wall,
         Some(t0),
+        true,
     )));
     live(
         filter,
@@ -43,7 +93,8 @@ pub async fn run(args: &TraceArgs, filter: Filter) -> anyhow::Result<u8> {
 }
 
 /// `tcp-trace record -o FILE`.
-pub async fn record(args: &RecordArgs, filter: Filter) -> anyhow::Result<u8> {
+pub async fn record(args: &RecordArgs, mut filter: Filter) -> anyhow::Result<u8> {
+    resolve_cgroup_filters(&args.filter, &mut filter)?;
     let t0 = monotonic_ns();
     let wall = WallClock::now();
     let file = File::create(&args.output)
@@ -174,7 +225,13 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<u8> {
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
     let wall = WallClock::with_offset(reader.header.wall_offset_ns as i128);
     let stdout = BufWriter::with_capacity(64 * 1024, io::stdout().lock());
-    let mut out = Output::Render(Box::new(Renderer::new(stdout, &args.output, wall, None)));
+    let mut out = Output::Render(Box::new(Renderer::new(
+        stdout,
+        &args.output,
+        wall,
+        None,
+        false,
+    )));
     let res = replay_into(&mut reader, &mut out);
     match res {
         Err(e) if e.downcast_ref::<io::Error>().is_some_and(is_epipe) => Ok(0),

@@ -2,6 +2,7 @@
 
 mod bench;
 mod cmd;
+mod dist;
 mod setup;
 mod vm;
 
@@ -66,6 +67,8 @@ enum Task {
     Bench(bench::BenchArgs),
     /// Run the privileged tests and lab scenarios on other kernels under QEMU.
     VmTest(vm::VmArgs),
+    /// Build a static (musl) tcp-trace at target/dist/tcp-trace.
+    Dist(dist::DistArgs),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
         Task::Test { args } => test(args),
         Task::Bench(args) => bench::run(&args),
         Task::VmTest(args) => vm::run(&args),
+        Task::Dist(args) => dist::run(&args),
     };
     let code = match &result {
         Ok(()) => 0,
@@ -187,6 +191,8 @@ fn test(args: Vec<OsString>) -> Result<()> {
         );
     }
     setup::setup(true)?;
+    // The container tests run the static binary in an empty container.
+    dist::run(&dist::DistArgs { no_setup: true })?;
     let root = workspace_root()?;
     let mut cmd = cargo(&root);
     cmd.env("TCP_TRACE_PRIVILEGED_TESTS", "1")

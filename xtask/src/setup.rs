@@ -20,6 +20,9 @@ pub const PACKAGES: &[&str] = &[
     "bpftool",
     "procps",
     "util-linux",
+    "podman",
+    "runc",
+    "busybox-static",
 ];
 
 /// The toolchain tcp-trace/build.rs (aya-build) builds the eBPF crate with.
@@ -68,6 +71,7 @@ pub fn setup(quiet: bool) -> Result<()> {
     let rustc = s.toolchain()?;
     s.rust_src(&rustc)?;
     s.bpf_linker(&rustc)?;
+    s.musl_target()?;
     s.packages()?;
     s.tracefs()?;
     if !s.needs_root.is_empty() {
@@ -309,6 +313,29 @@ impl Setup {
             }
         }
         Ok(())
+    }
+
+    /// The musl target `cargo xtask dist` builds the static binary for (for the
+    /// toolchain cargo uses in the workspace, not nightly).
+    fn musl_target(&self) -> Result<()> {
+        let target = crate::dist::MUSL_TARGET;
+        let root = cmd::workspace_root()?;
+        let installed = capture(Command::new("rustup").current_dir(&root).args([
+            "target",
+            "list",
+            "--installed",
+        ]))?;
+        if installed.lines().any(|l| l.trim() == target) {
+            self.ok(&format!("rust target {target}"));
+            return Ok(());
+        }
+        self.action(
+            "installing",
+            &format!("rust target {target} (for `cargo xtask dist`)"),
+        );
+        run(Command::new("rustup")
+            .current_dir(&root)
+            .args(["target", "add", target]))
     }
 
     /// d. Debian packages the tests use.

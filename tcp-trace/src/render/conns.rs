@@ -85,6 +85,12 @@ pub fn line(w: &mut impl Write, c: &Connection, t0_ns: u64) -> io::Result<()> {
             info.half_open_requests.len()
         )?;
     }
+    if let (Some(id), Some(rt)) = (&c.container_id, &c.container_runtime)
+        && rt != "systemd"
+    {
+        let short: String = id.chars().take(12).collect();
+        write!(w, " container={rt}:{short}")?;
+    }
     writeln!(w)
 }
 

@@ -40,7 +40,13 @@ fn write_ret(w: &mut impl Write, ret: i64) -> io::Result<()> {
 }
 
 /// `{"type":"event",…}` — the schema is documented in docs/json-schema.md.
-pub fn event(w: &mut impl Write, ev: &Event, wall: Option<&WallClock>) -> io::Result<()> {
+/// `container`: (id, runtime) of the owner's cgroup, when resolved.
+pub fn event(
+    w: &mut impl Write,
+    ev: &Event,
+    wall: Option<&WallClock>,
+    container: Option<(&str, &str)>,
+) -> io::Result<()> {
     write!(w, "{{\"type\":\"event\",\"ts_ns\":{}", ev.ts_ns)?;
     if let Some(c) = wall {
         let mut t = String::new();
@@ -117,6 +123,15 @@ pub fn event(w: &mut impl Write, ev: &Event, wall: Option<&WallClock>) -> io::Re
     match ev.ns_pid {
         0 => w.write_all(b",\"ns_pid\":null")?,
         n => write!(w, ",\"ns_pid\":{n}")?,
+    }
+    match container {
+        Some((id, rt)) => {
+            w.write_all(b",\"container_id\":")?;
+            write_str(w, id)?;
+            w.write_all(b",\"container_runtime\":")?;
+            write_str(w, rt)?;
+        }
+        None => w.write_all(b",\"container_id\":null,\"container_runtime\":null")?,
     }
     w.write_all(b"}\n")
 }
