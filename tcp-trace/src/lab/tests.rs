@@ -1,0 +1,564 @@
+//! Verdict functions on synthetic captures: each holds on the full sequence and fails
+//! once the decisive events are removed.
+use std::net::{IpAddr, SocketAddr};
+
+use super::capture::{Capture, TimeWaitEntry};
+use super::verdict::{self, Verdict};
+use crate::decode::{Comm, Event, EventKind, Family, Owner, TcpState};
+
+const MS: u64 = 1_000_000;
+const LISTENER: u64 = 0x1000;
+const CLIENT: u64 = 0x2000;
+const CHILD: u64 = 0x3000;
+const CLIENT2: u64 = 0x4000;
+const CHILD2: u64 = 0x5000;
+const PID: u32 = 4242;
+
+const C: &str = "10.64.1.1:40000";
+const C2: &str = "10.64.1.1:40001";
+const S: &str = "10.64.1.2:47101";
+
+fn ep(s: &str) -> (IpAddr, u16) {
+    let a: SocketAddr = s.parse().unwrap();
+    (a.ip(), a.port())
+}
+
+fn ev(ts: u64, sk: u64, kind: EventKind, local: &str, remote: &str) -> Event {
+    let task = matches!(
+        kind,
+        EventKind::ConnectReturn { .. } | EventKind::AcceptReturn { .. }
+    );
+    Event {
+        ts_ns: ts,
+        skaddr: sk,
+        kind,
+        family: Family::Inet,
+        local: Some(ep(local)),
+        remote: Some(ep(remote)),
+        ctx_pid: PID,
+        ctx_tid: PID,
+        task_ctx: task,
+        owner: Some(Owner {
+            pid: PID,
+            tid: PID,
+            comm: Comm::from_str_lossy("lab"),
+            from_listener: false,
+        }),
+        cgroup_id: 0,
+        ns_pid: 0,
+        netns: 0,
+    }
+}
+
+fn tr(ts: u64, sk: u64, old: TcpState, new: TcpState, l: &str, r: &str) -> Event {
+    ev(ts, sk, EventKind::Transition { old, new }, l, r)
+}
+
+use TcpState::*;
+
+/// Listener, client connects at t, child created at `child_at` (after SYN-ACK
+/// retransmits at `synacks`), client closes first `close_after` later.
+fn connection(
+    t: u64,
+    client: u64,
+    child: u64,
+    cl: &str,
+    child_at: u64,
+    synacks: &[u64],
+    client_first: bool,
+) -> Vec<Event> {
+    let mut v = vec![
+        tr(t, client, Close, SynSent, cl, S),
+        tr(t + MS / 10, client, SynSent, Established, cl, S),
+        ev(
+            t + MS / 5,
+            client,
+            EventKind::ConnectReturn { fd: 3, ret: 0 },
+            cl,
+            S,
+        ),
+    ];
+    for &s in synacks {
+        v.push(ev(
+            s,
+            LISTENER,
+            EventKind::SynAckRetransmit { req: 0x9000 },
+            S,
+            cl,
+        ));
+    }
+    v.push(tr(child_at, child, Listen, SynRecv, S, cl));
+    v.push(tr(child_at + 10_000, child, SynRecv, Established, S, cl));
+    v.push(ev(
+        child_at + 50_000,
+        child,
+        EventKind::AcceptReturn {
+            listen_fd: 3,
+            ret: 4,
+            accept4: true,
+        },
+        S,
+        cl,
+    ));
+    let e = child_at + 10 * MS;
+    let (a, ask, al, ar, p, psk, pl, pr) = if client_first {
+        (client, client, cl, S, child, child, S, cl)
+    } else {
+        (child, child, S, cl, client, client, cl, S)
+    };
+    let _ = (a, p);
+    v.extend([
+        tr(e, ask, Established, FinWait1, al, ar),
+        tr(e + 10_000, psk, Established, CloseWait, pl, pr),
+        tr(e + 20 * MS, psk, CloseWait, LastAck, pl, pr),
+        tr(e + 20 * MS + 10_000, ask, FinWait1, FinWait2, al, ar),
+        tr(e + 20 * MS + 20_000, ask, FinWait2, Close, al, ar),
+        tr(e + 20 * MS + 30_000, psk, LastAck, Close, pl, pr),
+    ]);
+    v
+}
+
+fn listener_open() -> Event {
+    tr(0, LISTENER, Close, Listen, S, "0.0.0.0:0")
+}
+
+fn build(events: Vec<Event>) -> Capture {
+    let mut events = events;
+    events.sort_by_key(|e| e.ts_ns);
+    Capture::from_events(events)
+}
+
+/// connect-vs-accept: connect at 10 ms, SYN-ACK retransmit at 1010 ms, send at 1510 ms.
+fn cva_events() -> Vec<Event> {
+    let mut v = vec![listener_open()];
+    v.extend(connection(
+        10 * MS,
+        CLIENT,
+        CHILD,
+        C,
+        1510 * MS,
+        &[1010 * MS],
+        true,
+    ));
+    v
+}
+
+fn cva(events: Vec<Event>) -> Capture {
+    let mut cap = build(events);
+    cap.marks
+        .insert("client_send_start".into(), 1510 * MS - 30_000);
+    cap.marks
+        .insert("client_send_end".into(), 1510 * MS + 80_000);
+    cap
+}
+
+fn holds(v: Verdict) -> bool {
+    if !v.holds {
+        eprintln!("{} fails: {} {}", v.id, v.text, v.evidence);
+    }
+    v.holds
+}
+
+fn without(v: Vec<Event>, pred: impl Fn(&Event) -> bool) -> Vec<Event> {
+    v.into_iter().filter(|e| !pred(e)).collect()
+}
+
+#[test]
+fn c13_holds_and_needs_the_late_child_and_the_synack_retransmit() {
+    assert!(holds(verdict::c13(&cva(cva_events()))));
+    // Without the SYN-ACK retransmit nothing shows the third step was missing.
+    let v = without(cva_events(), |e| {
+        matches!(e.kind, EventKind::SynAckRetransmit { .. })
+    });
+    assert!(!verdict::c13(&cva(v)).holds);
+    // The child created before connect() returned: connect did not return first.
+    let mut v = cva_events();
+    for e in v.iter_mut().filter(|e| e.skaddr == CHILD) {
+        if let EventKind::Transition {
+            new: SynRecv | Established,
+            ..
+        } = e.kind
+        {
+            e.ts_ns = 10 * MS
+                + MS / 10
+                + 1000
+                + u64::from(matches!(
+                    e.kind,
+                    EventKind::Transition {
+                        new: Established,
+                        ..
+                    }
+                )) * 1000;
+        }
+    }
+    assert!(!verdict::c13(&cva(v)).holds);
+    // Without the accept() return.
+    let v = without(cva_events(), |e| {
+        matches!(e.kind, EventKind::AcceptReturn { .. })
+    });
+    assert!(!verdict::c13(&cva(v)).holds);
+    // Without the child's transitions.
+    let v = without(cva_events(), |e| e.skaddr == CHILD);
+    assert!(!verdict::c13(&cva(v)).holds);
+}
+
+#[test]
+fn c1_holds_and_needs_child_at_send() {
+    assert!(holds(verdict::c1(&cva(cva_events()))));
+    let v = without(cva_events(), |e| {
+        matches!(e.kind, EventKind::SynAckRetransmit { .. })
+    });
+    assert!(!verdict::c1(&cva(v)).holds);
+    // Child created long before the send: the pure ACK did it.
+    let mut cap = cva(cva_events());
+    cap.marks.insert("client_send_start".into(), 3000 * MS);
+    cap.marks.insert("client_send_end".into(), 3001 * MS);
+    assert!(!verdict::c1(&cap).holds);
+    let v = without(cva_events(), |e| e.skaddr == CHILD);
+    assert!(!verdict::c1(&cva(v)).holds);
+}
+
+fn plain() -> Vec<Event> {
+    let mut v = vec![listener_open()];
+    v.extend(connection(
+        10 * MS,
+        CLIENT,
+        CHILD,
+        C,
+        10 * MS + MS / 10 + 5000,
+        &[],
+        true,
+    ));
+    v
+}
+
+#[test]
+fn c2_holds_and_needs_both_established() {
+    assert!(holds(verdict::c2(&build(plain()))));
+    let v = without(plain(), |e| {
+        e.skaddr == CHILD
+            && matches!(
+                e.kind,
+                EventKind::Transition {
+                    new: Established,
+                    ..
+                }
+            )
+    });
+    assert!(!verdict::c2(&build(v)).holds);
+    let v = without(plain(), |e| {
+        e.skaddr == CLIENT
+            && matches!(
+                e.kind,
+                EventKind::Transition {
+                    new: Established,
+                    ..
+                }
+            )
+    });
+    assert!(!verdict::c2(&build(v)).holds);
+    assert!(!verdict::c2(&build(vec![listener_open()])).holds);
+}
+
+fn two_orders() -> Vec<Event> {
+    let mut v = vec![listener_open()];
+    v.extend(connection(10 * MS, CLIENT, CHILD, C, 11 * MS, &[], true));
+    v.extend(connection(
+        200 * MS,
+        CLIENT2,
+        CHILD2,
+        C2,
+        201 * MS,
+        &[],
+        false,
+    ));
+    v
+}
+
+fn tw_entries() -> Vec<TimeWaitEntry> {
+    vec![
+        TimeWaitEntry {
+            netns: "c".into(),
+            local: C.parse().unwrap(),
+            remote: S.parse().unwrap(),
+            timer_s: 59,
+            t_ns: 100 * MS,
+        },
+        TimeWaitEntry {
+            netns: "s".into(),
+            local: S.parse().unwrap(),
+            remote: C2.parse().unwrap(),
+            timer_s: 59,
+            t_ns: 300 * MS,
+        },
+    ]
+}
+
+fn tw(events: Vec<Event>) -> Capture {
+    let mut cap = build(events);
+    cap.time_wait = tw_entries();
+    cap
+}
+
+#[test]
+fn c9_holds_and_needs_time_wait_only_on_the_active_side() {
+    assert!(holds(verdict::c9(&tw(two_orders()))));
+    // sock_diag did not list the second active closer in TIME_WAIT.
+    let mut cap = tw(two_orders());
+    cap.time_wait.truncate(1);
+    assert!(!verdict::c9(&cap).holds);
+    // Without the active closer's FIN_WAIT2 → CLOSE (no TIME_WAIT entry).
+    let v = without(two_orders(), |e| {
+        e.skaddr == CLIENT && matches!(e.kind, EventKind::Transition { old: FinWait2, .. })
+    });
+    assert!(!verdict::c9(&tw(v)).holds);
+    // Without the passive closer's LAST_ACK.
+    let v = without(two_orders(), |e| {
+        e.skaddr == CLIENT2 && matches!(e.kind, EventKind::Transition { new: LastAck, .. })
+    });
+    assert!(!verdict::c9(&tw(v)).holds);
+    // Only one close order.
+    let v = without(two_orders(), |e| e.skaddr == CLIENT2 || e.skaddr == CHILD2);
+    assert!(!verdict::c9(&tw(v)).holds);
+}
+
+#[test]
+fn c11_holds_and_needs_the_sock_diag_timer() {
+    let mut cap = build(two_orders());
+    cap.time_wait = tw_entries();
+    assert!(holds(verdict::c11(&cap)));
+    // No sock_diag entry for the second active closer.
+    let mut cap = build(two_orders());
+    cap.time_wait = tw_entries()[..1].to_vec();
+    assert!(!verdict::c11(&cap).holds);
+    // A timer far from 60 s.
+    let mut cap = build(two_orders());
+    cap.time_wait = tw_entries();
+    cap.time_wait[0].timer_s = 5;
+    assert!(!verdict::c11(&cap).holds);
+    // The passive closer listed in TIME_WAIT.
+    let mut cap = build(two_orders());
+    cap.time_wait = tw_entries();
+    cap.time_wait.push(TimeWaitEntry {
+        netns: "s".into(),
+        local: S.parse().unwrap(),
+        remote: C.parse().unwrap(),
+        timer_s: 59,
+        t_ns: 100 * MS,
+    });
+    assert!(!verdict::c11(&cap).holds);
+    // The active closer's FIN_WAIT2 → CLOSE missing.
+    let v = without(two_orders(), |e| {
+        e.skaddr == CHILD2 && matches!(e.kind, EventKind::Transition { old: FinWait2, .. })
+    });
+    let mut cap = build(v);
+    cap.time_wait = tw_entries();
+    assert!(!verdict::c11(&cap).holds);
+}
+
+fn synack_events() -> Vec<Event> {
+    let t = 10 * MS;
+    vec![
+        listener_open(),
+        tr(t, CLIENT, Close, SynSent, C, S),
+        tr(t + MS / 10, CLIENT, SynSent, Established, C, S),
+        ev(
+            t + MS / 5,
+            CLIENT,
+            EventKind::ConnectReturn { fd: 3, ret: 0 },
+            C,
+            S,
+        ),
+        ev(
+            1010 * MS,
+            LISTENER,
+            EventKind::SynAckRetransmit { req: 0x9000 },
+            S,
+            C,
+        ),
+        ev(
+            3010 * MS,
+            LISTENER,
+            EventKind::SynAckRetransmit { req: 0x9000 },
+            S,
+            C,
+        ),
+        ev(8010 * MS, CLIENT, EventKind::ResetReceived, C, S),
+        tr(8010 * MS + 1000, CLIENT, Established, Close, C, S),
+    ]
+}
+
+fn synack(events: Vec<Event>) -> Capture {
+    let mut cap = build(events);
+    cap.sysctls
+        .insert("server:net.ipv4.tcp_synack_retries".into(), "2".into());
+    cap
+}
+
+#[test]
+fn c3_holds_and_needs_exact_retransmits_and_the_reset() {
+    assert!(holds(verdict::c3(&synack(synack_events()))));
+    // One retransmit fewer than the sysctl.
+    let v = without(synack_events(), |e| {
+        matches!(e.kind, EventKind::SynAckRetransmit { .. }) && e.ts_ns == 3010 * MS
+    });
+    assert!(!verdict::c3(&synack(v)).holds);
+    // No reset: removal of the request not shown.
+    let v = without(synack_events(), |e| e.kind == EventKind::ResetReceived);
+    assert!(!verdict::c3(&synack(v)).holds);
+    // Gaps not growing.
+    let mut v = synack_events();
+    for e in v.iter_mut() {
+        if matches!(e.kind, EventKind::SynAckRetransmit { .. }) && e.ts_ns == 3010 * MS {
+            e.ts_ns = 1500 * MS;
+        }
+    }
+    assert!(!verdict::c3(&synack(v)).holds);
+    // A child was created.
+    let mut v = synack_events();
+    v.push(tr(5000 * MS, CHILD, Listen, SynRecv, S, C));
+    v.push(tr(5000 * MS + 100, CHILD, SynRecv, Established, S, C));
+    assert!(!verdict::c3(&synack(v)).holds);
+    // Sysctl unknown.
+    assert!(!verdict::c3(&build(synack_events())).holds);
+}
+
+/// half-close: client FIN at 20 ms, server ACK, reply read at 20.1 ms, server FIN at 50 ms.
+fn half_close_events() -> Vec<Event> {
+    let mut v = vec![listener_open()];
+    let t = 10 * MS;
+    v.extend([
+        tr(t, CLIENT, Close, SynSent, C, S),
+        tr(t + 100_000, CLIENT, SynSent, Established, C, S),
+        ev(
+            t + 200_000,
+            CLIENT,
+            EventKind::ConnectReturn { fd: 3, ret: 0 },
+            C,
+            S,
+        ),
+        tr(t + 150_000, CHILD, Listen, SynRecv, S, C),
+        tr(t + 160_000, CHILD, SynRecv, Established, S, C),
+        tr(20 * MS, CLIENT, Established, FinWait1, C, S),
+        tr(20 * MS + 10_000, CHILD, Established, CloseWait, S, C),
+        tr(20 * MS + 30_000, CLIENT, FinWait1, FinWait2, C, S),
+        tr(50 * MS, CHILD, CloseWait, LastAck, S, C),
+        tr(50 * MS + 50_000, CLIENT, FinWait2, Close, C, S),
+        tr(50 * MS + 80_000, CHILD, LastAck, Close, S, C),
+    ]);
+    v
+}
+
+fn hc(events: Vec<Event>) -> Capture {
+    let mut cap = build(events);
+    cap.marks
+        .insert("client_recv_after_fin".into(), 20 * MS + 100_000);
+    cap.marks.insert("client_recv_after_fin_bytes".into(), 1000);
+    cap
+}
+
+#[test]
+fn c10_holds_and_needs_receive_while_half_closed() {
+    assert!(holds(verdict::c10(&hc(half_close_events()))));
+    // The read came after the server's FIN: nothing shown about half-close.
+    let mut cap = hc(half_close_events());
+    cap.marks
+        .insert("client_recv_after_fin".into(), 50 * MS + 60_000);
+    assert!(!verdict::c10(&cap).holds);
+    // No bytes read.
+    let mut cap = hc(half_close_events());
+    cap.marks.insert("client_recv_after_fin_bytes".into(), 0);
+    assert!(!verdict::c10(&cap).holds);
+    // Without the server's CLOSE_WAIT (it never got the FIN).
+    let v = without(half_close_events(), |e| {
+        matches!(e.kind, EventKind::Transition { new: CloseWait, .. })
+    });
+    assert!(!verdict::c10(&hc(v)).holds);
+    // Without the server's LAST_ACK.
+    let v = without(half_close_events(), |e| {
+        matches!(e.kind, EventKind::Transition { new: LastAck, .. })
+    });
+    assert!(!verdict::c10(&hc(v)).holds);
+}
+
+/// lost-last-ack: round 1 (CLIENT/CHILD, no TIME_WAIT, RST after the FIN retransmit),
+/// round 2 (CLIENT2/CHILD2, TIME_WAIT, FIN retransmit acknowledged).
+fn lost_last_ack_events() -> Vec<Event> {
+    let mut v = vec![listener_open()];
+    v.extend(connection(10 * MS, CLIENT, CHILD, C, 11 * MS, &[], true));
+    v.extend(connection(
+        2000 * MS,
+        CLIENT2,
+        CHILD2,
+        C2,
+        2001 * MS,
+        &[],
+        true,
+    ));
+    // connection(): child LAST_ACK at child_at + 30 ms, LAST_ACK → CLOSE 30 µs later;
+    // stretch both closes to after the FIN retransmits.
+    for e in v.iter_mut() {
+        if let EventKind::Transition {
+            old: LastAck,
+            new: Close,
+        } = e.kind
+        {
+            e.ts_ns += 300 * MS;
+        }
+    }
+    v.extend([
+        ev(
+            11 * MS + 30 * MS + 200 * MS,
+            CHILD,
+            EventKind::Retransmit { state: LastAck },
+            S,
+            C,
+        ),
+        ev(
+            11 * MS + 30 * MS + 201 * MS,
+            CHILD,
+            EventKind::ResetReceived,
+            S,
+            C,
+        ),
+        ev(
+            2001 * MS + 30 * MS + 200 * MS,
+            CHILD2,
+            EventKind::Retransmit { state: LastAck },
+            S,
+            C2,
+        ),
+    ]);
+    v
+}
+
+fn lla(events: Vec<Event>) -> Capture {
+    let mut cap = build(events);
+    cap.time_wait = vec![TimeWaitEntry {
+        netns: "c".into(),
+        local: C2.parse().unwrap(),
+        remote: S.parse().unwrap(),
+        timer_s: 59,
+        t_ns: 3000 * MS,
+    }];
+    cap
+}
+
+#[test]
+fn c12_holds_and_needs_the_reset_and_the_clean_control() {
+    assert!(holds(verdict::c12(&lla(lost_last_ack_events()))));
+    // No RST in the no-TIME_WAIT round.
+    let v = without(lost_last_ack_events(), |e| {
+        e.kind == EventKind::ResetReceived
+    });
+    assert!(!verdict::c12(&lla(v)).holds);
+    // No FIN retransmit at all: the last ACK was not shown lost.
+    let v = without(lost_last_ack_events(), |e| {
+        matches!(e.kind, EventKind::Retransmit { .. })
+    });
+    assert!(!verdict::c12(&lla(v)).holds);
+    // The control round's active closer not seen in TIME_WAIT.
+    let mut cap = lla(lost_last_ack_events());
+    cap.time_wait.clear();
+    assert!(!verdict::c12(&cap).holds);
+}

@@ -1,0 +1,706 @@
+//! Verdicts: pure functions of a [`Capture`]. Each reads only what the tracer (and
+//! the kernel's sock_diag / sysctls) reported, never what a scenario meant to do.
+use std::net::{IpAddr, SocketAddr};
+
+use serde_json::{Value, json};
+
+use super::capture::Capture;
+use crate::correlate::{Connection, Role};
+use crate::decode::{EventKind, TcpState};
+
+/// One claim's verdict.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verdict {
+    pub id: &'static str,
+    pub holds: bool,
+    pub evidence: Value,
+    pub text: String,
+}
+
+pub type VerdictFn = fn(&Capture) -> Verdict;
+
+fn fail(id: &'static str, text: impl Into<String>, evidence: Value) -> Verdict {
+    Verdict {
+        id,
+        holds: false,
+        evidence,
+        text: text.into(),
+    }
+}
+
+fn ms(ns: i128) -> f64 {
+    ns as f64 / 1e6
+}
+
+fn d(a: u64, b: u64) -> i128 {
+    b as i128 - a as i128
+}
+
+/// Client sockets that went CLOSE → SYN_SENT.
+fn clients(cap: &Capture) -> impl Iterator<Item = &Connection> {
+    cap.connections
+        .iter()
+        .filter(|c| c.role == Role::Client && c.state_ts(TcpState::SynSent).is_some())
+}
+
+/// The server child of `client`'s connection (mirrored 4-tuple).
+fn server_of<'a>(cap: &'a Capture, client: &Connection) -> Option<&'a Connection> {
+    cap.connections.iter().find(|s| {
+        s.role == Role::Server
+            && s.sport == client.dport
+            && s.dport == client.sport
+            && s.saddr == client.daddr
+            && s.daddr == client.saddr
+    })
+}
+
+/// Timestamps of the SYN-ACK retransmits the listener made for `client`'s request
+/// (`tcp:tcp_retransmit_synack`, matched by 4-tuple).
+fn synack_retransmits(cap: &Capture, client: &Connection) -> Vec<u64> {
+    let (Some(ca), Some(sa)) = (client.saddr, client.daddr) else {
+        return Vec::new();
+    };
+    let mut v: Vec<u64> = cap
+        .events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::SynAckRetransmit { .. }))
+        .filter(|e| e.local == Some((sa, client.dport)) && e.remote == Some((ca, client.sport)))
+        .filter(|e| e.ts_ns >= client.first_ts_ns)
+        .map(|e| e.ts_ns)
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+fn tuple(c: &Connection) -> String {
+    format!("{} → {}", c.local(), c.remote())
+}
+
+fn transitions(c: &Connection) -> Vec<String> {
+    c.states
+        .iter()
+        .map(|s| s.state.name().to_string())
+        .collect()
+}
+
+/// The transition into `to` came from `from`.
+fn entered_from(c: &Connection, from: TcpState, to: TcpState) -> Option<u64> {
+    c.states
+        .windows(2)
+        .find(|w| w[0].state == from && w[1].state == to)
+        .map(|w| w[1].t_ns)
+}
+
+/// C13: connect() returns at the second handshake step, accept() only after the third.
+pub fn c13(cap: &Capture) -> Verdict {
+    const ID: &str = "C13";
+    let Some(c) = clients(cap).find(|c| c.connect.is_some_and(|r| r.ret == 0)) else {
+        return fail(
+            ID,
+            "no client connection whose connect() returned 0 was captured",
+            json!({}),
+        );
+    };
+    let conn = c.connect.expect("checked");
+    let syn_sent = c.state_ts(TcpState::SynSent).unwrap_or(c.first_ts_ns);
+    let Some(s) = server_of(cap, c) else {
+        return fail(
+            ID,
+            format!("no server child for {}", tuple(c)),
+            json!({"client": tuple(c)}),
+        );
+    };
+    let child = entered_from(s, TcpState::Listen, TcpState::SynRecv);
+    let est = entered_from(s, TcpState::SynRecv, TcpState::Established);
+    let acc = s.accept.filter(|a| a.ret >= 0);
+    let synacks: Vec<u64> = synack_retransmits(cap, c)
+        .into_iter()
+        .filter(|&t| t >= conn.t_ns && child.is_none_or(|ch| t < ch))
+        .collect();
+    let evidence = json!({
+        "client": tuple(c),
+        "client_syn_sent_ns": syn_sent,
+        "connect_return_ns": conn.t_ns,
+        "connect_ret": conn.ret,
+        "child_syn_recv_ns": child,
+        "child_established_ns": est,
+        "accept_return_ns": acc.map(|a| a.t_ns),
+        "accept_ret": acc.map(|a| a.ret),
+        "synack_retransmits_between_ns": synacks,
+    });
+    let (Some(child), Some(est), Some(acc)) = (child, est, acc) else {
+        return fail(
+            ID,
+            "the server child's LISTEN→SYN_RECV→ESTABLISHED or its accept() return is missing",
+            evidence,
+        );
+    };
+    let before_child = conn.t_ns < child;
+    let holds = before_child && !synacks.is_empty() && acc.t_ns > est;
+    let text = if holds {
+        format!(
+            "connect() returned at +{:.2} ms, {:.2} s before the server's child was created (LISTEN→SYN_RECV), with {} SYN-ACK retransmit(s) in between; accept() returned {:.2} ms after the child was ESTABLISHED",
+            ms(d(syn_sent, conn.t_ns)),
+            ms(d(conn.t_ns, child)) / 1e3,
+            synacks.len(),
+            ms(d(est, acc.t_ns)),
+        )
+    } else if !before_child {
+        format!(
+            "connect() returned {:.2} ms after the server's child existed",
+            ms(d(child, conn.t_ns))
+        )
+    } else if synacks.is_empty() {
+        "no SYN-ACK retransmit between connect() and the child's creation: the third step was not shown to be missing".to_string()
+    } else {
+        format!(
+            "accept() returned {:.2} ms before the child was ESTABLISHED",
+            ms(d(acc.t_ns, est))
+        )
+    };
+    Verdict {
+        id: ID,
+        holds,
+        evidence,
+        text,
+    }
+}
+
+/// Largest gap allowed between the end of the client's send() and the child's creation.
+const SEND_TO_CHILD_MAX_NS: u64 = 200_000_000;
+
+/// C1 (the part transitions can show): the third segment may carry data — here the
+/// segment that completed the handshake was the client's first data.
+pub fn c1(cap: &Capture) -> Verdict {
+    const ID: &str = "C1";
+    let not_shown = "not shown: that SYN and SYN-ACK carry no data (segment payloads are not visible to these tracepoints)";
+    let Some(c) = clients(cap).find(|c| c.connect.is_some_and(|r| r.ret == 0)) else {
+        return fail(
+            ID,
+            "no client connection whose connect() returned 0 was captured",
+            json!({}),
+        );
+    };
+    let conn = c.connect.expect("checked").t_ns;
+    let child =
+        server_of(cap, c).and_then(|s| entered_from(s, TcpState::Listen, TcpState::SynRecv));
+    let (send_start, send_end) = (
+        cap.marks.get("client_send_start").copied(),
+        cap.marks.get("client_send_end").copied(),
+    );
+    let synacks: Vec<u64> = synack_retransmits(cap, c)
+        .into_iter()
+        .filter(|&t| t >= conn && child.is_none_or(|ch| t < ch))
+        .collect();
+    let evidence = json!({
+        "client": tuple(c),
+        "connect_return_ns": conn,
+        "child_syn_recv_ns": child,
+        "client_send_start_ns": send_start,
+        "client_send_end_ns": send_end,
+        "synack_retransmits_before_child_ns": synacks,
+        "not_shown": "SYN/SYN-ACK payload sizes",
+    });
+    let (Some(child), Some(ss), Some(se)) = (child, send_start, send_end) else {
+        return fail(
+            ID,
+            "the child's creation or the client's send() timestamps are missing",
+            evidence,
+        );
+    };
+    let holds = !synacks.is_empty()
+        && conn < ss
+        && child >= ss
+        && child <= se.saturating_add(SEND_TO_CHILD_MAX_NS);
+    let text = if holds {
+        format!(
+            "the server's child was created {:.2} ms after the client's first send() began, {:.2} s after connect() returned; the {} SYN-ACK retransmit(s) before it show the pure ACK never arrived, so the data segment was the third step; {not_shown}",
+            ms(d(ss, child)),
+            ms(d(conn, child)) / 1e3,
+            synacks.len()
+        )
+    } else if synacks.is_empty() {
+        format!(
+            "no SYN-ACK retransmit before the child appeared: the pure ACK may have completed the handshake; {not_shown}"
+        )
+    } else {
+        format!(
+            "the child was created {:.2} ms from the client's send() start, not by the data segment; {not_shown}",
+            ms(d(ss, child))
+        )
+    };
+    Verdict {
+        id: ID,
+        holds,
+        evidence,
+        text,
+    }
+}
+
+/// C2: after the handshake both ends are ESTABLISHED (before either closes).
+pub fn c2(cap: &Capture) -> Verdict {
+    const ID: &str = "C2";
+    let mut pairs = Vec::new();
+    let mut ok = true;
+    let mut text = String::new();
+    for c in clients(cap) {
+        let Some(s) = server_of(cap, c) else { continue };
+        let c_est = entered_from(c, TcpState::SynSent, TcpState::Established);
+        let s_est = entered_from(s, TcpState::SynRecv, TcpState::Established);
+        let first_close = [c, s]
+            .iter()
+            .flat_map(|x| x.states.iter().skip(1))
+            .filter(|e| {
+                matches!(
+                    e.state,
+                    TcpState::FinWait1 | TcpState::CloseWait | TcpState::Close | TcpState::LastAck
+                )
+            })
+            .map(|e| e.t_ns)
+            .min();
+        let pair_ok = match (c_est, s_est) {
+            (Some(a), Some(b)) => first_close.is_none_or(|fc| a.max(b) < fc),
+            _ => false,
+        };
+        if pair_ok && text.is_empty() {
+            let both = c_est.unwrap_or(0).max(s_est.unwrap_or(0));
+            text = format!(
+                "client SYN_SENT→ESTABLISHED at +{:.3} ms, server child SYN_RECV→ESTABLISHED at +{:.3} ms; first close {}",
+                ms(d(c.first_ts_ns, c_est.unwrap_or(0))),
+                ms(d(c.first_ts_ns, s_est.unwrap_or(0))),
+                match first_close {
+                    Some(fc) => format!("{:.2} ms after both were ESTABLISHED", ms(d(both, fc))),
+                    None => "not seen".to_string(),
+                }
+            );
+        }
+        ok &= pair_ok;
+        pairs.push(json!({
+            "client": tuple(c),
+            "client_states": transitions(c),
+            "server_states": transitions(s),
+            "client_established_ns": c_est,
+            "server_established_ns": s_est,
+            "first_close_ns": first_close,
+        }));
+    }
+    let holds = ok && !pairs.is_empty();
+    if !holds {
+        text = if pairs.is_empty() {
+            "no client/server pair captured".to_string()
+        } else {
+            "an end was not ESTABLISHED (SYN_SENT→ESTABLISHED / SYN_RECV→ESTABLISHED) before the first close".to_string()
+        };
+    }
+    Verdict {
+        id: ID,
+        holds,
+        evidence: json!({ "connections": pairs }),
+        text,
+    }
+}
+
+/// One end's teardown as the transitions show it.
+fn active_tw(c: &Connection) -> Option<u64> {
+    c.state_ts(TcpState::FinWait1)?;
+    entered_from(c, TcpState::FinWait2, TcpState::Close)
+        .or_else(|| entered_from(c, TcpState::Closing, TcpState::Close))
+}
+
+fn passive_ok(c: &Connection) -> bool {
+    c.state_ts(TcpState::FinWait1).is_none()
+        && entered_from(c, TcpState::Established, TcpState::CloseWait).is_some()
+        && entered_from(c, TcpState::CloseWait, TcpState::LastAck).is_some()
+        && entered_from(c, TcpState::LastAck, TcpState::Close).is_some()
+}
+
+/// The (client, server) pairs that both closed, with the active closer first.
+fn closed_pairs(cap: &Capture) -> Vec<(&Connection, &Connection)> {
+    let mut v = Vec::new();
+    for c in clients(cap) {
+        let Some(s) = server_of(cap, c) else { continue };
+        match (
+            c.state_ts(TcpState::FinWait1),
+            s.state_ts(TcpState::FinWait1),
+        ) {
+            (Some(a), Some(b)) if b < a => v.push((s, c)),
+            (Some(_), _) => v.push((c, s)),
+            (None, Some(_)) => v.push((s, c)),
+            (None, None) => {}
+        }
+    }
+    v
+}
+
+/// C9: only the active closer goes through TIME_WAIT.
+pub fn c9(cap: &Capture) -> Verdict {
+    const ID: &str = "C9";
+    let pairs = closed_pairs(cap);
+    let mut ev = Vec::new();
+    let (mut client_active, mut server_active, mut ok) = (0, 0, true);
+    for (a, p) in &pairs {
+        let tw = active_tw(a);
+        let pok = passive_ok(p) && active_tw(p).is_none();
+        // FIN_WAIT2 → CLOSE alone is also what an orphaned FIN_WAIT2 socket does when
+        // it hands over to a FIN_WAIT2 timewait sock, so TIME_WAIT proper is taken
+        // from sock_diag: the active closer's 4-tuple listed in state time-wait after
+        // the close, the passive closer's never.
+        let listed = tw.is_some_and(|t| diag_entry(cap, a, t).is_some());
+        let passive_listed = diag_listed(cap, p);
+        ok &= tw.is_some() && pok && listed && !passive_listed;
+        if tw.is_some() && pok && listed && !passive_listed {
+            match a.role {
+                Role::Client => client_active += 1,
+                _ => server_active += 1,
+            }
+        }
+        ev.push(json!({
+            "active": a.role.name(),
+            "active_tuple": tuple(a),
+            "active_states": transitions(a),
+            "active_time_wait_ns": tw,
+            "active_in_sock_diag_time_wait": listed,
+            "passive_states": transitions(p),
+            "passive_last_ack_close": pok,
+            "passive_in_sock_diag_time_wait": passive_listed,
+        }));
+    }
+    let holds = ok && client_active > 0 && server_active > 0;
+    let text = if holds {
+        format!(
+            "in {} teardowns ({client_active} client-first, {server_active} server-first) the end that sent the first FIN went FIN_WAIT1→…→CLOSE and sock_diag then listed its 4-tuple in TIME_WAIT; the other went CLOSE_WAIT→LAST_ACK→CLOSE and was never listed",
+            pairs.len()
+        )
+    } else if !ok {
+        "a teardown did not follow active→TIME_WAIT (transitions and sock_diag) / passive→LAST_ACK→CLOSE, never in TIME_WAIT".to_string()
+    } else {
+        format!(
+            "need teardowns with both close orders; saw {client_active} client-first and {server_active} server-first"
+        )
+    };
+    Verdict {
+        id: ID,
+        holds,
+        evidence: json!({ "teardowns": ev }),
+        text,
+    }
+}
+
+fn sock(a: Option<IpAddr>, p: u16) -> Option<SocketAddr> {
+    a.map(|a| SocketAddr::new(a, p))
+}
+
+/// The sock_diag TIME_WAIT entry of `c`'s 4-tuple queried after `after_ns`.
+fn diag_entry<'a>(
+    cap: &'a Capture,
+    c: &Connection,
+    after_ns: u64,
+) -> Option<&'a super::capture::TimeWaitEntry> {
+    let (l, r) = (sock(c.saddr, c.sport), sock(c.daddr, c.dport));
+    cap.time_wait
+        .iter()
+        .find(|e| Some(e.local) == l && Some(e.remote) == r && e.t_ns >= after_ns)
+}
+
+/// `c`'s 4-tuple was ever listed in TIME_WAIT by sock_diag.
+fn diag_listed(cap: &Capture, c: &Connection) -> bool {
+    diag_entry(cap, c, 0).is_some()
+}
+
+/// Bounds of the TIME_WAIT timer sock_diag must report right after the close.
+const TW_MIN_S: u64 = 50;
+const TW_MAX_S: u64 = 60;
+
+/// C11: TIME_WAIT lasts 2 MSL (60 s on Linux): sock_diag shows the active closer's
+/// 4-tuple in TIME_WAIT with 50–60 s left right after the close, and not the passive's.
+pub fn c11(cap: &Capture) -> Verdict {
+    const ID: &str = "C11";
+    let mut ev = Vec::new();
+    let mut ok = true;
+    let mut timers = Vec::new();
+    let pairs = closed_pairs(cap);
+    for (a, p) in &pairs {
+        let Some(tw_t) = active_tw(a) else {
+            ok = false;
+            continue;
+        };
+        let entry = diag_entry(cap, a, tw_t);
+        let passive_listed = diag_listed(cap, p);
+        let good =
+            entry.is_some_and(|e| (TW_MIN_S..=TW_MAX_S).contains(&e.timer_s)) && !passive_listed;
+        ok &= good;
+        if let Some(e) = entry {
+            timers.push((e.timer_s, ms(d(tw_t, e.t_ns))));
+        }
+        ev.push(json!({
+            "active": a.role.name(),
+            "active_tuple": tuple(a),
+            "entered_time_wait_ns": tw_t,
+            "sock_diag": entry,
+            "passive_in_time_wait": passive_listed,
+        }));
+    }
+    let holds = ok && !pairs.is_empty();
+    let text = if holds {
+        format!(
+            "sock_diag listed each active closer's 4-tuple in TIME_WAIT with {} left (queried {} ms after it entered), the passive closer's never",
+            timers
+                .iter()
+                .map(|t| format!("{} s", t.0))
+                .collect::<Vec<_>>()
+                .join(", "),
+            timers
+                .iter()
+                .map(|t| format!("{:.0}", t.1))
+                .collect::<Vec<_>>()
+                .join(", "),
+        )
+    } else if pairs.is_empty() {
+        "no closed connection captured".to_string()
+    } else {
+        format!(
+            "an active closer was not in TIME_WAIT with {TW_MIN_S}–{TW_MAX_S} s left (or the passive closer was)"
+        )
+    };
+    Verdict {
+        id: ID,
+        holds,
+        evidence: json!({ "teardowns": ev, "time_wait_sockets": cap.time_wait }),
+        text,
+    }
+}
+
+/// C3: unanswered SYN-ACKs are retransmitted with growing gaps, up to
+/// `tcp_synack_retries`; then the request is gone (the client's data gets a RST and
+/// no child socket was ever created).
+pub fn c3(cap: &Capture) -> Verdict {
+    const ID: &str = "C3";
+    let max: Option<u32> = cap
+        .sysctls
+        .get("server:net.ipv4.tcp_synack_retries")
+        .and_then(|v| v.parse().ok());
+    let Some(c) = clients(cap).find(|c| c.connect.is_some_and(|r| r.ret == 0)) else {
+        return fail(
+            ID,
+            "no client connection whose connect() returned 0 was captured",
+            json!({}),
+        );
+    };
+    let est = entered_from(c, TcpState::SynSent, TcpState::Established).unwrap_or(c.first_ts_ns);
+    let rtx = synack_retransmits(cap, c);
+    let mut gaps = Vec::new();
+    let mut prev = est;
+    for &t in &rtx {
+        gaps.push(d(prev, t));
+        prev = t;
+    }
+    let growing = gaps.windows(2).all(|w| w[1] > w[0]);
+    let child = server_of(cap, c).and_then(|s| s.state_ts(TcpState::SynRecv));
+    let last = rtx.last().copied();
+    let reset = cap
+        .events
+        .iter()
+        .filter(|e| e.kind == EventKind::ResetReceived && e.skaddr == c.skaddr)
+        .map(|e| e.ts_ns)
+        .find(|&t| last.is_some_and(|l| t > l));
+    let evidence = json!({
+        "client": tuple(c),
+        "tcp_synack_retries": max,
+        "synack_retransmits_ns": rtx,
+        "gaps_ms": gaps.iter().map(|&g| ms(g)).collect::<Vec<_>>(),
+        "child_created_ns": child,
+        "client_reset_received_ns": reset,
+    });
+    let Some(max) = max else {
+        return fail(
+            ID,
+            "tcp_synack_retries of the server namespace unknown",
+            evidence,
+        );
+    };
+    let holds = rtx.len() == max as usize && growing && child.is_none() && reset.is_some();
+    let text = if holds {
+        format!(
+            "{} SYN-ACK retransmits (= net.ipv4.tcp_synack_retries) at gaps of {} ms; no child socket was ever created, and the client's later data got a RST {:.2} s after the last retransmit: the request was gone",
+            rtx.len(),
+            gaps.iter()
+                .map(|&g| format!("{:.0}", ms(g)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            ms(d(last.unwrap_or(0), reset.unwrap_or(0))) / 1e3
+        )
+    } else if rtx.len() != max as usize {
+        format!(
+            "{} SYN-ACK retransmits, tcp_synack_retries is {max}",
+            rtx.len()
+        )
+    } else if !growing {
+        "SYN-ACK retransmit gaps did not grow".to_string()
+    } else if child.is_some() {
+        "a child socket was created: the request completed".to_string()
+    } else {
+        "the client got no RST after the last SYN-ACK retransmit: removal of the request not shown"
+            .to_string()
+    };
+    Verdict {
+        id: ID,
+        holds,
+        evidence,
+        text,
+    }
+}
+
+/// C10: half-close — after the client's FIN it still receives; the connection is
+/// fully closed only after both FINs.
+pub fn c10(cap: &Capture) -> Verdict {
+    const ID: &str = "C10";
+    let recv_t = cap.marks.get("client_recv_after_fin").copied();
+    let recv_bytes = cap
+        .marks
+        .get("client_recv_after_fin_bytes")
+        .copied()
+        .unwrap_or(0);
+    let Some(c) = clients(cap).find(|c| c.state_ts(TcpState::FinWait1).is_some()) else {
+        return fail(ID, "no client that sent a FIN was captured", json!({}));
+    };
+    let Some(s) = server_of(cap, c) else {
+        return fail(ID, format!("no server child for {}", tuple(c)), json!({}));
+    };
+    let c_fin = entered_from(c, TcpState::Established, TcpState::FinWait1);
+    let c_fw2 = entered_from(c, TcpState::FinWait1, TcpState::FinWait2);
+    let s_cw = entered_from(s, TcpState::Established, TcpState::CloseWait);
+    let s_la = entered_from(s, TcpState::CloseWait, TcpState::LastAck);
+    let c_close = entered_from(c, TcpState::FinWait2, TcpState::Close);
+    let s_close = entered_from(s, TcpState::LastAck, TcpState::Close);
+    let state_at_recv = recv_t.and_then(|t| c.state_at(t));
+    let server_at_recv = recv_t.and_then(|t| s.state_at(t));
+    let evidence = json!({
+        "client": tuple(c),
+        "client_states": transitions(c),
+        "server_states": transitions(s),
+        "client_fin_wait1_ns": c_fin,
+        "server_close_wait_ns": s_cw,
+        "client_recv_after_fin_ns": recv_t,
+        "client_recv_after_fin_bytes": recv_bytes,
+        "client_state_at_recv": state_at_recv.map(|x| x.name()),
+        "server_state_at_recv": server_at_recv.map(|x| x.name()),
+        "server_last_ack_ns": s_la,
+        "client_close_ns": c_close,
+        "server_close_ns": s_close,
+    });
+    let (Some(fin), Some(_), Some(cw), Some(la), Some(cc), Some(sc), Some(rt)) =
+        (c_fin, c_fw2, s_cw, s_la, c_close, s_close, recv_t)
+    else {
+        return fail(
+            ID,
+            "a step is missing (client FIN_WAIT1→FIN_WAIT2→CLOSE, server CLOSE_WAIT→LAST_ACK→CLOSE, or the client's read after its FIN)",
+            evidence,
+        );
+    };
+    let holds = recv_bytes > 0
+        && rt > fin
+        && matches!(state_at_recv, Some(TcpState::FinWait1 | TcpState::FinWait2))
+        && server_at_recv == Some(TcpState::CloseWait)
+        && cc > la
+        && sc > la;
+    let text = if holds {
+        format!(
+            "after its FIN (FIN_WAIT1 at +0 ms) the client read {recv_bytes} bytes at +{:.2} ms while in {} (server in CLOSE_WAIT since +{:.2} ms); it closed only after the server's FIN (LAST_ACK at +{:.2} ms), both ends CLOSE at +{:.2} / +{:.2} ms",
+            ms(d(fin, rt)),
+            state_at_recv.map_or("?", |x| x.name()),
+            ms(d(fin, cw)),
+            ms(d(fin, la)),
+            ms(d(fin, cc)),
+            ms(d(fin, sc)),
+        )
+    } else {
+        "the client did not receive data while half-closed, or closed before the server's FIN"
+            .to_string()
+    };
+    Verdict {
+        id: ID,
+        holds,
+        evidence,
+        text,
+    }
+}
+
+/// FIN retransmits (in LAST_ACK) and resets received of a passive closer.
+fn last_ack_story(cap: &Capture, s: &Connection) -> (Vec<u64>, Vec<u64>) {
+    let la = s.state_ts(TcpState::LastAck).unwrap_or(u64::MAX);
+    let fin_rtx = cap
+        .events
+        .iter()
+        .filter(|e| e.skaddr == s.skaddr && e.ts_ns >= la && e.ts_ns <= s.last_ts_ns)
+        .filter(|e| {
+            e.kind
+                == EventKind::Retransmit {
+                    state: TcpState::LastAck,
+                }
+        })
+        .map(|e| e.ts_ns)
+        .collect();
+    let resets = cap
+        .events
+        .iter()
+        .filter(|e| e.skaddr == s.skaddr && e.ts_ns >= la && e.ts_ns <= s.last_ts_ns)
+        .filter(|e| e.kind == EventKind::ResetReceived)
+        .map(|e| e.ts_ns)
+        .collect();
+    (fin_rtx, resets)
+}
+
+/// C12: TIME_WAIT lets the passive closer close properly. With the last ACK lost, the
+/// passive closer retransmits its FIN; if the active closer kept no TIME_WAIT it gets a
+/// RST back, if it did, its FIN is acknowledged and it closes without one.
+pub fn c12(cap: &Capture) -> Verdict {
+    const ID: &str = "C12";
+    let mut rounds = Vec::new();
+    let (mut reset_case, mut clean_case) = (None, None);
+    for (a, p) in closed_pairs(cap) {
+        if p.role != Role::Server {
+            continue;
+        }
+        let (fin_rtx, resets) = last_ack_story(cap, p);
+        let la_close = entered_from(p, TcpState::LastAck, TcpState::Close);
+        let in_tw = diag_listed(cap, a);
+        let first_rtx = fin_rtx.first().copied();
+        let reset_after_rtx = resets
+            .iter()
+            .copied()
+            .find(|&r| first_rtx.is_some_and(|f| r > f));
+        if first_rtx.is_some() && la_close.is_some() {
+            if !in_tw && reset_after_rtx.is_some() && reset_case.is_none() {
+                reset_case = Some((
+                    fin_rtx.len(),
+                    ms(d(first_rtx.unwrap_or(0), reset_after_rtx.unwrap_or(0))),
+                ));
+            }
+            if in_tw && resets.is_empty() && clean_case.is_none() {
+                clean_case = Some(fin_rtx.len());
+            }
+        }
+        rounds.push(json!({
+            "active": tuple(a),
+            "active_in_sock_diag_time_wait": in_tw,
+            "passive_states": transitions(p),
+            "passive_fin_retransmits_ns": fin_rtx,
+            "passive_resets_received_ns": resets,
+            "passive_last_ack_close_ns": la_close,
+        }));
+    }
+    let holds = reset_case.is_some() && clean_case.is_some();
+    let text = match (reset_case, clean_case) {
+        (Some((n1, rst_ms)), Some(n2)) => format!(
+            "last ACK dropped: with no TIME_WAIT at the active closer the passive closer retransmitted its FIN ({n1}×) and got a RST {rst_ms:.2} ms after the first retransmit (LAST_ACK→CLOSE by reset — an error had its application still been waiting); with the active closer in TIME_WAIT its FIN retransmit ({n2}×) was acknowledged and LAST_ACK→CLOSE came without a reset"
+        ),
+        (None, _) => "no round where a passive closer's FIN retransmit in LAST_ACK got a RST from an active closer without TIME_WAIT".to_string(),
+        (_, None) => "no round where the active closer was in TIME_WAIT and the passive closer's retransmitted FIN was acknowledged without a reset".to_string(),
+    };
+    Verdict {
+        id: ID,
+        holds,
+        evidence: json!({ "rounds": rounds, "sysctls": cap.sysctls }),
+        text,
+    }
+}

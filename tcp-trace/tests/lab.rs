@@ -1,0 +1,122 @@
+//! `tcp-trace lab`: every scenario, IPv4 and IPv6, through the binary; every claim
+//! line it prints must hold. Privileged: real namespaces, nftables and eBPF.
+use std::process::Command;
+
+use serde_json::Value;
+
+const TRACER: &str = env!("CARGO_BIN_EXE_tcp-trace");
+
+/// Same gate as tests/live.rs: run as root; with TCP_TRACE_PRIVILEGED_TESTS=1 lacking
+/// root is a failure, otherwise a loud skip.
+fn require_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let required = std::env::var("TCP_TRACE_PRIVILEGED_TESTS").is_ok_and(|v| v == "1");
+    if root {
+        return true;
+    }
+    if required {
+        panic!("{test}: TCP_TRACE_PRIVILEGED_TESTS=1 but not running as root");
+    }
+    eprintln!("SKIPPED {test}: needs root (run `cargo xtask test`)");
+    false
+}
+
+/// Runs `tcp-trace lab SCENARIO --json [-6]`, asserts exit 0, every expected claim
+/// present and every claim line holding.
+fn lab(scenario: &str, ipv6: bool, claims: &[&str]) {
+    let mut cmd = Command::new(TRACER);
+    cmd.args(["lab", scenario, "--json"]);
+    if ipv6 {
+        cmd.arg("-6");
+    }
+    let out = cmd.output().expect("run tcp-trace lab");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<Value> = stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect();
+    let claim_lines: Vec<&Value> = lines.iter().filter(|l| l["type"] == "claim").collect();
+    for c in &claim_lines {
+        assert_eq!(
+            c["holds"], true,
+            "{scenario} (ipv6={ipv6}): claim {} does not hold: {}\n{c:#}\nstderr:\n{stderr}",
+            c["id"], c["text"]
+        );
+        assert_eq!(c["evidence"]["lost_events"], 0, "{c}");
+    }
+    for id in claims {
+        assert!(
+            claim_lines.iter().any(|c| c["id"] == *id),
+            "{scenario} (ipv6={ipv6}): no verdict for {id}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        );
+    }
+    assert!(
+        lines.iter().any(|l| l["type"] == "connection"),
+        "{scenario}: no connection lines"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{scenario} (ipv6={ipv6}) exit code\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+}
+
+macro_rules! lab_test {
+    ($v4:ident, $v6:ident, $scenario:literal, [$($claim:literal),*]) => {
+        #[test]
+        fn $v4() {
+            if require_root(stringify!($v4)) {
+                lab($scenario, false, &[$($claim),*]);
+            }
+        }
+        #[test]
+        fn $v6() {
+            if require_root(stringify!($v6)) {
+                lab($scenario, true, &[$($claim),*]);
+            }
+        }
+    };
+}
+
+lab_test!(
+    connect_vs_accept_v4,
+    connect_vs_accept_v6,
+    "connect-vs-accept",
+    ["C13", "C1"]
+);
+lab_test!(handshake_v4, handshake_v6, "handshake", ["C2"]);
+lab_test!(time_wait_v4, time_wait_v6, "time-wait", ["C9", "C11"]);
+lab_test!(half_close_v4, half_close_v6, "half-close", ["C10"]);
+lab_test!(lost_last_ack_v4, lost_last_ack_v6, "lost-last-ack", ["C12"]);
+lab_test!(
+    synack_retries_v4,
+    synack_retries_v6,
+    "synack-retries",
+    ["C3"]
+);
+
+#[test]
+fn list_and_unknown_scenario() {
+    let out = Command::new(TRACER).args(["lab", "list"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let s = String::from_utf8_lossy(&out.stdout);
+    for name in [
+        "connect-vs-accept",
+        "handshake",
+        "time-wait",
+        "half-close",
+        "lost-last-ack",
+        "synack-retries",
+    ] {
+        assert!(s.contains(name), "{s}");
+    }
+    let out = Command::new(TRACER)
+        .args(["lab", "no-such"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("connect-vs-accept"));
+}
