@@ -132,6 +132,52 @@ pub struct ListenerInfo {
     pub half_open_requests: Vec<HalfOpenRequest>,
 }
 
+/// What the other end of a connection shows about its FIN, for
+/// [`Connection::resolve_time_wait`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PeerView {
+    /// When the peer sent its FIN (its first FIN_WAIT1 or LAST_ACK entry); 0 when it
+    /// had sent it before the trace started.
+    pub fin_ts: Option<u64>,
+    /// The peer received a reset after sending its FIN.
+    pub reset_after_fin: bool,
+    /// Nothing more can be learnt: the peer's record is complete (closed, or open at
+    /// the end of the run), or our timewait socket's lifetime has passed.
+    pub settled: bool,
+    /// The peer's history is known up to this time.
+    pub known_until: u64,
+}
+
+impl PeerView {
+    /// The view of `peer` (finished or still being built). An evicted record is known
+    /// only up to its last event.
+    pub(crate) fn of(peer: &Connection, settled: bool) -> PeerView {
+        use TcpState::*;
+        let fin_ts = peer
+            .states
+            .iter()
+            .skip(1)
+            .find(|e| matches!(e.state, FinWait1 | LastAck))
+            .map(|e| e.t_ns)
+            .or_else(|| {
+                let first = peer.states.first()?.state;
+                let past_fin = matches!(first, FinWait1 | FinWait2 | Closing | LastAck | TimeWait);
+                (peer.open_before_start && past_fin).then_some(0)
+            });
+        PeerView {
+            fin_ts,
+            reset_after_fin: fin_ts
+                .is_some_and(|f| peer.reset_received_ts_ns.iter().any(|&t| t >= f)),
+            settled: settled && !peer.evicted,
+            known_until: if peer.evicted {
+                peer.last_ts_ns
+            } else {
+                u64::MAX
+            },
+        }
+    }
+}
+
 /// One connection (one generation of one kernel socket), as emitted by the correlator.
 ///
 /// Field names are a stable contract (DESIGN §4): add fields, never rename.
@@ -186,11 +232,26 @@ pub struct Connection {
     pub reset_sent_ts_ns: Vec<u64>,
     pub resets_received: u32,
     pub reset_received_ts_ns: Vec<u64>,
-    /// Entered TIME_WAIT: FIN_WAIT2 → CLOSE or CLOSING → CLOSE without a reset (or a
-    /// TIME_WAIT transition, should a kernel report one).
+    /// Entered TIME_WAIT (see `docs/json-schema.md` for the rules). FIN_WAIT2/CLOSING →
+    /// CLOSE without a reset hands the socket over to a timewait socket; with the peer on
+    /// this host the peer's FIN decides whether that was TIME_WAIT or FIN_WAIT2 (see
+    /// `fin_wait2_handover`); without it, FIN_WAIT2 → CLOSE counts as TIME_WAIT and
+    /// `time_wait_certain` is false. No tracepoint here shows a kernel that had no
+    /// timewait bucket (`tcp_max_tw_buckets`).
     pub time_wait: bool,
-    /// t_ns of the TIME_WAIT entry.
+    /// t_ns of the TIME_WAIT entry: the CLOSE, or after a FIN_WAIT2 handover the time
+    /// the peer sent its FIN (its FIN_WAIT1/LAST_ACK entry; arrival is a one-way delay
+    /// later).
     pub time_wait_t_ns: Option<u64>,
+    /// The FIN_WAIT2 → CLOSE came before the peer's FIN: the full socket was replaced by
+    /// a timewait socket still in FIN_WAIT2 (an orphan whose FIN was ACKed, `close()` in
+    /// FIN_WAIT2, the FIN_WAIT2 timer). Only known with the peer visible.
+    pub fin_wait2_handover: bool,
+    /// `time_wait` / `fin_wait2_handover` were established from what the trace shows
+    /// (the peer's FIN or its absence, a CLOSING) rather than assumed. False for
+    /// FIN_WAIT2 → CLOSE without the peer: TIME_WAIT (its FIN came, e.g. with the ACK
+    /// of ours) and a FIN_WAIT2 handover look the same there.
+    pub time_wait_certain: bool,
     /// Sent the first FIN (entered FIN_WAIT1).
     pub active_close: bool,
     /// Reached ESTABLISHED.
@@ -224,6 +285,10 @@ pub struct Connection {
     pub listener_id: Option<u64>,
     /// Listener only.
     pub listener: Option<ListenerInfo>,
+    /// Client without a peer: the half-open request of a listener on this host that
+    /// answered it (mirrored 4-tuple) and never became a child socket, with its SYN-ACK
+    /// retransmits (also counted on the listener, not here).
+    pub peer_request: Option<HalfOpenRequest>,
     /// cgroup v2 id of the owner (from process-context events).
     pub cgroup_id: Option<u64>,
     /// Filled by the container enrichment stage (null on the host / until then).
@@ -269,6 +334,8 @@ impl Connection {
             reset_received_ts_ns: Vec::new(),
             time_wait: false,
             time_wait_t_ns: None,
+            fin_wait2_handover: false,
+            time_wait_certain: true,
             active_close: false,
             established: false,
             outcome: Outcome::Open,
@@ -287,6 +354,7 @@ impl Connection {
             peer: None,
             listener_id: None,
             listener: (role == Role::Listener).then(ListenerInfo::default),
+            peer_request: None,
             cgroup_id: None,
             netns: None,
             container_id: None,
@@ -380,24 +448,20 @@ impl Connection {
         self.established = est.is_some();
         self.active_close = self.state_ts(TcpState::FinWait1).is_some();
 
-        // TIME_WAIT: FIN_WAIT2/CLOSING → CLOSE not caused by a reset, or a TIME_WAIT state.
-        self.time_wait = false;
-        self.time_wait_t_ns = None;
-        for pair in self.states.windows(2) {
-            let (prev, next) = (pair[0], pair[1]);
-            let tw = match (prev.state, next.state) {
-                (_, TcpState::TimeWait) => true,
-                (TcpState::FinWait2 | TcpState::Closing, TcpState::Close) => !self
-                    .reset_received_ts_ns
-                    .iter()
-                    .chain(&self.reset_sent_ts_ns)
-                    .any(|&t| t >= prev.t_ns && t <= next.t_ns),
-                _ => false,
-            };
-            if tw {
+        // TIME_WAIT as far as this socket alone shows: FIN_WAIT2/CLOSING → CLOSE not
+        // caused by a reset, or a TIME_WAIT state. FIN_WAIT2 → CLOSE alone may also be a
+        // handover in FIN_WAIT2: uncertain until `resolve_time_wait` sees the peer.
+        self.fin_wait2_handover = false;
+        match self.timewait_close() {
+            Some((prev, t)) => {
                 self.time_wait = true;
-                self.time_wait_t_ns = Some(next.t_ns);
-                break;
+                self.time_wait_t_ns = Some(t);
+                self.time_wait_certain = prev != TcpState::FinWait2;
+            }
+            None => {
+                self.time_wait = false;
+                self.time_wait_t_ns = None;
+                self.time_wait_certain = true;
             }
         }
 
@@ -452,6 +516,67 @@ impl Connection {
         self.close_wait_ns = self.time_in(TcpState::CloseWait);
 
         self.outcome = self.classify(closed, evicted);
+    }
+
+    /// The transition that handed the socket to a timewait socket: (state before, t_ns)
+    /// of the first FIN_WAIT2/CLOSING → CLOSE without a reset between, or of a
+    /// TIME_WAIT entry (then the state before is TIME_WAIT).
+    pub fn timewait_close(&self) -> Option<(TcpState, u64)> {
+        self.states.windows(2).find_map(|pair| {
+            let (prev, next) = (pair[0], pair[1]);
+            let tw = match (prev.state, next.state) {
+                (_, TcpState::TimeWait) => return Some((TcpState::TimeWait, next.t_ns)),
+                (TcpState::FinWait2 | TcpState::Closing, TcpState::Close) => !self
+                    .reset_received_ts_ns
+                    .iter()
+                    .chain(&self.reset_sent_ts_ns)
+                    .any(|&t| t >= prev.t_ns && t <= next.t_ns),
+                _ => false,
+            };
+            tw.then_some((prev.state, next.t_ns))
+        })
+    }
+
+    /// Corrects `time_wait`, `time_wait_t_ns`, `fin_wait2_handover` and
+    /// `time_wait_certain` of a FIN_WAIT2 → CLOSE with what the peer on this host shows
+    /// (call after [`Connection::finish`]). Without a usable peer view nothing changes.
+    ///
+    /// - The peer sent its FIN (FIN_WAIT1/LAST_ACK entry) at or before our CLOSE: the
+    ///   FIN made the CLOSE, which entered TIME_WAIT.
+    /// - It sent it later: the CLOSE was a handover in FIN_WAIT2 and TIME_WAIT began
+    ///   when the FIN arrived (its send time is recorded), unless a reset answered that
+    ///   FIN (no socket took it: no timewait socket, no TIME_WAIT).
+    /// - It never sent one while its history is known past our CLOSE: handover, no
+    ///   TIME_WAIT (certain only once the peer's record is complete).
+    pub(crate) fn resolve_time_wait(&mut self, peer: Option<PeerView>) {
+        let Some((TcpState::FinWait2, tc)) = self.timewait_close() else {
+            return;
+        };
+        let Some(v) = peer else {
+            return;
+        };
+        match v.fin_ts {
+            Some(tf) if tf <= tc => {
+                self.time_wait = true;
+                self.time_wait_t_ns = Some(tc);
+                self.fin_wait2_handover = false;
+                self.time_wait_certain = true;
+            }
+            Some(tf) => {
+                self.fin_wait2_handover = true;
+                self.time_wait = !v.reset_after_fin;
+                self.time_wait_t_ns = self.time_wait.then_some(tf);
+                self.time_wait_certain = v.settled || v.reset_after_fin;
+            }
+            None if v.known_until >= tc => {
+                self.fin_wait2_handover = true;
+                self.time_wait = false;
+                self.time_wait_t_ns = None;
+                self.time_wait_certain = v.settled;
+            }
+            // The peer's history ends before our CLOSE (evicted): as without it.
+            None => {}
+        }
     }
 
     /// Time between entering `state` and the next transition.

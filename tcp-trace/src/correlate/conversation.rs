@@ -1,7 +1,8 @@
 //! Both ends of one TCP connection on this host, grouped for the ladder view.
 use std::collections::HashMap;
 
-use super::connection::{Connection, Role};
+use super::connection::{Connection, HalfOpenRequest, Role};
+use super::norm;
 
 /// One TCP connection seen from the client end, the server end, or both.
 /// A socket whose role is unknown is put on the client side.
@@ -59,8 +60,33 @@ impl Conversation {
 }
 
 /// Groups connections into conversations through their `peer` ids. Listeners are
-/// left out. The result is ordered by first timestamp, then id.
-pub fn conversations(conns: Vec<Connection>) -> Vec<Conversation> {
+/// left out, but a client without a peer that lacks its `peer_request` (the correlator
+/// fills it while the listener is tracked) gets it from a listener's
+/// `half_open_requests` here: same mirrored 4-tuple, first SYN-ACK retransmit within
+/// the client's lifetime. The result is ordered by first timestamp, then id.
+pub fn conversations(mut conns: Vec<Connection>) -> Vec<Conversation> {
+    let requests: Vec<&HalfOpenRequest> = conns
+        .iter()
+        .filter_map(|c| c.listener.as_ref())
+        .flat_map(|l| &l.half_open_requests)
+        .collect();
+    let found: Vec<(usize, HalfOpenRequest)> = if requests.is_empty() {
+        Vec::new()
+    } else {
+        conns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.role == Role::Client && c.peer.is_none())
+            .filter(|(_, c)| c.peer_request.is_none())
+            .filter_map(|(k, c)| {
+                let r = requests.iter().find(|r| answers(r, c))?;
+                Some((k, (*r).clone()))
+            })
+            .collect()
+    };
+    for (k, r) in found {
+        conns[k].peer_request = Some(r);
+    }
     let mut joiner = ConversationJoiner::default();
     let mut out = Vec::new();
     for c in conns {
@@ -73,9 +99,24 @@ pub fn conversations(conns: Vec<Connection>) -> Vec<Conversation> {
     out
 }
 
+/// `r` is the server side of client `c`: mirrored 4-tuple, first SYN-ACK retransmit
+/// between the client's first and last event.
+fn answers(r: &HalfOpenRequest, c: &Connection) -> bool {
+    let (Some(ca), Some(cd)) = (c.saddr, c.daddr) else {
+        return false;
+    };
+    let tuple = (norm(r.daddr), r.dport, norm(r.saddr), r.sport);
+    tuple == (norm(ca), c.sport, norm(cd), c.dport)
+        && c.sport != 0
+        && r.synack_retransmit_ts_ns
+            .first()
+            .is_some_and(|&t| t >= c.first_ts_ns && t <= c.last_ts_ns)
+}
+
 /// Streaming form of [`conversations`]: a connection whose peer has not been emitted
 /// yet waits here until it is (the correlator always emits both eventually, at the
-/// latest at flush or eviction).
+/// latest at flush or eviction). A client's `peer_request` is what the correlator
+/// attached.
 #[derive(Default, Debug)]
 pub struct ConversationJoiner {
     /// Waiting connections by their own id.

@@ -18,6 +18,14 @@
 //!   are reported on the listener as half-open requests.
 //! - A client and a server socket on this host with mirrored 4-tuples are linked
 //!   through `peer`; [`conversations`] groups them for the ladder view.
+//! - FIN_WAIT2 → CLOSE is a handover to a timewait socket, in TIME_WAIT only if the
+//!   peer's FIN had come. With the peer linked, such a connection is held past its
+//!   linger until the peer's record is complete (at most
+//!   [`DEFAULT_FIN_WAIT2_HOLD_NS`], the longest a FIN_WAIT2 timewait socket lives)
+//!   when the peer had not sent its FIN by then; `time_wait`, `time_wait_t_ns`,
+//!   `fin_wait2_handover` and `time_wait_certain` are then set from the peer's FIN.
+//! - A client without a peer gets the half-open request of a listener on this host
+//!   that answered it (`peer_request`), for the ladder.
 //! - Memory is bounded: at most `max_sockets` sockets and as many pending requests;
 //!   beyond that the least recently updated socket is emitted with `evicted: true`.
 mod connection;
@@ -34,6 +42,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
+use connection::PeerView;
 pub(crate) use connection::StackStr;
 pub use connection::{
     Connection, Endpoint, HalfOpenRequest, ListenerInfo, Outcome, PidSource, Role, StateEntry,
@@ -48,6 +57,11 @@ pub const DEFAULT_REORDER_WINDOW_NS: u64 = 20_000_000;
 /// How long a closed connection waits for late events (syscall returns, resets sent
 /// after the CLOSE) before it is emitted. Never less than the reorder window.
 pub const DEFAULT_CLOSE_LINGER_NS: u64 = 100_000_000;
+/// Longest a closed FIN_WAIT2 → CLOSE connection waits (from its CLOSE) for its peer's
+/// record to show whether the CLOSE entered TIME_WAIT: a timewait socket that took
+/// over in FIN_WAIT2 lives at most `TCP_TIMEWAIT_LEN` (60 s), so a later FIN cannot
+/// put it in TIME_WAIT.
+pub const DEFAULT_FIN_WAIT2_HOLD_NS: u64 = 60_000_000_000;
 
 /// Correlator settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,6 +166,12 @@ struct Slot {
     listen_port: Option<u16>,
     /// Child: its listener (slot, id).
     listener: Option<(usize, u64)>,
+    /// The peer socket on this host (slot, id).
+    peer: Option<(usize, u64)>,
+    /// What the peer showed when its record was emitted first.
+    peer_view: Option<PeerView>,
+    /// Closed, linger over, waiting for the peer (see `hold`).
+    held: bool,
 }
 
 impl Slot {
@@ -165,6 +185,9 @@ impl Slot {
             tuple_key: None,
             listen_port: None,
             listener: None,
+            peer: None,
+            peer_view: None,
+            held: false,
         }
     }
 }
@@ -216,6 +239,11 @@ pub struct Correlator {
     pending: HashMap<Tuple, PendingReq>,
     /// (deadline, slot, id) of closed connections, in close order.
     expiry: VecDeque<(u64, usize, u64)>,
+    /// (deadline, slot, id) of held connections (see `hold`), in hold order.
+    held: VecDeque<(u64, usize, u64)>,
+    hold_ns: u64,
+    /// In `flush`: the end of input, every record is as complete as it will be.
+    flushing: bool,
     finished: Vec<Connection>,
     next_id: u64,
     stats: Stats,
@@ -249,6 +277,9 @@ impl Correlator {
             listeners: HashMap::new(),
             pending: HashMap::new(),
             expiry: VecDeque::new(),
+            held: VecDeque::new(),
+            hold_ns: DEFAULT_FIN_WAIT2_HOLD_NS,
+            flushing: false,
             finished: Vec::new(),
             next_id: 1,
             stats: Stats::default(),
@@ -259,6 +290,13 @@ impl Correlator {
     /// window).
     pub fn with_close_linger_ns(mut self, ns: u64) -> Correlator {
         self.linger_ns = ns.max(self.cfg.reorder_window_ns);
+        self
+    }
+
+    /// Sets how long a FIN_WAIT2 → CLOSE connection may wait for its peer (from its
+    /// CLOSE; 0: not at all, decide at the end of the linger).
+    pub fn with_fin_wait2_hold_ns(mut self, ns: u64) -> Correlator {
+        self.hold_ns = ns;
         self
     }
 
@@ -304,6 +342,7 @@ impl Correlator {
         while let Some(Reverse(q)) = self.queue.pop() {
             self.apply(&q.ev);
         }
+        self.flushing = true;
         let mut live: Vec<(u64, usize)> = self
             .slots
             .iter()
@@ -312,10 +351,15 @@ impl Correlator {
             .map(|(i, s)| (s.conn.id, i))
             .collect();
         live.sort_unstable();
-        for (_, i) in live {
-            self.finalize(i, false);
+        for (id, i) in live {
+            // Finalizing a peer may already have emitted a held connection.
+            if self.slots[i].live && self.slots[i].conn.id == id {
+                self.finalize(i, false);
+            }
         }
+        self.flushing = false;
         self.expiry.clear();
+        self.held.clear();
         self.pending.clear();
         std::mem::take(&mut self.finished)
     }
@@ -366,10 +410,65 @@ impl Correlator {
             }
             self.expiry.pop_front();
             let s = &self.slots[i];
-            if s.live && s.conn.id == id && s.closed_at.is_some() {
-                self.finalize(i, false);
+            if s.live && s.conn.id == id && s.closed_at.is_some() && !s.held {
+                if let Some(until) = self.hold_until(i) {
+                    self.hold(i, until);
+                } else {
+                    self.finalize(i, false);
+                }
             }
         }
+        while let Some(&(deadline, i, id)) = self.held.front() {
+            if deadline >= now {
+                break;
+            }
+            self.held.pop_front();
+            let s = &self.slots[i];
+            if s.live && s.conn.id == id && s.held {
+                // A timewait socket in FIN_WAIT2 is gone by now: the peer's FIN can no
+                // longer make it TIME_WAIT.
+                self.finalize_with(i, false, true);
+            }
+        }
+    }
+
+    /// A closed connection whose FIN_WAIT2 → CLOSE needs its peer to tell TIME_WAIT
+    /// from a handover in FIN_WAIT2: until when to wait, or None when the peer already
+    /// tells (its FIN came first, its record is out) or is not on this host.
+    fn hold_until(&self, i: usize) -> Option<u64> {
+        let s = &self.slots[i];
+        if self.hold_ns == 0 || s.peer_view.is_some() {
+            return None;
+        }
+        let (TcpState::FinWait2, tc) = s.conn.timewait_close()? else {
+            return None;
+        };
+        let (j, jid) = s.peer?;
+        let p = &self.slots[j];
+        if !p.live || p.conn.id != jid {
+            return None;
+        }
+        match PeerView::of(&p.conn, false).fin_ts {
+            Some(tf) if tf <= tc => None,
+            _ => Some(tc.saturating_add(self.hold_ns)),
+        }
+    }
+
+    /// Keeps a closed connection out of the socket indexes (its address may be
+    /// reused) until its peer's record is emitted, `until`, or memory runs short.
+    fn hold(&mut self, i: usize, until: u64) {
+        let id = self.slots[i].conn.id;
+        let sk = self.slots[i].conn.skaddr;
+        if self.by_sk.get(&sk) == Some(&i) {
+            self.by_sk.remove(&sk);
+        }
+        if let Some(k) = self.slots[i].tuple_key.take()
+            && self.by_tuple.get(&k) == Some(&(i, id))
+        {
+            self.by_tuple.remove(&k);
+        }
+        self.slots[i].held = true;
+        self.held.push_back((until, i, id));
     }
 
     fn on_transition(&mut self, ev: &Event, old: TcpState, new: TcpState) {
@@ -820,6 +919,8 @@ impl Correlator {
         }
         self.slots[i].conn.peer = Some(jid);
         self.slots[j].conn.peer = Some(id);
+        self.slots[i].peer = Some((j, jid));
+        self.slots[j].peer = Some((i, id));
     }
 
     /// Learns pid/comm: the caller of connect()/accept() beats the owner the kernel
@@ -878,6 +979,9 @@ impl Correlator {
         s.tuple_key = None;
         s.listen_port = None;
         s.listener = None;
+        s.peer = None;
+        s.peer_view = None;
+        s.held = false;
         s.prev = NIL;
         s.next = NIL;
         self.by_sk.insert(ev.skaddr, i);
@@ -926,6 +1030,60 @@ impl Correlator {
 
     /// Emits slot `i` and frees it.
     fn finalize(&mut self, i: usize, evicted: bool) {
+        self.finalize_with(i, evicted, self.flushing);
+    }
+
+    /// The client's tuple mirrored: the key of the server side's request.
+    fn request_for(&self, i: usize) -> Option<HalfOpenRequest> {
+        let s = &self.slots[i];
+        let c = &s.conn;
+        if c.role != Role::Client || c.peer.is_some() {
+            return None;
+        }
+        let (ls, lp, rs, rp) = self.conn_tuple(i)?;
+        let from = c.states.first().map_or(c.first_ts_ns, |e| e.t_ns);
+        let to = s.closed_at.unwrap_or(c.last_ts_ns).max(c.last_ts_ns);
+        let within = |ts: &[u64]| ts.first().is_some_and(|&t| t >= from && t <= to);
+        if let Some(p) = self.pending.get(&(rs, rp, ls, lp))
+            && within(&p.ts)
+        {
+            return Some(HalfOpenRequest {
+                req: p.req,
+                saddr: p.local.0,
+                sport: p.local.1,
+                daddr: p.remote.0,
+                dport: p.remote.1,
+                synack_retransmits: p.ts.len() as u32,
+                synack_retransmit_ts_ns: p.ts.clone(),
+            });
+        }
+        // Dropped already (another request on the tuple): on the live listener.
+        let (l, _) = self.find_listener(rs, rp)?;
+        let info = self.slots[l].conn.listener.as_ref()?;
+        info.half_open_requests
+            .iter()
+            .rev()
+            .find(|r| {
+                (norm(r.saddr), r.sport, norm(r.daddr), r.dport) == (rs, rp, ls, lp)
+                    && within(&r.synack_retransmit_ts_ns)
+            })
+            .cloned()
+    }
+
+    /// Emits slot `i` and frees it; `settled`: a live peer's record is as complete as
+    /// it will get for this connection's TIME_WAIT question.
+    fn finalize_with(&mut self, i: usize, evicted: bool, settled: bool) {
+        let peer_request = self.request_for(i);
+        let peer_link = self.slots[i].peer.take();
+        let mut peer_view = self.slots[i].peer_view.take();
+        if peer_view.is_none()
+            && let Some((j, jid)) = peer_link
+            && self.slots[j].live
+            && self.slots[j].conn.id == jid
+        {
+            peer_view = Some(PeerView::of(&self.slots[j].conn, settled));
+        }
+        self.slots[i].held = false;
         self.unlink(i);
         self.unindex_listener(i);
         let s = &mut self.slots[i];
@@ -967,8 +1125,21 @@ impl Correlator {
             conn.synack_retransmit_ts_ns.sort_unstable();
         }
         conn.finish(closed, evicted);
+        conn.resolve_time_wait(peer_view);
+        conn.peer_request = peer_request;
+        // Tell the peer what this end showed; a peer held for it is complete now.
+        let waiter =
+            peer_link.filter(|&(j, jid)| self.slots[j].live && self.slots[j].conn.id == jid);
+        if let Some((j, _)) = waiter {
+            self.slots[j].peer_view = Some(PeerView::of(&conn, true));
+        }
         self.finished.push(conn);
         self.free.push(i);
         self.stats.emitted += 1;
+        if let Some((j, _)) = waiter
+            && self.slots[j].held
+        {
+            self.finalize(j, false);
+        }
     }
 }

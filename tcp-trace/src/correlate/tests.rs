@@ -17,54 +17,6 @@ fn one(conns: &[Connection], role: Role) -> &Connection {
     v[0]
 }
 
-const T0: u64 = 1_000 * MS;
-const SV: &str = "127.0.0.1:8080";
-
-/// Client CLOSE→SYN_SENT (port 0) at `t`, ESTABLISHED at `t + 41 µs` from `local`.
-fn client_open(t: u64, sk: u64, local: &str, remote: &str) -> Vec<Event> {
-    vec![
-        Ev::tr(t, sk, Close, SynSent)
-            .tuple(&zero_port(local), remote)
-            .owner(4242, "curl")
-            .task()
-            .ev(),
-        Ev::tr(t + 41 * US, sk, SynSent, Established)
-            .tuple(local, remote)
-            .owner(4242, "curl")
-            .softirq(1)
-            .ev(),
-    ]
-}
-
-fn zero_port(ep_str: &str) -> String {
-    let (a, _) = ep(ep_str);
-    std::net::SocketAddr::new(a, 0).to_string()
-}
-
-/// Child created from `listener`'s request, established 1 µs later.
-fn child_open(t: u64, sk: u64, local: &str, remote: &str) -> Vec<Event> {
-    vec![
-        Ev::tr(t, sk, Listen, SynRecv)
-            .tuple(local, remote)
-            .listener_owner(17, "nginx")
-            .softirq(4242)
-            .ev(),
-        Ev::tr(t + US, sk, SynRecv, Established)
-            .tuple(local, remote)
-            .listener_owner(17, "nginx")
-            .softirq(4242)
-            .ev(),
-    ]
-}
-
-fn listen(t: u64, sk: u64, local: &str) -> Event {
-    Ev::tr(t, sk, Close, Listen)
-        .tuple(local, "0.0.0.0:0")
-        .owner(17, "nginx")
-        .task()
-        .ev()
-}
-
 #[test]
 fn blocking_connect_design_sequence() {
     let conns = run(&design_sequence());
@@ -892,4 +844,243 @@ fn deterministic_output() {
     let a = serde_json::to_string(&run(&ev)).unwrap();
     let b = serde_json::to_string(&run(&ev)).unwrap();
     assert_eq!(a, b);
+}
+
+// ---- TIME_WAIT vs. a handover in FIN_WAIT2 ----
+
+#[test]
+fn tw_a_client_first_peer_visible_enters_time_wait_at_the_close() {
+    let conns = run(&design_sequence());
+    let c = one(&conns, Role::Client);
+    assert!(c.time_wait && c.time_wait_certain && !c.fin_wait2_handover);
+    assert_eq!(c.time_wait_t_ns, Some(T0 + 52 * MS + 16 * US));
+    let s = one(&conns, Role::Server);
+    assert!(!s.time_wait && s.time_wait_certain && !s.fin_wait2_handover);
+    // No hold: the server's FIN (LAST_ACK at 52 ms) came before the client's CLOSE, so
+    // the client is emitted at the end of its linger, before the server.
+    let mut corr = Correlator::default();
+    let mut order = Vec::new();
+    for e in design_sequence() {
+        corr.push(e);
+        order.extend(corr.finished().map(|c| c.role));
+    }
+    order.extend(corr.flush().into_iter().map(|c| c.role));
+    assert_eq!(order, [Role::Client, Role::Server, Role::Listener]);
+}
+
+#[test]
+fn tw_b_orphan_handover_then_time_wait_at_the_peers_fin() {
+    // The client closes 500 ms later, well past the 100 ms linger: the server's
+    // record waits for the client's.
+    let (ev, tc) = server_first_orphan(Some(500 * MS));
+    let tf = tc + 500 * MS;
+    let mut corr = Correlator::default();
+    let mut streamed = Vec::new();
+    for e in &ev {
+        corr.push(*e);
+        streamed.extend(corr.finished());
+    }
+    // Time moves on past the client's linger.
+    corr.push(
+        Ev::tr(tf + 1_000 * MS, 0x99, Close, SynSent)
+            .tuple("127.0.0.1:0", SV)
+            .ev(),
+    );
+    streamed.extend(corr.finished());
+    let roles: Vec<Role> = streamed.iter().map(|c| c.role).collect();
+    assert_eq!(roles, [Role::Client, Role::Server], "held until the client");
+    assert_eq!(corr.stats().tracked_sockets, 1, "only the listener is left");
+    streamed.extend(corr.flush().into_iter().filter(|c| c.skaddr != 0x99));
+    let s = one(&streamed, Role::Server);
+    assert!(s.fin_wait2_handover && s.time_wait && s.time_wait_certain);
+    assert_eq!(s.time_wait_t_ns, Some(tf));
+    assert_eq!(s.outcome, Outcome::Closed);
+    assert_eq!(
+        s.fin_wait2_ns,
+        Some(US),
+        "of the full socket, until the handover"
+    );
+    let c = one(&streamed, Role::Client);
+    assert!(!c.time_wait && !c.fin_wait2_handover && c.time_wait_certain);
+
+    let mut sum = crate::render::summary::Summary::new();
+    for c in &streamed {
+        sum.add(c);
+    }
+    let r = sum.role(Role::Server);
+    assert_eq!(
+        (r.time_wait, r.fin_wait2_handover, r.time_wait_uncertain),
+        (1, 1, 0)
+    );
+
+    // Same result in one batch.
+    let conns = run(&ev);
+    assert_eq!(one(&conns, Role::Server), s);
+}
+
+#[test]
+fn tw_c_handover_without_the_peers_fin_is_not_time_wait() {
+    // The client never closes while traced: at the end of the run the server's end is
+    // still in FIN_WAIT2, held by a timewait socket.
+    let (ev, _) = server_first_orphan(None);
+    let conns = run(&ev);
+    let s = one(&conns, Role::Server);
+    assert!(s.fin_wait2_handover && !s.time_wait && s.time_wait_certain);
+    assert_eq!(s.time_wait_t_ns, None);
+    assert_eq!(s.outcome, Outcome::Closed);
+    let c = one(&conns, Role::Client);
+    assert!(c.open && !c.time_wait);
+
+    // Streaming: the wait is bounded by the timewait socket's lifetime (here 1 s):
+    // after it the FIN can no longer make it TIME_WAIT.
+    let mut corr = Correlator::default().with_fin_wait2_hold_ns(1_000 * MS);
+    let mut out = Vec::new();
+    for e in &ev {
+        corr.push(*e);
+    }
+    corr.push(
+        Ev::tr(T0 + 3_000 * MS, 0x99, Close, SynSent)
+            .tuple("127.0.0.1:0", SV)
+            .ev(),
+    );
+    out.extend(corr.finished());
+    assert_eq!(out.len(), 1, "{out:#?}");
+    assert!(out[0].fin_wait2_handover && !out[0].time_wait && out[0].time_wait_certain);
+
+    // The client's FIN answered by a reset: no socket took it, no TIME_WAIT.
+    let (mut ev, tc) = server_first_orphan(Some(30 * MS));
+    let last = ev.pop().unwrap();
+    ev.push(
+        Ev::rst_recv(tc + 30 * MS + 10 * US, CLIENT)
+            .tuple("127.0.0.1:40100", SV)
+            .ev(),
+    );
+    ev.push(last);
+    let conns = run(&ev);
+    let s = one(&conns, Role::Server);
+    assert!(s.fin_wait2_handover && !s.time_wait && s.time_wait_certain);
+    assert_eq!(s.time_wait_t_ns, None);
+
+    // Memory pressure forces the record out before the peer tells: handover known, no
+    // TIME_WAIT claimed, and marked uncertain.
+    let (mut ev, _) = server_first_orphan(None);
+    ev.retain(|e| e.skaddr != LISTENER);
+    // The client is touched after the server closed: the held server is the LRU tail.
+    ev.push(
+        Ev::retx(T0 + 60 * MS, CLIENT, CloseWait)
+            .tuple("127.0.0.1:40100", SV)
+            .ev(),
+    );
+    let cfg = Config {
+        max_sockets: 2,
+        ..Config::default()
+    };
+    let mut corr = Correlator::new(cfg);
+    for e in &ev {
+        corr.push(*e);
+    }
+    corr.push(
+        Ev::tr(T0 + 400 * MS, 0x99, Close, SynSent)
+            .tuple("127.0.0.1:0", SV)
+            .ev(),
+    );
+    corr.push(
+        Ev::tr(T0 + 500 * MS, 0x98, Close, SynSent)
+            .tuple("127.0.0.1:0", SV)
+            .ev(),
+    );
+    let out: Vec<Connection> = corr.finished().collect();
+    let s = one(&out, Role::Server);
+    assert!(s.fin_wait2_handover && !s.time_wait && !s.time_wait_certain);
+    assert!(!s.evicted, "it had closed");
+}
+
+#[test]
+fn tw_d_three_segment_close_without_the_peer_is_assumed() {
+    // DESIGN §1 rows 9/10 seen from the client alone: FIN_WAIT1 → FIN_WAIT2 → CLOSE 1 µs
+    // apart. The peer's FIN riding with the ACK of ours (TIME_WAIT) and an orphan's
+    // pure ACK (handover in FIN_WAIT2) both look like this: TIME_WAIT is kept but not
+    // certain, and no handover is claimed.
+    let events: Vec<_> = design_sequence()
+        .into_iter()
+        .filter(|e| e.skaddr == CLIENT)
+        .collect();
+    let conns = run(&events);
+    let c = &conns[0];
+    assert!(c.time_wait && !c.time_wait_certain && !c.fin_wait2_handover);
+    assert_eq!(c.time_wait_t_ns, Some(T0 + 52 * MS + 16 * US));
+    // The orphan handover of (b), server alone, is indistinguishable: same answer.
+    let (ev, tc) = server_first_orphan(None);
+    let ev: Vec<_> = ev.into_iter().filter(|e| e.skaddr == CHILD).collect();
+    let conns = run(&ev);
+    let s = one(&conns, Role::Server);
+    assert!(s.time_wait && !s.time_wait_certain && !s.fin_wait2_handover);
+    assert_eq!(s.time_wait_t_ns, Some(tc));
+    // CLOSING → CLOSE needs no peer: its FIN had come.
+    let cl = "127.0.0.1:40200";
+    let mut ev = client_open(T0, CLIENT, cl, SV);
+    ev.extend([
+        Ev::tr(T0 + MS, CLIENT, Established, FinWait1)
+            .tuple(cl, SV)
+            .task()
+            .ev(),
+        Ev::tr(T0 + MS + 5 * US, CLIENT, FinWait1, Closing)
+            .tuple(cl, SV)
+            .ev(),
+        Ev::tr(T0 + MS + 9 * US, CLIENT, Closing, Close)
+            .tuple(cl, SV)
+            .ev(),
+    ]);
+    let c = &run(&ev)[0];
+    assert!(c.time_wait && c.time_wait_certain && !c.fin_wait2_handover);
+    let j = serde_json::to_value(c).unwrap();
+    assert_eq!(j["fin_wait2_handover"], false);
+    assert_eq!(j["time_wait_certain"], true);
+    assert!(j["peer_request"].is_null());
+}
+
+#[test]
+fn e_half_open_request_attached_to_the_client() {
+    let conns = run(&half_open_client());
+    let c = one(&conns, Role::Client);
+    assert_eq!(c.peer, None);
+    let r = c.peer_request.as_ref().expect("peer_request");
+    assert_eq!((r.req, r.sport, r.dport), (0xc0, 8080, 40300));
+    assert_eq!(
+        r.synack_retransmit_ts_ns,
+        [T0 + 1_001 * MS, T0 + 3_001 * MS]
+    );
+    assert_eq!(c.synack_retransmits, 0, "counted on the listener");
+    let l = one(&conns, Role::Listener);
+    assert_eq!(l.listener.as_ref().unwrap().half_open_requests.len(), 1);
+    assert_eq!(l.synack_retransmits, 2);
+
+    // Batch fallback: conversations() finds it on the listener.
+    let mut bare = conns.clone();
+    for c in &mut bare {
+        c.peer_request = None;
+    }
+    let convs = conversations(bare);
+    assert_eq!(convs.len(), 1);
+    assert_eq!(
+        convs[0].client.as_ref().unwrap().peer_request.as_ref(),
+        Some(r)
+    );
+
+    // Not for a client whose tuple differs, nor outside its lifetime.
+    let mut other = conns.clone();
+    for c in &mut other {
+        c.peer_request = None;
+        if c.role == Role::Client {
+            c.sport = 40301;
+        }
+    }
+    assert!(
+        conversations(other)[0]
+            .client
+            .as_ref()
+            .unwrap()
+            .peer_request
+            .is_none()
+    );
 }

@@ -2,6 +2,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use super::{Config, Connection, Correlator};
+use crate::decode::TcpState::*;
 use crate::decode::{Comm, Event, EventKind, Family, Owner, TcpState};
 
 pub(crate) fn ep(s: &str) -> (IpAddr, u16) {
@@ -204,6 +205,140 @@ pub(crate) fn design_sequence() -> Vec<Event> {
             .task()
             .ev(),
     ]
+}
+
+pub(crate) const T0: u64 = 1_000 * MS;
+pub(crate) const SV: &str = "127.0.0.1:8080";
+
+/// Client CLOSE→SYN_SENT (port 0) at `t`, ESTABLISHED at `t + 41 µs` from `local`.
+pub(crate) fn client_open(t: u64, sk: u64, local: &str, remote: &str) -> Vec<Event> {
+    vec![
+        Ev::tr(t, sk, Close, SynSent)
+            .tuple(&zero_port(local), remote)
+            .owner(4242, "curl")
+            .task()
+            .ev(),
+        Ev::tr(t + 41 * US, sk, SynSent, Established)
+            .tuple(local, remote)
+            .owner(4242, "curl")
+            .softirq(1)
+            .ev(),
+    ]
+}
+
+pub(crate) fn zero_port(ep_str: &str) -> String {
+    let (a, _) = ep(ep_str);
+    std::net::SocketAddr::new(a, 0).to_string()
+}
+
+/// Child created from `listener`'s request, established 1 µs later.
+pub(crate) fn child_open(t: u64, sk: u64, local: &str, remote: &str) -> Vec<Event> {
+    vec![
+        Ev::tr(t, sk, Listen, SynRecv)
+            .tuple(local, remote)
+            .listener_owner(17, "nginx")
+            .softirq(4242)
+            .ev(),
+        Ev::tr(t + US, sk, SynRecv, Established)
+            .tuple(local, remote)
+            .listener_owner(17, "nginx")
+            .softirq(4242)
+            .ev(),
+    ]
+}
+
+pub(crate) fn listen(t: u64, sk: u64, local: &str) -> Event {
+    Ev::tr(t, sk, Close, Listen)
+        .tuple(local, "0.0.0.0:0")
+        .owner(17, "nginx")
+        .task()
+        .ev()
+}
+
+/// Server-closes-first teardown where the server socket is an orphan: its FIN is ACKed
+/// by a pure ACK, the kernel hands it to a FIN_WAIT2 timewait socket at once
+/// (FIN_WAIT1 → FIN_WAIT2 → CLOSE back to back); the client closes `client_close_after`
+/// later (None: never, while traced). Returns (events, server CLOSE time).
+pub(crate) fn server_first_orphan(client_close_after: Option<u64>) -> (Vec<Event>, u64) {
+    let cl = "127.0.0.1:40100";
+    let mut ev = vec![listen(T0, LISTENER, "0.0.0.0:8080")];
+    ev.extend(client_open(T0 + MS, CLIENT, cl, SV));
+    ev.extend(child_open(T0 + MS + 50 * US, CHILD, SV, cl));
+    let t = T0 + 10 * MS;
+    ev.extend([
+        Ev::tr(t, CHILD, Established, FinWait1)
+            .tuple(SV, cl)
+            .owner(17, "nginx")
+            .task()
+            .ev(),
+        Ev::tr(t + 20 * US, CLIENT, Established, CloseWait)
+            .tuple(cl, SV)
+            .softirq(17)
+            .ev(),
+        Ev::tr(t + 30 * US, CHILD, FinWait1, FinWait2)
+            .tuple(SV, cl)
+            .softirq(17)
+            .ev(),
+        Ev::tr(t + 31 * US, CHILD, FinWait2, Close)
+            .tuple(SV, cl)
+            .softirq(17)
+            .ev(),
+    ]);
+    if let Some(after) = client_close_after {
+        let tf = t + 31 * US + after;
+        ev.extend([
+            Ev::tr(tf, CLIENT, CloseWait, LastAck)
+                .tuple(cl, SV)
+                .owner(4242, "curl")
+                .task()
+                .ev(),
+            Ev::tr(tf + 15 * US, CLIENT, LastAck, Close)
+                .tuple(cl, SV)
+                .softirq(4242)
+                .ev(),
+        ]);
+    }
+    (ev, t + 31 * US)
+}
+
+/// A client whose final ACK never reaches the server: the server's request sock keeps
+/// retransmitting SYN-ACKs and never becomes a child; the client gives up on its data.
+pub(crate) fn half_open_client() -> Vec<Event> {
+    let cl = "127.0.0.1:40300";
+    let mut ev = vec![listen(T0, LISTENER, "0.0.0.0:8080")];
+    ev.extend(client_open(T0 + MS, CLIENT, cl, SV));
+    ev.push(
+        Ev::connect(T0 + MS + 50 * US, CLIENT, 3, 0)
+            .owner(4242, "curl")
+            .ev(),
+    );
+    for (k, d) in [1_000u64, 3_000].into_iter().enumerate() {
+        ev.push(
+            Ev::synack(T0 + MS + d * MS, LISTENER, 0xc0)
+                .tuple(SV, cl)
+                .softirq(k as u32)
+                .ev(),
+        );
+    }
+    ev.push(
+        Ev::retx(T0 + 200 * MS, CLIENT, Established)
+            .tuple(cl, SV)
+            .ev(),
+    );
+    ev.push(Ev::rst_recv(T0 + 5_000 * MS, CLIENT).tuple(cl, SV).ev());
+    ev.push(
+        Ev::tr(T0 + 5_000 * MS + US, CLIENT, Established, Close)
+            .tuple(cl, SV)
+            .ev(),
+    );
+    ev.push(
+        Ev::tr(T0 + 9_000 * MS, LISTENER, Listen, Close)
+            .tuple("0.0.0.0:8080", "0.0.0.0:0")
+            .owner(17, "nginx")
+            .task()
+            .ev(),
+    );
+    ev
 }
 
 /// Runs events through a default correlator and returns everything, sorted by id.

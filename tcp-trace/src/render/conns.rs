@@ -9,7 +9,9 @@
 //! (server, since ESTABLISHED); RETX counts SYN, SYN-ACK and data/FIN retransmits;
 //! RST is `sent/received`. PATH is the state path after the initial state, with
 //! ESTABLISHED shortened to EST and the CLOSE that enters TIME_WAIT shown as
-//! TIME_WAIT; a failed `connect()`/`accept()` adds its errno in brackets.
+//! TIME_WAIT (`TIME_WAIT?` when assumed, `time_wait_certain` false); after a handover
+//! in FIN_WAIT2 the CLOSE shows as `(timewait sock)`, followed by `>TIME_WAIT` when
+//! the peer's FIN came. A failed `connect()`/`accept()` adds its errno in brackets.
 use std::fmt;
 use std::io::{self, Write};
 
@@ -97,6 +99,7 @@ pub fn line(w: &mut impl Write, c: &Connection, t0_ns: u64) -> io::Result<()> {
 /// The state path, e.g. `SYN_SENT>EST>FIN_WAIT1>FIN_WAIT2>TIME_WAIT`.
 pub fn write_path(w: &mut impl Write, c: &Connection) -> io::Result<()> {
     let skip = usize::from(!c.open_before_start && c.states.len() > 1);
+    let tw_close = c.timewait_close().map(|(_, t)| t);
     let mut first = true;
     if c.open_before_start {
         write!(w, "...")?;
@@ -109,7 +112,20 @@ pub fn write_path(w: &mut impl Write, c: &Connection) -> io::Result<()> {
         first = false;
         let name = match e.state {
             TcpState::Established => "EST",
-            TcpState::Close if c.time_wait_t_ns == Some(e.t_ns) => "TIME_WAIT",
+            TcpState::Close if tw_close == Some(e.t_ns) && c.fin_wait2_handover => {
+                w.write_all(b"(timewait sock)")?;
+                if c.time_wait {
+                    w.write_all(b">TIME_WAIT")?;
+                }
+                continue;
+            }
+            TcpState::Close if c.time_wait && c.time_wait_t_ns == Some(e.t_ns) => {
+                if c.time_wait_certain {
+                    "TIME_WAIT"
+                } else {
+                    "TIME_WAIT?"
+                }
+            }
             TcpState::Unknown(n) => {
                 write!(w, "UNKNOWN({n})")?;
                 continue;
@@ -203,6 +219,33 @@ mod tests {
         assert!(l.contains(" refused "), "{l}");
         assert!(l.ends_with("SYN_SENT>CLOSE [ECONNREFUSED]"), "{l}");
         assert!(l.contains("  0/1 "), "{l}");
+    }
+
+    #[test]
+    fn time_wait_paths() {
+        use crate::correlate::testutil::{CHILD, server_first_orphan};
+        let path = |c: &Connection| {
+            let mut out = Vec::new();
+            write_path(&mut out, c).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let (ev, _) = server_first_orphan(Some(500 * MS));
+        let conns = run(&ev);
+        let s = conns.iter().find(|c| c.role == Role::Server).unwrap();
+        assert_eq!(
+            path(s),
+            "SYN_RECV>EST>FIN_WAIT1>FIN_WAIT2>(timewait sock)>TIME_WAIT"
+        );
+        let (ev, _) = server_first_orphan(None);
+        let conns = run(&ev);
+        let s = conns.iter().find(|c| c.role == Role::Server).unwrap();
+        assert_eq!(path(s), "SYN_RECV>EST>FIN_WAIT1>FIN_WAIT2>(timewait sock)");
+        let ev: Vec<_> = ev.into_iter().filter(|e| e.skaddr == CHILD).collect();
+        let conns = run(&ev);
+        assert_eq!(
+            path(&conns[0]),
+            "SYN_RECV>EST>FIN_WAIT1>FIN_WAIT2>TIME_WAIT?"
+        );
     }
 
     #[test]

@@ -6,7 +6,16 @@
 //! received it. SYN-ACKs come from the request sock (never on the state tracepoint),
 //! so they are drawn where the client receives them; the ACK of a FIN causes no
 //! transition at its sender, so it is drawn where it is received. With one end
-//! invisible its column is headed `(remote)` and shows nothing.
+//! invisible its column is headed `(remote)` and shows nothing, except the SYN-ACK
+//! retransmits of a half-open request on this host that answered the client
+//! (`peer_request`, column headed `(request sock)`).
+//!
+//! TIME_WAIT is drawn where it was entered: at the FIN_WAIT2/CLOSING → CLOSE that
+//! entered it, or, after a handover in FIN_WAIT2 (`fin_wait2_handover`), as
+//! `FIN_WAIT2 (timewait sock)` at the CLOSE and `TIME_WAIT` when the peer's FIN came.
+//! `TIME_WAIT?` (with `FIN?`) marks a FIN_WAIT2 → CLOSE whose TIME_WAIT is assumed
+//! (`time_wait_certain` false: without the peer it may as well be a handover in
+//! FIN_WAIT2).
 use std::io::{self, Write};
 
 use crate::correlate::{Connection, Conversation, Role};
@@ -66,6 +75,8 @@ enum Dir {
 
 struct Row {
     t: u64,
+    /// Drawn after the other rows at the same time (a reaction to the peer's segment).
+    after: bool,
     seq: usize,
     left: String,
     arrow: Option<(Dir, String)>,
@@ -79,6 +90,14 @@ struct Rows {
 impl Rows {
     fn add(&mut self, t: u64, side: Side, text: &str, arrow: Option<(Dir, &str)>) {
         self.add_both(t, side, text, "", arrow);
+    }
+
+    /// Like `add`, sorted after the other rows at the same time.
+    fn add_after(&mut self, t: u64, side: Side, text: &str, arrow: Option<(Dir, &str)>) {
+        self.add(t, side, text, arrow);
+        if let Some(r) = self.rows.last_mut() {
+            r.after = true;
+        }
     }
 
     /// `text` on `side`, `other` on the opposite column.
@@ -97,6 +116,7 @@ impl Rows {
         let seq = self.rows.len();
         self.rows.push(Row {
             t,
+            after: false,
             seq,
             left: left.to_string(),
             arrow: arrow.map(|(d, l)| (d, l.to_string())),
@@ -116,7 +136,17 @@ pub fn render(w: &mut impl Write, conv: &Conversation, opts: &LadderOptions) -> 
     if let Some(s) = server {
         side_rows(&mut rows, s, Side::Right, client);
     }
-    rows.rows.sort_by_key(|r| (r.t, r.seq));
+    let request = match (client, server) {
+        (Some(c), None) => c.peer_request.as_ref(),
+        _ => None,
+    };
+    if let Some(r) = request {
+        for (k, &t) in r.synack_retransmit_ts_ns.iter().enumerate() {
+            let label = format!("SYN-ACK retransmit #{}", k + 1);
+            rows.add(t, Side::Right, "(request sock)", Some((Dir::Left, &label)));
+        }
+    }
+    rows.rows.sort_by_key(|r| (r.t, r.after, r.seq));
 
     let t0 = opts.t0_ns.unwrap_or_else(|| conv.first_ts_ns());
     let lw = rows
@@ -135,6 +165,7 @@ pub fn render(w: &mut impl Write, conv: &Conversation, opts: &LadderOptions) -> 
     };
     let right_head = match (server, client) {
         (Some(s), _) => side_label(s),
+        (None, Some(c)) if request.is_some() => format!("(request sock) {}", c.remote()),
         (None, Some(c)) => format!("(remote) {}", c.remote()),
         (None, None) => String::from("(remote)"),
     };
@@ -212,9 +243,19 @@ fn side_rows(rows: &mut Rows, c: &Connection, side: Side, other: Option<&Connect
     let send = side.send();
     let recv = side.recv();
 
+    // The CLOSE that handed over to a timewait socket, and whether TIME_WAIT began
+    // there.
+    let tw_close = c.timewait_close().map(|(_, t)| t);
+    let handover = c.fin_wait2_handover;
+    let (tw_label, fin_label) = if c.time_wait_certain {
+        ("TIME_WAIT", "FIN")
+    } else {
+        ("TIME_WAIT?", "FIN?")
+    };
     for pair in c.states.windows(2) {
         let (old, new, t) = (pair[0].state, pair[1].state, pair[1].t_ns);
-        let tw = new == Close && c.time_wait_t_ns == Some(t) || new == TimeWait;
+        let at_close = new == Close && tw_close == Some(t);
+        let tw = at_close && c.time_wait && !handover && c.time_wait_t_ns == Some(t);
         match (old, new) {
             (Close, SynSent) => rows.add(t, side, "SYN_SENT", Some((send, "SYN"))),
             (SynSent, Established) => {
@@ -235,11 +276,20 @@ fn side_rows(rows: &mut Rows, c: &Connection, side: Side, other: Option<&Connect
             }
             (CloseWait, LastAck) => rows.add(t, side, "LAST_ACK", Some((send, "FIN"))),
             (FinWait1, FinWait2) => rows.add(t, side, "FIN_WAIT2", Some((recv, "ACK of FIN"))),
+            (FinWait2, Close) if at_close && handover => {
+                rows.add(t, side, "FIN_WAIT2 (timewait sock)", None);
+                if let (true, Some(tf)) = (c.time_wait, c.time_wait_t_ns) {
+                    if !other_visible {
+                        rows.add_after(tf, side, "", Some((recv, fin_label)));
+                    }
+                    rows.add_after(tf, side, tw_label, Some((send, "ACK")));
+                }
+            }
             (FinWait2, Close) if tw => {
                 if !other_visible {
-                    rows.add(t, side, "", Some((recv, "FIN")));
+                    rows.add(t, side, "", Some((recv, fin_label)));
                 }
-                rows.add(t, side, "TIME_WAIT", Some((send, "ACK")));
+                rows.add(t, side, tw_label, Some((send, "ACK")));
             }
             (FinWait1, Closing) => {
                 if !other_visible {
@@ -249,7 +299,7 @@ fn side_rows(rows: &mut Rows, c: &Connection, side: Side, other: Option<&Connect
             }
             (Closing, Close) if tw => {
                 let a = (!other_visible).then_some((recv, "ACK of FIN"));
-                rows.add(t, side, "TIME_WAIT", a);
+                rows.add(t, side, tw_label, a);
             }
             (LastAck, Close) => {
                 let a = (!other_visible).then_some((recv, "ACK"));
@@ -305,7 +355,10 @@ fn side_rows(rows: &mut Rows, c: &Connection, side: Side, other: Option<&Connect
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::correlate::testutil::{CHILD, CLIENT, Ev, LISTENER, MS, US, design_sequence, run};
+    use crate::correlate::testutil::{
+        CHILD, CLIENT, Ev, LISTENER, MS, US, design_sequence, half_open_client, run,
+        server_first_orphan,
+    };
     use crate::correlate::{Conversation, conversations};
     use crate::decode::TcpState::*;
 
@@ -390,6 +443,38 @@ mod tests {
         assert!(got.contains("<-- SYN-ACK retransmit #2 "), "{got}");
         assert!(got.contains("--> "), "{got}");
         assert!(got.contains("SYN_RECV (child)"), "{got}");
+    }
+
+    #[test]
+    fn golden_orphan_handover_then_time_wait() {
+        // Server closes first as an orphan: its FIN's ACK hands it to a FIN_WAIT2
+        // timewait sock; TIME_WAIT only when the client's FIN comes 500 ms later.
+        let (ev, _) = server_first_orphan(Some(500 * MS));
+        let convs = conversations(run(&ev));
+        assert_eq!(convs.len(), 1);
+        let got = draw(&convs[0], &LadderOptions::default());
+        check(
+            &got,
+            include_str!("../../tests/fixtures/synthetic/orphan_handover_ladder.txt"),
+        );
+        // The client never closes: no TIME_WAIT drawn.
+        let (ev, _) = server_first_orphan(None);
+        let convs = conversations(run(&ev));
+        let got = draw(&convs[0], &LadderOptions::default());
+        assert!(got.contains("FIN_WAIT2 (timewait sock)"), "{got}");
+        assert!(!got.contains("TIME_WAIT"), "{got}");
+    }
+
+    #[test]
+    fn golden_half_open_request_in_client_only_ladder() {
+        let convs = conversations(run(&half_open_client()));
+        assert_eq!(convs.len(), 1);
+        assert!(convs[0].server.is_none());
+        let got = draw(&convs[0], &LadderOptions::default());
+        check(
+            &got,
+            include_str!("../../tests/fixtures/synthetic/half_open_client_ladder.txt"),
+        );
     }
 
     #[test]

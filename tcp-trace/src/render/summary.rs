@@ -22,8 +22,12 @@ pub struct RoleCounts {
     pub aborted: u64,
     pub open: u64,
     pub evicted: u64,
-    /// Entered TIME_WAIT.
+    /// Entered TIME_WAIT (the connection's corrected `time_wait`).
     pub time_wait: u64,
+    /// Of those, assumed rather than shown (`time_wait_certain` false).
+    pub time_wait_uncertain: u64,
+    /// FIN_WAIT2 → CLOSE before the peer's FIN (`fin_wait2_handover`).
+    pub fin_wait2_handover: u64,
     /// Closed actively (sent the first FIN).
     pub active_close: u64,
     pub syn_retransmits: u64,
@@ -47,6 +51,8 @@ impl RoleCounts {
             Outcome::Evicted => self.evicted += 1,
         }
         self.time_wait += u64::from(c.time_wait);
+        self.time_wait_uncertain += u64::from(c.time_wait && !c.time_wait_certain);
+        self.fin_wait2_handover += u64::from(c.fin_wait2_handover);
         self.active_close += u64::from(c.active_close);
         self.syn_retransmits += u64::from(c.syn_retransmits);
         self.synack_retransmits += u64::from(c.synack_retransmits);
