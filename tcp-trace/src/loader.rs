@@ -328,6 +328,13 @@ fn attach_one(
     Ok(())
 }
 
+fn perf_event_paranoid() -> i32 {
+    std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(2)
+}
+
 /// The initial pid namespace's inode (PROC_PID_INIT_INO).
 const PROC_PID_INIT_INO: u64 = 0xEFFF_FFFC;
 
@@ -478,11 +485,17 @@ pub fn load(opts: &Options) -> Result<(Loaded, RingBuf<MapData>), LoadError> {
         match done {
             Some(path) => attached.push((h.tp.name(), path)),
             None if h.tp.required() => {
-                return Err(LoadError::Required(format!(
+                let mut msg = format!(
                     "required hook {} could not be attached: {}",
                     h.tp,
                     errors.join("; ")
-                )));
+                );
+                if perf_event_paranoid() >= 3 && !caps.has(privilege::CAP_SYS_ADMIN) {
+                    msg.push_str(
+                        "; kernel.perf_event_paranoid is 3, which (a Debian kernel patch) refuses perf_event_open, and so classic tracepoints, without CAP_SYS_ADMIN: use --attach btf, which needs no perf event",
+                    );
+                }
+                return Err(LoadError::Required(msg));
             }
             None => warnings.push(format!(
                 "{} unavailable, its events are off: {}",

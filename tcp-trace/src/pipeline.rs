@@ -104,45 +104,49 @@ pub struct Renderer<W: Write> {
 /// cgroup id → container, resolved from the cgroup2 tree (live runs only: a
 /// recording may come from another host).
 struct Containers {
-    resolver: Option<crate::container::CgroupResolver>,
+    live: bool,
+    /// Created at the first lookup, so that nothing is printed before the tracer
+    /// has loaded (a failed load says one line only).
+    resolver: Option<Option<crate::container::CgroupResolver>>,
     cache: std::collections::HashMap<u64, Option<(String, &'static str)>>,
 }
 
 impl Containers {
     fn new(live: bool) -> Containers {
-        let resolver = if live {
-            match crate::container::CgroupResolver::new() {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    eprintln!("tcp-trace: {e}");
-                    None
-                }
-            }
-        } else {
-            None
-        };
         Containers {
-            resolver,
+            live,
+            resolver: None,
             cache: std::collections::HashMap::new(),
         }
     }
 
     fn lookup(&mut self, cgroup_id: u64) -> Option<(&str, &'static str)> {
-        let r = self.resolver.as_mut()?;
-        if cgroup_id == 0 {
+        if !self.live || cgroup_id == 0 {
             return None;
         }
+        let r = self
+            .resolver
+            .get_or_insert_with(|| match crate::container::CgroupResolver::new() {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    eprintln!("tcp-trace: note: {e}");
+                    None
+                }
+            })
+            .as_mut()?;
         if self.cache.len() > 65536 {
             self.cache.clear();
         }
-        self.cache
-            .entry(cgroup_id)
-            .or_insert_with(|| {
+        let entry = match self.cache.entry(cgroup_id) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                // An id not found yet (a cgroup created after the last scan) is not
+                // remembered: the resolver rescans, at most every 200 ms.
                 let info = r.resolve(cgroup_id)?;
-                Some((info.container_id?, info.runtime?))
-            })
-            .as_ref()
-            .map(|(id, rt)| (id.as_str(), *rt))
+                v.insert(info.container_id.zip(info.runtime))
+            }
+        };
+        entry.as_ref().map(|(id, rt)| (id.as_str(), *rt))
     }
 }
 

@@ -197,7 +197,7 @@ fn tracer_in_container_with_cap_bpf_perfmon() {
         ]),
         "client"
     );
-    let child_sk = find_socket(&evs, "LISTEN", "SYN_RECV", port as u64, cport);
+    let child_sk = find_socket(&evs, "SYN_RECV", "ESTABLISHED", port as u64, cport);
     assert_eq!(
         transitions_of(&evs, &child_sk),
         strs(&[
@@ -373,31 +373,59 @@ fn container_connection_resolves_to_podman_container_id() {
     // ... and tcp-trace itself resolved it to the container (connection and events).
     assert_eq!(conn["container_id"], id.as_str(), "{conn}");
     assert_eq!(conn["container_runtime"], "podman", "{conn}");
-    assert_eq!(first["container_id"], id.as_str(), "{first}");
+    // Events: the cgroup tree is rescanned at most every 200 ms, so the very first
+    // events of a container that has just started may still show null; later ones of
+    // the same socket carry the id.
+    assert!(
+        evs.iter()
+            .any(|e| s(e, "skaddr") == sk && e["container_id"] == id.as_str()),
+        "no event of the nc socket resolved to {id}"
+    );
 
     // --container <short id>: in the kernel, only that container's sockets pass. A
     // host client and a client in the container connect to the same host server.
     let t = Tracer::start(&["--json", "-P", &ps, "--container", &id[..12]]);
     let mut server = Peer::spawn(peer_cmd(
         None,
-        &["server", "127.0.0.1", &ps, "--accepts", "2", "--close-delay-ms", "0"],
+        &[
+            "server",
+            "127.0.0.1",
+            &ps,
+            "--accepts",
+            "2",
+            "--close-delay-ms",
+            "0",
+        ],
     ));
     assert_eq!(server.line(), format!("listening {port}"));
     let host_client = Peer::spawn(peer_cmd(None, &["client", "127.0.0.1", &ps]));
     assert_eq!(host_client.wait(), 0);
     let exec = Command::new("podman")
-        .args(["exec", id, "/bin/sh", "-c", &format!("nc 127.0.0.1 {port} </dev/null")])
+        .args([
+            "exec",
+            id,
+            "/bin/sh",
+            "-c",
+            &format!("nc 127.0.0.1 {port} </dev/null"),
+        ])
         .stdin(Stdio::null())
         .output()
         .expect("podman exec");
-    assert!(exec.status.success(), "podman exec: {}", String::from_utf8_lossy(&exec.stderr));
+    assert!(
+        exec.status.success(),
+        "podman exec: {}",
+        String::from_utf8_lossy(&exec.stderr)
+    );
     assert_eq!(server.wait(), 0);
     let (lines, code) = t.stop();
     assert_eq!(code, 0);
     let evs = events(&lines);
     assert!(!evs.is_empty(), "the container's connection must show");
     for e in &evs {
-        assert_eq!(e["cgroup_id"], cgid, "--container let another cgroup through: {e}");
+        assert_eq!(
+            e["cgroup_id"], cgid,
+            "--container let another cgroup through: {e}"
+        );
         assert_eq!(e["container_id"], id.as_str(), "{e}");
     }
     let sk = find_socket(&evs, "SYN_SENT", "ESTABLISHED", 0, port as u64);

@@ -67,7 +67,9 @@ fn handshake_and_teardown(addr: &str, family: &str, attach: &str) {
         ]),
         "client"
     );
-    let child_sk = find_socket(&evs, "LISTEN", "SYN_RECV", port as u64, cport);
+    // Found by SYN_RECV → ESTABLISHED: on 6.1 and 6.12 the child's LISTEN → SYN_RECV
+    // record does not carry the remote end yet (dport 0); 6.18's does.
+    let child_sk = find_socket(&evs, "SYN_RECV", "ESTABLISHED", port as u64, cport);
     assert_eq!(
         transitions_of(&evs, &child_sk),
         strs(&[
@@ -228,7 +230,7 @@ fn synack_retransmit(attach: &str) {
         "table inet tt {{\n chain input {{\n type filter hook input priority 0; policy accept;\n \
          tcp dport {port} tcp flags & (fin|syn|rst|psh|ack) == ack drop\n }}\n}}\n"
     ));
-    let t = Tracer::start(&["--json", "-P", &ps]);
+    let t = Tracer::start(&["--json", "-P", &ps, "--attach", attach]);
     let mut server = Peer::spawn(peer_cmd(
         Some(&ns.name),
         &["server", "127.0.0.1", &ps, "--close-delay-ms", "0"],
@@ -262,7 +264,7 @@ fn synack_retransmit(attach: &str) {
     })
     .expect("connect return");
     assert_eq!(conn["ret"], 0);
-    let child_sk = find_socket(&evs, "LISTEN", "SYN_RECV", port as u64, cport);
+    let child_sk = find_socket(&evs, "SYN_RECV", "ESTABLISHED", port as u64, cport);
     let child_est = transition_ts(&evs, &child_sk, "SYN_RECV", "ESTABLISHED");
     // connect() returned while the server had no child yet; the SYN-ACK was resent
     // before the child existed; accept() returned only after it was ESTABLISHED.
@@ -378,7 +380,31 @@ fn runs_with_cap_bpf_and_cap_perfmon_only() {
             .any(|l| l.contains("inet_sock_set_state=btf")),
         "{startup:?}"
     );
-    unprivileged_run(",+bpf,+perfmon,+dac_read_search", "tracepoint");
+    // Classic tracepoints are perf events: with kernel.perf_event_paranoid at 3 (a
+    // Debian patch; Debian's kernels default to it) perf_event_open needs
+    // CAP_SYS_ADMIN, and the tracer must say so rather than fail obscurely.
+    let paranoid: i32 = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(2);
+    let probe = setpriv(
+        ",+bpf,+perfmon,+dac_read_search",
+        &["--attach", "tracepoint", "--duration", "0.2", "--json"],
+    )
+    .output()
+    .unwrap();
+    if probe.status.success() {
+        unprivileged_run(",+bpf,+perfmon,+dac_read_search", "tracepoint");
+    } else {
+        // Only a kernel with the paranoid-3 patch may refuse, and then it must say so.
+        let err = String::from_utf8_lossy(&probe.stderr);
+        assert!(
+            paranoid >= 3,
+            "tracepoint path failed at paranoid {paranoid}: {err}"
+        );
+        assert_eq!(probe.status.code(), Some(1), "{err}");
+        assert!(err.contains("perf_event_paranoid"), "{err}");
+    }
 }
 
 /// Runs a connection under a setpriv'd tracer; returns the tracer's start-up lines.
