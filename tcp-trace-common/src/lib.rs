@@ -230,7 +230,8 @@ pub struct Owner {
     pub cgroup_id: u64,
     /// tgid in tcp-trace's pid namespace (0 = outside it / not computed).
     pub ns_tgid: u32,
-    pub _pad: u32,
+    /// Inode of the socket's network namespace, read once when the owner is bound.
+    pub netns: u32,
 }
 
 /// Per-thread state of a `connect()` in progress (enter → SYN_SENT → exit).

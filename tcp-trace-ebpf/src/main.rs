@@ -88,11 +88,12 @@ static FILTER: Filter = Filter {
     pidns_dev: 0,
     pidns_ino: 0,
 };
-/// Bytes of unread data in the ring buffer above which a submit wakes the reader.
-/// Below it events are submitted without a wakeup (each wakeup is an irq_work,
-/// which costs more than the event: DESIGN.md §6) and the reader polls on a timer.
+/// Unread bytes in the ring buffer whose crossing wakes the reader: only the submit
+/// that takes the backlog from below to above it forces a wakeup. Every other event is
+/// submitted without one (each wakeup is an irq_work, which costs more than the event:
+/// DESIGN.md §6) and the reader drains on a 10 ms timer.
 #[unsafe(no_mangle)]
-static WAKEUP_BYTES: u64 = 256 * 1024;
+static WAKEUP_BYTES: u64 = 2 * 1024 * 1024;
 
 // ---------------------------------------------------------------------------
 // Maps.
@@ -196,7 +197,7 @@ fn current_owner() -> Owner {
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         ns_tgid,
-        _pad: 0,
+        netns: 0,
     }
 }
 
@@ -207,6 +208,7 @@ fn set_owner(ev: &mut RawEvent, o: &Owner, extra: u16) {
     ev.comm = o.comm;
     ev.cgroup_id = o.cgroup_id;
     ev.ns_pid = o.ns_tgid;
+    ev.netns = o.netns;
     ev.flags |= flags::OWNER_KNOWN | extra;
 }
 
@@ -265,6 +267,20 @@ fn read_sock_tuple(o: &KernelOffsets, sk: u64, ev: &mut RawEvent) -> bool {
     }
     ev.flags |= flags::HAS_TUPLE;
     true
+}
+
+/// The local end of a `struct sock` (family already known).
+#[inline(always)]
+fn read_local(o: &KernelOffsets, sk: u64, ev: &mut RawEvent) {
+    unsafe {
+        ev.sport = u16::from_be(rd::<u16>(sk, o.inet_sport as u64).unwrap_or(0));
+        if ev.family == AF_INET {
+            ev.saddr[..4]
+                .copy_from_slice(&rd::<[u8; 4]>(sk, o.skc_rcv_saddr as u64).unwrap_or([0; 4]));
+        } else {
+            ev.saddr = rd(sk, o.skc_v6_rcv_saddr as u64).unwrap_or([0; 16]);
+        }
+    }
 }
 
 /// `current->files->fdt->fd[fd]->private_data->sk`, for a TCP socket only.
@@ -355,18 +371,36 @@ fn filtered_out(ev: &RawEvent) -> bool {
     false
 }
 
+/// A record in the ring: the event plus the ring's 8-byte header.
+const RECORD_BYTES: u64 = core::mem::size_of::<RawEvent>() as u64 + 8;
+
+/// `sk->__sk_common.skc_net.net->ns.inum`.
+#[inline(always)]
+fn netns_of(o: &KernelOffsets, sk: u64) -> u32 {
+    if o.valid == 0 || sk == 0 {
+        return 0;
+    }
+    match unsafe { rd::<u64>(sk, o.skc_net as u64) } {
+        Some(net) if net != 0 => unsafe { rd::<u32>(net, o.net_ns_inum as u64) }.unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// The current task as the owner of `sk` (netns read once, here).
+#[inline(always)]
+fn owner_of(sk: u64) -> Owner {
+    let mut o = current_owner();
+    let off = unsafe { read_volatile(&OFFSETS) };
+    o.netns = netns_of(&off, sk);
+    o
+}
+
 #[inline(always)]
 fn emit(ev: &mut RawEvent) {
     if ev.skaddr != 0 && ev.netns == 0 {
+        // Owner unknown (or a syscall return): read it from the socket.
         let o = unsafe { read_volatile(&OFFSETS) };
-        if o.valid != 0 {
-            // sk->__sk_common.skc_net.net->ns.inum
-            if let Some(net) = unsafe { rd::<u64>(ev.skaddr, o.skc_net as u64) } {
-                if net != 0 {
-                    ev.netns = unsafe { rd::<u32>(net, o.net_ns_inum as u64) }.unwrap_or(0);
-                }
-            }
-        }
+        ev.netns = netns_of(&o, ev.skaddr);
     }
     if filtered_out(ev) {
         count(counter::FILTERED);
@@ -374,7 +408,8 @@ fn emit(ev: &mut RawEvent) {
     }
     ev.ts_ns = unsafe { bpf_ktime_get_ns() };
     let threshold = unsafe { read_volatile(&WAKEUP_BYTES) };
-    let flags = if EVENTS.query(0 /* BPF_RB_AVAIL_DATA */) >= threshold {
+    let avail = EVENTS.query(0 /* BPF_RB_AVAIL_DATA */);
+    let flags = if avail < threshold && avail + RECORD_BYTES >= threshold {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
@@ -446,7 +481,7 @@ fn on_state(ev: &mut RawEvent, task: bool) {
         // connect() and listen() run in the owner's task and (re)start a socket's
         // life: bind the owner there, overriding any stale entry for a reused address.
         _ if task && (ev.newstate == TCP_SYN_SENT || ev.newstate == TCP_LISTEN) => {
-            let o = current_owner();
+            let o = owner_of(skaddr);
             let _ = OWNERS.insert(&skaddr, &o, 0);
             if ev.newstate == TCP_LISTEN {
                 let _ = LISTENERS.insert(&ev.sport, &o, 0);
@@ -455,7 +490,7 @@ fn on_state(ev: &mut RawEvent, task: bool) {
         }
         Some(o) => set_owner(ev, &o, 0),
         None if task => {
-            let o = current_owner();
+            let o = owner_of(skaddr);
             let _ = OWNERS.insert(&skaddr, &o, 0);
             set_owner(ev, &o, 0);
         }
@@ -623,18 +658,25 @@ fn exit_connect(ret: i64) {
     let mut ev = new_event(kind::CONNECT_RETURN, skaddr, true);
     ev.ret = ret;
     ev.fd = call.fd;
-    if o.valid != 0 {
-        read_sock_tuple(&o, skaddr, &mut ev);
-    }
-    if call.skaddr != 0 && ev.dport == 0 {
-        // Disconnected on failure (ECONNREFUSED, ETIMEDOUT): the remote end as
-        // it was when the SYN left.
+    if call.skaddr != 0 {
+        // The remote end as it was when the SYN left (a failed connect is
+        // disconnected, its dport zeroed, before it returns); only the local end,
+        // bound after SYN_SENT was reported, is read from the socket.
         ev.dport = call.dport;
         ev.family = call.family;
         ev.daddr = call.daddr;
         ev.flags |= flags::HAS_TUPLE;
+        if o.valid != 0 {
+            read_local(&o, skaddr, &mut ev);
+        }
+    } else if o.valid != 0 {
+        read_sock_tuple(&o, skaddr, &mut ev);
     }
-    let owner = current_owner();
+    // The caller is the owner bound at SYN_SENT (same task); reuse that entry.
+    let owner = match unsafe { OWNERS.get(&skaddr) } {
+        Some(o) if o.pid == id as u32 => *o,
+        _ => owner_of(skaddr),
+    };
     set_owner(&mut ev, &owner, 0);
     emit(&mut ev);
 }
@@ -697,7 +739,7 @@ fn exit_accept(ret: i64, accept4: bool) -> u32 {
         ev.flags |= flags::ACCEPT4;
     }
     read_sock_tuple(&o, sk, &mut ev);
-    let owner = current_owner();
+    let owner = owner_of(sk);
     if ret >= 0 {
         let _ = OWNERS.insert(&sk, &owner, 0);
     }

@@ -27,7 +27,9 @@ const STATES: [&str; 13] = [
     "NEW_SYN_RECV",
 ];
 
-fn bpftrace_rows(port: u16, traffic: impl FnOnce()) -> Vec<Row> {
+/// Runs `traffic` under bpftrace and returns the transitions it printed, waiting (up
+/// to 10 s) for `expect` rows: bpftrace's perf-buffer output can lag under load.
+fn bpftrace_rows(port: u16, expect: usize, traffic: impl FnOnce()) -> Vec<Row> {
     let script = format!(
         "tracepoint:sock:inet_sock_set_state /args->protocol == 6 && (args->sport == {port} || args->dport == {port})/ \
          {{ printf(\"T %llx %d %d %d %d\\n\", args->skaddr, args->oldstate, args->newstate, args->sport, args->dport); }}"
@@ -38,19 +40,34 @@ fn bpftrace_rows(port: u16, traffic: impl FnOnce()) -> Vec<Row> {
         .stderr(Stdio::null())
         .spawn()
         .expect("bpftrace (installed by cargo xtask setup)");
-    let mut out = BufReader::new(bt.stdout.take().unwrap());
-    let mut line = String::new();
+    let out = BufReader::new(bt.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for l in out.lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !line.contains("Attaching") {
-        line.clear();
-        assert!(out.read_line(&mut line).unwrap() > 0, "bpftrace exited");
-        assert!(Instant::now() < deadline, "bpftrace did not attach");
+    loop {
+        let l = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("bpftrace did not attach");
+        if l.contains("Attaching") {
+            break;
+        }
     }
+    // bpftrace prints "Attaching" before the probe is attached.
+    std::thread::sleep(Duration::from_secs(1));
     traffic();
-    std::thread::sleep(Duration::from_millis(300));
-    unsafe { libc::kill(bt.id() as i32, libc::SIGINT) };
     let mut rows = Vec::new();
-    for l in out.lines().map_while(Result::ok) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rows.len() < expect {
+        let Ok(l) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
+            break;
+        };
+        assert!(!l.contains("Lost"), "bpftrace lost events: {l}");
         let f: Vec<&str> = l.split_whitespace().collect();
         if f.len() == 6 && f[0] == "T" {
             let st = |s: &str| STATES.get(s.parse::<usize>().unwrap()).unwrap().to_string();
@@ -63,6 +80,7 @@ fn bpftrace_rows(port: u16, traffic: impl FnOnce()) -> Vec<Row> {
             ));
         }
     }
+    unsafe { libc::kill(bt.id() as i32, libc::SIGINT) };
     let _ = bt.wait();
     rows
 }
@@ -76,7 +94,7 @@ fn same_transitions_as_bpftrace() {
         let port = free_port();
         let ps = port.to_string();
         let tracer = Tracer::start(&["--json", "--view", "events", "-P", &ps, "--attach", attach]);
-        let expected = bpftrace_rows(port, || {
+        let expected = bpftrace_rows(port, 2 + 3 * 10, || {
             let mut server = Peer::spawn(peer_cmd(
                 None,
                 &[
@@ -113,7 +131,11 @@ fn same_transitions_as_bpftrace() {
             })
             .collect();
         // 3 connections: listener 2, and per connection client 5 + child 5.
-        assert_eq!(expected.len(), 2 + 3 * 10, "bpftrace saw {expected:#?}");
+        assert_eq!(
+            expected.len(),
+            2 + 3 * 10,
+            "bpftrace saw {expected:#?}\ntcp-trace saw {got:#?}"
+        );
         let mut a = expected.clone();
         let mut b = got.clone();
         a.sort();
