@@ -31,11 +31,12 @@ const STATES: [&str; 13] = [
 /// to 10 s) for `expect` rows: bpftrace's perf-buffer output can lag under load.
 fn bpftrace_rows(port: u16, expect: usize, traffic: impl FnOnce()) -> Vec<Row> {
     let script = format!(
-        "tracepoint:sock:inet_sock_set_state /args->protocol == 6 && (args->sport == {port} || args->dport == {port})/ \
+        "BEGIN {{ printf(\"READY\\n\"); }} tracepoint:sock:inet_sock_set_state /args->protocol == 6 && (args->sport == {port} || args->dport == {port})/ \
          {{ printf(\"T %llx %d %d %d %d\\n\", args->skaddr, args->oldstate, args->newstate, args->sport, args->dport); }}"
     );
     let mut bt = Command::new("bpftrace")
-        .args(["-e", &script])
+        // Unbuffered: the lines must arrive while it runs, not at exit.
+        .args(["-B", "none", "-e", &script])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -54,12 +55,11 @@ fn bpftrace_rows(port: u16, expect: usize, traffic: impl FnOnce()) -> Vec<Row> {
         let l = rx
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .expect("bpftrace did not attach");
-        if l.contains("Attaching") {
+        // BEGIN runs once every probe is attached ("Attaching …" comes before).
+        if l.contains("READY") {
             break;
         }
     }
-    // bpftrace prints "Attaching" before the probe is attached.
-    std::thread::sleep(Duration::from_secs(1));
     traffic();
     let mut rows = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
