@@ -107,6 +107,22 @@ pub struct FilterArgs {
     /// How to attach the kernel hooks.
     #[arg(long, value_enum, default_value_t = crate::loader::AttachMode::Auto)]
     pub attach: crate::loader::AttachMode,
+    /// Ring buffer size in KiB (a power of two, at least 4): events that do not fit
+    /// are counted and reported as lost.
+    #[arg(long, value_name = "KIB", default_value_t = 8192, value_parser = parse_ring_kib)]
+    pub ring_kib: u32,
+}
+
+fn parse_ring_kib(s: &str) -> Result<u32, String> {
+    let v: u32 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size in KiB"))?;
+    if !(4..=1 << 20).contains(&v) || !v.is_power_of_two() {
+        return Err(format!(
+            "ring size must be a power of two between 4 and 1048576 KiB, got {s}"
+        ));
+    }
+    Ok(v)
 }
 
 #[derive(Debug, Clone, Args)]
@@ -210,6 +226,9 @@ mod tests {
             &["--duration", "inf"],
             &["--duration", "soon"],
             &["--count", "0"],
+            &["--ring-kib", "3"],
+            &["--ring-kib", "100"],
+            &["--ring-kib", "2"],
             &["--count", "-5"],
             &["--bogus"],
         ] {

@@ -171,6 +171,9 @@ const SYSCALL_HOOKS: &[(Tracepoint, &str, &str)] = &[
 pub struct Options {
     pub filter: Filter,
     pub attach: AttachMode,
+    /// Ring buffer size in bytes (power of two, multiple of the page size); 0 = the
+    /// object's default (8 MiB).
+    pub ring_bytes: u32,
 }
 
 /// A loaded and attached tracer.
@@ -431,6 +434,9 @@ pub fn load(opts: &Options) -> Result<(Loaded, RingBuf<MapData>), LoadError> {
         filter.pidns_ino = ino;
     }
     loader.override_global("FILTER", &filter, true);
+    if opts.ring_bytes != 0 {
+        loader.map_max_entries("EVENTS", opts.ring_bytes);
+    }
     let mut ebpf = loader.load(EBPF_OBJECT).map_err(explain_load_error)?;
 
     let candidates = |mode: AttachMode| -> &'static [AttachPath] {

@@ -22,6 +22,8 @@ pub struct RunStats {
     pub filtered: u64,
     /// accept()/connect() returns whose socket the kernel side could not find.
     pub fd_walk_failed: u64,
+    /// Events the kernel side queued (live runs): every one must reach `events`.
+    pub submitted: u64,
 }
 
 pub fn summary_line(s: &RunStats, evicted: u64) -> String {
@@ -301,8 +303,13 @@ impl<W: Write> Renderer<W> {
         if self.json() {
             writeln!(
                 self.out,
-                "{{\"type\":\"stats\",\"events\":{},\"lost\":{},\"filtered\":{},\"decode_errors\":{},\"evicted\":{evicted},\"fd_walk_failed\":{}}}",
-                stats.events, stats.lost, stats.filtered, stats.decode_errors, stats.fd_walk_failed
+                "{{\"type\":\"stats\",\"events\":{},\"submitted\":{},\"lost\":{},\"filtered\":{},\"decode_errors\":{},\"evicted\":{evicted},\"fd_walk_failed\":{}}}",
+                stats.events,
+                stats.submitted,
+                stats.lost,
+                stats.filtered,
+                stats.decode_errors,
+                stats.fd_walk_failed
             )?;
         }
         self.out.flush()?;

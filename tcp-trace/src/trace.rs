@@ -84,6 +84,7 @@ pub async fn run(args: &TraceArgs, mut filter: Filter) -> anyhow::Result<u8> {
     live(
         filter,
         args.filter.attach,
+        args.filter.ring_kib,
         args.duration,
         args.count,
         t0,
@@ -111,6 +112,7 @@ pub async fn record(args: &RecordArgs, mut filter: Filter) -> anyhow::Result<u8>
     live(
         filter,
         args.filter.attach,
+        args.filter.ring_kib,
         args.duration,
         args.count,
         t0,
@@ -122,12 +124,17 @@ pub async fn record(args: &RecordArgs, mut filter: Filter) -> anyhow::Result<u8>
 async fn live<W: Write>(
     filter: Filter,
     attach: AttachMode,
+    ring_kib: u32,
     duration: Option<f64>,
     count: Option<u64>,
     t0: u64,
     mut out: Output<W>,
 ) -> anyhow::Result<u8> {
-    let (loaded, ring) = loader::load(&Options { filter, attach })?;
+    let (loaded, ring) = loader::load(&Options {
+        filter,
+        attach,
+        ring_bytes: ring_kib * 1024,
+    })?;
     for w in &loaded.warnings {
         eprintln!("tcp-trace: warning: {w}");
     }
@@ -211,6 +218,7 @@ async fn live<W: Write>(
     stats.lost = c.lost;
     stats.filtered = c.filtered;
     stats.fd_walk_failed = c.fd_walk_failed;
+    stats.submitted = c.submitted;
     match out.finish(&stats) {
         Err(e) if is_epipe(&e) => Ok(0),
         r => r.map(|()| 0).map_err(Into::into),

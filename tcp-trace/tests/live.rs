@@ -483,3 +483,92 @@ fn duration_and_count_stop_the_run() {
     assert_eq!(code, 0);
     assert!(lines.iter().any(|l| l["type"] == "stats"));
 }
+
+/// A ring too small for a burst: what does not fit is counted and reported (stderr,
+/// `lost` lines, stats), and every event the kernel did queue reaches the output.
+#[test]
+fn ring_overrun_is_counted_never_silent() {
+    if !require_root("ring_overrun_is_counted_never_silent") {
+        return;
+    }
+    let port = free_port();
+    let ps = port.to_string();
+    let t = Tracer::start(&["--json", "--view", "events", "-P", &ps, "--ring-kib", "4"]);
+    let mut server = Peer::spawn(peer_cmd(
+        None,
+        &[
+            "server",
+            "127.0.0.1",
+            &ps,
+            "--accepts",
+            "500",
+            "--close-delay-ms",
+            "0",
+        ],
+    ));
+    server.line();
+    let client = Peer::spawn(peer_cmd(
+        None,
+        &["client", "127.0.0.1", &ps, "--count", "500", "--send", "1"],
+    ));
+    assert_eq!(client.wait(), 0);
+    assert_eq!(server.wait(), 0);
+    let (lines, code) = t.stop();
+    assert_eq!(code, 0);
+    let stats = lines.iter().find(|l| l["type"] == "stats").expect("stats");
+    let lost = stats["lost"].as_u64().unwrap();
+    assert!(
+        lost > 0,
+        "a 4 KiB ring must overflow under 500 connections: {stats}"
+    );
+    let reported: u64 = lines
+        .iter()
+        .filter(|l| l["type"] == "lost")
+        .map(|l| l["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(reported, lost, "every loss is reported in `lost` lines");
+    let events = events(&lines).len() as u64;
+    assert_eq!(stats["events"], events);
+    assert_eq!(
+        stats["submitted"], events,
+        "every event the kernel queued must be delivered"
+    );
+    // 500 connections, ~12 events each, all accounted for as delivered or lost.
+    assert!(events + lost >= 500 * 10, "events {events} + lost {lost}");
+}
+
+/// No tracefs mounted (a fresh machine): with CAP_SYS_ADMIN the tracer mounts it for
+/// the classic tracepoints and says so. Run in a private mount namespace.
+#[test]
+fn mounts_tracefs_when_absent() {
+    if !require_root("mounts_tracefs_when_absent") {
+        return;
+    }
+    let port = free_port();
+    let ps = port.to_string();
+    let script = format!(
+        "umount /sys/kernel/tracing 2>/dev/null; umount /sys/kernel/debug/tracing 2>/dev/null; \
+         test -e /sys/kernel/tracing/events && {{ echo 'tracefs still mounted' >&2; exit 9; }}; \
+         exec {TRACER} --json --view events -P {ps} --attach tracepoint"
+    );
+    let t = Tracer::start_cmd(
+        Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(&script),
+    );
+    assert!(
+        t.startup.iter().any(|l| l.contains("mounted tracefs")),
+        "{:?}",
+        t.startup
+    );
+    let client = Peer::spawn(peer_cmd(None, &["client", "127.0.0.1", &ps]));
+    client.wait();
+    let (lines, code) = t.stop();
+    assert_eq!(code, 0);
+    let evs = events(&lines);
+    let sk = find_socket(&evs, "CLOSE", "SYN_SENT", 0, port as u64);
+    assert_eq!(
+        transitions_of(&evs, &sk),
+        strs(&["CLOSE>SYN_SENT", "SYN_SENT>CLOSE"])
+    );
+}
