@@ -44,7 +44,23 @@ fn accept4_null_burst_pairs_accept_and_connect_returns() {
     let conns: Vec<&Value> = lines.iter().filter(|l| l["type"] == "connection").collect();
     let servers: Vec<&&Value> = conns.iter().filter(|c| c["role"] == "server").collect();
     let clients: Vec<&&Value> = conns.iter().filter(|c| c["role"] == "client").collect();
-    assert_eq!(servers.len(), N, "server connections");
+    // A child that lost the race between two segments completing the same request
+    // (the third-step ACK and the first data segment on two CPUs: seen on 6.1 under
+    // QEMU) is created and dropped again: LISTEN → SYN_RECV → CLOSE, never accepted.
+    // It is a real kernel socket and shows as an aborted server connection.
+    let (servers, aborted): (Vec<&&Value>, Vec<&&Value>) =
+        servers.into_iter().partition(|c| c["established"] == true);
+    for c in &aborted {
+        let states: Vec<&str> = c["states"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["state"].as_str().unwrap())
+            .collect();
+        assert_eq!(states, ["LISTEN", "SYN_RECV", "CLOSE"], "{c}");
+        assert_eq!(c["outcome"], "aborted", "{c}");
+    }
+    assert_eq!(servers.len(), N, "established server connections");
     assert_eq!(clients.len(), N, "client connections");
     let accepted = servers
         .iter()
