@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use serde::{Serialize, Serializer};
 
 use crate::decode::{Comm, Family, TcpState};
+use crate::render::json;
 
 /// Which end of a connection this socket is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -112,9 +113,11 @@ pub struct HalfOpenRequest {
     #[serde(serialize_with = "ser_hex")]
     pub req: u64,
     /// Listener side of the request.
+    #[serde(serialize_with = "ser_ip")]
     pub saddr: IpAddr,
     pub sport: u16,
     /// Client side.
+    #[serde(serialize_with = "ser_ip")]
     pub daddr: IpAddr,
     pub dport: u16,
     pub synack_retransmits: u32,
@@ -196,9 +199,11 @@ pub struct Connection {
     #[serde(serialize_with = "ser_family")]
     pub family: Family,
     /// This socket's local end.
+    #[serde(serialize_with = "ser_opt_ip")]
     pub saddr: Option<IpAddr>,
     pub sport: u16,
     /// This socket's remote end.
+    #[serde(serialize_with = "ser_opt_ip")]
     pub daddr: Option<IpAddr>,
     pub dport: u16,
     /// Kernel address of the socket (hex string).
@@ -678,6 +683,13 @@ impl<const N: usize> StackStr<N> {
             len: 0,
         }
     }
+    /// Appends ASCII bytes (anything else, or what does not fit, is dropped).
+    pub(crate) fn push_ascii(&mut self, b: &[u8]) {
+        if b.is_ascii() && self.len + b.len() <= N {
+            self.buf[self.len..self.len + b.len()].copy_from_slice(b);
+            self.len += b.len();
+        }
+    }
     pub(crate) fn as_str(&self) -> &str {
         // Only whole `&str`s are ever appended (see write_str), so this is UTF-8.
         std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
@@ -709,11 +721,44 @@ fn ser_family<S: Serializer>(f: &Family, ser: S) -> Result<S::Ok, S::Error> {
 
 fn ser_comm<S: Serializer>(c: &Option<Comm>, ser: S) -> Result<S::Ok, S::Error> {
     match c {
-        Some(c) => ser.collect_str(c),
+        Some(c) => {
+            // As `Display` prints it (at most 4 bytes per byte), without allocating.
+            let mut b = StackStr::<64>::new();
+            json::put_comm(&mut b, c, false);
+            ser.serialize_str(b.as_str())
+        }
         None => ser.serialize_none(),
     }
 }
 
 fn ser_hex<S: Serializer>(v: &u64, ser: S) -> Result<S::Ok, S::Error> {
-    ser.collect_str(&format_args!("{v:#x}"))
+    let mut b = StackStr::<24>::new();
+    json::put_hex(&mut b, *v);
+    ser.serialize_str(b.as_str())
+}
+
+/// As serde does it (the `Display` string for human-readable formats), without
+/// `core::fmt`.
+fn ser_ip<S: Serializer>(a: &IpAddr, ser: S) -> Result<S::Ok, S::Error> {
+    if !ser.is_human_readable() {
+        return a.serialize(ser);
+    }
+    let mut b = StackStr::<48>::new();
+    json::put_ip(&mut b, *a);
+    ser.serialize_str(b.as_str())
+}
+
+struct IpStr(IpAddr);
+
+impl Serialize for IpStr {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        ser_ip(&self.0, ser)
+    }
+}
+
+fn ser_opt_ip<S: Serializer>(a: &Option<IpAddr>, ser: S) -> Result<S::Ok, S::Error> {
+    match a {
+        Some(a) => ser.serialize_some(&IpStr(*a)),
+        None => ser.serialize_none(),
+    }
 }

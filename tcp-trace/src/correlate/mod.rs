@@ -30,14 +30,14 @@
 //!   beyond that the least recently updated socket is emitted with `evicted: true`.
 mod connection;
 mod conversation;
+mod hash;
 
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 pub(crate) mod testutil;
 
-use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::IpAddr;
 
 use serde::Serialize;
@@ -49,6 +49,7 @@ pub use connection::{
     SyscallReturn,
 };
 pub use conversation::{Conversation, ConversationJoiner, conversations};
+use hash::{FastMap, fast_map};
 
 use crate::decode::{Event, EventKind, Family, TcpState};
 
@@ -131,35 +132,10 @@ fn event_tuple(ev: &Event) -> Option<Tuple> {
     Some((norm(la), lp, norm(ra), rp))
 }
 
-struct Queued {
-    seq: u64,
-    ev: Event,
-}
-
-impl PartialEq for Queued {
-    fn eq(&self, o: &Self) -> bool {
-        self.cmp(o) == Ordering::Equal
-    }
-}
-impl Eq for Queued {}
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Queued {
-    fn cmp(&self, o: &Self) -> Ordering {
-        (self.ev.ts_ns, self.seq).cmp(&(o.ev.ts_ns, o.seq))
-    }
-}
-
 struct Slot {
     live: bool,
     conn: Connection,
     closed_at: Option<u64>,
-    /// LRU links (head = most recently updated).
-    prev: usize,
-    next: usize,
     /// Key under which this socket is in `by_tuple`.
     tuple_key: Option<Tuple>,
     /// Port under which this listener is in `listeners`.
@@ -180,8 +156,6 @@ impl Slot {
             live: false,
             conn: blank(),
             closed_at: None,
-            prev: NIL,
-            next: NIL,
             tuple_key: None,
             listen_port: None,
             listener: None,
@@ -190,6 +164,19 @@ impl Slot {
             held: false,
         }
     }
+}
+
+#[derive(Clone, Copy)]
+struct Link {
+    prev: usize,
+    next: usize,
+}
+
+impl Link {
+    const NONE: Link = Link {
+        prev: NIL,
+        next: NIL,
+    };
 }
 
 fn blank() -> Connection {
@@ -224,19 +211,24 @@ impl PendingReq {
 pub struct Correlator {
     cfg: Config,
     linger_ns: u64,
-    queue: BinaryHeap<Reverse<Queued>>,
-    seq: u64,
+    /// The reorder buffer: events not yet applied, sorted by timestamp, equal
+    /// timestamps in push order. Events come almost in order, so nearly every push
+    /// appends; a late one is inserted near the back (see `push`).
+    queue: VecDeque<Event>,
     max_ts: u64,
     last_applied: u64,
     slots: Vec<Slot>,
+    /// LRU list of the slots (head = most recently updated), apart from the slots so
+    /// that moving one to the front touches a few bytes, not three records.
+    lru: Vec<Link>,
     free: Vec<usize>,
     live: usize,
     head: usize,
     tail: usize,
-    by_sk: HashMap<u64, usize>,
-    by_tuple: HashMap<Tuple, (usize, u64)>,
-    listeners: HashMap<u16, Vec<(usize, u64)>>,
-    pending: HashMap<Tuple, PendingReq>,
+    by_sk: FastMap<u64, usize>,
+    by_tuple: FastMap<Tuple, (usize, u64)>,
+    listeners: FastMap<u16, Vec<(usize, u64)>>,
+    pending: FastMap<Tuple, PendingReq>,
     /// (deadline, slot, id) of closed connections, in close order.
     expiry: VecDeque<(u64, usize, u64)>,
     /// (deadline, slot, id) of held connections (see `hold`), in hold order.
@@ -263,19 +255,19 @@ impl Correlator {
                 ..cfg
             },
             linger_ns: DEFAULT_CLOSE_LINGER_NS.max(cfg.reorder_window_ns),
-            queue: BinaryHeap::new(),
-            seq: 0,
+            queue: VecDeque::new(),
             max_ts: 0,
             last_applied: 0,
             slots: Vec::new(),
+            lru: Vec::new(),
             free: Vec::new(),
             live: 0,
             head: NIL,
             tail: NIL,
-            by_sk: HashMap::new(),
-            by_tuple: HashMap::new(),
-            listeners: HashMap::new(),
-            pending: HashMap::new(),
+            by_sk: fast_map(),
+            by_tuple: fast_map(),
+            listeners: fast_map(),
+            pending: fast_map(),
             expiry: VecDeque::new(),
             held: VecDeque::new(),
             hold_ns: DEFAULT_FIN_WAIT2_HOLD_NS,
@@ -309,21 +301,51 @@ impl Correlator {
     pub fn push(&mut self, ev: Event) {
         self.stats.events += 1;
         self.max_ts = self.max_ts.max(ev.ts_ns);
-        self.queue.push(Reverse(Queued { seq: self.seq, ev }));
-        self.seq += 1;
         let window = self.cfg.reorder_window_ns;
-        while let Some(Reverse(q)) = self.queue.peek() {
-            if q.ev.ts_ns.saturating_add(window) > self.max_ts {
+        let ready = |ts: u64, max_ts: u64| ts.saturating_add(window) <= max_ts;
+        if ready(ev.ts_ns, self.max_ts) && self.queue.front().is_none_or(|f| f.ts_ns > ev.ts_ns) {
+            // Later than the window and before everything buffered: it is next in
+            // order. Apply it without buffering.
+            self.apply(&ev);
+        } else {
+            self.enqueue(ev);
+        }
+        // Apply from the front while the front is old enough. The buffer is moved out
+        // so that each event is applied in place, not moved out first.
+        let mut queue = std::mem::take(&mut self.queue);
+        while let Some(front) = queue.front() {
+            if !ready(front.ts_ns, self.max_ts) {
                 break;
             }
-            let Some(Reverse(q)) = self.queue.pop() else {
-                break;
-            };
-            self.apply(&q.ev);
+            self.apply(front);
+            queue.pop_front();
         }
+        self.queue = queue;
         // Everything up to here has been applied: closed connections whose linger
         // ended before it are complete.
         self.expire(self.max_ts.saturating_sub(window));
+    }
+
+    /// Inserts `ev` after every buffered event with a timestamp at or before its own
+    /// (so equal timestamps stay in push order).
+    fn enqueue(&mut self, ev: Event) {
+        let q = &mut self.queue;
+        match q.back() {
+            Some(last) if last.ts_ns > ev.ts_ns => {}
+            _ => return q.push_back(ev),
+        }
+        // Out of order: usually by a few events. Scan a few back, then bisect.
+        const SCAN: usize = 8;
+        let n = q.len();
+        let mut at = n - 1;
+        let floor = n.saturating_sub(SCAN);
+        while at > floor && q[at - 1].ts_ns > ev.ts_ns {
+            at -= 1;
+        }
+        if at == floor && at > 0 && q[at - 1].ts_ns > ev.ts_ns {
+            at = q.partition_point(|e| e.ts_ns <= ev.ts_ns);
+        }
+        q.insert(at, ev);
     }
 
     /// Moves the connections finished so far into `out` (in the order they finished).
@@ -339,9 +361,11 @@ impl Correlator {
     /// End of input: applies everything buffered and emits every connection, those
     /// without a CLOSE marked `open: true`. The correlator is empty afterwards.
     pub fn flush(&mut self) -> Vec<Connection> {
-        while let Some(Reverse(q)) = self.queue.pop() {
-            self.apply(&q.ev);
+        let mut queue = std::mem::take(&mut self.queue);
+        for ev in queue.drain(..) {
+            self.apply(&ev);
         }
+        self.queue = queue;
         self.flushing = true;
         let mut live: Vec<(u64, usize)> = self
             .slots
@@ -496,6 +520,8 @@ impl Correlator {
         {
             let c = &mut self.slots[i].conn;
             if c.states.is_empty() {
+                // Most sockets go through 5–8 states: allocate once.
+                c.states.reserve_exact(8);
                 c.states.push(StateEntry {
                     state: old,
                     t_ns: ev.ts_ns,
@@ -969,6 +995,7 @@ impl Correlator {
             Some(i) => i,
             None => {
                 self.slots.push(Slot::empty());
+                self.lru.push(Link::NONE);
                 self.slots.len() - 1
             }
         };
@@ -982,8 +1009,6 @@ impl Correlator {
         s.peer = None;
         s.peer_view = None;
         s.held = false;
-        s.prev = NIL;
-        s.next = NIL;
         self.by_sk.insert(ev.skaddr, i);
         self.live += 1;
         self.link_front(i);
@@ -1001,10 +1026,12 @@ impl Correlator {
     }
 
     fn link_front(&mut self, i: usize) {
-        self.slots[i].prev = NIL;
-        self.slots[i].next = self.head;
+        self.lru[i] = Link {
+            prev: NIL,
+            next: self.head,
+        };
         if self.head != NIL {
-            self.slots[self.head].prev = i;
+            self.lru[self.head].prev = i;
         }
         self.head = i;
         if self.tail == NIL {
@@ -1013,19 +1040,18 @@ impl Correlator {
     }
 
     fn unlink(&mut self, i: usize) {
-        let (p, n) = (self.slots[i].prev, self.slots[i].next);
+        let Link { prev: p, next: n } = self.lru[i];
         if p != NIL {
-            self.slots[p].next = n;
+            self.lru[p].next = n;
         } else {
             self.head = n;
         }
         if n != NIL {
-            self.slots[n].prev = p;
+            self.lru[n].prev = p;
         } else {
             self.tail = p;
         }
-        self.slots[i].prev = NIL;
-        self.slots[i].next = NIL;
+        self.lru[i] = Link::NONE;
     }
 
     /// Emits slot `i` and frees it.

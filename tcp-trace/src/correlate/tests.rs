@@ -1084,3 +1084,160 @@ fn e_half_open_request_attached_to_the_client() {
             .is_none()
     );
 }
+
+#[test]
+fn connection_json_fields_print_as_display() {
+    // saddr/daddr, skaddr and comm are written without core::fmt: same strings as
+    // their Display (what serde's own IpAddr impl and `{:#x}` printed).
+    use crate::decode::Comm;
+    let addrs = [
+        "127.0.0.1",
+        "0.0.0.0",
+        "255.255.255.255",
+        "::",
+        "::1",
+        "::ffff:10.1.2.3",
+        "fe80::1:0:0:0",
+        "2001:db8:0:0:1:0:0:1",
+        "2001:db8::ff00:42:8329",
+    ];
+    for (k, a) in addrs.iter().enumerate() {
+        let ip: IpAddr = a.parse().unwrap();
+        let mut c = Connection::new(
+            k as u64,
+            Role::Client,
+            0xffff_8880_0000_2000 + k as u64,
+            Family::Inet6,
+            1,
+        );
+        c.saddr = Some(ip);
+        c.daddr = (k % 2 == 0).then_some(ip);
+        c.comm = Some(Comm(*b"a\"b\\c\x01\x7f\xff\xe9zzzzzz\0"));
+        c.peer_request = Some(HalfOpenRequest {
+            req: k as u64,
+            saddr: ip,
+            sport: 1,
+            daddr: ip,
+            dport: 2,
+            synack_retransmits: 0,
+            synack_retransmit_ts_ns: Vec::new(),
+        });
+        let j: serde_json::Value =
+            serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(j["saddr"], ip.to_string());
+        assert_eq!(
+            j["daddr"],
+            if k % 2 == 0 {
+                serde_json::json!(ip.to_string())
+            } else {
+                serde_json::Value::Null
+            }
+        );
+        assert_eq!(j["skaddr"], format!("{:#x}", c.skaddr));
+        assert_eq!(j["comm"], c.comm.unwrap().to_string());
+        assert_eq!(j["peer_request"]["saddr"], ip.to_string());
+        assert_eq!(j["peer_request"]["req"], format!("{k:#x}"));
+        c.comm = None;
+        c.saddr = None;
+        let j = serde_json::to_value(&c).unwrap();
+        assert!(j["comm"].is_null() && j["saddr"].is_null());
+    }
+}
+
+/// The reorder buffer's contents, as the tags (`ctx_pid`) of the buffered events.
+fn buffered_tags(corr: &Correlator) -> Vec<u32> {
+    corr.queue.iter().map(|e| e.ctx_pid).collect()
+}
+
+/// An event that matches nothing (an orphan reset), tagged.
+fn tagged(ts: u64, tag: u32) -> Event {
+    Ev::rst_recv(ts, 0).softirq(tag).ev()
+}
+
+#[test]
+fn equal_timestamps_keep_push_order() {
+    let mut corr = Correlator::new(Config::default());
+    for (ts, tag) in [(5, 1), (10, 2), (5, 3), (5, 4), (10, 5), (1, 6), (5, 7)] {
+        corr.push(tagged(T0 + ts * US, tag));
+    }
+    assert_eq!(buffered_tags(&corr), [6, 1, 3, 4, 7, 2, 5]);
+    // Applied in that order: one socket's transitions at the same time.
+    let sk = 0x77;
+    let evs = [
+        Ev::tr(T0, sk, Close, SynSent).task().ev(),
+        Ev::tr(T0, sk, SynSent, Established).ev(),
+        Ev::tr(T0, sk, Established, FinWait1).ev(),
+        Ev::tr(T0, sk, FinWait1, FinWait2).ev(),
+        Ev::tr(T0, sk, FinWait2, Close).ev(),
+    ];
+    let c = &run(&evs)[0];
+    let states: Vec<TcpState> = c.states.iter().map(|e| e.state).collect();
+    assert_eq!(
+        states,
+        [Close, SynSent, Established, FinWait1, FinWait2, Close]
+    );
+}
+
+#[test]
+fn reorder_buffer_matches_a_heap_ordered_by_time_then_arrival() {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    // Pseudo-random arrival: mostly in order, some a little early or late (within the
+    // window), some later than the window, many equal timestamps.
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut rnd = |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    for window in [0, MS, 20 * MS] {
+        let mut corr = Correlator::new(Config {
+            max_sockets: 16,
+            reorder_window_ns: window,
+        });
+        // The correlator before the VecDeque: a min-heap of (ts, arrival).
+        let mut heap = BinaryHeap::new();
+        let (mut max_ts, mut last, mut late) = (0u64, 0u64, 0u64);
+        let mut base = T0;
+        let mut prev = T0;
+        for tag in 0..20_000u32 {
+            base += rnd(20 * US);
+            let ts = match rnd(20) {
+                0..=11 => base,
+                12..=14 => prev,
+                15..=17 => base.saturating_sub(rnd(window.max(1))),
+                _ => base.saturating_sub(window + rnd(3 * window + 1)),
+            };
+            prev = ts;
+            corr.push(tagged(ts, tag));
+            max_ts = max_ts.max(ts);
+            heap.push(Reverse((ts, tag)));
+            while let Some(&Reverse((t, _))) = heap.peek() {
+                if t.saturating_add(window) > max_ts {
+                    break;
+                }
+                heap.pop();
+                if t < last {
+                    late += 1;
+                } else {
+                    last = t;
+                }
+            }
+            let mut want: Vec<(u64, u32)> = heap.iter().map(|r| r.0).collect();
+            want.sort_unstable();
+            let want: Vec<u32> = want.iter().map(|w| w.1).collect();
+            assert_eq!(buffered_tags(&corr), want, "window {window}, after {tag}");
+            assert_eq!(
+                corr.stats().late_events,
+                late,
+                "window {window}, after {tag}"
+            );
+        }
+        assert!(late > 0 || window == 0);
+        assert_eq!(
+            corr.stats().applied + corr.stats().buffered_events as u64,
+            20_000
+        );
+    }
+}

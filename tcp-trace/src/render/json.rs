@@ -1,22 +1,291 @@
 //! JSON lines for events and loss reports. Every line has `"type"`.
-//! Written by hand (no allocation per event beyond the output buffer).
+//!
+//! Written by hand, without `core::fmt` and without allocating: each event line is
+//! put together in a buffer on the stack and handed to the writer in one `write_all`.
+//! The small formatters here (integers, hex, addresses, `comm`, states) print exactly
+//! what `Display` prints; `correlate::connection` uses them for its serde fields too.
 use std::io::{self, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::clock::WallClock;
-use crate::decode::{Event, EventKind, errno_name};
+use crate::correlate::StackStr;
+use crate::decode::{Comm, Event, EventKind, TcpState, errno_name};
+
+/// Something the formatters below append bytes to.
+pub(crate) trait Sink {
+    fn put(&mut self, b: &[u8]);
+    /// Appends `n` bytes written by `f` (into a scratch buffer of at least `n`, at
+    /// most 40 bytes, unless the sink has room for them in place).
+    fn put_with(&mut self, n: usize, f: impl FnOnce(&mut [u8])) {
+        let mut b = [0u8; 40];
+        f(&mut b[..n]);
+        self.put(&b[..n]);
+    }
+}
+
+impl<const N: usize> Sink for StackStr<N> {
+    fn put(&mut self, b: &[u8]) {
+        self.push_ascii(b);
+    }
+}
+
+const DIGITS2: &[u8; 200] = b"0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+/// `v` in decimal, like `{v}`.
+pub(crate) fn put_u64(s: &mut impl Sink, v: u64) {
+    let n = v.checked_ilog10().unwrap_or(0) as usize + 1;
+    s.put_with(n, |out| {
+        let mut v = v;
+        let mut at = n;
+        while v >= 100 {
+            let d = (v % 100) as usize * 2;
+            v /= 100;
+            at -= 2;
+            out[at] = DIGITS2[d];
+            out[at + 1] = DIGITS2[d + 1];
+        }
+        if v >= 10 {
+            let d = v as usize * 2;
+            out[0] = DIGITS2[d];
+            out[1] = DIGITS2[d + 1];
+        } else {
+            out[0] = b'0' + v as u8;
+        }
+    });
+}
+
+/// `v` in decimal, like `{v}`.
+pub(crate) fn put_i64(s: &mut impl Sink, v: i64) {
+    if v < 0 {
+        s.put(b"-");
+    }
+    put_u64(s, v.unsigned_abs());
+}
+
+/// `v` in decimal, like `{v}`.
+pub(crate) fn put_i128(s: &mut impl Sink, v: i128) {
+    match i64::try_from(v) {
+        Ok(v) => put_i64(s, v),
+        Err(_) => {
+            use std::fmt::Write as _;
+            let mut b = StackStr::<48>::new();
+            let _ = write!(b, "{v}");
+            s.put(b.as_str().as_bytes());
+        }
+    }
+}
+
+/// `v` in lowercase hex without `0x` or leading zeros, like `{v:x}`.
+fn put_hex_digits(s: &mut impl Sink, v: u64) {
+    let n = (v | 1).ilog2() as usize / 4 + 1;
+    s.put_with(n, |out| {
+        let mut v = v;
+        for d in out.iter_mut().rev() {
+            *d = b"0123456789abcdef"[(v & 0xf) as usize];
+            v >>= 4;
+        }
+    });
+}
+
+/// `v` like `{v:#x}` (`0x1f`, `0x0`).
+pub(crate) fn put_hex(s: &mut impl Sink, v: u64) {
+    s.put(b"0x");
+    put_hex_digits(s, v);
+}
+
+fn put_v4(s: &mut impl Sink, a: Ipv4Addr) {
+    let [a, b, c, d] = a.octets();
+    put_u64(s, a as u64);
+    s.put(b".");
+    put_u64(s, b as u64);
+    s.put(b".");
+    put_u64(s, c as u64);
+    s.put(b".");
+    put_u64(s, d as u64);
+}
+
+/// Like `Ipv6Addr`'s `Display` (RFC 5952: the longest run of two or more zero
+/// groups, the first of equal ones, becomes `::`; IPv4-mapped as `::ffff:a.b.c.d`).
+fn put_v6(s: &mut impl Sink, a: Ipv6Addr) {
+    if let Some(v4) = a.to_ipv4_mapped() {
+        s.put(b"::ffff:");
+        return put_v4(s, v4);
+    }
+    let seg = a.segments();
+    let (mut best, mut best_len, mut cur, mut cur_len) = (0, 0, 0, 0);
+    for (i, &g) in seg.iter().enumerate() {
+        if g == 0 {
+            if cur_len == 0 {
+                cur = i;
+            }
+            cur_len += 1;
+            if cur_len > best_len {
+                (best, best_len) = (cur, cur_len);
+            }
+        } else {
+            cur_len = 0;
+        }
+    }
+    let groups = |s: &mut _, part: &[u16]| {
+        for (k, &g) in part.iter().enumerate() {
+            if k > 0 {
+                Sink::put(s, b":");
+            }
+            put_hex_digits(s, g as u64);
+        }
+    };
+    if best_len > 1 {
+        groups(s, &seg[..best]);
+        s.put(b"::");
+        groups(s, &seg[best + best_len..]);
+    } else {
+        groups(s, &seg);
+    }
+}
+
+/// Like `IpAddr`'s `Display`.
+pub(crate) fn put_ip(s: &mut impl Sink, a: IpAddr) {
+    match a {
+        IpAddr::V4(a) => put_v4(s, a),
+        IpAddr::V6(a) => put_v6(s, a),
+    }
+}
+
+/// Like `Comm`'s `Display`: printable ASCII but `\` as is, anything else `\xNN`.
+/// Only `"` then needs JSON escaping, and `\` (of `\xNN`) when `json`.
+pub(crate) fn put_comm(s: &mut impl Sink, c: &Comm, json: bool) {
+    let bytes = c.bytes();
+    if bytes
+        .iter()
+        .all(|&b| (0x20..0x7f).contains(&b) && b != b'\\' && b != b'"')
+    {
+        return s.put(bytes);
+    }
+    for &b in bytes {
+        if (0x20..0x7f).contains(&b) && b != b'\\' {
+            if json && b == b'"' {
+                s.put(b"\\\"");
+            } else {
+                s.put(&[b]);
+            }
+        } else {
+            s.put(if json { b"\\\\x" } else { b"\\x" });
+            let hex = b"0123456789abcdef";
+            s.put(&[hex[(b >> 4) as usize], hex[(b & 0xf) as usize]]);
+        }
+    }
+}
+
+/// Like `TcpState`'s `Display` (`UNKNOWN(n)` for values this build does not know).
+pub(crate) fn put_state(s: &mut impl Sink, st: TcpState) {
+    match st {
+        TcpState::Unknown(n) => {
+            s.put(b"UNKNOWN(");
+            put_u64(s, n as u64);
+            s.put(b")");
+        }
+        st => s.put(st.name().as_bytes()),
+    }
+}
+
+/// `s` as a JSON string literal (`"`, `\` and control characters escaped).
+fn put_json_str(out: &mut impl Sink, s: &str) {
+    out.put(b"\"");
+    let b = s.as_bytes();
+    let mut start = 0;
+    for (i, &c) in b.iter().enumerate() {
+        let esc: &[u8] = match c {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            0..=0x1f => b"\\u00",
+            _ => continue,
+        };
+        out.put(&b[start..i]);
+        out.put(esc);
+        if c < 0x20 {
+            let hex = b"0123456789abcdef";
+            out.put(&[hex[(c >> 4) as usize], hex[(c & 0xf) as usize]]);
+        }
+        start = i + 1;
+    }
+    out.put(&b[start..]);
+    out.put(b"\"");
+}
+
+/// A line put together in a buffer on the stack, handed to the writer when full and
+/// at the end.
+struct Line<'a, W: Write> {
+    w: &'a mut W,
+    buf: &'a mut [u8; LINE],
+    len: usize,
+    err: Option<io::Error>,
+}
+
+const LINE: usize = 640;
+
+impl<'a, W: Write> Line<'a, W> {
+    fn new(w: &'a mut W, buf: &'a mut [u8; LINE]) -> Self {
+        Line {
+            w,
+            buf,
+            len: 0,
+            err: None,
+        }
+    }
+
+    /// Hands what the buffer holds to the writer (errors are kept for `finish`).
+    #[cold]
+    fn drain(&mut self) {
+        if self.err.is_none() {
+            self.err = self.w.write_all(&self.buf[..self.len]).err();
+        }
+        self.len = 0;
+    }
+
+    fn finish(mut self) -> io::Result<()> {
+        match self.err.take() {
+            Some(e) => Err(e),
+            None => self.w.write_all(&self.buf[..self.len]),
+        }
+    }
+}
+
+impl<W: Write> Sink for Line<'_, W> {
+    #[inline]
+    fn put(&mut self, b: &[u8]) {
+        if self.len + b.len() > LINE {
+            self.drain();
+            if b.len() > LINE {
+                if self.err.is_none() {
+                    self.err = self.w.write_all(b).err();
+                }
+                return;
+            }
+        }
+        self.buf[self.len..self.len + b.len()].copy_from_slice(b);
+        self.len += b.len();
+    }
+
+    #[inline]
+    fn put_with(&mut self, n: usize, f: impl FnOnce(&mut [u8])) {
+        if self.len + n > LINE {
+            self.drain();
+        }
+        f(&mut self.buf[self.len..self.len + n]);
+        self.len += n;
+    }
+}
 
 /// Writes `s` as a JSON string literal.
 pub fn write_str(w: &mut impl Write, s: &str) -> io::Result<()> {
-    w.write_all(b"\"")?;
-    for c in s.chars() {
-        match c {
-            '"' => w.write_all(b"\\\"")?,
-            '\\' => w.write_all(b"\\\\")?,
-            c if (c as u32) < 0x20 => write!(w, "\\u{:04x}", c as u32)?,
-            c => write!(w, "{c}")?,
-        }
-    }
-    w.write_all(b"\"")
+    let mut buf = [0u8; LINE];
+    let mut line = Line::new(w, &mut buf);
+    put_json_str(&mut line, s);
+    line.finish()
 }
 
 fn kind_name(k: &EventKind) -> &'static str {
@@ -31,12 +300,21 @@ fn kind_name(k: &EventKind) -> &'static str {
     }
 }
 
-fn write_ret(w: &mut impl Write, ret: i64) -> io::Result<()> {
-    write!(w, ",\"ret\":{ret}")?;
+fn put_ret(s: &mut impl Sink, ret: i64) {
+    s.put(b",\"ret\":");
+    put_i64(s, ret);
     match (ret < 0).then(|| errno_name(-ret)).flatten() {
-        Some(n) => write!(w, ",\"errno\":\"{n}\""),
-        None => w.write_all(b",\"errno\":null"),
+        Some(n) => {
+            s.put(b",\"errno\":\"");
+            s.put(n.as_bytes());
+            s.put(b"\"");
+        }
+        None => s.put(b",\"errno\":null"),
     }
+}
+
+fn put_bool(s: &mut impl Sink, v: bool) {
+    s.put(if v { b"true" } else { b"false" });
 }
 
 /// `{"type":"event",…}` — the schema is documented in docs/json-schema.md.
@@ -47,93 +325,143 @@ pub fn event(
     wall: Option<&WallClock>,
     container: Option<(&str, &str)>,
 ) -> io::Result<()> {
-    write!(w, "{{\"type\":\"event\",\"ts_ns\":{}", ev.ts_ns)?;
+    let mut buf = [0u8; LINE];
+    let mut s = Line::new(w, &mut buf);
+    s.put(b"{\"type\":\"event\",\"ts_ns\":");
+    put_u64(&mut s, ev.ts_ns);
     if let Some(c) = wall {
-        let mut t = String::new();
+        let mut t = StackStr::<64>::new();
         let _ = c.format(ev.ts_ns, &mut t);
-        write!(w, ",\"time\":\"{t}\",\"epoch_ns\":{}", c.epoch_ns(ev.ts_ns))?;
+        s.put(b",\"time\":\"");
+        s.put(t.as_str().as_bytes());
+        s.put(b"\",\"epoch_ns\":");
+        put_i128(&mut s, c.epoch_ns(ev.ts_ns));
     }
-    write!(w, ",\"kind\":\"{}\"", kind_name(&ev.kind))?;
+    s.put(b",\"kind\":\"");
+    s.put(kind_name(&ev.kind).as_bytes());
+    s.put(b"\"");
     match ev.kind {
         EventKind::Transition { old, new } => {
-            write!(w, ",\"old\":\"{old}\",\"new\":\"{new}\"")?;
+            s.put(b",\"old\":\"");
+            put_state(&mut s, old);
+            s.put(b"\",\"new\":\"");
+            put_state(&mut s, new);
+            s.put(b"\"");
         }
-        EventKind::SynAckRetransmit { req } => write!(w, ",\"req\":\"{req:#x}\"")?,
-        EventKind::Retransmit { state } => write!(w, ",\"state\":\"{state}\"")?,
+        EventKind::SynAckRetransmit { req } => {
+            s.put(b",\"req\":\"");
+            put_hex(&mut s, req);
+            s.put(b"\"");
+        }
+        EventKind::Retransmit { state } => {
+            s.put(b",\"state\":\"");
+            put_state(&mut s, state);
+            s.put(b"\"");
+        }
         EventKind::ResetSent { state, reason } => {
             match state {
-                Some(s) => write!(w, ",\"state\":\"{s}\"")?,
-                None => w.write_all(b",\"state\":null")?,
+                Some(st) => {
+                    s.put(b",\"state\":\"");
+                    put_state(&mut s, st);
+                    s.put(b"\"");
+                }
+                None => s.put(b",\"state\":null"),
             }
             match reason {
-                Some(r) => write!(w, ",\"reason\":{r}")?,
-                None => w.write_all(b",\"reason\":null")?,
+                Some(r) => {
+                    s.put(b",\"reason\":");
+                    put_u64(&mut s, r as u64);
+                }
+                None => s.put(b",\"reason\":null"),
             }
         }
         EventKind::ResetReceived => {}
         EventKind::ConnectReturn { fd, ret } => {
-            write!(w, ",\"call\":\"connect\",\"fd\":{fd}")?;
-            write_ret(w, ret)?;
+            s.put(b",\"call\":\"connect\",\"fd\":");
+            put_i64(&mut s, fd as i64);
+            put_ret(&mut s, ret);
         }
         EventKind::AcceptReturn {
             listen_fd,
             ret,
             accept4,
         } => {
-            let call = if accept4 { "accept4" } else { "accept" };
-            write!(w, ",\"call\":\"{call}\",\"listen_fd\":{listen_fd}")?;
-            write_ret(w, ret)?;
+            s.put(if accept4 {
+                b",\"call\":\"accept4\",\"listen_fd\":"
+            } else {
+                b",\"call\":\"accept\",\"listen_fd\":"
+            });
+            put_i64(&mut s, listen_fd as i64);
+            put_ret(&mut s, ret);
         }
     }
     match ev.pid() {
-        Some(p) => write!(w, ",\"pid\":{p}")?,
-        None => w.write_all(b",\"pid\":null")?,
+        Some(p) => {
+            s.put(b",\"pid\":");
+            put_u64(&mut s, p as u64);
+        }
+        None => s.put(b",\"pid\":null"),
     }
     match ev.owner {
         Some(o) => {
-            write!(w, ",\"tid\":{},\"comm\":", o.tid)?;
-            write_str(w, &o.comm.to_string())?;
-            write!(w, ",\"owner_from_listener\":{}", o.from_listener)?;
+            s.put(b",\"tid\":");
+            put_u64(&mut s, o.tid as u64);
+            s.put(b",\"comm\":\"");
+            put_comm(&mut s, &o.comm, true);
+            s.put(b"\",\"owner_from_listener\":");
+            put_bool(&mut s, o.from_listener);
         }
-        None => w.write_all(b",\"tid\":null,\"comm\":null,\"owner_from_listener\":false")?,
+        None => s.put(b",\"tid\":null,\"comm\":null,\"owner_from_listener\":false"),
     }
-    write!(
-        w,
-        ",\"task_ctx\":{},\"ctx_pid\":{},\"family\":\"{}\"",
-        ev.task_ctx,
-        ev.ctx_pid,
-        ev.family.name()
-    )?;
+    s.put(b",\"task_ctx\":");
+    put_bool(&mut s, ev.task_ctx);
+    s.put(b",\"ctx_pid\":");
+    put_u64(&mut s, ev.ctx_pid as u64);
+    s.put(b",\"family\":\"");
+    s.put(ev.family.name().as_bytes());
+    s.put(b"\"");
     match (ev.local, ev.remote) {
-        (Some((sa, sp)), Some((da, dp))) => write!(
-            w,
-            ",\"saddr\":\"{sa}\",\"sport\":{sp},\"daddr\":\"{da}\",\"dport\":{dp}"
-        )?,
-        _ => w.write_all(b",\"saddr\":null,\"sport\":null,\"daddr\":null,\"dport\":null")?,
+        (Some((sa, sp)), Some((da, dp))) => {
+            s.put(b",\"saddr\":\"");
+            put_ip(&mut s, sa);
+            s.put(b"\",\"sport\":");
+            put_u64(&mut s, sp as u64);
+            s.put(b",\"daddr\":\"");
+            put_ip(&mut s, da);
+            s.put(b"\",\"dport\":");
+            put_u64(&mut s, dp as u64);
+        }
+        _ => s.put(b",\"saddr\":null,\"sport\":null,\"daddr\":null,\"dport\":null"),
     }
-    write!(
-        w,
-        ",\"skaddr\":\"{:#x}\",\"cgroup_id\":{}",
-        ev.skaddr, ev.cgroup_id
-    )?;
+    s.put(b",\"skaddr\":\"");
+    put_hex(&mut s, ev.skaddr);
+    s.put(b"\",\"cgroup_id\":");
+    put_u64(&mut s, ev.cgroup_id);
     match ev.netns {
-        0 => w.write_all(b",\"netns\":null")?,
-        n => write!(w, ",\"netns\":{n}")?,
+        0 => s.put(b",\"netns\":null"),
+        n => {
+            s.put(b",\"netns\":");
+            put_u64(&mut s, n as u64);
+        }
     }
     match ev.ns_pid {
-        0 => w.write_all(b",\"ns_pid\":null")?,
-        n => write!(w, ",\"ns_pid\":{n}")?,
+        0 => s.put(b",\"ns_pid\":null"),
+        n => {
+            s.put(b",\"ns_pid\":");
+            put_u64(&mut s, n as u64);
+        }
     }
     match container {
         Some((id, rt)) => {
-            w.write_all(b",\"container_id\":")?;
-            write_str(w, id)?;
-            w.write_all(b",\"container_runtime\":")?;
-            write_str(w, rt)?;
+            s.put(b",\"container_id\":");
+            put_json_str(&mut s, id);
+            s.put(b",\"container_runtime\":");
+            put_json_str(&mut s, rt);
         }
-        None => w.write_all(b",\"container_id\":null,\"container_runtime\":null")?,
+        None => s.put(b",\"container_id\":null,\"container_runtime\":null"),
     }
-    w.write_all(b"}\n")
+    s.put(b"}\n");
+    s.finish()
 }
 
 /// `{"type":"lost","count":N,"total":T}`: events the kernel could not queue.
@@ -142,4 +470,397 @@ pub fn lost(w: &mut impl Write, count: u64, total: u64) -> io::Result<()> {
         w,
         "{{\"type\":\"lost\",\"count\":{count},\"total\":{total},\"reason\":\"ring buffer full\"}}"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{Family, Owner};
+
+    /// The formatting this module had before it was written without `core::fmt`: the
+    /// reference the fast path must match byte for byte.
+    mod reference {
+        use std::io::{self, Write};
+
+        use crate::clock::WallClock;
+        use crate::decode::{Event, EventKind, errno_name};
+
+        /// Writes `s` as a JSON string literal.
+        pub(super) fn write_str(w: &mut impl Write, s: &str) -> io::Result<()> {
+            w.write_all(b"\"")?;
+            for c in s.chars() {
+                match c {
+                    '"' => w.write_all(b"\\\"")?,
+                    '\\' => w.write_all(b"\\\\")?,
+                    c if (c as u32) < 0x20 => write!(w, "\\u{:04x}", c as u32)?,
+                    c => write!(w, "{c}")?,
+                }
+            }
+            w.write_all(b"\"")
+        }
+
+        fn kind_name(k: &EventKind) -> &'static str {
+            match k {
+                EventKind::Transition { .. } => "transition",
+                EventKind::SynAckRetransmit { .. } => "synack_retransmit",
+                EventKind::Retransmit { .. } => "retransmit",
+                EventKind::ResetSent { .. } => "reset_sent",
+                EventKind::ResetReceived => "reset_received",
+                EventKind::ConnectReturn { .. } => "connect_return",
+                EventKind::AcceptReturn { .. } => "accept_return",
+            }
+        }
+
+        fn write_ret(w: &mut impl Write, ret: i64) -> io::Result<()> {
+            write!(w, ",\"ret\":{ret}")?;
+            match (ret < 0).then(|| errno_name(-ret)).flatten() {
+                Some(n) => write!(w, ",\"errno\":\"{n}\""),
+                None => w.write_all(b",\"errno\":null"),
+            }
+        }
+
+        /// `{"type":"event",…}` — the schema is documented in docs/json-schema.md.
+        /// `container`: (id, runtime) of the owner's cgroup, when resolved.
+        pub(super) fn event(
+            w: &mut impl Write,
+            ev: &Event,
+            wall: Option<&WallClock>,
+            container: Option<(&str, &str)>,
+        ) -> io::Result<()> {
+            write!(w, "{{\"type\":\"event\",\"ts_ns\":{}", ev.ts_ns)?;
+            if let Some(c) = wall {
+                let mut t = String::new();
+                let _ = c.format(ev.ts_ns, &mut t);
+                write!(w, ",\"time\":\"{t}\",\"epoch_ns\":{}", c.epoch_ns(ev.ts_ns))?;
+            }
+            write!(w, ",\"kind\":\"{}\"", kind_name(&ev.kind))?;
+            match ev.kind {
+                EventKind::Transition { old, new } => {
+                    write!(w, ",\"old\":\"{old}\",\"new\":\"{new}\"")?;
+                }
+                EventKind::SynAckRetransmit { req } => write!(w, ",\"req\":\"{req:#x}\"")?,
+                EventKind::Retransmit { state } => write!(w, ",\"state\":\"{state}\"")?,
+                EventKind::ResetSent { state, reason } => {
+                    match state {
+                        Some(s) => write!(w, ",\"state\":\"{s}\"")?,
+                        None => w.write_all(b",\"state\":null")?,
+                    }
+                    match reason {
+                        Some(r) => write!(w, ",\"reason\":{r}")?,
+                        None => w.write_all(b",\"reason\":null")?,
+                    }
+                }
+                EventKind::ResetReceived => {}
+                EventKind::ConnectReturn { fd, ret } => {
+                    write!(w, ",\"call\":\"connect\",\"fd\":{fd}")?;
+                    write_ret(w, ret)?;
+                }
+                EventKind::AcceptReturn {
+                    listen_fd,
+                    ret,
+                    accept4,
+                } => {
+                    let call = if accept4 { "accept4" } else { "accept" };
+                    write!(w, ",\"call\":\"{call}\",\"listen_fd\":{listen_fd}")?;
+                    write_ret(w, ret)?;
+                }
+            }
+            match ev.pid() {
+                Some(p) => write!(w, ",\"pid\":{p}")?,
+                None => w.write_all(b",\"pid\":null")?,
+            }
+            match ev.owner {
+                Some(o) => {
+                    write!(w, ",\"tid\":{},\"comm\":", o.tid)?;
+                    write_str(w, &o.comm.to_string())?;
+                    write!(w, ",\"owner_from_listener\":{}", o.from_listener)?;
+                }
+                None => {
+                    w.write_all(b",\"tid\":null,\"comm\":null,\"owner_from_listener\":false")?
+                }
+            }
+            write!(
+                w,
+                ",\"task_ctx\":{},\"ctx_pid\":{},\"family\":\"{}\"",
+                ev.task_ctx,
+                ev.ctx_pid,
+                ev.family.name()
+            )?;
+            match (ev.local, ev.remote) {
+                (Some((sa, sp)), Some((da, dp))) => write!(
+                    w,
+                    ",\"saddr\":\"{sa}\",\"sport\":{sp},\"daddr\":\"{da}\",\"dport\":{dp}"
+                )?,
+                _ => {
+                    w.write_all(b",\"saddr\":null,\"sport\":null,\"daddr\":null,\"dport\":null")?
+                }
+            }
+            write!(
+                w,
+                ",\"skaddr\":\"{:#x}\",\"cgroup_id\":{}",
+                ev.skaddr, ev.cgroup_id
+            )?;
+            match ev.netns {
+                0 => w.write_all(b",\"netns\":null")?,
+                n => write!(w, ",\"netns\":{n}")?,
+            }
+            match ev.ns_pid {
+                0 => w.write_all(b",\"ns_pid\":null")?,
+                n => write!(w, ",\"ns_pid\":{n}")?,
+            }
+            match container {
+                Some((id, rt)) => {
+                    w.write_all(b",\"container_id\":")?;
+                    write_str(w, id)?;
+                    w.write_all(b",\"container_runtime\":")?;
+                    write_str(w, rt)?;
+                }
+                None => w.write_all(b",\"container_id\":null,\"container_runtime\":null")?,
+            }
+            w.write_all(b"}\n")
+        }
+    }
+
+    /// xorshift64*: deterministic pseudo-random values.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn pick<T: Copy>(&mut self, v: &[T]) -> T {
+            v[(self.next() % v.len() as u64) as usize]
+        }
+        /// Mostly small values and zeros, sometimes anything.
+        fn num(&mut self) -> u64 {
+            match self.next() % 4 {
+                0 => 0,
+                1 => self.next() % 10,
+                2 => self.next() % 100_000,
+                _ => self.next(),
+            }
+        }
+    }
+
+    fn ip(r: &mut Rng) -> IpAddr {
+        match r.next() % 6 {
+            0 => IpAddr::V4(Ipv4Addr::from(r.next() as u32)),
+            1 => IpAddr::V4(Ipv4Addr::new(
+                127,
+                0,
+                0,
+                r.pick(&[0, 1, 9, 10, 99, 100, 255]),
+            )),
+            2 => IpAddr::V6(Ipv6Addr::from(
+                ((r.next() as u128) << 64) | r.next() as u128,
+            )),
+            3 => IpAddr::V6(Ipv4Addr::from(r.next() as u32).to_ipv6_mapped()),
+            _ => {
+                // Groups that are often zero: every run-length case of RFC 5952.
+                let mut g = [0u16; 8];
+                for x in &mut g {
+                    *x = match r.next() % 3 {
+                        0 => 0,
+                        1 => r.next() as u16 & 0xff,
+                        _ => r.next() as u16,
+                    };
+                }
+                IpAddr::V6(Ipv6Addr::from(g))
+            }
+        }
+    }
+
+    fn state(r: &mut Rng) -> TcpState {
+        TcpState::from_raw(r.pick(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 200, 255]))
+    }
+
+    fn comm(r: &mut Rng) -> Comm {
+        let mut c = [0u8; 16];
+        let n = (r.next() % 17) as usize;
+        for b in &mut c[..n] {
+            *b = match r.next() % 4 {
+                0 => r.pick(b"\\\"\n\x7f\x01 "),
+                1 => r.next() as u8,
+                _ => b'a' + (r.next() % 26) as u8,
+            };
+        }
+        Comm(c)
+    }
+
+    fn event_of(r: &mut Rng) -> Event {
+        let kind = match r.next() % 7 {
+            0 => EventKind::Transition {
+                old: state(r),
+                new: state(r),
+            },
+            1 => EventKind::SynAckRetransmit { req: r.num() },
+            2 => EventKind::Retransmit { state: state(r) },
+            3 => EventKind::ResetSent {
+                state: r.next().is_multiple_of(2).then(|| state(r)),
+                reason: r.next().is_multiple_of(2).then(|| r.num() as u32),
+            },
+            4 => EventKind::ResetReceived,
+            5 => EventKind::ConnectReturn {
+                fd: r.num() as i32,
+                ret: r.pick(&[0, -111, -115, -110, -4, -1000, i64::MIN + 1, i64::MAX, 7]),
+            },
+            _ => EventKind::AcceptReturn {
+                listen_fd: r.num() as i32,
+                ret: r.num() as i64 * r.pick(&[1, -1]),
+                accept4: r.next().is_multiple_of(2),
+            },
+        };
+        let ends = !r.next().is_multiple_of(4);
+        Event {
+            ts_ns: r.num(),
+            skaddr: r.num(),
+            kind,
+            family: Family::from_raw(r.pick(&[2, 10, 0, 44])),
+            local: ends.then(|| (ip(r), r.num() as u16)),
+            remote: ends.then(|| (ip(r), r.num() as u16)),
+            ctx_pid: r.num() as u32,
+            ctx_tid: r.num() as u32,
+            task_ctx: r.next().is_multiple_of(2),
+            owner: (!r.next().is_multiple_of(3)).then(|| Owner {
+                pid: r.num() as u32,
+                tid: r.num() as u32,
+                comm: comm(r),
+                from_listener: r.next().is_multiple_of(2),
+            }),
+            cgroup_id: r.num(),
+            ns_pid: r.num() as u32,
+            netns: r.num() as u32,
+        }
+    }
+
+    #[test]
+    fn event_lines_match_the_fmt_reference() {
+        let mut r = Rng(0x9e37_79b9_7f4a_7c15);
+        let wall = WallClock::with_offset(1_764_000_000_000_000_000);
+        let long = "x\"y\\z\u{1}\u{1f}é€😀".repeat(40);
+        let containers = [
+            None,
+            Some((
+                "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+                "docker",
+            )),
+            Some((long.as_str(), "cri-o\n")),
+        ];
+        for n in 0..50_000 {
+            let ev = event_of(&mut r);
+            let wall = (n % 5 == 0).then_some(&wall);
+            let ctr = containers[n % 3];
+            let (mut new, mut old) = (Vec::new(), Vec::new());
+            event(&mut new, &ev, wall, ctr).unwrap();
+            reference::event(&mut old, &ev, wall, ctr).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&new),
+                String::from_utf8_lossy(&old),
+                "{ev:?}"
+            );
+            let v: serde_json::Value = serde_json::from_slice(&new).expect("valid JSON");
+            assert_eq!(v["type"], "event");
+        }
+    }
+
+    /// Per-event cost of the event line, this writer against the `core::fmt` one, into
+    /// a reused buffer (as into a `BufWriter`). Run with
+    /// `cargo test --release -p tcp-trace --lib -- --ignored --nocapture json_event_cost`.
+    #[test]
+    #[ignore]
+    fn json_event_cost() {
+        use std::time::Instant;
+        let mut r = Rng(42);
+        let evs: Vec<Event> = (0..200_000).map(|_| event_of(&mut r)).collect();
+        let mut out = Vec::with_capacity(1 << 20);
+        for round in 0..5 {
+            for new in [false, true] {
+                let t = Instant::now();
+                for ev in &evs {
+                    if new {
+                        event(&mut out, ev, None, None).unwrap();
+                    } else {
+                        reference::event(&mut out, ev, None, None).unwrap();
+                    }
+                    if out.len() > 1 << 19 {
+                        out.clear();
+                    }
+                }
+                let ns = t.elapsed().as_nanos() as f64 / evs.len() as f64;
+                let name = if new { "new" } else { "fmt" };
+                eprintln!("round {round} {name}: {ns:.0} ns/event");
+            }
+        }
+    }
+
+    #[test]
+    fn formatters_match_display() {
+        let mut r = Rng(7);
+        let check = |f: &dyn Fn(&mut StackStr<64>), want: String| {
+            let mut b = StackStr::<64>::new();
+            f(&mut b);
+            assert_eq!(b.as_str(), want);
+        };
+        for v in [
+            0u64,
+            1,
+            9,
+            10,
+            99,
+            100,
+            101,
+            999,
+            1000,
+            u32::MAX as u64,
+            u64::MAX,
+        ] {
+            check(&|b| put_u64(b, v), v.to_string());
+            check(&|b| put_hex(b, v), format!("{v:#x}"));
+            check(&|b| put_i64(b, v as i64), (v as i64).to_string());
+        }
+        for v in [i64::MIN, -1, i128::MIN as i64] {
+            check(&|b| put_i64(b, v), v.to_string());
+        }
+        for v in [i128::MIN, i128::MAX, i64::MIN as i128 - 1, -5, 1 << 70] {
+            check(&|b| put_i128(b, v), v.to_string());
+        }
+        for _ in 0..100_000 {
+            let v = r.next() >> (r.next() % 64);
+            check(&|b| put_u64(b, v), v.to_string());
+            check(&|b| put_hex(b, v), format!("{v:#x}"));
+            let a = ip(&mut r);
+            check(&|b| put_ip(b, a), a.to_string());
+            let c = comm(&mut r);
+            check(&|b| put_comm(b, &c, false), c.to_string());
+            let s = state(&mut r);
+            check(&|b| put_state(b, s), s.to_string());
+        }
+        for a in [
+            "::",
+            "::1",
+            "1::",
+            "1:0:0:2:0:0:0:3",
+            "1:0:0:2:0:0:3:4",
+            "0:0:1::",
+            "::ffff:1.2.3.4",
+            "::1.2.3.4",
+            "64:ff9b::1.2.3.4",
+            "fe80::1:0:0:0",
+        ] {
+            let a: IpAddr = a.parse().unwrap();
+            check(&|b| put_ip(b, a), a.to_string());
+        }
+    }
+
+    #[test]
+    fn write_str_escapes() {
+        let mut out = Vec::new();
+        write_str(&mut out, "a\"b\\c\u{0}\n\u{7f}é").unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "\"a\\\"b\\\\c\\u0000\\u000a\u{7f}é\""
+        );
+    }
 }
