@@ -185,30 +185,7 @@ fn tracer_in_container_with_cap_bpf_perfmon() {
     assert_eq!(code, 0, "tracer in the container: exit code");
     let evs = events(&lines);
 
-    let client_sk = find_socket(&evs, "SYN_SENT", "ESTABLISHED", cport, port as u64);
-    assert_eq!(
-        transitions_of(&evs, &client_sk),
-        strs(&[
-            "CLOSE>SYN_SENT",
-            "SYN_SENT>ESTABLISHED",
-            "ESTABLISHED>FIN_WAIT1",
-            "FIN_WAIT1>FIN_WAIT2",
-            "FIN_WAIT2>CLOSE"
-        ]),
-        "client"
-    );
-    let child_sk = find_socket(&evs, "SYN_RECV", "ESTABLISHED", port as u64, cport);
-    assert_eq!(
-        transitions_of(&evs, &child_sk),
-        strs(&[
-            "LISTEN>SYN_RECV",
-            "SYN_RECV>ESTABLISHED",
-            "ESTABLISHED>CLOSE_WAIT",
-            "CLOSE_WAIT>LAST_ACK",
-            "LAST_ACK>CLOSE"
-        ]),
-        "server child"
-    );
+    let (client_sk, child_sk) = assert_design_sequences(&evs, port, cport);
     // Host pids, although the tracer has its own pid namespace.
     let conn = evs
         .iter()

@@ -55,32 +55,7 @@ fn handshake_and_teardown(addr: &str, family: &str, attach: &str) {
     let evs = events(&lines);
     assert!(evs.iter().all(|e| e["family"] == family), "family {family}");
 
-    let client_sk = find_socket(&evs, "SYN_SENT", "ESTABLISHED", cport, port as u64);
-    assert_eq!(
-        transitions_of(&evs, &client_sk),
-        strs(&[
-            "CLOSE>SYN_SENT",
-            "SYN_SENT>ESTABLISHED",
-            "ESTABLISHED>FIN_WAIT1",
-            "FIN_WAIT1>FIN_WAIT2",
-            "FIN_WAIT2>CLOSE"
-        ]),
-        "client"
-    );
-    // Found by SYN_RECV → ESTABLISHED: on 6.1 and 6.12 the child's LISTEN → SYN_RECV
-    // record does not carry the remote end yet (dport 0); 6.18's does.
-    let child_sk = find_socket(&evs, "SYN_RECV", "ESTABLISHED", port as u64, cport);
-    assert_eq!(
-        transitions_of(&evs, &child_sk),
-        strs(&[
-            "LISTEN>SYN_RECV",
-            "SYN_RECV>ESTABLISHED",
-            "ESTABLISHED>CLOSE_WAIT",
-            "CLOSE_WAIT>LAST_ACK",
-            "LAST_ACK>CLOSE"
-        ]),
-        "server child"
-    );
+    let (client_sk, child_sk) = assert_design_sequences(&evs, port, cport);
     let listener_sk = find_socket(&evs, "CLOSE", "LISTEN", port as u64, 0);
     assert_eq!(
         transitions_of(&evs, &listener_sk),
@@ -129,46 +104,24 @@ fn handshake_and_teardown(addr: &str, family: &str, attach: &str) {
 
 // The same traffic gives the same sequences on every attach path (classic
 // tracepoints, tp_btf, raw tracepoints), the local port on CLOSE included.
-#[test]
-fn ipv4_handshake_and_teardown_tracepoint() {
-    if require_root("ipv4_handshake_and_teardown_tracepoint") {
-        handshake_and_teardown("127.0.0.1", "ipv4", "tracepoint");
-    }
+macro_rules! handshake_tests {
+    ($($name:ident: $addr:literal, $family:literal, $attach:literal;)*) => {$(
+        #[test]
+        fn $name() {
+            if require_root(stringify!($name)) {
+                handshake_and_teardown($addr, $family, $attach);
+            }
+        }
+    )*};
 }
 
-#[test]
-fn ipv4_handshake_and_teardown_btf() {
-    if require_root("ipv4_handshake_and_teardown_btf") {
-        handshake_and_teardown("127.0.0.1", "ipv4", "btf");
-    }
-}
-
-#[test]
-fn ipv4_handshake_and_teardown_raw() {
-    if require_root("ipv4_handshake_and_teardown_raw") {
-        handshake_and_teardown("127.0.0.1", "ipv4", "raw");
-    }
-}
-
-#[test]
-fn ipv6_handshake_and_teardown_tracepoint() {
-    if require_root("ipv6_handshake_and_teardown_tracepoint") {
-        handshake_and_teardown("::1", "ipv6", "tracepoint");
-    }
-}
-
-#[test]
-fn ipv6_handshake_and_teardown_btf() {
-    if require_root("ipv6_handshake_and_teardown_btf") {
-        handshake_and_teardown("::1", "ipv6", "btf");
-    }
-}
-
-#[test]
-fn ipv6_handshake_and_teardown_raw() {
-    if require_root("ipv6_handshake_and_teardown_raw") {
-        handshake_and_teardown("::1", "ipv6", "raw");
-    }
+handshake_tests! {
+    ipv4_handshake_and_teardown_tracepoint: "127.0.0.1", "ipv4", "tracepoint";
+    ipv4_handshake_and_teardown_btf: "127.0.0.1", "ipv4", "btf";
+    ipv4_handshake_and_teardown_raw: "127.0.0.1", "ipv4", "raw";
+    ipv6_handshake_and_teardown_tracepoint: "::1", "ipv6", "tracepoint";
+    ipv6_handshake_and_teardown_btf: "::1", "ipv6", "btf";
+    ipv6_handshake_and_teardown_raw: "::1", "ipv6", "raw";
 }
 
 /// Connecting to a closed port: RST received, SYN_SENT → CLOSE, connect() = -ECONNREFUSED.
@@ -327,16 +280,7 @@ fn pid_filter_hides_other_processes() {
         );
     }
     let sk = find_socket(&evs, "SYN_SENT", "ESTABLISHED", cport, port as u64);
-    assert_eq!(
-        transitions_of(&evs, &sk),
-        strs(&[
-            "CLOSE>SYN_SENT",
-            "SYN_SENT>ESTABLISHED",
-            "ESTABLISHED>FIN_WAIT1",
-            "FIN_WAIT1>FIN_WAIT2",
-            "FIN_WAIT2>CLOSE"
-        ])
-    );
+    assert_eq!(transitions_of(&evs, &sk), strs(&CLIENT_ACTIVE_CLOSE));
     assert!(first(&evs, |e| e["kind"] == "connect_return").is_some());
     assert!(
         first(&evs, |e| e["kind"] == "accept_return").is_none(),
@@ -565,7 +509,9 @@ fn mounts_tracefs_when_absent() {
         t.startup
     );
     assert!(
-        t.startup.iter().any(|l| l.contains("inet_sock_set_state=tracepoint")),
+        t.startup
+            .iter()
+            .any(|l| l.contains("inet_sock_set_state=tracepoint")),
         "{:?}",
         t.startup
     );

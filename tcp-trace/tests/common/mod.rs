@@ -289,3 +289,41 @@ pub fn find_socket(evs: &[&Value], old: &str, new: &str, sport: u64, dport: u64)
 pub fn strs(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
+
+/// DESIGN.md §1: the client that closes first.
+pub const CLIENT_ACTIVE_CLOSE: [&str; 5] = [
+    "CLOSE>SYN_SENT",
+    "SYN_SENT>ESTABLISHED",
+    "ESTABLISHED>FIN_WAIT1",
+    "FIN_WAIT1>FIN_WAIT2",
+    "FIN_WAIT2>CLOSE",
+];
+
+/// DESIGN.md §1: the server child that closes second.
+pub const CHILD_PASSIVE_CLOSE: [&str; 5] = [
+    "LISTEN>SYN_RECV",
+    "SYN_RECV>ESTABLISHED",
+    "ESTABLISHED>CLOSE_WAIT",
+    "CLOSE_WAIT>LAST_ACK",
+    "LAST_ACK>CLOSE",
+];
+
+/// Finds the client (local port `cport`) and the server child (local port `port`) of
+/// one connection and asserts their exact sequences; returns their skaddrs.
+pub fn assert_design_sequences(evs: &[&Value], port: u16, cport: u64) -> (String, String) {
+    let client = find_socket(evs, "SYN_SENT", "ESTABLISHED", cport, port as u64);
+    assert_eq!(
+        transitions_of(evs, &client),
+        strs(&CLIENT_ACTIVE_CLOSE),
+        "client"
+    );
+    // Found by SYN_RECV → ESTABLISHED: on 6.1 and 6.12 the child's LISTEN → SYN_RECV
+    // record does not carry the remote end yet (dport 0); 6.18's does.
+    let child = find_socket(evs, "SYN_RECV", "ESTABLISHED", port as u64, cport);
+    assert_eq!(
+        transitions_of(evs, &child),
+        strs(&CHILD_PASSIVE_CLOSE),
+        "server child"
+    );
+    (client, child)
+}
