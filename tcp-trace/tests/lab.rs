@@ -97,6 +97,7 @@ lab_test!(
     "synack-retries",
     ["C3"]
 );
+lab_test!(syn_retries_v4, syn_retries_v6, "syn-retries", ["S1"]);
 
 #[test]
 fn list_and_unknown_scenario() {
@@ -110,6 +111,7 @@ fn list_and_unknown_scenario() {
         "half-close",
         "lost-last-ack",
         "synack-retries",
+        "syn-retries",
     ] {
         assert!(s.contains(name), "{s}");
     }

@@ -1,4 +1,5 @@
-//! `tcp-trace lab`: reproduces the claims of CLAIMS.md on the running kernel.
+//! `tcp-trace lab`: reproduces the claims of CLAIMS.md on the running kernel (ids
+//! `C…`), plus lab checks of kernel behaviour that no claim states (ids `S…`).
 //!
 //! Each scenario builds two network namespaces joined by a veth pair, makes real
 //! traffic between them with the kernel settings and nftables drops a claim needs,

@@ -74,6 +74,14 @@ pub const SCENARIOS: &[Scenario] = &[
         drive: synack_retries,
         verdicts: &[verdict::c3],
     },
+    Scenario {
+        name: "syn-retries",
+        claims: &["S1"],
+        about: "tcp_syn_retries=2 on the client, every SYN to the server dropped; the blocking connect() times out",
+        port: 47107,
+        drive: syn_retries,
+        verdicts: &[verdict::s1],
+    },
 ];
 
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -280,6 +288,62 @@ fn synack_retries(net: &LabNet, port: u16, cap: &mut Capture) -> anyhow::Result<
     send_marked(&mut s, cap)?;
     std::thread::sleep(Duration::from_millis(200));
     drop(s);
+    let _ = done_tx.send(());
+    join(h, "server")
+}
+
+fn syn_retries(net: &LabNet, port: u16, cap: &mut Capture) -> anyhow::Result<()> {
+    const KEY: &str = "net.ipv4.tcp_syn_retries";
+    // Kernels >= 6.7 (default 4): that many SYN retransmits with a linear 1 s timeout
+    // come on top of tcp_syn_retries. Turned off where it exists, so that
+    // tcp_syn_retries alone bounds the retransmits and the timeouts back off.
+    const LINEAR: &str = "net.ipv4.tcp_syn_linear_timeouts";
+    net.sysctl(&net.client_ns, &format!("{KEY}=2"))?;
+    cap.sysctls.insert(
+        format!("client:{KEY}"),
+        net.read_sysctl(&net.client_ns, KEY)?,
+    );
+    if net.read_sysctl(&net.client_ns, LINEAR).is_ok() {
+        net.sysctl(&net.client_ns, &format!("{LINEAR}=0"))?;
+        cap.sysctls.insert(
+            format!("client:{LINEAR}"),
+            net.read_sysctl(&net.client_ns, LINEAR)?,
+        );
+    }
+    net.nft(
+        &net.server_ns,
+        &format!(
+            "table inet ttlab {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    tcp dport {port} tcp flags & (syn|ack) == syn drop\n  }}\n}}\n"
+        ),
+    )?;
+    let addr = SocketAddr::new(net.server_addr, port);
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    // A listener that never sees a SYN (so never makes a child).
+    let h = net.spawn_in(&net.server_ns, move || {
+        let l = TcpListener::bind(addr).with_context(|| format!("bind {addr}"))?;
+        let _ = ready_tx.send(());
+        let _ = done_rx.recv_timeout(Duration::from_secs(30));
+        drop(l);
+        Ok(())
+    });
+    wait_ready(&ready_rx)?;
+    // A blocking connect(); the kernel gives up after tcp_syn_retries retransmits.
+    let (start, end, errno) = join(
+        net.spawn_in(&net.client_ns, move || {
+            let start = monotonic_ns();
+            let r = TcpStream::connect(addr);
+            let end = monotonic_ns();
+            Ok((start, end, r.err().map(|e| e.raw_os_error().unwrap_or(0))))
+        }),
+        "client connect",
+    )?;
+    cap.marks.insert("client_connect_start".into(), start);
+    cap.marks.insert("client_connect_end".into(), end);
+    if let Some(e) = errno {
+        cap.marks
+            .insert("client_connect_errno".into(), e.unsigned_abs().into());
+    }
     let _ = done_tx.send(());
     join(h, "server")
 }

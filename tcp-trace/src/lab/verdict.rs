@@ -550,6 +550,161 @@ pub fn c3(cap: &Capture) -> Verdict {
     }
 }
 
+/// Smallest gap accepted between a SYN and its retransmit (the initial RTO is 1 s).
+const SYN_GAP_MIN_NS: i128 = 800_000_000;
+/// Jitter allowed when checking that the SYN retransmit gaps do not shrink.
+const SYN_GAP_SLACK_NS: i128 = 50_000_000;
+/// `-ETIMEDOUT`.
+const ETIMEDOUT_RET: i64 = -110;
+
+/// S1 (a lab check, not a CLAIMS.md claim): unanswered SYNs are retransmitted
+/// `tcp_syn_retries` times with non-shrinking gaps (backoff), then the client socket
+/// goes SYN_SENT→CLOSE and the blocking `connect()` returns -ETIMEDOUT; no server child
+/// socket was ever created.
+pub fn s1(cap: &Capture) -> Verdict {
+    const ID: &str = "S1";
+    let max: Option<usize> = cap
+        .sysctls
+        .get("client:net.ipv4.tcp_syn_retries")
+        .and_then(|v| v.parse().ok());
+    let linear = cap
+        .sysctls
+        .get("client:net.ipv4.tcp_syn_linear_timeouts")
+        .cloned();
+    let Some(c) = clients(cap)
+        .find(|c| c.connect.is_some())
+        .or_else(|| clients(cap).next())
+    else {
+        return fail(
+            ID,
+            "no client socket entering SYN_SENT was captured",
+            json!({}),
+        );
+    };
+    let syn_sent = c.state_ts(TcpState::SynSent).unwrap_or(c.first_ts_ns);
+    let mut rtx: Vec<u64> = cap
+        .events
+        .iter()
+        .filter(|e| e.skaddr == c.skaddr && e.ts_ns >= syn_sent && e.ts_ns <= c.last_ts_ns)
+        .filter(|e| {
+            e.kind
+                == EventKind::Retransmit {
+                    state: TcpState::SynSent,
+                }
+        })
+        .map(|e| e.ts_ns)
+        .collect();
+    rtx.sort_unstable();
+    let mut gaps = Vec::new();
+    let mut prev = syn_sent;
+    for &t in &rtx {
+        gaps.push(d(prev, t));
+        prev = t;
+    }
+    let close = entered_from(c, TcpState::SynSent, TcpState::Close);
+    let conn = c.connect;
+    let children: Vec<String> = cap
+        .connections
+        .iter()
+        .filter(|s| s.role == Role::Server)
+        .map(tuple)
+        .collect();
+    let evidence = json!({
+        "client": tuple(c),
+        "client_states": transitions(c),
+        "tcp_syn_retries": max,
+        "tcp_syn_linear_timeouts": linear,
+        "syn_sent_ns": syn_sent,
+        "syn_retransmits_ns": rtx,
+        "gaps_ms": gaps.iter().map(|&g| ms(g)).collect::<Vec<_>>(),
+        "syn_sent_close_ns": close,
+        "connect_return_ns": conn.map(|r| r.t_ns),
+        "connect_ret": conn.map(|r| r.ret),
+        "server_children": children,
+        "lab_connect_start_ns": cap.marks.get("client_connect_start"),
+        "lab_connect_end_ns": cap.marks.get("client_connect_end"),
+        "lab_connect_errno": cap.marks.get("client_connect_errno"),
+    });
+    let Some(max) = max else {
+        return fail(
+            ID,
+            "tcp_syn_retries of the client namespace unknown",
+            evidence,
+        );
+    };
+    let gaps_ok = gaps.iter().all(|&g| g >= SYN_GAP_MIN_NS);
+    let non_decreasing = gaps.windows(2).all(|w| w[1] + SYN_GAP_SLACK_NS >= w[0]);
+    let last = rtx.last().copied().unwrap_or(syn_sent);
+    let close_ok = close.is_some_and(|cl| cl > last);
+    let conn_ok = match (conn, close) {
+        (Some(r), Some(cl)) => r.ret == ETIMEDOUT_RET && r.t_ns >= cl,
+        _ => false,
+    };
+    let holds =
+        rtx.len() == max && gaps_ok && non_decreasing && close_ok && conn_ok && children.is_empty();
+    let gap_list = gaps
+        .iter()
+        .map(|&g| format!("{:.0}", ms(g)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let text = if holds {
+        let (cl, r) = (close.unwrap_or(0), conn.map_or(0, |r| r.t_ns));
+        format!(
+            "{} SYN retransmits (= net.ipv4.tcp_syn_retries) at gaps of {gap_list} ms from the first SYN{}; the client went SYN_SENT→CLOSE {:.2} s after the last one ({:.2} s after the first SYN) and connect() returned -110 (ETIMEDOUT) {:.3} ms after that CLOSE; the server never created a child socket",
+            rtx.len(),
+            linear
+                .as_deref()
+                .map(|l| format!(" (tcp_syn_linear_timeouts={l})"))
+                .unwrap_or_default(),
+            ms(d(last, cl)) / 1e3,
+            ms(d(syn_sent, cl)) / 1e3,
+            ms(d(cl, r)),
+        )
+    } else if rtx.len() != max {
+        format!(
+            "{} SYN retransmits (Retransmit in SYN_SENT on the client socket), tcp_syn_retries is {max}{}",
+            rtx.len(),
+            linear
+                .as_deref()
+                .filter(|l| *l != "0")
+                .map(|l| format!(
+                    " (tcp_syn_linear_timeouts={l} adds up to {l} linear-timeout retransmits)"
+                ))
+                .unwrap_or_default()
+        )
+    } else if !gaps_ok {
+        format!(
+            "a SYN retransmit came less than {} ms after the previous SYN (gaps {gap_list} ms)",
+            SYN_GAP_MIN_NS / 1_000_000
+        )
+    } else if !non_decreasing {
+        format!("the SYN retransmit gaps shrank ({gap_list} ms)")
+    } else if !close_ok {
+        "no SYN_SENT→CLOSE of the client socket after its last SYN retransmit".to_string()
+    } else if !conn_ok {
+        match conn {
+            None => "no connect() return captured for the client socket".to_string(),
+            Some(r) if r.ret != ETIMEDOUT_RET => format!(
+                "connect() returned {} ({}), not -110 (ETIMEDOUT)",
+                r.ret,
+                r.errno.unwrap_or("-")
+            ),
+            Some(_) => "connect() returned before the client socket's SYN_SENT→CLOSE".to_string(),
+        }
+    } else {
+        format!(
+            "the server created a child socket ({}): a SYN got through",
+            children.join("; ")
+        )
+    };
+    Verdict {
+        id: ID,
+        holds,
+        evidence,
+        text,
+    }
+}
+
 /// C10: half-close — after the client's FIN it still receives; the connection is
 /// fully closed only after both FINs.
 pub fn c10(cap: &Capture) -> Verdict {
