@@ -765,36 +765,6 @@ mod tests {
         }
     }
 
-    /// Per-event cost of the event line, this writer against the `core::fmt` one, into
-    /// a reused buffer (as into a `BufWriter`). Run with
-    /// `cargo test --release -p tcp-trace --lib -- --ignored --nocapture json_event_cost`.
-    #[test]
-    #[ignore]
-    fn json_event_cost() {
-        use std::time::Instant;
-        let mut r = Rng(42);
-        let evs: Vec<Event> = (0..200_000).map(|_| event_of(&mut r)).collect();
-        let mut out = Vec::with_capacity(1 << 20);
-        for round in 0..5 {
-            for new in [false, true] {
-                let t = Instant::now();
-                for ev in &evs {
-                    if new {
-                        event(&mut out, ev, None, None).unwrap();
-                    } else {
-                        reference::event(&mut out, ev, None, None).unwrap();
-                    }
-                    if out.len() > 1 << 19 {
-                        out.clear();
-                    }
-                }
-                let ns = t.elapsed().as_nanos() as f64 / evs.len() as f64;
-                let name = if new { "new" } else { "fmt" };
-                eprintln!("round {round} {name}: {ns:.0} ns/event");
-            }
-        }
-    }
-
     #[test]
     fn formatters_match_display() {
         let mut r = Rng(7);
