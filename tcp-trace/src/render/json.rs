@@ -499,17 +499,6 @@ mod tests {
             w.write_all(b"\"")
         }
 
-        fn kind_name(k: &EventKind) -> &'static str {
-            match k {
-                EventKind::Transition { .. } => "transition",
-                EventKind::SynAckRetransmit { .. } => "synack_retransmit",
-                EventKind::Retransmit { .. } => "retransmit",
-                EventKind::ResetSent { .. } => "reset_sent",
-                EventKind::ResetReceived => "reset_received",
-                EventKind::ConnectReturn { .. } => "connect_return",
-                EventKind::AcceptReturn { .. } => "accept_return",
-            }
-        }
 
         fn write_ret(w: &mut impl Write, ret: i64) -> io::Result<()> {
             write!(w, ",\"ret\":{ret}")?;
@@ -533,7 +522,7 @@ mod tests {
                 let _ = c.format(ev.ts_ns, &mut t);
                 write!(w, ",\"time\":\"{t}\",\"epoch_ns\":{}", c.epoch_ns(ev.ts_ns))?;
             }
-            write!(w, ",\"kind\":\"{}\"", kind_name(&ev.kind))?;
+            write!(w, ",\"kind\":\"{}\"", super::super::kind_name(&ev.kind))?;
             match ev.kind {
                 EventKind::Transition { old, new } => {
                     write!(w, ",\"old\":\"{old}\",\"new\":\"{new}\"")?;
