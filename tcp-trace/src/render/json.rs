@@ -499,7 +499,6 @@ mod tests {
             w.write_all(b"\"")
         }
 
-
         fn write_ret(w: &mut impl Write, ret: i64) -> io::Result<()> {
             write!(w, ",\"ret\":{ret}")?;
             match (ret < 0).then(|| errno_name(-ret)).flatten() {
