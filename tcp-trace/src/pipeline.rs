@@ -122,7 +122,9 @@ impl Containers {
         }
     }
 
-    fn lookup(&mut self, cgroup_id: u64) -> Option<(&str, &'static str)> {
+    /// `pid`: the owner, whose /proc/PID/cgroup names a cgroup created after the last
+    /// scan of the tree (a container that has just started) without waiting for a rescan.
+    fn lookup(&mut self, cgroup_id: u64, pid: Option<u32>) -> Option<(&str, &'static str)> {
         if !self.live || cgroup_id == 0 {
             return None;
         }
@@ -143,8 +145,22 @@ impl Containers {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
                 // An id not found yet (a cgroup created after the last scan) is not
-                // remembered: the resolver rescans, at most every 200 ms.
-                let info = r.resolve(cgroup_id)?;
+                // remembered: the resolver rescans, at most every 200 ms. Meanwhile the
+                // owner's /proc/PID/cgroup names it, checked against the id (inode).
+                let info = match r.resolve(cgroup_id) {
+                    Some(info) => info,
+                    None => {
+                        let path = std::fs::read_to_string(format!("/proc/{}/cgroup", pid?))
+                            .ok()?
+                            .lines()
+                            .find_map(|l| l.strip_prefix("0::").map(str::to_owned))?;
+                        let dir = r.mount_point().join(path.trim_start_matches('/'));
+                        if crate::container::cgroup_id_of_path(&dir).ok()? != cgroup_id {
+                            return None;
+                        }
+                        crate::container::parse_cgroup_path(&path)
+                    }
+                };
                 v.insert(info.container_id.zip(info.runtime))
             }
         };
@@ -213,7 +229,7 @@ impl<W: Write> Renderer<W> {
             *t0_ns = t0;
         }
         if self.json_events {
-            let ctr = self.containers.lookup(ev.cgroup_id);
+            let ctr = self.containers.lookup(ev.cgroup_id, ev.pid());
             render::json::event(&mut self.out, ev, self.wall.as_ref(), ctr)?;
         } else if !self.json() && self.view == View::Events {
             if !self.header_done {
@@ -239,7 +255,7 @@ impl<W: Write> Renderer<W> {
     }
 
     fn connection(&mut self, mut c: Connection) -> io::Result<()> {
-        if let Some((id, rt)) = c.cgroup_id.and_then(|g| self.containers.lookup(g)) {
+        if let Some((id, rt)) = c.cgroup_id.and_then(|g| self.containers.lookup(g, c.pid)) {
             c.container_id = Some(id.to_string());
             c.container_runtime = Some(rt.to_string());
         }

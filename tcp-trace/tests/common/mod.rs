@@ -82,8 +82,9 @@ impl Tracer {
 
     /// Stops with SIGINT and returns (stdout JSON lines, exit code).
     pub fn stop(self) -> (Vec<Value>, i32) {
-        // Let the 10 ms poll timer pick up the last events.
-        std::thread::sleep(Duration::from_millis(100));
+        // Let the 10 ms poll timer pick up the last events (generously: a tracer in a
+        // container or a QEMU guest may be slow to be scheduled).
+        std::thread::sleep(Duration::from_millis(300));
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         self.collect()
     }
