@@ -375,46 +375,7 @@ impl Connection {
         if ret >= 0 {
             return None;
         }
-        Some(match -ret {
-            1 => "EPERM",
-            2 => "ENOENT",
-            4 => "EINTR",
-            9 => "EBADF",
-            11 => "EAGAIN",
-            12 => "ENOMEM",
-            13 => "EACCES",
-            14 => "EFAULT",
-            22 => "EINVAL",
-            23 => "ENFILE",
-            24 => "EMFILE",
-            32 => "EPIPE",
-            71 => "EPROTO",
-            88 => "ENOTSOCK",
-            91 => "EPROTOTYPE",
-            93 => "EPROTONOSUPPORT",
-            95 => "EOPNOTSUPP",
-            97 => "EAFNOSUPPORT",
-            98 => "EADDRINUSE",
-            99 => "EADDRNOTAVAIL",
-            100 => "ENETDOWN",
-            101 => "ENETUNREACH",
-            103 => "ECONNABORTED",
-            104 => "ECONNRESET",
-            105 => "ENOBUFS",
-            106 => "EISCONN",
-            107 => "ENOTCONN",
-            110 => "ETIMEDOUT",
-            111 => "ECONNREFUSED",
-            112 => "EHOSTDOWN",
-            113 => "EHOSTUNREACH",
-            114 => "EALREADY",
-            115 => "EINPROGRESS",
-            512 => "ERESTARTSYS",
-            513 => "ERESTARTNOINTR",
-            514 => "ERESTARTNOHAND",
-            516 => "ERESTART_RESTARTBLOCK",
-            _ => return None,
-        })
+        crate::decode::errno_name(-ret)
     }
 
     /// Time of the first entry into `state`.
