@@ -271,10 +271,7 @@ fn is_eperm(e: &(dyn std::error::Error + 'static)) -> bool {
 /// Seccomp mode of this process (`Seccomp:` in /proc/self/status; 2 = filter).
 fn seccomp_mode() -> Option<u32> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Seccomp:"))
-        .and_then(|v| v.trim().parse().ok())
+    privilege::status_field(&status, "Seccomp")?.parse().ok()
 }
 
 /// Turns a refused bpf() into one line that says what to do.
@@ -341,11 +338,11 @@ fn perf_event_paranoid() -> i32 {
 /// The initial pid namespace's inode (PROC_PID_INIT_INO).
 const PROC_PID_INIT_INO: u64 = 0xEFFF_FFFC;
 
-/// dev/inode of this process's pid namespace, when it is not the initial one.
+/// dev/inode of this process's pid namespace.
 pub fn own_pid_namespace() -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata("/proc/self/ns/pid").ok()?;
-    (m.ino() != PROC_PID_INIT_INO).then_some((m.dev(), m.ino()))
+    Some((m.dev(), m.ino()))
 }
 
 /// Loads and attaches everything. Errors are fatal; degradations become warnings.
@@ -422,13 +419,8 @@ pub fn load(opts: &Options) -> Result<(Loaded, RingBuf<MapData>), LoadError> {
     let mut filter = opts.filter;
     // In a pid namespace (a container), or when asked to keep to it: the kernel side
     // translates owners' pids into it (`ns_pid`), and `--this-container` keeps only them.
-    let pidns = own_pid_namespace().or_else(|| {
-        use std::os::unix::fs::MetadataExt;
-        (filter.this_container != 0)
-            .then(|| std::fs::metadata("/proc/self/ns/pid").ok())
-            .flatten()
-            .map(|m| (m.dev(), m.ino()))
-    });
+    let pidns = own_pid_namespace()
+        .filter(|&(_, ino)| ino != PROC_PID_INIT_INO || filter.this_container != 0);
     if let Some((dev, ino)) = pidns {
         filter.pidns_dev = dev;
         filter.pidns_ino = ino;

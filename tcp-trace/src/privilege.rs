@@ -57,12 +57,18 @@ impl Caps {
     }
 }
 
+/// The value of `NAME:` in a /proc/PID/status text, trimmed.
+pub fn status_field<'a>(status: &'a str, name: &str) -> Option<&'a str> {
+    status.lines().find_map(|l| {
+        l.strip_prefix(name)
+            .and_then(|r| r.strip_prefix(':'))
+            .map(str::trim)
+    })
+}
+
 /// Parses the hex `CapEff:` line of /proc/PID/status.
 pub fn parse_cap_eff(status: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    u64::from_str_radix(status_field(status, "CapEff")?, 16).ok()
 }
 
 /// The initial user namespace maps the whole uid range onto itself.
