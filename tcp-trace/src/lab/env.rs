@@ -226,6 +226,17 @@ impl LabNet {
         Ok(())
     }
 
+    /// Removes the lab's nftables table (`inet ttlab`) from `ns`: lifts its drops.
+    pub fn nft_delete_table(&self, ns: &str) -> anyhow::Result<()> {
+        sh(
+            "ip",
+            &[
+                "netns", "exec", ns, "nft", "delete", "table", "inet", "ttlab",
+            ],
+        )
+        .map(drop)
+    }
+
     /// Runs `f` in a new thread that has joined network namespace `ns`.
     pub fn spawn_in<T: Send + 'static>(
         &self,

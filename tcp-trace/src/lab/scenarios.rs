@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::capture::{Capture, query_time_wait};
-use super::env::{LabNet, join, sh};
+use super::env::{LabNet, join};
 use super::verdict::{self, VerdictFn};
 use crate::clock::monotonic_ns;
 
@@ -185,19 +185,7 @@ fn connect_vs_accept(net: &LabNet, port: u16, cap: &mut Capture) -> anyhow::Resu
     send_marked(&mut s, cap)?;
     // The data completed the handshake; let the teardown's pure ACKs through.
     std::thread::sleep(Duration::from_millis(50));
-    sh(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &net.server_ns,
-            "nft",
-            "delete",
-            "table",
-            "inet",
-            "ttlab",
-        ],
-    )?;
+    net.nft_delete_table(&net.server_ns)?;
     drop(s);
     closed
         .recv_timeout(READY_TIMEOUT)
@@ -428,19 +416,7 @@ fn last_ack_round(
     drop(s);
     if let Some(d) = undrop_after {
         std::thread::sleep(d);
-        sh(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &net.server_ns,
-                "nft",
-                "delete",
-                "table",
-                "inet",
-                "ttlab",
-            ],
-        )?;
+        net.nft_delete_table(&net.server_ns)?;
     }
     std::thread::sleep(settle);
     for e in query_time_wait(&net.client_ns)? {
@@ -464,19 +440,7 @@ fn lost_last_ack(net: &LabNet, port: u16, cap: &mut Capture) -> anyhow::Result<(
         net.read_sysctl(&net.client_ns, KEY)?,
     );
     last_ack_round(net, port, cap, None, Duration::from_millis(900))?;
-    let _ = sh(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &net.server_ns,
-            "nft",
-            "delete",
-            "table",
-            "inet",
-            "ttlab",
-        ],
-    );
+    let _ = net.nft_delete_table(&net.server_ns);
     // 2: with TIME_WAIT; the drop is lifted after the first FIN retransmit (~200 ms).
     net.sysctl(&net.client_ns, &format!("{KEY}=4096"))?;
     cap.sysctls.insert(
