@@ -6,14 +6,15 @@
 #![no_std]
 #![no_main]
 
-use core::ptr::read_volatile;
+use core::{ffi::c_void, mem::MaybeUninit, ptr::read_volatile};
 
 use aya_ebpf::{
+    EbpfContext,
     bindings::bpf_pidns_info,
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_task, bpf_get_ns_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_get_ns_current_pid_tgid, bpf_ktime_get_ns, generated as helper,
     },
     macros::{btf_tracepoint, map, raw_tracepoint, tracepoint},
     maps::{LruHashMap, PerCpuArray, RingBuf},
@@ -143,17 +144,32 @@ fn count(idx: u32) {
     }
 }
 
+/// Reads a `T` at `base + off` of kernel memory; all zeroes when the read faults
+/// (the helper clears its destination then). No branch on the helper's result:
+/// a zero is what every caller treats as "unknown", and each such branch would
+/// double the paths the verifier walks through the rest of the program (the
+/// reason start-up spent ~250 ms verifying ~7 000 instructions).
 #[inline(always)]
-unsafe fn rd<T>(base: u64, off: u64) -> Option<T> {
-    unsafe { bpf_probe_read_kernel((base + off) as *const T).ok() }
+unsafe fn rd<T>(base: u64, off: u64) -> T {
+    let mut v = MaybeUninit::<T>::uninit();
+    unsafe {
+        helper::bpf_probe_read_kernel(
+            v.as_mut_ptr() as *mut c_void,
+            core::mem::size_of::<T>() as u32,
+            (base + off) as *const c_void,
+        );
+        v.assume_init()
+    }
 }
 
+/// A field of a classic tracepoint record (zero when absent on this kernel).
 #[inline(always)]
-fn tp_read<T>(ctx: &TracePointContext, off: u16) -> Option<T> {
+fn tp_read<T>(ctx: &TracePointContext, off: u16) -> T {
     if off == NO_FIELD {
-        return None;
+        // SAFETY: only plain integers and byte arrays are read this way.
+        return unsafe { MaybeUninit::<T>::zeroed().assume_init() };
     }
-    unsafe { ctx.read_at::<T>(off as usize).ok() }
+    unsafe { rd(ctx.as_ptr() as u64, off as u64) }
 }
 
 /// True for transitions that only happen inside a system call of the task that
@@ -191,14 +207,16 @@ fn current_owner() -> Owner {
             ns_tgid = info.tgid;
         }
     }
-    Owner {
+    let mut o = Owner {
         tgid: (pid_tgid >> 32) as u32,
         pid: pid_tgid as u32,
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        comm: [0; 16],
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         ns_tgid,
         netns: 0,
-    }
+    };
+    unsafe { helper::bpf_get_current_comm(o.comm.as_mut_ptr() as *mut c_void, 16) };
+    o
 }
 
 #[inline(always)]
@@ -218,27 +236,27 @@ fn read_tuple(ctx: &TracePointContext, l: &TpLayout, ev: &mut RawEvent) {
     if l.sockaddr_form != 0 {
         // `saddr`/`daddr` are struct sockaddr_in / sockaddr_in6 (tcp_send_reset, 6.12+):
         // family at +0 (host order), port at +2 (network order), v4 at +4, v6 at +8.
-        let fam: u16 = tp_read(ctx, l.saddr).unwrap_or(0);
+        let fam: u16 = tp_read(ctx, l.saddr);
         ev.family = fam as u8;
-        ev.sport = u16::from_be(tp_read(ctx, l.saddr + 2).unwrap_or(0));
-        ev.dport = u16::from_be(tp_read(ctx, l.daddr + 2).unwrap_or(0));
+        ev.sport = u16::from_be(tp_read(ctx, l.saddr + 2));
+        ev.dport = u16::from_be(tp_read(ctx, l.daddr + 2));
         if ev.family == AF_INET {
-            ev.saddr[..4].copy_from_slice(&tp_read::<[u8; 4]>(ctx, l.saddr + 4).unwrap_or([0; 4]));
-            ev.daddr[..4].copy_from_slice(&tp_read::<[u8; 4]>(ctx, l.daddr + 4).unwrap_or([0; 4]));
+            ev.saddr[..4].copy_from_slice(&tp_read::<[u8; 4]>(ctx, l.saddr + 4));
+            ev.daddr[..4].copy_from_slice(&tp_read::<[u8; 4]>(ctx, l.daddr + 4));
         } else {
-            ev.saddr = tp_read(ctx, l.saddr + 8).unwrap_or([0; 16]);
-            ev.daddr = tp_read(ctx, l.daddr + 8).unwrap_or([0; 16]);
+            ev.saddr = tp_read(ctx, l.saddr + 8);
+            ev.daddr = tp_read(ctx, l.daddr + 8);
         }
     } else {
-        ev.family = tp_read::<u16>(ctx, l.family).unwrap_or(0) as u8;
-        ev.sport = tp_read(ctx, l.sport).unwrap_or(0);
-        ev.dport = tp_read(ctx, l.dport).unwrap_or(0);
+        ev.family = tp_read::<u16>(ctx, l.family) as u8;
+        ev.sport = tp_read(ctx, l.sport);
+        ev.dport = tp_read(ctx, l.dport);
         if ev.family == AF_INET {
-            ev.saddr[..4].copy_from_slice(&tp_read::<[u8; 4]>(ctx, l.saddr).unwrap_or([0; 4]));
-            ev.daddr[..4].copy_from_slice(&tp_read::<[u8; 4]>(ctx, l.daddr).unwrap_or([0; 4]));
+            ev.saddr[..4].copy_from_slice(&tp_read::<[u8; 4]>(ctx, l.saddr));
+            ev.daddr[..4].copy_from_slice(&tp_read::<[u8; 4]>(ctx, l.daddr));
         } else {
-            ev.saddr = tp_read(ctx, l.saddr_v6).unwrap_or([0; 16]);
-            ev.daddr = tp_read(ctx, l.daddr_v6).unwrap_or([0; 16]);
+            ev.saddr = tp_read(ctx, l.saddr_v6);
+            ev.daddr = tp_read(ctx, l.daddr_v6);
         }
     }
     ev.flags |= flags::HAS_TUPLE;
@@ -248,21 +266,22 @@ fn read_tuple(ctx: &TracePointContext, l: &TpLayout, ev: &mut RawEvent) {
 #[inline(always)]
 fn read_sock_tuple(o: &KernelOffsets, sk: u64, ev: &mut RawEvent) -> bool {
     unsafe {
-        let Some(family) = rd::<u16>(sk, o.skc_family as u64) else {
+        let family = rd::<u16>(sk, o.skc_family as u64);
+        if family == 0 {
+            // The read faulted (no socket has AF_UNSPEC here).
             return false;
-        };
+        }
         ev.family = family as u8;
         // inet_sport (network order) keeps the local port after the socket leaves its
         // bind bucket, where skc_num is already 0 (DESIGN.md §1).
-        ev.sport = u16::from_be(rd::<u16>(sk, o.inet_sport as u64).unwrap_or(0));
-        ev.dport = u16::from_be(rd::<u16>(sk, o.skc_dport as u64).unwrap_or(0));
+        ev.sport = u16::from_be(rd::<u16>(sk, o.inet_sport as u64));
+        ev.dport = u16::from_be(rd::<u16>(sk, o.skc_dport as u64));
         if ev.family == AF_INET {
-            ev.saddr[..4]
-                .copy_from_slice(&rd::<[u8; 4]>(sk, o.skc_rcv_saddr as u64).unwrap_or([0; 4]));
-            ev.daddr[..4].copy_from_slice(&rd::<[u8; 4]>(sk, o.skc_daddr as u64).unwrap_or([0; 4]));
+            ev.saddr[..4].copy_from_slice(&rd::<[u8; 4]>(sk, o.skc_rcv_saddr as u64));
+            ev.daddr[..4].copy_from_slice(&rd::<[u8; 4]>(sk, o.skc_daddr as u64));
         } else {
-            ev.saddr = rd(sk, o.skc_v6_rcv_saddr as u64).unwrap_or([0; 16]);
-            ev.daddr = rd(sk, o.skc_v6_daddr as u64).unwrap_or([0; 16]);
+            ev.saddr = rd(sk, o.skc_v6_rcv_saddr as u64);
+            ev.daddr = rd(sk, o.skc_v6_daddr as u64);
         }
     }
     ev.flags |= flags::HAS_TUPLE;
@@ -273,12 +292,11 @@ fn read_sock_tuple(o: &KernelOffsets, sk: u64, ev: &mut RawEvent) -> bool {
 #[inline(always)]
 fn read_local(o: &KernelOffsets, sk: u64, ev: &mut RawEvent) {
     unsafe {
-        ev.sport = u16::from_be(rd::<u16>(sk, o.inet_sport as u64).unwrap_or(0));
+        ev.sport = u16::from_be(rd::<u16>(sk, o.inet_sport as u64));
         if ev.family == AF_INET {
-            ev.saddr[..4]
-                .copy_from_slice(&rd::<[u8; 4]>(sk, o.skc_rcv_saddr as u64).unwrap_or([0; 4]));
+            ev.saddr[..4].copy_from_slice(&rd::<[u8; 4]>(sk, o.skc_rcv_saddr as u64));
         } else {
-            ev.saddr = rd(sk, o.skc_v6_rcv_saddr as u64).unwrap_or([0; 16]);
+            ev.saddr = rd(sk, o.skc_v6_rcv_saddr as u64);
         }
     }
 }
@@ -293,32 +311,34 @@ fn sock_of_fd(o: &KernelOffsets, fd: i64) -> Option<u64> {
     }
     unsafe {
         let task = bpf_get_current_task();
-        let files: u64 = rd(task, o.task_files as u64)?;
-        let fdt: u64 = rd(files, o.files_fdt as u64)?;
-        let max_fds: u32 = rd(fdt, o.fdt_max_fds as u64)?;
+        // A faulting read gives 0, which fails the next check (max_fds 0, a NULL
+        // file or socket, a back-pointer mismatch, protocol 0).
+        let files: u64 = rd(task, o.task_files as u64);
+        let fdt: u64 = rd(files, o.files_fdt as u64);
+        let max_fds: u32 = rd(fdt, o.fdt_max_fds as u64);
         if fd as u64 >= max_fds as u64 {
             return None;
         }
-        let fd_array: u64 = rd(fdt, o.fdt_fd as u64)?;
-        let file: u64 = rd(fd_array, (fd as u64) * 8)?;
+        let fd_array: u64 = rd(fdt, o.fdt_fd as u64);
+        let file: u64 = rd(fd_array, (fd as u64) * 8);
         if file == 0 {
             return None;
         }
-        let socket: u64 = rd(file, o.file_private_data as u64)?;
+        let socket: u64 = rd(file, o.file_private_data as u64);
         if socket == 0 {
             return None;
         }
-        let back: u64 = rd(socket, o.socket_file as u64)?;
+        let back: u64 = rd(socket, o.socket_file as u64);
         if back != file {
             return None;
         }
-        let sk: u64 = rd(socket, o.socket_sk as u64)?;
+        let sk: u64 = rd(socket, o.socket_sk as u64);
         if sk == 0 {
             return None;
         }
-        let proto: u16 = rd(sk, o.sk_protocol as u64)?;
-        let ty: u16 = rd(sk, o.sk_type as u64)?;
-        let family: u16 = rd(sk, o.skc_family as u64)?;
+        let proto: u16 = rd(sk, o.sk_protocol as u64);
+        let ty: u16 = rd(sk, o.sk_type as u64);
+        let family: u16 = rd(sk, o.skc_family as u64);
         if proto != IPPROTO_TCP
             || ty != SOCK_STREAM
             || (family as u8 != AF_INET && family as u8 != AF_INET6)
@@ -380,10 +400,11 @@ fn netns_of(o: &KernelOffsets, sk: u64) -> u32 {
     if o.valid == 0 || sk == 0 {
         return 0;
     }
-    match unsafe { rd::<u64>(sk, o.skc_net as u64) } {
-        Some(net) if net != 0 => unsafe { rd::<u32>(net, o.net_ns_inum as u64) }.unwrap_or(0),
-        _ => 0,
+    let net = unsafe { rd::<u64>(sk, o.skc_net as u64) };
+    if net == 0 {
+        return 0;
     }
+    unsafe { rd::<u32>(net, o.net_ns_inum as u64) }
 }
 
 /// The current task as the owner of `sk` (netns read once, here).
@@ -451,18 +472,19 @@ fn attribute(ev: &mut RawEvent, task: bool) {
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     let l = unsafe { read_volatile(&LAYOUT_SET_STATE) };
     let proto: u16 = if l.protocol_size == 1 {
-        tp_read::<u8>(&ctx, l.protocol).unwrap_or(0) as u16
+        tp_read::<u8>(&ctx, l.protocol) as u16
     } else {
-        tp_read::<u16>(&ctx, l.protocol).unwrap_or(0)
+        tp_read::<u16>(&ctx, l.protocol)
     };
     if proto != IPPROTO_TCP {
         return 0;
     }
-    let Some(skaddr) = tp_read::<u64>(&ctx, l.skaddr) else {
+    let skaddr = tp_read::<u64>(&ctx, l.skaddr);
+    if skaddr == 0 {
         return 0;
-    };
-    let oldstate = tp_read::<i32>(&ctx, l.oldstate).unwrap_or(0) as u8;
-    let newstate = tp_read::<i32>(&ctx, l.newstate).unwrap_or(0) as u8;
+    }
+    let oldstate = tp_read::<i32>(&ctx, l.oldstate) as u8;
+    let newstate = tp_read::<i32>(&ctx, l.newstate) as u8;
     let task = process_transition(oldstate, newstate);
     let mut ev = new_event(kind::STATE, skaddr, task);
     ev.oldstate = oldstate;
@@ -544,10 +566,10 @@ fn on_state(ev: &mut RawEvent, task: bool) {
 #[tracepoint(category = "tcp", name = "tcp_retransmit_synack")]
 pub fn tcp_retransmit_synack(ctx: TracePointContext) -> u32 {
     let l = unsafe { read_volatile(&LAYOUT_SYNACK) };
-    let skaddr = tp_read::<u64>(&ctx, l.skaddr).unwrap_or(0);
+    let skaddr = tp_read::<u64>(&ctx, l.skaddr);
     // skaddr is the listener; the SYN-ACK timer runs in softirq.
     let mut ev = new_event(kind::SYNACK_RETRANSMIT, skaddr, false);
-    ev.aux = tp_read::<u64>(&ctx, l.aux).unwrap_or(0);
+    ev.aux = tp_read::<u64>(&ctx, l.aux);
     ev.newstate = TCP_SYN_RECV;
     read_tuple(&ctx, &l, &mut ev);
     attribute(&mut ev, false);
@@ -578,14 +600,16 @@ pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn sock_event(ctx: &TracePointContext, k: u8, l: TpLayout) -> u32 {
-    let skaddr = tp_read::<u64>(ctx, l.skaddr).unwrap_or(0);
+    let skaddr = tp_read::<u64>(ctx, l.skaddr);
     // Retransmits and resets run from timers and softirq as often as not: never
     // take the current task for the owner here.
     let mut ev = new_event(k, skaddr, false);
-    ev.newstate = tp_read::<i32>(ctx, l.newstate).unwrap_or(0) as u8;
-    ev.aux = match tp_read::<u32>(ctx, l.aux) {
-        Some(r) => r as u64,
-        None => u64::MAX,
+    ev.newstate = tp_read::<i32>(ctx, l.newstate) as u8;
+    // The reset reason exists since 6.12: u64::MAX says "no such field".
+    ev.aux = if l.aux == NO_FIELD {
+        u64::MAX
+    } else {
+        tp_read::<u32>(ctx, l.aux) as u64
     };
     read_tuple(ctx, &l, &mut ev);
     if skaddr != 0 {
@@ -600,7 +624,10 @@ fn sock_event(ctx: &TracePointContext, k: u8, l: TpLayout) -> u32 {
 
 #[inline(always)]
 fn sys_arg(ctx: &TracePointContext, l: &TpLayout) -> i64 {
-    tp_read::<i64>(ctx, l.sys_arg).unwrap_or(-1)
+    if l.sys_arg == NO_FIELD {
+        return -1;
+    }
+    tp_read::<i64>(ctx, l.sys_arg)
 }
 
 /// Pid filter for syscalls: the caller is the owner.
@@ -780,7 +807,7 @@ pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
 /// Sockets whose `sk_protocol` is not TCP (MPTCP subflows are TCP; SCTP is not).
 #[inline(always)]
 fn tcp_sock(o: &KernelOffsets, sk: u64) -> bool {
-    o.valid != 0 && sk != 0 && unsafe { rd::<u16>(sk, o.sk_protocol as u64) } == Some(IPPROTO_TCP)
+    o.valid != 0 && sk != 0 && unsafe { rd::<u16>(sk, o.sk_protocol as u64) } == IPPROTO_TCP
 }
 
 #[inline(always)]
@@ -811,7 +838,7 @@ fn synack_args(sk: u64, req: u64) {
     ev.aux = req;
     ev.newstate = TCP_SYN_RECV;
     if req != 0 && read_sock_tuple(&o, req, &mut ev) {
-        ev.sport = unsafe { rd::<u16>(req, o.skc_num as u64) }.unwrap_or(0);
+        ev.sport = unsafe { rd::<u16>(req, o.skc_num as u64) };
     }
     attribute(&mut ev, false);
     emit(&mut ev);
@@ -827,7 +854,7 @@ fn sock_args(k: u8, sk: u64) {
     // The reset reason is an extra argument only since 6.12; not read on this path.
     ev.aux = u64::MAX;
     if sk != 0 {
-        ev.newstate = unsafe { rd::<u8>(sk, o.skc_state as u64) }.unwrap_or(0);
+        ev.newstate = unsafe { rd::<u8>(sk, o.skc_state as u64) };
         read_sock_tuple(&o, sk, &mut ev);
         attribute(&mut ev, false);
     }
@@ -845,7 +872,7 @@ fn sys_enter_args(regs: u64, id: u64) {
         return;
     }
     let o = unsafe { read_volatile(&OFFSETS) };
-    let fd: i64 = unsafe { rd(regs, o.regs_di as u64) }.unwrap_or(-1);
+    let fd: i64 = unsafe { rd(regs, o.regs_di as u64) };
     if id == NR_CONNECT {
         enter_connect(fd);
     } else {
@@ -857,7 +884,8 @@ fn sys_enter_args(regs: u64, id: u64) {
 #[inline(always)]
 fn sys_exit_args(regs: u64, ret: u64) {
     let o = unsafe { read_volatile(&OFFSETS) };
-    let nr: u64 = unsafe { rd(regs, o.regs_orig_ax as u64) }.unwrap_or(u64::MAX);
+    // 0 (read) when the read faults: not one of ours.
+    let nr: u64 = unsafe { rd(regs, o.regs_orig_ax as u64) };
     match nr {
         NR_CONNECT => exit_connect(ret as i64),
         NR_ACCEPT => {
