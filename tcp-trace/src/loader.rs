@@ -1,13 +1,14 @@
 //! Loader: checks privileges, finds tracefs, reads the running kernel's tracepoint
 //! layouts and struct offsets, loads the eBPF object with them, attaches every hook
 //! and says what is missing.
+use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, RawTracePoint, TracePoint},
+    programs::{BtfTracePoint, Program, RawTracePoint, TracePoint},
 };
 use tcp_trace_common::{Filter, TpLayout, counter};
 
@@ -295,37 +296,177 @@ fn program_err(name: &'static str) -> impl Fn(aya::programs::ProgramError) -> Lo
     move |err| LoadError::Program { name, err }
 }
 
+/// Programs by name, each lent to the one thread that loads it.
+type Progs<'a> = HashMap<&'a str, &'a mut Program>;
+
 /// Loads and attaches one program on `path`.
 fn attach_one(
-    ebpf: &mut Ebpf,
+    ph: &mut Phases,
+    programs: &mut Progs,
     btf: Option<&aya::Btf>,
     path: AttachPath,
     program: &'static str,
     group: &str,
     name: &str,
 ) -> Result<(), LoadError> {
-    let prog = ebpf
-        .program_mut(program)
+    let prog = programs
+        .get_mut(program)
         .ok_or_else(|| LoadError::Map(program, "program missing from the object".into()))?;
     match path {
         AttachPath::Tracepoint => {
-            let p: &mut TracePoint = prog.try_into().map_err(program_err(program))?;
+            let p: &mut TracePoint = (&mut **prog).try_into().map_err(program_err(program))?;
             p.load().map_err(program_err(program))?;
             p.attach(group, name).map_err(program_err(program))?;
         }
         AttachPath::Btf => {
             let btf = btf.ok_or_else(|| LoadError::Map(program, "no kernel BTF".into()))?;
-            let p: &mut BtfTracePoint = prog.try_into().map_err(program_err(program))?;
+            let p: &mut BtfTracePoint = (&mut **prog).try_into().map_err(program_err(program))?;
             p.load(name, btf).map_err(program_err(program))?;
             p.attach().map_err(program_err(program))?;
         }
         AttachPath::Raw => {
-            let p: &mut RawTracePoint = prog.try_into().map_err(program_err(program))?;
+            let p: &mut RawTracePoint = (&mut **prog).try_into().map_err(program_err(program))?;
             p.load().map_err(program_err(program))?;
             p.attach(name).map_err(program_err(program))?;
         }
     }
+    ph.mark(program);
     Ok(())
+}
+
+/// What is known before attaching: the mode asked for, kernel BTF, and the
+/// classic tracepoints' layouts.
+struct Plan<'a> {
+    attach: AttachMode,
+    btf: Option<&'a aya::Btf>,
+    have_offsets: bool,
+    layouts: &'a [(Tracepoint, &'static str, TpLayout)],
+    layout_errors: &'a [(Tracepoint, LayoutError)],
+}
+
+impl Plan<'_> {
+    fn candidates(&self) -> &'static [AttachPath] {
+        match self.attach {
+            AttachMode::Auto => &[AttachPath::Btf, AttachPath::Raw, AttachPath::Tracepoint],
+            AttachMode::Btf => &[AttachPath::Btf],
+            AttachMode::Raw => &[AttachPath::Raw],
+            AttachMode::Tracepoint => &[AttachPath::Tracepoint],
+        }
+    }
+
+    fn has_layout(&self, tp: Tracepoint) -> bool {
+        self.layouts.iter().any(|(t, _, _)| *t == tp)
+    }
+
+    fn possible(&self, path: AttachPath, tp: Tracepoint) -> bool {
+        match path {
+            AttachPath::Tracepoint => self.has_layout(tp),
+            AttachPath::Btf => self.have_offsets && self.btf.is_some(),
+            AttachPath::Raw => self.have_offsets,
+        }
+    }
+
+    /// One TCP hook, trying its paths in order; the errors of every path tried.
+    fn attach_tcp_hook(
+        &self,
+        ph: &mut Phases,
+        programs: &mut Progs,
+        h: &Hook,
+    ) -> Result<AttachPath, Vec<String>> {
+        let mut errors = Vec::new();
+        for &path in self.candidates() {
+            if !self.possible(path, h.tp) {
+                match (path, self.layout_errors.iter().find(|(t, _)| *t == h.tp)) {
+                    (AttachPath::Tracepoint, Some((_, e))) => errors.push(e.to_string()),
+                    (AttachPath::Tracepoint, None) => errors.push("tracefs unavailable".into()),
+                    _ => errors.push(format!("{}: no kernel BTF", path.name())),
+                }
+                continue;
+            }
+            let program = match path {
+                AttachPath::Tracepoint => h.program,
+                AttachPath::Btf => h.btf_program,
+                AttachPath::Raw => h.raw_program,
+            };
+            match attach_one(
+                ph,
+                programs,
+                self.btf,
+                path,
+                program,
+                h.tp.group(),
+                h.tp.name(),
+            ) {
+                Ok(()) => return Ok(path),
+                Err(e) => errors.push(format!("{}: {e}", path.name())),
+            }
+        }
+        Err(errors)
+    }
+
+    /// connect()/accept()/accept4(): the six syscall tracepoints, or raw_syscalls.
+    fn attach_syscalls(
+        &self,
+        ph: &mut Phases,
+        programs: &mut Progs,
+    ) -> Result<AttachPath, Vec<String>> {
+        let paths: &[AttachPath] = match self.attach {
+            AttachMode::Auto => &[AttachPath::Tracepoint, AttachPath::Btf, AttachPath::Raw],
+            _ => self.candidates(),
+        };
+        let mut errors = Vec::new();
+        for &path in paths {
+            let res = match path {
+                AttachPath::Tracepoint => {
+                    if !SYSCALL_HOOKS.iter().all(|(tp, _, _)| self.has_layout(*tp)) {
+                        errors.push("tracepoint: syscall tracepoint formats unavailable".into());
+                        continue;
+                    }
+                    SYSCALL_HOOKS.iter().try_for_each(|(tp, program, _)| {
+                        attach_one(ph, programs, None, path, program, tp.group(), tp.name())
+                    })
+                }
+                AttachPath::Btf | AttachPath::Raw => {
+                    if !self.possible(path, Tracepoint::SysEnterConnect)
+                        || !cfg!(target_arch = "x86_64")
+                    {
+                        errors.push(format!("{}: needs kernel BTF on x86_64", path.name()));
+                        continue;
+                    }
+                    let (enter, exit) = if path == AttachPath::Btf {
+                        ("btf_sys_enter", "btf_sys_exit")
+                    } else {
+                        ("raw_sys_enter", "raw_sys_exit")
+                    };
+                    attach_one(
+                        ph,
+                        programs,
+                        self.btf,
+                        path,
+                        enter,
+                        "raw_syscalls",
+                        "sys_enter",
+                    )
+                    .and_then(|()| {
+                        attach_one(
+                            ph,
+                            programs,
+                            self.btf,
+                            path,
+                            exit,
+                            "raw_syscalls",
+                            "sys_exit",
+                        )
+                    })
+                }
+            };
+            match res {
+                Ok(()) => return Ok(path),
+                Err(e) => errors.push(format!("{}: {e}", path.name())),
+            }
+        }
+        Err(errors)
+    }
 }
 
 fn perf_event_paranoid() -> i32 {
@@ -345,8 +486,102 @@ pub fn own_pid_namespace() -> Option<(u64, u64)> {
     Some((m.dev(), m.ino()))
 }
 
+/// The typedefs `btf_trace_<tracepoint>` that tp_btf programs are loaded against.
+const TP_BTF_TARGETS: [&str; 7] = [
+    "inet_sock_set_state",
+    "tcp_retransmit_synack",
+    "tcp_retransmit_skb",
+    "tcp_send_reset",
+    "tcp_receive_reset",
+    "sys_enter",
+    "sys_exit",
+];
+
+/// An `aya::Btf` that holds, at their vmlinux type ids, only the typedefs
+/// `btf_trace_<tp>` of `TP_BTF_TARGETS`; every other id is a placeholder
+/// pointer. Loading a tp_btf program asks its `Btf` for exactly that (the id of
+/// the typedef with that name, `BtfTracePoint::load`), so this index answers as
+/// the full vmlinux BTF would, without aya parsing the 5 MB file a second time
+/// (~30 ms). `None` when one of the typedefs is missing.
+fn tp_btf_index(btf: &Btf) -> Option<aya::Btf> {
+    const KIND_PTR: u32 = 2;
+    const KIND_TYPEDEF: u32 = 8;
+    let names: Vec<String> = TP_BTF_TARGETS
+        .iter()
+        .map(|tp| format!("btf_trace_{tp}"))
+        .collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut wanted: Vec<(u32, String)> = btf
+        .typedef_ids(&refs)
+        .into_iter()
+        .zip(names)
+        .map(|(id, name)| id.map(|id| (id, name)))
+        .collect::<Option<_>>()?;
+    wanted.sort();
+    let max_id = wanted.last()?.0;
+    let mut strings = vec![0u8];
+    let mut name_offs = Vec::new();
+    for (_, name) in &wanted {
+        name_offs.push(strings.len() as u32);
+        strings.extend_from_slice(name.as_bytes());
+        strings.push(0);
+    }
+    let type_len = max_id as usize * 12;
+    let mut blob = Vec::with_capacity(24 + type_len + strings.len());
+    for word in [0x0001_eb9f_u32, 24, 0, type_len as u32, type_len as u32] {
+        blob.extend_from_slice(&word.to_le_bytes());
+    }
+    blob.extend_from_slice(&(strings.len() as u32).to_le_bytes());
+    let mut next = wanted.iter().zip(&name_offs).peekable();
+    for id in 1..=max_id {
+        let (name_off, kind) = match next.peek() {
+            Some(((want, _), off)) if *want == id => {
+                let off = **off;
+                next.next();
+                (off, KIND_TYPEDEF)
+            }
+            _ => (0, KIND_PTR),
+        };
+        for word in [name_off, kind << 24, 0] {
+            blob.extend_from_slice(&word.to_le_bytes());
+        }
+    }
+    blob.extend_from_slice(&strings);
+    aya::Btf::parse(&blob, aya::Endianness::default()).ok()
+}
+
+/// Start-up phases, printed on stderr when TCP_TRACE_STARTUP_TIMES is set (what
+/// docs/performance.md's start-up figures come from).
+struct Phases {
+    on: bool,
+    last: std::time::Instant,
+}
+
+impl Phases {
+    fn new() -> Self {
+        Phases {
+            on: std::env::var_os("TCP_TRACE_STARTUP_TIMES").is_some(),
+            last: std::time::Instant::now(),
+        }
+    }
+    fn mark(&mut self, what: &str) {
+        if self.on {
+            let now = std::time::Instant::now();
+            eprintln!(
+                "tcp-trace: startup {what}: {:.1} ms",
+                (now - self.last).as_secs_f64() * 1e3
+            );
+            self.last = now;
+        }
+    }
+}
+
 /// Loads and attaches everything. Errors are fatal; degradations become warnings.
 pub fn load(opts: &Options) -> Result<(Loaded, RingBuf<MapData>), LoadError> {
+    let mut ph = Phases::new();
+    // aya's loader parses the whole vmlinux BTF when it is made (for CO-RE
+    // relocations): let that run on another core while we read ours.
+    let new_loader = std::thread::spawn(EbpfLoader::new);
     if EBPF_OBJECT.is_empty() {
         return Err(LoadError::NoObject);
     }
@@ -358,9 +593,12 @@ pub fn load(opts: &Options) -> Result<(Loaded, RingBuf<MapData>), LoadError> {
 
     // Kernel BTF: struct offsets (fd → socket walk, the tp_btf/raw paths) and the
     // types tp_btf programs are checked against.
-    let offsets = match Btf::from_file(Path::new("/sys/kernel/btf/vmlinux"))
-        .and_then(|b| layout::kernel_offsets(&b))
-    {
+    let mut parsed = None;
+    let offsets = match Btf::from_file(Path::new("/sys/kernel/btf/vmlinux")).and_then(|b| {
+        let o = layout::kernel_offsets(&b)?;
+        parsed = Some(b);
+        Ok(o)
+    }) {
         Ok(o) => Some(o),
         Err(e) => {
             warnings.push(format!(
@@ -369,12 +607,11 @@ pub fn load(opts: &Options) -> Result<(Loaded, RingBuf<MapData>), LoadError> {
             None
         }
     };
-    let aya_btf = if offsets.is_some() {
-        aya::Btf::from_sys_fs().ok()
-    } else {
-        None
-    };
+    ph.mark("our BTF parse");
+    let aya_btf = parsed.as_ref().and_then(tp_btf_index);
+    drop(parsed);
 
+    ph.mark("tp_btf index");
     // tracefs, for the classic tracepoints: required with --attach tracepoint, tried
     // (and mounted when permitted) with auto; never needed for btf/raw.
     let tracefs = match opts.attach {
@@ -405,12 +642,10 @@ pub fn load(opts: &Options) -> Result<(Loaded, RingBuf<MapData>), LoadError> {
             }
         }
     }
-    let layout_of = |tp: Tracepoint| layouts.iter().any(|(t, _, _)| *t == tp);
 
-    let mut loader = EbpfLoader::new();
-    if let Some(b) = &aya_btf {
-        loader.btf(Some(b));
-    }
+    ph.mark("tracefs formats");
+    let mut loader = new_loader.join().unwrap_or_default();
+    ph.mark("EbpfLoader::new (wait)");
     for (_, global, l) in &layouts {
         loader.override_global(global, l, true);
     }
@@ -430,59 +665,55 @@ pub fn load(opts: &Options) -> Result<(Loaded, RingBuf<MapData>), LoadError> {
         loader.map_max_entries("EVENTS", opts.ring_bytes);
     }
     let mut ebpf = loader.load(EBPF_OBJECT).map_err(explain_load_error)?;
+    ph.mark("object load (maps)");
 
-    let candidates = |mode: AttachMode| -> &'static [AttachPath] {
-        match mode {
-            AttachMode::Auto => &[AttachPath::Btf, AttachPath::Raw, AttachPath::Tracepoint],
-            AttachMode::Btf => &[AttachPath::Btf],
-            AttachMode::Raw => &[AttachPath::Raw],
-            AttachMode::Tracepoint => &[AttachPath::Tracepoint],
-        }
+    let plan = Plan {
+        attach: opts.attach,
+        btf: aya_btf.as_ref(),
+        have_offsets: offsets.is_some(),
+        layouts: &layouts,
+        layout_errors: &layout_errors,
     };
-    let path_possible = |path: AttachPath, tp: Tracepoint| -> bool {
-        match path {
-            AttachPath::Tracepoint => layout_of(tp),
-            AttachPath::Btf => offsets.is_some() && aya_btf.is_some(),
-            AttachPath::Raw => offsets.is_some(),
-        }
+
+    // Loading is mostly the verifier, which runs in the calling thread: the TCP
+    // hooks and the syscall hooks are verified on two threads. Each group gets
+    // the programs it may use (disjoint sets), so no program is shared.
+    let mut programs: Progs = ebpf.programs_mut().collect();
+    let mut take = |names: &mut dyn Iterator<Item = &'static str>| -> Progs {
+        names
+            .filter_map(|n| programs.remove_entry(n))
+            .collect::<Progs>()
     };
+    let mut tcp_programs = take(
+        &mut TCP_HOOKS
+            .iter()
+            .flat_map(|h| [h.program, h.btf_program, h.raw_program]),
+    );
+    let mut sys_programs = take(&mut SYSCALL_HOOKS.iter().map(|(_, p, _)| *p).chain([
+        "btf_sys_enter",
+        "btf_sys_exit",
+        "raw_sys_enter",
+        "raw_sys_exit",
+    ]));
+    let (tcp_results, sys_result) = std::thread::scope(|scope| {
+        let plan = &plan;
+        let sys = scope.spawn(move || {
+            let mut ph = Phases::new();
+            plan.attach_syscalls(&mut ph, &mut sys_programs)
+        });
+        let tcp: Vec<_> = TCP_HOOKS
+            .iter()
+            .map(|h| plan.attach_tcp_hook(&mut ph, &mut tcp_programs, h))
+            .collect();
+        (tcp, sys.join())
+    });
+    drop((tcp_programs, programs));
 
     let mut attached = Vec::new();
-    for h in TCP_HOOKS {
-        let mut errors = Vec::new();
-        let mut done = None;
-        for &path in candidates(opts.attach) {
-            if !path_possible(path, h.tp) {
-                match (path, layout_errors.iter().find(|(t, _)| *t == h.tp)) {
-                    (AttachPath::Tracepoint, Some((_, e))) => errors.push(e.to_string()),
-                    (AttachPath::Tracepoint, None) => errors.push("tracefs unavailable".into()),
-                    _ => errors.push(format!("{}: no kernel BTF", path.name())),
-                }
-                continue;
-            }
-            let program = match path {
-                AttachPath::Tracepoint => h.program,
-                AttachPath::Btf => h.btf_program,
-                AttachPath::Raw => h.raw_program,
-            };
-            match attach_one(
-                &mut ebpf,
-                aya_btf.as_ref(),
-                path,
-                program,
-                h.tp.group(),
-                h.tp.name(),
-            ) {
-                Ok(()) => {
-                    done = Some(path);
-                    break;
-                }
-                Err(e) => errors.push(format!("{}: {e}", path.name())),
-            }
-        }
-        match done {
-            Some(path) => attached.push((h.tp.name(), path)),
-            None if h.tp.required() => {
+    for (h, result) in TCP_HOOKS.iter().zip(tcp_results) {
+        match result {
+            Ok(path) => attached.push((h.tp.name(), path)),
+            Err(errors) if h.tp.required() => {
                 let mut msg = format!(
                     "required hook {} could not be attached: {}",
                     h.tp,
@@ -495,79 +726,24 @@ pub fn load(opts: &Options) -> Result<(Loaded, RingBuf<MapData>), LoadError> {
                 }
                 return Err(LoadError::Required(msg));
             }
-            None => warnings.push(format!(
+            Err(errors) => warnings.push(format!(
                 "{} unavailable, its events are off: {}",
                 h.tp,
                 errors.join("; ")
             )),
         }
     }
-
-    // connect()/accept()/accept4(): the six syscall tracepoints, or raw_syscalls.
-    let sys_paths: &[AttachPath] = match opts.attach {
-        AttachMode::Auto => &[AttachPath::Tracepoint, AttachPath::Btf, AttachPath::Raw],
-        m => candidates(m),
-    };
-    let mut sys_errors = Vec::new();
-    let mut sys_done = false;
-    for &path in sys_paths {
-        let res = match path {
-            AttachPath::Tracepoint => {
-                if !SYSCALL_HOOKS.iter().all(|(tp, _, _)| layout_of(*tp)) {
-                    sys_errors
-                        .push("tracepoint: syscall tracepoint formats unavailable".to_string());
-                    continue;
-                }
-                SYSCALL_HOOKS.iter().try_for_each(|(tp, program, _)| {
-                    attach_one(&mut ebpf, None, path, program, tp.group(), tp.name())
-                })
-            }
-            AttachPath::Btf | AttachPath::Raw => {
-                if !path_possible(path, Tracepoint::SysEnterConnect)
-                    || !cfg!(target_arch = "x86_64")
-                {
-                    sys_errors.push(format!("{}: needs kernel BTF on x86_64", path.name()));
-                    continue;
-                }
-                let (enter, exit) = if path == AttachPath::Btf {
-                    ("btf_sys_enter", "btf_sys_exit")
-                } else {
-                    ("raw_sys_enter", "raw_sys_exit")
-                };
-                attach_one(
-                    &mut ebpf,
-                    aya_btf.as_ref(),
-                    path,
-                    enter,
-                    "raw_syscalls",
-                    "sys_enter",
-                )
-                .and_then(|()| {
-                    attach_one(
-                        &mut ebpf,
-                        aya_btf.as_ref(),
-                        path,
-                        exit,
-                        "raw_syscalls",
-                        "sys_exit",
-                    )
-                })
-            }
-        };
-        match res {
-            Ok(()) => {
-                attached.push(("connect/accept", path));
-                sys_done = true;
-                break;
-            }
-            Err(e) => sys_errors.push(format!("{}: {e}", path.name())),
-        }
-    }
-    if !sys_done {
-        warnings.push(format!(
+    match sys_result {
+        Ok(Ok(path)) => attached.push(("connect/accept", path)),
+        Ok(Err(errors)) => warnings.push(format!(
             "connect()/accept() returns unavailable: {}",
-            sys_errors.join("; ")
-        ));
+            errors.join("; ")
+        )),
+        Err(_) => {
+            return Err(LoadError::Required(
+                "the thread loading the syscall hooks panicked".into(),
+            ));
+        }
     }
 
     let ring = RingBuf::try_from(
@@ -590,4 +766,47 @@ pub fn load(opts: &Options) -> Result<(Loaded, RingBuf<MapData>), LoadError> {
         },
         ring,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aya_obj::btf::BtfKind;
+
+    /// The small index answers every tp_btf target as aya's parse of the whole
+    /// vmlinux BTF does (the id is what the kernel checks the program against).
+    #[test]
+    fn tp_btf_index_matches_full_vmlinux_btf() {
+        let path = Path::new("/sys/kernel/btf/vmlinux");
+        assert!(path.exists(), "these tests need a kernel with BTF");
+        let ours = Btf::from_file(path).unwrap_or_else(|e| panic!("{e}"));
+        let index = tp_btf_index(&ours).expect("every btf_trace_ typedef is in vmlinux");
+        let full = aya::Btf::from_sys_fs().expect("aya parses vmlinux");
+        for tp in TP_BTF_TARGETS {
+            let name = format!("btf_trace_{tp}");
+            let want = full
+                .id_by_type_name_kind(&name, BtfKind::Typedef)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let got = index
+                .id_by_type_name_kind(&name, BtfKind::Typedef)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(got, want, "{name}");
+        }
+        // A name that is not a target is not found (no false positives).
+        assert!(
+            index
+                .id_by_type_name_kind("btf_trace_tcp_destroy_sock", BtfKind::Typedef)
+                .is_err()
+        );
+    }
+
+    /// A target missing from the kernel's BTF gives no index (and so no tp_btf
+    /// path), rather than a wrong id.
+    #[test]
+    fn tp_btf_index_needs_every_target() {
+        let ours = Btf::from_file("/sys/kernel/btf/vmlinux").unwrap_or_else(|e| panic!("{e}"));
+        let ids = ours.typedef_ids(&["btf_trace_inet_sock_set_state", "btf_trace_no_such_tp"]);
+        assert!(ids[0].is_some());
+        assert_eq!(ids[1], None);
+    }
 }

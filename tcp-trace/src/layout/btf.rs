@@ -258,6 +258,36 @@ impl Btf {
         self.types.len() - 1
     }
 
+    /// The ids of the first typedefs named `names` (the ones libbpf and aya find
+    /// too), in one pass over the types.
+    pub fn typedef_ids(&self, names: &[&str]) -> Vec<Option<u32>> {
+        let mut ids = vec![None; names.len()];
+        let mut left = names.len();
+        for (id, t) in self.types.iter().enumerate().skip(1) {
+            if left == 0 {
+                break;
+            }
+            if t.kind != KIND_TYPEDEF {
+                continue;
+            }
+            let Some(tail) = self.strings.get(t.name_off as usize..) else {
+                continue;
+            };
+            for (slot, want) in ids.iter_mut().zip(names) {
+                let want = want.as_bytes();
+                if slot.is_none()
+                    && tail.len() > want.len()
+                    && tail[want.len()] == 0
+                    && tail.starts_with(want)
+                {
+                    *slot = Some(id as u32);
+                    left -= 1;
+                }
+            }
+        }
+        ids
+    }
+
     fn build_index(&mut self) -> Result<(), LayoutError> {
         // Rank candidates sharing a name: struct with members > union with members >
         // empty struct > empty union. Equal ranks keep the first.
