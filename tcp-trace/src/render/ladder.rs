@@ -16,6 +16,8 @@
 //! `TIME_WAIT?` (with `FIN?`) marks a FIN_WAIT2 → CLOSE whose TIME_WAIT is assumed
 //! (`time_wait_certain` false: without the peer it may as well be a handover in
 //! FIN_WAIT2).
+use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::io::{self, Write};
 
 use crate::correlate::{Connection, Conversation, Role};
@@ -73,14 +75,23 @@ enum Dir {
     Left,
 }
 
+/// A cell's text: nearly always a literal, so rows allocate only for the few
+/// texts made on the spot (syscall returns, numbered retransmits).
+type Text = Cow<'static, str>;
+
+/// An arrow with its label.
+fn arw(d: Dir, label: impl Into<Text>) -> Option<(Dir, Text)> {
+    Some((d, label.into()))
+}
+
 struct Row {
     t: u64,
     /// Drawn after the other rows at the same time (a reaction to the peer's segment).
     after: bool,
     seq: usize,
-    left: String,
-    arrow: Option<(Dir, String)>,
-    right: String,
+    left: Text,
+    arrow: Option<(Dir, Text)>,
+    right: Text,
 }
 
 struct Rows {
@@ -88,12 +99,12 @@ struct Rows {
 }
 
 impl Rows {
-    fn add(&mut self, t: u64, side: Side, text: &str, arrow: Option<(Dir, &str)>) {
+    fn add(&mut self, t: u64, side: Side, text: impl Into<Text>, arrow: Option<(Dir, Text)>) {
         self.add_both(t, side, text, "", arrow);
     }
 
     /// Like `add`, sorted after the other rows at the same time.
-    fn add_after(&mut self, t: u64, side: Side, text: &str, arrow: Option<(Dir, &str)>) {
+    fn add_after(&mut self, t: u64, side: Side, text: impl Into<Text>, arrow: Option<(Dir, Text)>) {
         self.add(t, side, text, arrow);
         if let Some(r) = self.rows.last_mut() {
             r.after = true;
@@ -105,10 +116,11 @@ impl Rows {
         &mut self,
         t: u64,
         side: Side,
-        text: &str,
-        other: &str,
-        arrow: Option<(Dir, &str)>,
+        text: impl Into<Text>,
+        other: &'static str,
+        arrow: Option<(Dir, Text)>,
     ) {
+        let (text, other) = (text.into(), Text::Borrowed(other));
         let (left, right) = match side {
             Side::Left => (text, other),
             Side::Right => (other, text),
@@ -118,16 +130,18 @@ impl Rows {
             t,
             after: false,
             seq,
-            left: left.to_string(),
-            arrow: arrow.map(|(d, l)| (d, l.to_string())),
-            right: right.to_string(),
+            left,
+            arrow,
+            right,
         });
     }
 }
 
 /// Renders the ladder of `conv`.
 pub fn render(w: &mut impl Write, conv: &Conversation, opts: &LadderOptions) -> io::Result<()> {
-    let mut rows = Rows { rows: Vec::new() };
+    let mut rows = Rows {
+        rows: Vec::with_capacity(24),
+    };
     let client = conv.client.as_ref();
     let server = conv.server.as_ref();
     if let Some(c) = client {
@@ -143,7 +157,7 @@ pub fn render(w: &mut impl Write, conv: &Conversation, opts: &LadderOptions) -> 
     if let Some(r) = request {
         for (k, &t) in r.synack_retransmit_ts_ns.iter().enumerate() {
             let label = format!("SYN-ACK retransmit #{}", k + 1);
-            rows.add(t, Side::Right, "(request sock)", Some((Dir::Left, &label)));
+            rows.add(t, Side::Right, "(request sock)", arw(Dir::Left, label));
         }
     }
     rows.rows.sort_by_key(|r| (r.t, r.after, r.seq));
@@ -171,22 +185,81 @@ pub fn render(w: &mut impl Write, conv: &Conversation, opts: &LadderOptions) -> 
     };
     let left_col = lw + 1 + aw + 2;
     let pad = left_col.saturating_sub(left_head.chars().count()).max(1);
-    writeln!(w, "{:>10}  {left_head}{:pad$}{right_head}", "time(ms)", "")?;
+    // The whole ladder is put together in one buffer and written at once.
+    let mut out = String::with_capacity(64 + rows.rows.len() * (lw + aw * 3 + 48));
+    let _ = writeln!(
+        out,
+        "{:>10}  {left_head}{:pad$}{right_head}",
+        "time(ms)", ""
+    );
 
     for r in &rows.rows {
-        let ms = r.t.saturating_sub(t0) as f64 / 1e6;
-        let mut line = format!("{ms:>10.3}  {}", r.left);
+        let start = out.len();
+        push_ms(&mut out, r.t.saturating_sub(t0));
+        out.push_str("  ");
+        out.push_str(&r.left);
         let used = r.left.chars().count();
-        line.extend(std::iter::repeat_n(' ', lw - used.min(lw) + 1));
+        repeat(&mut out, ' ', lw - used.min(lw) + 1);
         match &r.arrow {
-            Some((d, label)) => line.push_str(&arrow(*d, label, aw, opts.unicode)),
-            None => line.extend(std::iter::repeat_n(' ', aw)),
+            Some((d, label)) => push_arrow(&mut out, *d, label, aw, opts.unicode),
+            None => repeat(&mut out, ' ', aw),
         }
-        line.push_str("  ");
-        line.push_str(&r.right);
-        writeln!(w, "{}", line.trim_end())?;
+        out.push_str("  ");
+        out.push_str(&r.right);
+        let kept = out[start..].trim_end().len();
+        out.truncate(start + kept);
+        out.push('\n');
     }
-    Ok(())
+    w.write_all(out.as_bytes())
+}
+
+/// Appends `n` times `c`: whole slices for the two characters that fill most
+/// of a ladder (space and `-`), char by char otherwise.
+fn repeat(out: &mut String, c: char, mut n: usize) {
+    const SPACES: &str = "                                                                ";
+    const DASHES: &str = "----------------------------------------------------------------";
+    let run = match c {
+        ' ' => SPACES,
+        '-' => DASHES,
+        _ => {
+            out.extend(std::iter::repeat_n(c, n));
+            return;
+        }
+    };
+    while n > 0 {
+        let k = n.min(run.len());
+        out.push_str(&run[..k]);
+        n -= k;
+    }
+}
+
+/// Milliseconds with three decimals, right-aligned in 10 columns, as
+/// `{:>10.3}` prints `ns as f64 / 1e6` (rounded to the nearest microsecond).
+fn push_ms(out: &mut String, ns: u64) {
+    let us = ns / 1000 + u64::from(ns % 1000 >= 500);
+    let mut buf = [0u8; 32];
+    let mut i = buf.len();
+    let mut frac = us % 1000;
+    for _ in 0..3 {
+        i -= 1;
+        buf[i] = b'0' + (frac % 10) as u8;
+        frac /= 10;
+    }
+    i -= 1;
+    buf[i] = b'.';
+    let mut int = us / 1000;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (int % 10) as u8;
+        int /= 10;
+        if int == 0 {
+            break;
+        }
+    }
+    let digits = &buf[i..];
+    repeat(out, ' ', 10usize.saturating_sub(digits.len()));
+    // SAFETY-free: the buffer holds ASCII digits and a dot only.
+    out.push_str(std::str::from_utf8(digits).unwrap_or_default());
 }
 
 /// `client 127.0.0.1:51234 (curl 4242)`.
@@ -202,31 +275,31 @@ fn side_label(c: &Connection) -> String {
     }
 }
 
-fn arrow(d: Dir, label: &str, width: usize, unicode: bool) -> String {
+/// Appends an arrow `width` columns wide with its label to `out`.
+fn push_arrow(out: &mut String, d: Dir, label: &str, width: usize, unicode: bool) {
     let (line, right_head, left_head) = if unicode {
         ('─', '▶', '◀')
     } else {
         ('-', '>', '<')
     };
-    let mut s = String::with_capacity(width * 3);
+    let label_cols = label.chars().count();
     match d {
         Dir::Right => {
-            s.extend([line, line, ' ']);
-            s.push_str(label);
-            s.push(' ');
-            let used = s.chars().count() + 1;
-            s.extend(std::iter::repeat_n(line, width.saturating_sub(used).max(1)));
-            s.push(right_head);
+            out.extend([line, line, ' ']);
+            out.push_str(label);
+            out.push(' ');
+            let used = 3 + label_cols + 1 + 1;
+            repeat(out, line, width.saturating_sub(used).max(1));
+            out.push(right_head);
         }
         Dir::Left => {
-            s.extend([left_head, line, line, ' ']);
-            s.push_str(label);
-            s.push(' ');
-            let used = s.chars().count();
-            s.extend(std::iter::repeat_n(line, width.saturating_sub(used).max(1)));
+            out.extend([left_head, line, line, ' ']);
+            out.push_str(label);
+            out.push(' ');
+            let used = 4 + label_cols + 1;
+            repeat(out, line, width.saturating_sub(used).max(1));
         }
     }
-    s
 }
 
 fn syscall_text(name: &str, ret: i64, errno: Option<&str>) -> String {
@@ -257,97 +330,95 @@ fn side_rows(rows: &mut Rows, c: &Connection, side: Side, other: Option<&Connect
         let at_close = new == Close && tw_close == Some(t);
         let tw = at_close && c.time_wait && !handover && c.time_wait_t_ns == Some(t);
         match (old, new) {
-            (Close, SynSent) => rows.add(t, side, "SYN_SENT", Some((send, "SYN"))),
+            (Close, SynSent) => rows.add(t, side, "SYN_SENT", arw(send, "SYN")),
             (SynSent, Established) => {
                 let note = if other_visible { "(request sock)" } else { "" };
-                rows.add_both(t, side, "ESTABLISHED", note, Some((recv, "SYN-ACK")));
+                rows.add_both(t, side, "ESTABLISHED", note, arw(recv, "SYN-ACK"));
                 if !other_visible {
-                    rows.add(t, side, "", Some((send, "ACK")));
+                    rows.add(t, side, "", arw(send, "ACK"));
                 }
             }
-            (Listen, SynRecv) => rows.add(t, side, "SYN_RECV (child)", Some((recv, "ACK"))),
+            (Listen, SynRecv) => rows.add(t, side, "SYN_RECV (child)", arw(recv, "ACK")),
             (SynRecv, Established) => rows.add(t, side, "ESTABLISHED", None),
-            (Established | SynRecv, FinWait1) => {
-                rows.add(t, side, "FIN_WAIT1", Some((send, "FIN")))
-            }
+            (Established | SynRecv, FinWait1) => rows.add(t, side, "FIN_WAIT1", arw(send, "FIN")),
             (Established, CloseWait) => {
-                let a = (!other_visible).then_some((recv, "FIN"));
+                let a = (!other_visible).then(|| (recv, Text::from("FIN")));
                 rows.add(t, side, "CLOSE_WAIT", a);
             }
-            (CloseWait, LastAck) => rows.add(t, side, "LAST_ACK", Some((send, "FIN"))),
-            (FinWait1, FinWait2) => rows.add(t, side, "FIN_WAIT2", Some((recv, "ACK of FIN"))),
+            (CloseWait, LastAck) => rows.add(t, side, "LAST_ACK", arw(send, "FIN")),
+            (FinWait1, FinWait2) => rows.add(t, side, "FIN_WAIT2", arw(recv, "ACK of FIN")),
             (FinWait2, Close) if at_close && handover => {
                 rows.add(t, side, "FIN_WAIT2 (timewait sock)", None);
                 if let (true, Some(tf)) = (c.time_wait, c.time_wait_t_ns) {
                     if !other_visible {
-                        rows.add_after(tf, side, "", Some((recv, fin_label)));
+                        rows.add_after(tf, side, "", arw(recv, fin_label));
                     }
-                    rows.add_after(tf, side, tw_label, Some((send, "ACK")));
+                    rows.add_after(tf, side, tw_label, arw(send, "ACK"));
                 }
             }
             (FinWait2, Close) if tw => {
                 if !other_visible {
-                    rows.add(t, side, "", Some((recv, fin_label)));
+                    rows.add(t, side, "", arw(recv, fin_label));
                 }
-                rows.add(t, side, tw_label, Some((send, "ACK")));
+                rows.add(t, side, tw_label, arw(send, "ACK"));
             }
             (FinWait1, Closing) => {
                 if !other_visible {
-                    rows.add(t, side, "", Some((recv, "FIN")));
+                    rows.add(t, side, "", arw(recv, "FIN"));
                 }
-                rows.add(t, side, "CLOSING", Some((send, "ACK")));
+                rows.add(t, side, "CLOSING", arw(send, "ACK"));
             }
             (Closing, Close) if tw => {
-                let a = (!other_visible).then_some((recv, "ACK of FIN"));
+                let a = (!other_visible).then(|| (recv, Text::from("ACK of FIN")));
                 rows.add(t, side, tw_label, a);
             }
             (LastAck, Close) => {
-                let a = (!other_visible).then_some((recv, "ACK"));
+                let a = (!other_visible).then(|| (recv, Text::from("ACK")));
                 rows.add(t, side, "CLOSE", a);
             }
             (_, TimeWait) => rows.add(t, side, "TIME_WAIT", None),
-            (_, Unknown(n)) => rows.add(t, side, &format!("UNKNOWN({n})"), None),
+            (_, Unknown(n)) => rows.add(t, side, format!("UNKNOWN({n})"), None),
             (_, s) => rows.add(t, side, s.name(), None),
         }
     }
 
     for r in &c.connect_calls {
-        rows.add(r.t_ns, side, &syscall_text("connect", r.ret, r.errno), None);
+        rows.add(r.t_ns, side, syscall_text("connect", r.ret, r.errno), None);
     }
     if let Some(a) = c.accept {
         let name = if a.accept4 { "accept4" } else { "accept" };
-        rows.add(a.t_ns, side, &syscall_text(name, a.ret, a.errno), None);
+        rows.add(a.t_ns, side, syscall_text(name, a.ret, a.errno), None);
     }
     for (k, &t) in c.syn_retransmit_ts_ns.iter().enumerate() {
         let label = format!("SYN retransmit #{}", k + 1);
-        rows.add(t, side, "", Some((send, &label)));
+        rows.add(t, side, "", arw(send, label));
     }
     if c.role == Role::Server {
         for (k, &t) in c.synack_retransmit_ts_ns.iter().enumerate() {
             let label = format!("SYN-ACK retransmit #{}", k + 1);
-            rows.add(t, side, "(request sock)", Some((send, &label)));
+            rows.add(t, side, "(request sock)", arw(send, label));
         }
     }
     let mut data = 0;
     for &t in &c.retransmit_ts_ns {
         let label = match c.state_at(t) {
-            Some(FinWait1 | Closing | LastAck) => String::from("FIN retransmit"),
+            Some(FinWait1 | Closing | LastAck) => Text::Borrowed("FIN retransmit"),
             _ => {
                 data += 1;
-                format!("retransmit #{data}")
+                Text::Owned(format!("retransmit #{data}"))
             }
         };
-        rows.add(t, side, "", Some((send, &label)));
+        rows.add(t, side, "", arw(send, label));
     }
     for &t in &c.reset_sent_ts_ns {
-        rows.add(t, side, "", Some((send, "RST")));
+        rows.add(t, side, "", arw(send, "RST"));
     }
     let peer_sent_rst = other.is_some_and(|o| o.resets_sent > 0);
     for &t in &c.reset_received_ts_ns {
         if peer_sent_rst {
             rows.add(t, side, "RST received", None);
         } else {
-            rows.add(t, side, "", Some((recv, "RST")));
+            rows.add(t, side, "", arw(recv, "RST"));
         }
     }
 }
@@ -366,6 +437,36 @@ mod tests {
         let mut out = Vec::new();
         render(&mut out, conv, opts).unwrap();
         String::from_utf8(out).unwrap()
+    }
+
+    /// The time column as `{:>10.3}` prints it, except exactly on a half
+    /// microsecond (where the float's binary value decides; we round up).
+    #[test]
+    fn time_column_matches_float_formatting() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut checked = 0;
+        for i in 0..200_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let ns = match i % 4 {
+                0 => x % 10_000,
+                1 => x % 1_000_000_000,
+                2 => x % 100_000_000_000_000,
+                _ => i * 1000 + 499 + (i % 3),
+            };
+            if ns % 1000 == 500 {
+                continue;
+            }
+            let mut got = String::new();
+            push_ms(&mut got, ns);
+            assert_eq!(got, format!("{:>10.3}", ns as f64 / 1e6), "{ns} ns");
+            checked += 1;
+        }
+        assert!(checked > 180_000);
+        let mut got = String::new();
+        push_ms(&mut got, 2_500);
+        assert_eq!(got, "     0.003");
     }
 
     fn check(got: &str, want: &str) {
