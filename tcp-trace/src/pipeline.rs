@@ -262,9 +262,7 @@ impl<W: Write> Renderer<W> {
         self.summary.add(&c);
         let t0 = self.t0_ns.unwrap_or(0);
         if self.json_conns {
-            serde_json::to_writer(&mut self.out, &c)?;
-            self.out.write_all(b"\n")?;
-            return Ok(());
+            return render::json::connection(&mut self.out, &c);
         }
         match self.view {
             View::Events => Ok(()),

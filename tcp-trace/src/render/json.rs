@@ -8,7 +8,7 @@ use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::clock::WallClock;
-use crate::correlate::StackStr;
+use crate::correlate::{Connection, HalfOpenRequest, PidSource, Role, StackStr, SyscallReturn};
 use crate::decode::{Comm, Event, EventKind, TcpState, errno_name};
 
 /// Something the formatters below append bytes to.
@@ -201,12 +201,18 @@ fn put_json_str(out: &mut impl Sink, s: &str) {
         let esc: &[u8] = match c {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
+            // The short escapes, as serde_json writes them.
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
             0..=0x1f => b"\\u00",
             _ => continue,
         };
         out.put(&b[start..i]);
         out.put(esc);
-        if c < 0x20 {
+        if esc == b"\\u00" {
             let hex = b"0123456789abcdef";
             out.put(&[hex[(c >> 4) as usize], hex[(c & 0xf) as usize]]);
         }
@@ -472,6 +478,282 @@ pub fn lost(w: &mut impl Write, count: u64, total: u64) -> io::Result<()> {
     )
 }
 
+// ---------------------------------------------------------------------------
+// {"type":"connection",…}: the same bytes serde_json writes for `Connection`'s
+// derived `Serialize` (which the tests keep as the reference), without serde's
+// per-field calls: a connection line was a third of `--json`'s CPU under a storm.
+
+fn put_opt_u64(s: &mut impl Sink, v: Option<u64>) {
+    match v {
+        Some(v) => put_u64(s, v),
+        None => s.put(b"null"),
+    }
+}
+
+fn put_opt_i64(s: &mut impl Sink, v: Option<i64>) {
+    match v {
+        Some(v) => put_i64(s, v),
+        None => s.put(b"null"),
+    }
+}
+
+fn put_u64_list(s: &mut impl Sink, v: &[u64]) {
+    s.put(b"[");
+    for (i, &x) in v.iter().enumerate() {
+        if i > 0 {
+            s.put(b",");
+        }
+        put_u64(s, x);
+    }
+    s.put(b"]");
+}
+
+fn put_ip_str(s: &mut impl Sink, a: IpAddr) {
+    s.put(b"\"");
+    put_ip(s, a);
+    s.put(b"\"");
+}
+
+fn put_opt_ip_str(s: &mut impl Sink, a: Option<IpAddr>) {
+    match a {
+        Some(a) => put_ip_str(s, a),
+        None => s.put(b"null"),
+    }
+}
+
+fn put_hex_str(s: &mut impl Sink, v: u64) {
+    s.put(b"\"");
+    put_hex(s, v);
+    s.put(b"\"");
+}
+
+fn put_opt_str(s: &mut impl Sink, v: Option<&str>) {
+    match v {
+        Some(v) => put_json_str(s, v),
+        None => s.put(b"null"),
+    }
+}
+
+fn put_syscall(s: &mut impl Sink, r: &SyscallReturn) {
+    s.put(b"{\"ret\":");
+    put_i64(s, r.ret);
+    s.put(b",\"errno\":");
+    put_opt_str(s, r.errno);
+    s.put(b",\"t_ns\":");
+    put_u64(s, r.t_ns);
+    s.put(b",\"fd\":");
+    put_i64(s, r.fd as i64);
+    s.put(b",\"accept4\":");
+    put_bool(s, r.accept4);
+    s.put(b"}");
+}
+
+fn put_opt_syscall(s: &mut impl Sink, r: Option<&SyscallReturn>) {
+    match r {
+        Some(r) => put_syscall(s, r),
+        None => s.put(b"null"),
+    }
+}
+
+fn put_half_open(s: &mut impl Sink, r: &HalfOpenRequest) {
+    s.put(b"{\"req\":");
+    put_hex_str(s, r.req);
+    s.put(b",\"saddr\":");
+    put_ip_str(s, r.saddr);
+    s.put(b",\"sport\":");
+    put_u64(s, r.sport as u64);
+    s.put(b",\"daddr\":");
+    put_ip_str(s, r.daddr);
+    s.put(b",\"dport\":");
+    put_u64(s, r.dport as u64);
+    s.put(b",\"synack_retransmits\":");
+    put_u64(s, r.synack_retransmits as u64);
+    s.put(b",\"synack_retransmit_ts_ns\":");
+    put_u64_list(s, &r.synack_retransmit_ts_ns);
+    s.put(b"}");
+}
+
+fn role_name(r: Role) -> &'static [u8] {
+    r.name().as_bytes()
+}
+
+fn pid_source_name(p: PidSource) -> &'static [u8] {
+    match p {
+        PidSource::None => b"none",
+        PidSource::Listener => b"listener",
+        PidSource::Context => b"context",
+        PidSource::Owner => b"owner",
+        PidSource::Syscall => b"syscall",
+    }
+}
+
+/// Writes `c` as one `{"type":"connection",…}` line (with its newline); the schema
+/// is documented in docs/json-schema.md.
+pub fn connection(w: &mut impl Write, c: &Connection) -> io::Result<()> {
+    let mut buf = [0u8; LINE];
+    let mut line = Line::new(w, &mut buf);
+    let s = &mut line;
+    s.put(b"{\"type\":");
+    put_json_str(s, c.record_type);
+    s.put(b",\"id\":");
+    put_u64(s, c.id);
+    s.put(b",\"role\":\"");
+    s.put(role_name(c.role));
+    s.put(b"\",\"pid\":");
+    put_opt_u64(s, c.pid.map(u64::from));
+    s.put(b",\"comm\":");
+    match &c.comm {
+        Some(comm) => {
+            s.put(b"\"");
+            put_comm(s, comm, true);
+            s.put(b"\"");
+        }
+        None => s.put(b"null"),
+    }
+    s.put(b",\"pid_source\":\"");
+    s.put(pid_source_name(c.pid_source));
+    s.put(b"\",\"family\":\"");
+    s.put(c.family.name().as_bytes());
+    s.put(b"\",\"saddr\":");
+    put_opt_ip_str(s, c.saddr);
+    s.put(b",\"sport\":");
+    put_u64(s, c.sport as u64);
+    s.put(b",\"daddr\":");
+    put_opt_ip_str(s, c.daddr);
+    s.put(b",\"dport\":");
+    put_u64(s, c.dport as u64);
+    s.put(b",\"skaddr\":");
+    put_hex_str(s, c.skaddr);
+    s.put(b",\"states\":[");
+    for (i, e) in c.states.iter().enumerate() {
+        s.put(if i > 0 {
+            b",{\"state\":\""
+        } else {
+            b"{\"state\":\""
+        });
+        put_state(s, e.state);
+        s.put(b"\",\"t_ns\":");
+        put_u64(s, e.t_ns);
+        s.put(b"}");
+    }
+    s.put(b"],\"connect\":");
+    put_opt_syscall(s, c.connect.as_ref());
+    s.put(b",\"connect_calls\":[");
+    for (i, r) in c.connect_calls.iter().enumerate() {
+        if i > 0 {
+            s.put(b",");
+        }
+        put_syscall(s, r);
+    }
+    s.put(b"],\"connect_return_ns\":");
+    put_opt_u64(s, c.connect_return_ns);
+    s.put(b",\"accept\":");
+    put_opt_syscall(s, c.accept.as_ref());
+    s.put(b",\"accept_return_ns\":");
+    put_opt_u64(s, c.accept_return_ns);
+    s.put(b",\"ret\":");
+    put_opt_i64(s, c.ret);
+    s.put(b",\"syn_retransmits\":");
+    put_u64(s, c.syn_retransmits as u64);
+    s.put(b",\"syn_retransmit_ts_ns\":");
+    put_u64_list(s, &c.syn_retransmit_ts_ns);
+    s.put(b",\"synack_retransmits\":");
+    put_u64(s, c.synack_retransmits as u64);
+    s.put(b",\"synack_retransmit_ts_ns\":");
+    put_u64_list(s, &c.synack_retransmit_ts_ns);
+    s.put(b",\"retransmits\":");
+    put_u64(s, c.retransmits as u64);
+    s.put(b",\"retransmit_ts_ns\":");
+    put_u64_list(s, &c.retransmit_ts_ns);
+    s.put(b",\"fin_retransmits\":");
+    put_u64(s, c.fin_retransmits as u64);
+    s.put(b",\"resets_sent\":");
+    put_u64(s, c.resets_sent as u64);
+    s.put(b",\"reset_sent_ts_ns\":");
+    put_u64_list(s, &c.reset_sent_ts_ns);
+    s.put(b",\"resets_received\":");
+    put_u64(s, c.resets_received as u64);
+    s.put(b",\"reset_received_ts_ns\":");
+    put_u64_list(s, &c.reset_received_ts_ns);
+    s.put(b",\"time_wait\":");
+    put_bool(s, c.time_wait);
+    s.put(b",\"time_wait_t_ns\":");
+    put_opt_u64(s, c.time_wait_t_ns);
+    s.put(b",\"fin_wait2_handover\":");
+    put_bool(s, c.fin_wait2_handover);
+    s.put(b",\"time_wait_certain\":");
+    put_bool(s, c.time_wait_certain);
+    s.put(b",\"active_close\":");
+    put_bool(s, c.active_close);
+    s.put(b",\"established\":");
+    put_bool(s, c.established);
+    s.put(b",\"outcome\":\"");
+    s.put(c.outcome.name().as_bytes());
+    s.put(b"\",\"open\":");
+    put_bool(s, c.open);
+    s.put(b",\"open_before_start\":");
+    put_bool(s, c.open_before_start);
+    s.put(b",\"evicted\":");
+    put_bool(s, c.evicted);
+    s.put(b",\"handshake_ns\":");
+    put_opt_u64(s, c.handshake_ns);
+    s.put(b",\"connect_latency_ns\":");
+    put_opt_u64(s, c.connect_latency_ns);
+    s.put(b",\"connect_after_established_ns\":");
+    put_opt_i64(s, c.connect_after_established_ns);
+    s.put(b",\"accept_wait_ns\":");
+    put_opt_i64(s, c.accept_wait_ns);
+    s.put(b",\"lifetime_ns\":");
+    put_opt_u64(s, c.lifetime_ns);
+    s.put(b",\"fin_wait2_ns\":");
+    put_opt_u64(s, c.fin_wait2_ns);
+    s.put(b",\"close_wait_ns\":");
+    put_opt_u64(s, c.close_wait_ns);
+    s.put(b",\"first_ts_ns\":");
+    put_u64(s, c.first_ts_ns);
+    s.put(b",\"last_ts_ns\":");
+    put_u64(s, c.last_ts_ns);
+    s.put(b",\"peer\":");
+    put_opt_u64(s, c.peer);
+    s.put(b",\"listener_id\":");
+    put_opt_u64(s, c.listener_id);
+    s.put(b",\"listener\":");
+    match &c.listener {
+        Some(l) => {
+            s.put(b"{\"children\":");
+            put_u64(s, l.children as u64);
+            s.put(b",\"accepted\":");
+            put_u64(s, l.accepted as u64);
+            s.put(b",\"half_open_requests\":[");
+            for (i, r) in l.half_open_requests.iter().enumerate() {
+                if i > 0 {
+                    s.put(b",");
+                }
+                put_half_open(s, r);
+            }
+            s.put(b"]}");
+        }
+        None => s.put(b"null"),
+    }
+    s.put(b",\"peer_request\":");
+    match &c.peer_request {
+        Some(r) => put_half_open(s, r),
+        None => s.put(b"null"),
+    }
+    s.put(b",\"cgroup_id\":");
+    put_opt_u64(s, c.cgroup_id);
+    s.put(b",\"netns\":");
+    put_opt_u64(s, c.netns);
+    s.put(b",\"container_id\":");
+    put_opt_str(s, c.container_id.as_deref());
+    s.put(b",\"container_runtime\":");
+    put_opt_str(s, c.container_runtime.as_deref());
+    s.put(b",\"ns_pid\":");
+    put_opt_u64(s, c.ns_pid.map(u64::from));
+    s.put(b"}\n");
+    line.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -492,6 +774,11 @@ mod tests {
                 match c {
                     '"' => w.write_all(b"\\\"")?,
                     '\\' => w.write_all(b"\\\\")?,
+                    '\u{8}' => w.write_all(b"\\b")?,
+                    '\u{c}' => w.write_all(b"\\f")?,
+                    '\n' => w.write_all(b"\\n")?,
+                    '\r' => w.write_all(b"\\r")?,
+                    '\t' => w.write_all(b"\\t")?,
                     c if (c as u32) < 0x20 => write!(w, "\\u{:04x}", c as u32)?,
                     c => write!(w, "{c}")?,
                 }
@@ -677,6 +964,144 @@ mod tests {
         Comm(c)
     }
 
+    fn opt<T>(r: &mut Rng, f: impl FnOnce(&mut Rng) -> T) -> Option<T> {
+        (!r.next().is_multiple_of(3)).then(|| f(r))
+    }
+
+    fn list(r: &mut Rng) -> Vec<u64> {
+        (0..r.next() % 4).map(|_| r.num()).collect()
+    }
+
+    fn syscall(r: &mut Rng) -> SyscallReturn {
+        SyscallReturn {
+            ret: r.num() as i64 * r.pick(&[1, -1]),
+            errno: r.pick(&[None, Some("ECONNREFUSED"), Some("EINPROGRESS")]),
+            t_ns: r.num(),
+            fd: r.num() as i32,
+            accept4: r.next().is_multiple_of(2),
+        }
+    }
+
+    fn half_open(r: &mut Rng) -> HalfOpenRequest {
+        HalfOpenRequest {
+            req: r.num(),
+            saddr: ip(r),
+            sport: r.num() as u16,
+            daddr: ip(r),
+            dport: r.num() as u16,
+            synack_retransmits: r.num() as u32,
+            synack_retransmit_ts_ns: list(r),
+        }
+    }
+
+    fn connection_of(r: &mut Rng) -> Connection {
+        use crate::correlate::{ListenerInfo, Outcome, StateEntry};
+        let role = r.pick(&[Role::Client, Role::Server, Role::Listener, Role::Unknown]);
+        let family = Family::from_raw(r.pick(&[2, 10, 0, 44]));
+        let mut c = Connection::new(r.num(), role, r.num(), family, r.num());
+        c.pid = opt(r, |r| r.num() as u32);
+        c.comm = opt(r, comm);
+        c.pid_source = r.pick(&[
+            PidSource::None,
+            PidSource::Listener,
+            PidSource::Context,
+            PidSource::Owner,
+            PidSource::Syscall,
+        ]);
+        c.saddr = opt(r, ip);
+        c.sport = r.num() as u16;
+        c.daddr = opt(r, ip);
+        c.dport = r.num() as u16;
+        c.states = (0..r.next() % 9)
+            .map(|_| StateEntry {
+                state: state(r),
+                t_ns: r.num(),
+            })
+            .collect();
+        c.connect = opt(r, syscall);
+        c.connect_calls = (0..r.next() % 3).map(|_| syscall(r)).collect();
+        c.connect_return_ns = opt(r, Rng::num);
+        c.accept = opt(r, syscall);
+        c.accept_return_ns = opt(r, Rng::num);
+        c.ret = opt(r, |r| r.num() as i64);
+        c.syn_retransmits = r.num() as u32;
+        c.syn_retransmit_ts_ns = list(r);
+        c.synack_retransmits = r.num() as u32;
+        c.synack_retransmit_ts_ns = list(r);
+        c.retransmits = r.num() as u32;
+        c.retransmit_ts_ns = list(r);
+        c.fin_retransmits = r.num() as u32;
+        c.resets_sent = r.num() as u32;
+        c.reset_sent_ts_ns = list(r);
+        c.resets_received = r.num() as u32;
+        c.reset_received_ts_ns = list(r);
+        c.time_wait = r.next().is_multiple_of(2);
+        c.time_wait_t_ns = opt(r, Rng::num);
+        c.fin_wait2_handover = r.next().is_multiple_of(2);
+        c.time_wait_certain = r.next().is_multiple_of(2);
+        c.active_close = r.next().is_multiple_of(2);
+        c.established = r.next().is_multiple_of(2);
+        c.outcome = r.pick(&[
+            Outcome::Closed,
+            Outcome::Reset,
+            Outcome::Refused,
+            Outcome::TimedOut,
+            Outcome::Aborted,
+            Outcome::Open,
+            Outcome::Evicted,
+        ]);
+        c.open = r.next().is_multiple_of(2);
+        c.open_before_start = r.next().is_multiple_of(2);
+        c.evicted = r.next().is_multiple_of(2);
+        c.handshake_ns = opt(r, Rng::num);
+        c.connect_latency_ns = opt(r, Rng::num);
+        c.connect_after_established_ns = opt(r, |r| r.num() as i64);
+        c.accept_wait_ns = opt(r, |r| r.num() as i64);
+        c.lifetime_ns = opt(r, Rng::num);
+        c.fin_wait2_ns = opt(r, Rng::num);
+        c.close_wait_ns = opt(r, Rng::num);
+        c.first_ts_ns = r.num();
+        c.last_ts_ns = r.num();
+        c.peer = opt(r, Rng::num);
+        c.listener_id = opt(r, Rng::num);
+        c.listener = opt(r, |r| ListenerInfo {
+            children: r.num() as u32,
+            accepted: r.num() as u32,
+            half_open_requests: (0..r.next() % 3).map(|_| half_open(r)).collect(),
+        });
+        c.peer_request = opt(r, half_open);
+        c.cgroup_id = opt(r, Rng::num);
+        c.netns = opt(r, Rng::num);
+        c.container_id = opt(r, |r| {
+            String::from_utf8_lossy(&comm(r).0)
+                .trim_end_matches('\0')
+                .to_string()
+        });
+        c.container_runtime = opt(r, |r| r.pick(&["podman", "docker", "a\"b\\c\u{1}"]).into());
+        c.ns_pid = opt(r, |r| r.num() as u32);
+        c
+    }
+
+    /// The hand-written connection line is byte for byte what serde_json writes for
+    /// the derived `Serialize` (field order, nulls, escapes, addresses, hex).
+    #[test]
+    fn connection_line_matches_serde() {
+        let mut r = Rng(0x1234_5678_9abc_def1);
+        let mut got = Vec::new();
+        for i in 0..20_000 {
+            let c = connection_of(&mut r);
+            got.clear();
+            connection(&mut got, &c).unwrap();
+            let mut want = serde_json::to_vec(&c).unwrap();
+            want.push(b'\n');
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(&want),
+                "connection {i}"
+            );
+        }
+    }
+
     fn event_of(r: &mut Rng) -> Event {
         let kind = match r.next() % 7 {
             0 => EventKind::Transition {
@@ -815,10 +1240,10 @@ mod tests {
     #[test]
     fn write_str_escapes() {
         let mut out = Vec::new();
-        write_str(&mut out, "a\"b\\c\u{0}\n\u{7f}é").unwrap();
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "\"a\\\"b\\\\c\\u0000\\u000a\u{7f}é\""
-        );
+        let text = "a\"b\\c\u{0}\n\u{7f}é\t\r\u{8}\u{c}\u{1f}";
+        write_str(&mut out, text).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(out, "\"a\\\"b\\\\c\\u0000\\n\u{7f}é\\t\\r\\b\\f\\u001f\"");
+        assert_eq!(out, serde_json::to_string(text).unwrap());
     }
 }
