@@ -579,9 +579,6 @@ impl Phases {
 /// Loads and attaches everything. Errors are fatal; degradations become warnings.
 pub fn load(opts: &Options) -> Result<(Loaded, RingBuf<MapData>), LoadError> {
     let mut ph = Phases::new();
-    // aya's loader parses the whole vmlinux BTF when it is made (for CO-RE
-    // relocations): let that run on another core while we read ours.
-    let new_loader = std::thread::spawn(EbpfLoader::new);
     if EBPF_OBJECT.is_empty() {
         return Err(LoadError::NoObject);
     }
@@ -589,6 +586,9 @@ pub fn load(opts: &Options) -> Result<(Loaded, RingBuf<MapData>), LoadError> {
     if let Some(msg) = caps.missing_for_bpf() {
         return Err(LoadError::Privilege(msg));
     }
+    // aya's loader parses the whole vmlinux BTF when it is made (for CO-RE
+    // relocations): let that run on another core while we read ours.
+    let new_loader = std::thread::spawn(EbpfLoader::new);
     let mut warnings = Vec::new();
 
     // Kernel BTF: struct offsets (fd → socket walk, the tp_btf/raw paths) and the
