@@ -144,6 +144,17 @@ fn count(idx: u32) {
     }
 }
 
+/// A read-only global (written by userspace before load) through a pointer LLVM
+/// cannot see through: a plain `static` would be folded to its initial value, and
+/// `read_volatile` of a whole struct loads every field (~40 loads per program for
+/// OFFSETS). The verifier still knows the frozen values, as the pointer is a map
+/// value pointer spilled to the stack and filled again.
+#[inline(always)]
+fn opaque<T>(p: *const T) -> &'static T {
+    // SAFETY: `p` points at a static of the object.
+    unsafe { &*read_volatile(&p) }
+}
+
 /// Reads a `T` at `base + off` of kernel memory; all zeroes when the read faults
 /// (the helper clears its destination then). No branch on the helper's result:
 /// a zero is what every caller treats as "unknown", and each such branch would
@@ -161,6 +172,48 @@ unsafe fn rd<T>(base: u64, off: u64) -> T {
         v.assume_init()
     }
 }
+
+/// Reads `size_of::<T>()` bytes at `base + off` straight into `dst` (zeroes when the
+/// read faults): for addresses, which as values went through a temporary that LLVM
+/// zeroed and copied with `memset`/`memmove` calls.
+#[inline(always)]
+unsafe fn rd_into<T>(dst: &mut T, base: u64, off: u64) {
+    unsafe {
+        helper::bpf_probe_read_kernel(
+            dst as *mut T as *mut c_void,
+            core::mem::size_of::<T>() as u32,
+            (base + off) as *const c_void,
+        );
+    }
+}
+
+/// Like `tp_read`, into `dst`; leaves `dst` as it is (zero) when the field is absent.
+#[inline(always)]
+fn tp_read_into<T>(dst: &mut T, ctx: &TracePointContext, off: u16) {
+    if off != NO_FIELD {
+        unsafe { rd_into(dst, ctx.as_ptr() as u64, off as u64) }
+    }
+}
+
+/// Copies a 16-byte `comm` or address between two 8-byte aligned places as two
+/// words (a `[u8; 16]` assignment is a `memmove` call on BPF).
+#[inline(always)]
+fn copy16(dst: &mut [u8; 16], src: &[u8; 16]) {
+    let (d, s) = (dst.as_mut_ptr() as *mut u64, src.as_ptr() as *const u64);
+    // SAFETY: both arrays are at 8-byte aligned offsets of 8-aligned structs
+    // (checked at compile time below).
+    unsafe {
+        d.write(s.read());
+        d.add(1).write(s.add(1).read());
+    }
+}
+const _: () = assert!(core::mem::offset_of!(RawEvent, comm) % 8 == 0);
+const _: () = assert!(core::mem::offset_of!(RawEvent, daddr) % 8 == 0);
+const _: () = assert!(core::mem::offset_of!(PendingCall, daddr) % 8 == 0);
+const _: () = assert!(core::mem::align_of::<PendingCall>() == 8);
+const _: () = assert!(core::mem::offset_of!(Owner, comm) % 8 == 0);
+const _: () = assert!(core::mem::align_of::<RawEvent>() == 8);
+const _: () = assert!(core::mem::align_of::<Owner>() == 8);
 
 /// A field of a classic tracepoint record (zero when absent on this kernel).
 #[inline(always)]
@@ -207,27 +260,35 @@ fn current_owner() -> Owner {
             ns_tgid = info.tgid;
         }
     }
-    let mut o = Owner {
+    // The helper writes all 16 bytes (NUL padded, zeroes on failure).
+    let mut comm = MaybeUninit::<[u8; 16]>::uninit();
+    unsafe { helper::bpf_get_current_comm(comm.as_mut_ptr() as *mut c_void, 16) };
+    Owner {
         tgid: (pid_tgid >> 32) as u32,
         pid: pid_tgid as u32,
-        comm: [0; 16],
+        comm: unsafe { comm.assume_init() },
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         ns_tgid,
         netns: 0,
-    };
-    unsafe { helper::bpf_get_current_comm(o.comm.as_mut_ptr() as *mut c_void, 16) };
-    o
+    }
 }
 
 #[inline(always)]
 fn set_owner(ev: &mut RawEvent, o: &Owner, extra: u16) {
     ev.owner_tgid = o.tgid;
     ev.owner_pid = o.pid;
-    ev.comm = o.comm;
+    copy16(&mut ev.comm, &o.comm);
     ev.cgroup_id = o.cgroup_id;
     ev.ns_pid = o.ns_tgid;
     ev.netns = o.netns;
     ev.flags |= flags::OWNER_KNOWN | extra;
+}
+
+/// The first four bytes of an address field (where an IPv4 address goes).
+#[inline(always)]
+fn v4_of(a: &mut [u8; 16]) -> &mut [u8; 4] {
+    // SAFETY: a 16-byte array starts with 4 bytes; [u8; 4] has alignment 1.
+    unsafe { &mut *(a.as_mut_ptr() as *mut [u8; 4]) }
 }
 
 /// Reads family, ports and addresses of a classic tracepoint record into `ev`.
@@ -241,22 +302,22 @@ fn read_tuple(ctx: &TracePointContext, l: &TpLayout, ev: &mut RawEvent) {
         ev.sport = u16::from_be(tp_read(ctx, l.saddr + 2));
         ev.dport = u16::from_be(tp_read(ctx, l.daddr + 2));
         if ev.family == AF_INET {
-            ev.saddr[..4].copy_from_slice(&tp_read::<[u8; 4]>(ctx, l.saddr + 4));
-            ev.daddr[..4].copy_from_slice(&tp_read::<[u8; 4]>(ctx, l.daddr + 4));
+            tp_read_into(v4_of(&mut ev.saddr), ctx, l.saddr + 4);
+            tp_read_into(v4_of(&mut ev.daddr), ctx, l.daddr + 4);
         } else {
-            ev.saddr = tp_read(ctx, l.saddr + 8);
-            ev.daddr = tp_read(ctx, l.daddr + 8);
+            tp_read_into(&mut ev.saddr, ctx, l.saddr + 8);
+            tp_read_into(&mut ev.daddr, ctx, l.daddr + 8);
         }
     } else {
         ev.family = tp_read::<u16>(ctx, l.family) as u8;
         ev.sport = tp_read(ctx, l.sport);
         ev.dport = tp_read(ctx, l.dport);
         if ev.family == AF_INET {
-            ev.saddr[..4].copy_from_slice(&tp_read::<[u8; 4]>(ctx, l.saddr));
-            ev.daddr[..4].copy_from_slice(&tp_read::<[u8; 4]>(ctx, l.daddr));
+            tp_read_into(v4_of(&mut ev.saddr), ctx, l.saddr);
+            tp_read_into(v4_of(&mut ev.daddr), ctx, l.daddr);
         } else {
-            ev.saddr = tp_read(ctx, l.saddr_v6);
-            ev.daddr = tp_read(ctx, l.daddr_v6);
+            tp_read_into(&mut ev.saddr, ctx, l.saddr_v6);
+            tp_read_into(&mut ev.daddr, ctx, l.daddr_v6);
         }
     }
     ev.flags |= flags::HAS_TUPLE;
@@ -277,11 +338,11 @@ fn read_sock_tuple(o: &KernelOffsets, sk: u64, ev: &mut RawEvent) -> bool {
         ev.sport = u16::from_be(rd::<u16>(sk, o.inet_sport as u64));
         ev.dport = u16::from_be(rd::<u16>(sk, o.skc_dport as u64));
         if ev.family == AF_INET {
-            ev.saddr[..4].copy_from_slice(&rd::<[u8; 4]>(sk, o.skc_rcv_saddr as u64));
-            ev.daddr[..4].copy_from_slice(&rd::<[u8; 4]>(sk, o.skc_daddr as u64));
+            rd_into(v4_of(&mut ev.saddr), sk, o.skc_rcv_saddr as u64);
+            rd_into(v4_of(&mut ev.daddr), sk, o.skc_daddr as u64);
         } else {
-            ev.saddr = rd(sk, o.skc_v6_rcv_saddr as u64);
-            ev.daddr = rd(sk, o.skc_v6_daddr as u64);
+            rd_into(&mut ev.saddr, sk, o.skc_v6_rcv_saddr as u64);
+            rd_into(&mut ev.daddr, sk, o.skc_v6_daddr as u64);
         }
     }
     ev.flags |= flags::HAS_TUPLE;
@@ -294,9 +355,9 @@ fn read_local(o: &KernelOffsets, sk: u64, ev: &mut RawEvent) {
     unsafe {
         ev.sport = u16::from_be(rd::<u16>(sk, o.inet_sport as u64));
         if ev.family == AF_INET {
-            ev.saddr[..4].copy_from_slice(&rd::<[u8; 4]>(sk, o.skc_rcv_saddr as u64));
+            rd_into(v4_of(&mut ev.saddr), sk, o.skc_rcv_saddr as u64);
         } else {
-            ev.saddr = rd(sk, o.skc_v6_rcv_saddr as u64);
+            rd_into(&mut ev.saddr, sk, o.skc_v6_rcv_saddr as u64);
         }
     }
 }
@@ -352,7 +413,7 @@ fn sock_of_fd(o: &KernelOffsets, fd: i64) -> Option<u64> {
 /// In-kernel volume filters. `tgid` is the resolved owner (0 = unknown).
 #[inline(always)]
 fn filtered_out(ev: &RawEvent) -> bool {
-    let f: Filter = unsafe { read_volatile(&FILTER) };
+    let f = opaque(&raw const FILTER);
     if f.family != 0 && ev.family != 0 && f.family != ev.family {
         return true;
     }
@@ -411,7 +472,7 @@ fn netns_of(o: &KernelOffsets, sk: u64) -> u32 {
 #[inline(always)]
 fn owner_of(sk: u64) -> Owner {
     let mut o = current_owner();
-    let off = unsafe { read_volatile(&OFFSETS) };
+    let off = opaque(&raw const OFFSETS);
     o.netns = netns_of(&off, sk);
     o
 }
@@ -420,7 +481,7 @@ fn owner_of(sk: u64) -> Owner {
 fn emit(ev: &mut RawEvent) {
     if ev.skaddr != 0 && ev.netns == 0 {
         // Owner unknown (or a syscall return): read it from the socket.
-        let o = unsafe { read_volatile(&OFFSETS) };
+        let o = opaque(&raw const OFFSETS);
         ev.netns = netns_of(&o, ev.skaddr);
     }
     if filtered_out(ev) {
@@ -441,16 +502,57 @@ fn emit(ev: &mut RawEvent) {
     }
 }
 
+/// Per-CPU scratch events, one per program: an event is built there rather than on
+/// the 512-byte stack. (On the stack, LLVM zeroed it through calls to
+/// compiler_builtins' byte-by-byte `memset` subprogram, which cost as much per hit
+/// as the rest of the program: perf showed `bpf_prog_…_memset`.) One slot per
+/// program because a program may be interrupted on its CPU by another one (a
+/// syscall exit by a softirq's state transition); a program does not nest in itself.
+#[map]
+static SCRATCH: PerCpuArray<RawEvent> = PerCpuArray::with_max_entries(slot::COUNT, 0);
+
+mod slot {
+    pub const STATE: u32 = 0;
+    pub const SYNACK: u32 = 1;
+    pub const RETRANSMIT: u32 = 2;
+    pub const RESET_SENT: u32 = 3;
+    pub const RESET_RECEIVED: u32 = 4;
+    pub const SYSCALL: u32 = 5;
+    pub const COUNT: u32 = 6;
+}
+
+/// The scratch slot of the program that reports events of kind `k`.
 #[inline(always)]
-fn new_event(kind: u8, skaddr: u64, task: bool) -> RawEvent {
-    RawEvent {
-        kind,
-        skaddr,
-        ctx_pid_tgid: bpf_get_current_pid_tgid(),
-        flags: if task { flags::TASK_CTX } else { 0 },
-        aux: 0,
-        ..RawEvent::default()
+fn slot_of(k: u8) -> u32 {
+    match k {
+        kind::RETRANSMIT => slot::RETRANSMIT,
+        kind::RESET_SENT => slot::RESET_SENT,
+        _ => slot::RESET_RECEIVED,
     }
+}
+
+/// A zeroed event in `slot`, with its kind, socket and context filled in.
+#[inline(always)]
+fn new_event(slot: u32, kind: u8, skaddr: u64, task: bool) -> Option<&'static mut RawEvent> {
+    let p = SCRATCH.get_ptr_mut(slot)?;
+    let words = p as *mut u64;
+    let mut i = 0;
+    while i < core::mem::size_of::<RawEvent>() / 8 {
+        // SAFETY: a map value of this CPU, 8-byte aligned, a whole number of words;
+        // volatile so that the stores are not merged into a `memset` call.
+        unsafe { words.add(i).write_volatile(0) };
+        i += 1;
+    }
+    // SAFETY: all zeroes is a valid RawEvent; the slot is this program's alone on
+    // this CPU while it runs.
+    let ev = unsafe { &mut *p };
+    ev.kind = kind;
+    ev.skaddr = skaddr;
+    ev.ctx_pid_tgid = bpf_get_current_pid_tgid();
+    if task {
+        ev.flags = flags::TASK_CTX;
+    }
+    Some(ev)
 }
 
 /// Fills the owner of `skaddr`: the owner map, else (task context) the current task.
@@ -470,7 +572,7 @@ fn attribute(ev: &mut RawEvent, task: bool) {
 
 #[tracepoint(category = "sock", name = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
-    let l = unsafe { read_volatile(&LAYOUT_SET_STATE) };
+    let l = opaque(&raw const LAYOUT_SET_STATE);
     let proto: u16 = if l.protocol_size == 1 {
         tp_read::<u8>(&ctx, l.protocol) as u16
     } else {
@@ -486,11 +588,13 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     let oldstate = tp_read::<i32>(&ctx, l.oldstate) as u8;
     let newstate = tp_read::<i32>(&ctx, l.newstate) as u8;
     let task = process_transition(oldstate, newstate);
-    let mut ev = new_event(kind::STATE, skaddr, task);
+    let Some(ev) = new_event(slot::STATE, kind::STATE, skaddr, task) else {
+        return 0;
+    };
     ev.oldstate = oldstate;
     ev.newstate = newstate;
-    read_tuple(&ctx, &l, &mut ev);
-    on_state(&mut ev, task);
+    read_tuple(&ctx, &l, ev);
+    on_state(ev, task);
     0
 }
 
@@ -540,7 +644,7 @@ fn on_state(ev: &mut RawEvent, task: bool) {
                 (*p).skaddr = skaddr;
                 (*p).dport = ev.dport;
                 (*p).family = ev.family;
-                (*p).daddr = ev.daddr;
+                copy16(&mut (*p).daddr, &ev.daddr);
             }
         }
     }
@@ -565,45 +669,47 @@ fn on_state(ev: &mut RawEvent, task: bool) {
 
 #[tracepoint(category = "tcp", name = "tcp_retransmit_synack")]
 pub fn tcp_retransmit_synack(ctx: TracePointContext) -> u32 {
-    let l = unsafe { read_volatile(&LAYOUT_SYNACK) };
+    let l = opaque(&raw const LAYOUT_SYNACK);
     let skaddr = tp_read::<u64>(&ctx, l.skaddr);
     // skaddr is the listener; the SYN-ACK timer runs in softirq.
-    let mut ev = new_event(kind::SYNACK_RETRANSMIT, skaddr, false);
+    let Some(ev) = new_event(slot::SYNACK, kind::SYNACK_RETRANSMIT, skaddr, false) else {
+        return 0;
+    };
     ev.aux = tp_read::<u64>(&ctx, l.aux);
     ev.newstate = TCP_SYN_RECV;
-    read_tuple(&ctx, &l, &mut ev);
-    attribute(&mut ev, false);
-    emit(&mut ev);
+    read_tuple(&ctx, &l, ev);
+    attribute(ev, false);
+    emit(ev);
     0
 }
 
 #[tracepoint(category = "tcp", name = "tcp_retransmit_skb")]
 pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
-    sock_event(&ctx, kind::RETRANSMIT, unsafe {
-        read_volatile(&LAYOUT_RETRANSMIT)
-    })
+    sock_event(&ctx, kind::RETRANSMIT, opaque(&raw const LAYOUT_RETRANSMIT))
 }
 
 #[tracepoint(category = "tcp", name = "tcp_send_reset")]
 pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
-    sock_event(&ctx, kind::RESET_SENT, unsafe {
-        read_volatile(&LAYOUT_SEND_RESET)
-    })
+    sock_event(&ctx, kind::RESET_SENT, opaque(&raw const LAYOUT_SEND_RESET))
 }
 
 #[tracepoint(category = "tcp", name = "tcp_receive_reset")]
 pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
-    sock_event(&ctx, kind::RESET_RECEIVED, unsafe {
-        read_volatile(&LAYOUT_RECV_RESET)
-    })
+    sock_event(
+        &ctx,
+        kind::RESET_RECEIVED,
+        opaque(&raw const LAYOUT_RECV_RESET),
+    )
 }
 
 #[inline(always)]
-fn sock_event(ctx: &TracePointContext, k: u8, l: TpLayout) -> u32 {
+fn sock_event(ctx: &TracePointContext, k: u8, l: &TpLayout) -> u32 {
     let skaddr = tp_read::<u64>(ctx, l.skaddr);
     // Retransmits and resets run from timers and softirq as often as not: never
     // take the current task for the owner here.
-    let mut ev = new_event(k, skaddr, false);
+    let Some(ev) = new_event(slot_of(k), k, skaddr, false) else {
+        return 0;
+    };
     ev.newstate = tp_read::<i32>(ctx, l.newstate) as u8;
     // The reset reason exists since 6.12: u64::MAX says "no such field".
     ev.aux = if l.aux == NO_FIELD {
@@ -611,11 +717,11 @@ fn sock_event(ctx: &TracePointContext, k: u8, l: TpLayout) -> u32 {
     } else {
         tp_read::<u32>(ctx, l.aux) as u64
     };
-    read_tuple(ctx, &l, &mut ev);
+    read_tuple(ctx, l, ev);
     if skaddr != 0 {
-        attribute(&mut ev, false);
+        attribute(ev, false);
     }
-    emit(&mut ev);
+    emit(ev);
     0
 }
 
@@ -633,22 +739,42 @@ fn sys_arg(ctx: &TracePointContext, l: &TpLayout) -> i64 {
 /// Pid filter for syscalls: the caller is the owner.
 #[inline(always)]
 fn caller_filtered(id: u64) -> bool {
-    let f: Filter = unsafe { read_volatile(&FILTER) };
+    let f = opaque(&raw const FILTER);
     f.tgid != 0 && (id >> 32) as u32 != f.tgid
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_connect")]
 pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
-    let l = unsafe { read_volatile(&LAYOUT_ENTER_CONNECT) };
+    let l = opaque(&raw const LAYOUT_ENTER_CONNECT);
     enter_connect(sys_arg(&ctx, &l));
     0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_connect")]
 pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
-    let l = unsafe { read_volatile(&LAYOUT_EXIT_CONNECT) };
+    let l = opaque(&raw const LAYOUT_EXIT_CONNECT);
     exit_connect(sys_arg(&ctx, &l));
     0
+}
+
+/// Remembers a call in progress of thread `id` on `fd`. The record is zeroed in
+/// place with four volatile word stores and inserted from there (zeroing a value
+/// and moving it made LLVM call the byte-by-byte `memset` subprogram).
+#[inline(always)]
+fn insert_pending(map: &LruHashMap<u64, PendingCall>, id: u64, fd: i64) {
+    let mut c = MaybeUninit::<PendingCall>::uninit();
+    let words = c.as_mut_ptr() as *mut u64;
+    let mut i = 0;
+    while i < core::mem::size_of::<PendingCall>() / 8 {
+        // SAFETY: 8-byte aligned, a whole number of words.
+        unsafe { words.add(i).write_volatile(0) };
+        i += 1;
+    }
+    // SAFETY: fully written above; all zeroes is a valid PendingCall.
+    unsafe {
+        (*c.as_mut_ptr()).fd = fd as i32;
+        let _ = map.insert(&id, &*c.as_ptr(), 0);
+    }
 }
 
 #[inline(always)]
@@ -657,11 +783,7 @@ fn enter_connect(fd: i64) {
     if caller_filtered(id) {
         return;
     }
-    let call = PendingCall {
-        fd: fd as i32,
-        ..PendingCall::default()
-    };
-    let _ = CONNECTS.insert(&id, &call, 0);
+    insert_pending(&CONNECTS, id, fd);
 }
 
 #[inline(always)]
@@ -671,7 +793,7 @@ fn exit_connect(ret: i64) {
         return;
     };
     let _ = CONNECTS.remove(&id);
-    let o = unsafe { read_volatile(&OFFSETS) };
+    let o = opaque(&raw const OFFSETS);
     // The socket: the one that went SYN_SENT inside this call, else (a connect that
     // sent no SYN: EALREADY, EISCONN, an early error) found through the fd, TCP only.
     let skaddr = if call.skaddr != 0 {
@@ -682,7 +804,9 @@ fn exit_connect(ret: i64) {
             None => return,
         }
     };
-    let mut ev = new_event(kind::CONNECT_RETURN, skaddr, true);
+    let Some(ev) = new_event(slot::SYSCALL, kind::CONNECT_RETURN, skaddr, true) else {
+        return;
+    };
     ev.ret = ret;
     ev.fd = call.fd;
     if call.skaddr != 0 {
@@ -691,21 +815,21 @@ fn exit_connect(ret: i64) {
         // bound after SYN_SENT was reported, is read from the socket.
         ev.dport = call.dport;
         ev.family = call.family;
-        ev.daddr = call.daddr;
+        copy16(&mut ev.daddr, &call.daddr);
         ev.flags |= flags::HAS_TUPLE;
         if o.valid != 0 {
-            read_local(&o, skaddr, &mut ev);
+            read_local(&o, skaddr, ev);
         }
     } else if o.valid != 0 {
-        read_sock_tuple(&o, skaddr, &mut ev);
+        read_sock_tuple(&o, skaddr, ev);
     }
     // The caller is the owner bound at SYN_SENT (same task); reuse that entry.
     let owner = match unsafe { OWNERS.get(&skaddr) } {
         Some(o) if o.pid == id as u32 => *o,
         _ => owner_of(skaddr),
     };
-    set_owner(&mut ev, &owner, 0);
-    emit(&mut ev);
+    set_owner(ev, &owner, 0);
+    emit(ev);
 }
 
 #[inline(always)]
@@ -714,11 +838,7 @@ fn enter_accept(fd: i64) -> u32 {
     if caller_filtered(id) {
         return 0;
     }
-    let call = PendingCall {
-        fd: fd as i32,
-        ..PendingCall::default()
-    };
-    let _ = ACCEPTS.insert(&id, &call, 0);
+    insert_pending(&ACCEPTS, id, fd);
     0
 }
 
@@ -733,7 +853,7 @@ fn exit_accept(ret: i64, accept4: bool) -> u32 {
     if ret == -EAGAIN {
         return 0;
     }
-    let o = unsafe { read_volatile(&OFFSETS) };
+    let o = opaque(&raw const OFFSETS);
     // The accepted child socket, found through the returned fd: works for
     // accept4(fd, NULL, NULL), which most servers call.
     let fd = if ret >= 0 { ret } else { call.fd as i64 };
@@ -748,54 +868,59 @@ fn exit_accept(ret: i64, accept4: bool) -> u32 {
             return 0;
         }
         // No BTF: report the return without a socket.
-        let mut ev = new_event(kind::ACCEPT_RETURN, 0, true);
+        let Some(ev) = new_event(slot::SYSCALL, kind::ACCEPT_RETURN, 0, true) else {
+            return 0;
+        };
         ev.ret = ret;
         ev.fd = call.fd;
         if accept4 {
             ev.flags |= flags::ACCEPT4;
         }
         let owner = current_owner();
-        set_owner(&mut ev, &owner, 0);
-        emit(&mut ev);
+        set_owner(ev, &owner, 0);
+        emit(ev);
         return 0;
     };
-    let mut ev = new_event(kind::ACCEPT_RETURN, if ret >= 0 { sk } else { 0 }, true);
+    let skaddr = if ret >= 0 { sk } else { 0 };
+    let Some(ev) = new_event(slot::SYSCALL, kind::ACCEPT_RETURN, skaddr, true) else {
+        return 0;
+    };
     ev.ret = ret;
     ev.fd = call.fd;
     if accept4 {
         ev.flags |= flags::ACCEPT4;
     }
-    read_sock_tuple(&o, sk, &mut ev);
+    read_sock_tuple(&o, sk, ev);
     let owner = owner_of(sk);
     if ret >= 0 {
         let _ = OWNERS.insert(&sk, &owner, 0);
     }
-    set_owner(&mut ev, &owner, 0);
-    emit(&mut ev);
+    set_owner(ev, &owner, 0);
+    emit(ev);
     0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_accept")]
 pub fn sys_enter_accept(ctx: TracePointContext) -> u32 {
-    let l = unsafe { read_volatile(&LAYOUT_ENTER_ACCEPT) };
+    let l = opaque(&raw const LAYOUT_ENTER_ACCEPT);
     enter_accept(sys_arg(&ctx, &l))
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_accept")]
 pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
-    let l = unsafe { read_volatile(&LAYOUT_EXIT_ACCEPT) };
+    let l = opaque(&raw const LAYOUT_EXIT_ACCEPT);
     exit_accept(sys_arg(&ctx, &l), false)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_accept4")]
 pub fn sys_enter_accept4(ctx: TracePointContext) -> u32 {
-    let l = unsafe { read_volatile(&LAYOUT_ENTER_ACCEPT4) };
+    let l = opaque(&raw const LAYOUT_ENTER_ACCEPT4);
     enter_accept(sys_arg(&ctx, &l))
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_accept4")]
 pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
-    let l = unsafe { read_volatile(&LAYOUT_EXIT_ACCEPT4) };
+    let l = opaque(&raw const LAYOUT_EXIT_ACCEPT4);
     exit_accept(sys_arg(&ctx, &l), true)
 }
 
@@ -812,17 +937,19 @@ fn tcp_sock(o: &KernelOffsets, sk: u64) -> bool {
 
 #[inline(always)]
 fn state_args(sk: u64, old: u64, new: u64) {
-    let o = unsafe { read_volatile(&OFFSETS) };
+    let o = opaque(&raw const OFFSETS);
     if !tcp_sock(&o, sk) {
         return;
     }
     let (old, new) = (old as u8, new as u8);
     let task = process_transition(old, new);
-    let mut ev = new_event(kind::STATE, sk, task);
+    let Some(ev) = new_event(slot::STATE, kind::STATE, sk, task) else {
+        return;
+    };
     ev.oldstate = old;
     ev.newstate = new;
-    read_sock_tuple(&o, sk, &mut ev);
-    on_state(&mut ev, task);
+    read_sock_tuple(&o, sk, ev);
+    on_state(ev, task);
 }
 
 /// tcp_retransmit_synack(sk = listener, req): the request sock starts with a
@@ -830,35 +957,39 @@ fn state_args(sk: u64, old: u64, new: u64) {
 /// port is `skc_num` (host order).
 #[inline(always)]
 fn synack_args(sk: u64, req: u64) {
-    let o = unsafe { read_volatile(&OFFSETS) };
+    let o = opaque(&raw const OFFSETS);
     if o.valid == 0 {
         return;
     }
-    let mut ev = new_event(kind::SYNACK_RETRANSMIT, sk, false);
+    let Some(ev) = new_event(slot::SYNACK, kind::SYNACK_RETRANSMIT, sk, false) else {
+        return;
+    };
     ev.aux = req;
     ev.newstate = TCP_SYN_RECV;
-    if req != 0 && read_sock_tuple(&o, req, &mut ev) {
+    if req != 0 && read_sock_tuple(&o, req, ev) {
         ev.sport = unsafe { rd::<u16>(req, o.skc_num as u64) };
     }
-    attribute(&mut ev, false);
-    emit(&mut ev);
+    attribute(ev, false);
+    emit(ev);
 }
 
 #[inline(always)]
 fn sock_args(k: u8, sk: u64) {
-    let o = unsafe { read_volatile(&OFFSETS) };
+    let o = opaque(&raw const OFFSETS);
     if o.valid == 0 {
         return;
     }
-    let mut ev = new_event(k, sk, false);
+    let Some(ev) = new_event(slot_of(k), k, sk, false) else {
+        return;
+    };
     // The reset reason is an extra argument only since 6.12; not read on this path.
     ev.aux = u64::MAX;
     if sk != 0 {
         ev.newstate = unsafe { rd::<u8>(sk, o.skc_state as u64) };
-        read_sock_tuple(&o, sk, &mut ev);
-        attribute(&mut ev, false);
+        read_sock_tuple(&o, sk, ev);
+        attribute(ev, false);
     }
-    emit(&mut ev);
+    emit(ev);
 }
 
 const NR_CONNECT: u64 = 42;
@@ -871,7 +1002,7 @@ fn sys_enter_args(regs: u64, id: u64) {
     if id != NR_CONNECT && id != NR_ACCEPT && id != NR_ACCEPT4 {
         return;
     }
-    let o = unsafe { read_volatile(&OFFSETS) };
+    let o = opaque(&raw const OFFSETS);
     let fd: i64 = unsafe { rd(regs, o.regs_di as u64) };
     if id == NR_CONNECT {
         enter_connect(fd);
@@ -883,7 +1014,7 @@ fn sys_enter_args(regs: u64, id: u64) {
 /// raw_syscalls:sys_exit(regs, ret): the syscall number is `regs->orig_ax`.
 #[inline(always)]
 fn sys_exit_args(regs: u64, ret: u64) {
-    let o = unsafe { read_volatile(&OFFSETS) };
+    let o = opaque(&raw const OFFSETS);
     // 0 (read) when the read faults: not one of ours.
     let nr: u64 = unsafe { rd(regs, o.regs_orig_ax as u64) };
     match nr {
