@@ -194,9 +194,59 @@ pub struct Counters {
     pub submitted: u64,
     pub filtered: u64,
     pub fd_walk_failed: u64,
+    /// Runs of our programs the kernel skipped because the same program was
+    /// already running on that CPU (a softirq's state transition interrupting
+    /// a process-context one): each is one event at most, never seen.
+    pub skipped: u64,
+}
+
+/// `bpf_prog_info.recursion_misses` of the program behind `fd` (Linux 5.12+;
+/// None before, or when the kernel refuses the query).
+fn recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    /// Offset of `recursion_misses` in `struct bpf_prog_info`.
+    const RECURSION_MISSES: usize = 208;
+    #[repr(C, align(8))]
+    struct Info([u8; 256]);
+    #[repr(C)]
+    struct Attr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let mut info = Info([0; 256]);
+    let mut attr = Attr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: info.0.len() as u32,
+        info: info.0.as_mut_ptr() as u64,
+    };
+    // SAFETY: attr points at a buffer of info_len bytes that outlives the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &mut attr as *mut Attr,
+            std::mem::size_of::<Attr>(),
+        )
+    };
+    if r != 0 || (attr.info_len as usize) < RECURSION_MISSES + 8 {
+        return None;
+    }
+    let b = &info.0[RECURSION_MISSES..RECURSION_MISSES + 8];
+    Some(u64::from_ne_bytes(b.try_into().ok()?))
 }
 
 impl Loaded {
+    /// Runs of our loaded programs the kernel skipped (see `Counters::skipped`).
+    pub fn skipped(&self) -> u64 {
+        use std::os::fd::AsFd;
+        self.ebpf
+            .programs()
+            .filter_map(|(_, p)| p.fd().ok().and_then(|fd| recursion_misses(fd.as_fd())))
+            .sum()
+    }
+
     pub fn counters(&self) -> Counters {
         let sum = |idx: u32| -> u64 {
             self.counters
@@ -209,6 +259,7 @@ impl Loaded {
             submitted: sum(counter::SUBMITTED),
             filtered: sum(counter::FILTERED),
             fd_walk_failed: sum(counter::FD_WALK_FAILED),
+            skipped: self.skipped(),
         }
     }
 }

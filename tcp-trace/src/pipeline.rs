@@ -24,11 +24,22 @@ pub struct RunStats {
     pub fd_walk_failed: u64,
     /// Events the kernel side queued (live runs): every one must reach `events`.
     pub submitted: u64,
+    /// Hook runs the kernel skipped (the program already running on that CPU):
+    /// at most one event each, never queued.
+    pub skipped: u64,
 }
 
 pub fn summary_line(s: &RunStats, evicted: u64) -> String {
+    let skipped = if s.skipped > 0 {
+        format!(
+            ", {} hook runs skipped by the kernel (nested on one CPU: up to that many events missing)",
+            s.skipped
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "tcp-trace: {} events, {} lost, {} filtered in the kernel, {} undecodable, {} evicted connections, {} accept/connect returns without socket",
+        "tcp-trace: {} events, {} lost, {} filtered in the kernel, {} undecodable, {} evicted connections, {} accept/connect returns without socket{skipped}",
         s.events, s.lost, s.filtered, s.decode_errors, evicted, s.fd_walk_failed
     )
 }
@@ -64,6 +75,19 @@ impl<W: Write> Output<W> {
         match self {
             Output::Record(w) => w.lost(count),
             Output::Render(r) => r.lost(count, total),
+        }
+    }
+
+    /// `count` more hook runs skipped by the kernel (`total` since start): events
+    /// that were never queued, reported like losses.
+    pub fn skipped(&mut self, count: u64, total: u64) -> io::Result<()> {
+        eprintln!(
+            "tcp-trace: the kernel skipped {count} hook runs (the same program already running on that CPU): up to {count} events missing"
+        );
+        match self {
+            // A recording marks them as lost events at this point.
+            Output::Record(w) => w.lost(count),
+            Output::Render(r) => r.skipped(count, total),
         }
     }
 
@@ -289,6 +313,13 @@ impl<W: Write> Renderer<W> {
         Ok(())
     }
 
+    pub fn skipped(&mut self, count: u64, total: u64) -> io::Result<()> {
+        if self.json() {
+            render::json::skipped(&mut self.out, count, total)?;
+        }
+        Ok(())
+    }
+
     pub fn finish(&mut self, stats: &RunStats) -> io::Result<()> {
         let mut evicted = 0;
         if let Some(mut c) = self.correlator.take() {
@@ -303,6 +334,7 @@ impl<W: Write> Renderer<W> {
                 }
             }
             self.summary.set_lost_events(stats.lost);
+            self.summary.set_skipped_runs(stats.skipped);
             self.summary.set_evicted(evicted);
             if self.json_conns {
                 serde_json::to_writer(&mut self.out, &self.summary)?;
@@ -317,13 +349,14 @@ impl<W: Write> Renderer<W> {
         if self.json() {
             writeln!(
                 self.out,
-                "{{\"type\":\"stats\",\"events\":{},\"submitted\":{},\"lost\":{},\"filtered\":{},\"decode_errors\":{},\"evicted\":{evicted},\"fd_walk_failed\":{}}}",
+                "{{\"type\":\"stats\",\"events\":{},\"submitted\":{},\"lost\":{},\"filtered\":{},\"decode_errors\":{},\"evicted\":{evicted},\"fd_walk_failed\":{},\"skipped\":{}}}",
                 stats.events,
                 stats.submitted,
                 stats.lost,
                 stats.filtered,
                 stats.decode_errors,
-                stats.fd_walk_failed
+                stats.fd_walk_failed,
+                stats.skipped
             )?;
         }
         self.out.flush()?;

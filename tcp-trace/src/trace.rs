@@ -160,6 +160,8 @@ async fn live<W: Write>(
     let sleep = tokio::time::sleep(duration.map(Duration::from_secs_f64).unwrap_or(far));
     tokio::pin!(sleep);
     let mut last_lost = 0u64;
+    // Our programs were loaded by this process: every miss they show is this run's.
+    let mut last_skipped = 0u64;
     let mut last_check = tokio::time::Instant::now();
     let limit = count.unwrap_or(u64::MAX);
 
@@ -198,6 +200,10 @@ async fn live<W: Write>(
                     out.lost(c.lost - last_lost, c.lost)?;
                     last_lost = c.lost;
                 }
+                if c.skipped > last_skipped {
+                    out.skipped(c.skipped - last_skipped, c.skipped)?;
+                    last_skipped = c.skipped;
+                }
             }
             out.flush()?;
             if stop || done {
@@ -215,6 +221,10 @@ async fn live<W: Write>(
     if c.lost > last_lost {
         let _ = out.lost(c.lost - last_lost, c.lost);
     }
+    if c.skipped > last_skipped {
+        let _ = out.skipped(c.skipped - last_skipped, c.skipped);
+    }
+    stats.skipped = c.skipped;
     stats.lost = c.lost;
     stats.filtered = c.filtered;
     stats.fd_walk_failed = c.fd_walk_failed;

@@ -481,6 +481,70 @@ fn ring_overrun_is_counted_never_silent() {
     assert!(events + lost >= 500 * 10, "events {events} + lost {lost}");
 }
 
+/// Runs the kernel skipped (the same program already running on that CPU, a
+/// softirq interrupting a process-context transition) are counted from the
+/// programs' `recursion_misses`, reported in `skipped` lines and in the stats —
+/// checked against what bpftool reads from the tracer's programs during the run.
+#[test]
+fn skipped_runs_are_counted_never_silent() {
+    if !require_root("skipped_runs_are_counted_never_silent") {
+        return;
+    }
+    // Port 1: the storm's events are dropped by the in-kernel filter (nothing to
+    // collect), but every hook still runs, so the kernel can still skip runs.
+    let t = Tracer::start(&["--json", "--view", "events", "-P", "1"]);
+    let storm = Command::new(env!("CARGO_BIN_EXE_tcp-trace-storm"))
+        .args(["--threads", "2", "--secs", "2"])
+        .output()
+        .expect("tcp-trace-storm runs");
+    assert!(storm.status.success(), "{storm:?}");
+    // What the kernel says about the tracer's programs, read independently.
+    let ids: Vec<u64> = std::fs::read_dir(format!("/proc/{}/fdinfo", t.pid()))
+        .expect("fdinfo")
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("prog_id:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .collect();
+    assert!(ids.len() >= 6, "the tracer holds its programs: {ids:?}");
+    let out = Command::new("bpftool")
+        .args(["prog", "show", "--json"])
+        .output()
+        .expect("bpftool");
+    let progs: Value = serde_json::from_slice(&out.stdout).expect("bpftool json");
+    let seen: u64 = progs
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|p| ids.contains(&p["id"].as_u64().unwrap_or(0)))
+        .map(|p| p["recursion_misses"].as_u64().unwrap_or(0))
+        .sum();
+    let (lines, code) = t.stop();
+    assert_eq!(code, 0);
+    let stats = lines.iter().find(|l| l["type"] == "stats").expect("stats");
+    let skipped = stats["skipped"].as_u64().expect("stats.skipped");
+    assert!(
+        skipped >= seen,
+        "stats.skipped {skipped} < {seen} misses bpftool saw during the run"
+    );
+    let reported: Vec<&Value> = lines.iter().filter(|l| l["type"] == "skipped").collect();
+    let sum: u64 = reported.iter().map(|l| l["count"].as_u64().unwrap()).sum();
+    assert_eq!(
+        sum, skipped,
+        "every skipped run is reported in `skipped` lines"
+    );
+    if let Some(last) = reported.last() {
+        assert_eq!(last["total"], skipped);
+    }
+    assert_eq!(stats["submitted"], stats["events"]);
+    assert!(
+        stats["filtered"].as_u64().unwrap() > 0,
+        "the storm ran: {stats}"
+    );
+}
+
 /// No tracefs mounted (a fresh machine): with CAP_SYS_ADMIN the tracer mounts it for
 /// the classic tracepoints and says so. Run in a private mount namespace.
 #[test]

@@ -97,9 +97,9 @@ impl Tracer {
         })
     }
 
-    /// Waits 100 ms for the last events, stops reading and returns the events and
-    /// the number lost.
-    pub fn stop(mut self) -> anyhow::Result<(Vec<Event>, u64)> {
+    /// Waits 100 ms for the last events, stops reading and returns the events, the
+    /// number lost and the hook runs the kernel skipped (anywhere on the host).
+    pub fn stop(mut self) -> anyhow::Result<(Vec<Event>, u64, u64)> {
         std::thread::sleep(Duration::from_millis(100));
         self.stop.store(true, Ordering::Relaxed);
         let events = self
@@ -109,7 +109,8 @@ impl Tracer {
             .transpose()
             .map_err(|_| anyhow::anyhow!("ring reader panicked"))?
             .unwrap_or_default();
-        Ok((events, self.loaded.counters().lost))
+        let c = self.loaded.counters();
+        Ok((events, c.lost, c.skipped))
     }
 }
 

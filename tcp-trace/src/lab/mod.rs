@@ -108,7 +108,7 @@ pub fn run_one(s: &Scenario, ipv6: bool) -> anyhow::Result<(Capture, Vec<Verdict
     let tracer = Tracer::start(s.port)?;
     let mut extra = Capture::default();
     (s.drive)(&net, s.port, &mut extra)?;
-    let (events, lost) = tracer.stop()?;
+    let (events, lost, skipped) = tracer.stop()?;
     let events = keep_lab_events(events, &[net.client_addr, net.server_addr]);
     drop(net);
     let mut cap = Capture::from_events(events);
@@ -119,17 +119,21 @@ pub fn run_one(s: &Scenario, ipv6: bool) -> anyhow::Result<(Capture, Vec<Verdict
     let verdicts = s
         .verdicts
         .iter()
-        .map(|f| with_loss(f(&cap), lost))
+        .map(|f| with_loss(f(&cap), lost, skipped))
         .collect();
     Ok((cap, verdicts))
 }
 
-/// Lost events make any verdict unreliable: it then fails, saying so.
-fn with_loss(mut v: Verdict, lost: u64) -> Verdict {
+/// Lost events make any verdict unreliable: it then fails, saying so. Hook runs the
+/// kernel skipped are recorded with the evidence; they may have been any socket's
+/// on the host (the lab's own then miss an event, which the verdicts check).
+fn with_loss(mut v: Verdict, lost: u64, skipped: u64) -> Verdict {
     if let Some(o) = v.evidence.as_object_mut() {
         o.insert("lost_events".into(), json!(lost));
+        o.insert("skipped_runs".into(), json!(skipped));
     } else {
-        v.evidence = json!({ "evidence": v.evidence, "lost_events": lost });
+        v.evidence =
+            json!({ "evidence": v.evidence, "lost_events": lost, "skipped_runs": skipped });
     }
     if lost > 0 {
         v.holds = false;

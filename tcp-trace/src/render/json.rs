@@ -478,6 +478,14 @@ pub fn lost(w: &mut impl Write, count: u64, total: u64) -> io::Result<()> {
     )
 }
 
+/// `{"type":"skipped",…}`: hook runs the kernel skipped (docs/json-schema.md).
+pub fn skipped(w: &mut impl Write, count: u64, total: u64) -> io::Result<()> {
+    writeln!(
+        w,
+        "{{\"type\":\"skipped\",\"count\":{count},\"total\":{total},\"reason\":\"program already running on that CPU\"}}"
+    )
+}
+
 // ---------------------------------------------------------------------------
 // {"type":"connection",…}: the same bytes serde_json writes for `Connection`'s
 // derived `Serialize` (which the tests keep as the reference), without serde's

@@ -81,6 +81,7 @@ pub struct Summary {
     accept_wait: Histogram<u64>,
     lifetime: Histogram<u64>,
     lost_events: u64,
+    skipped_runs: u64,
     evicted: u64,
 }
 
@@ -133,6 +134,7 @@ impl Summary {
             accept_wait: hist(),
             lifetime: hist(),
             lost_events: 0,
+            skipped_runs: 0,
             evicted: 0,
         }
     }
@@ -158,6 +160,11 @@ impl Summary {
     /// Events the kernel side could not deliver (ring buffer full).
     pub fn set_lost_events(&mut self, n: u64) {
         self.lost_events = n;
+    }
+
+    /// Hook runs the kernel skipped (the program already running on that CPU).
+    pub fn set_skipped_runs(&mut self, n: u64) {
+        self.skipped_runs = n;
     }
 
     /// Connections the correlator evicted (see `Correlator::evicted`).
@@ -190,13 +197,21 @@ impl Summary {
     pub fn write_text(&self, w: &mut impl Write) -> io::Result<()> {
         writeln!(
             w,
-            "connections: {} (client {}, server {}, listener {}, unknown {}); lost events {}, evicted {}",
+            "connections: {} (client {}, server {}, listener {}, unknown {}); lost events {}{}, evicted {}",
             self.total(),
             self.role(Role::Client).total,
             self.role(Role::Server).total,
             self.role(Role::Listener).total,
             self.role(Role::Unknown).total,
             self.lost_events,
+            if self.skipped_runs > 0 {
+                format!(
+                    ", hook runs skipped by the kernel {} (up to that many events missing)",
+                    self.skipped_runs
+                )
+            } else {
+                String::new()
+            },
             self.evicted,
         )?;
         writeln!(
@@ -273,10 +288,11 @@ impl Serialize for Summary {
                 m.end()
             }
         }
-        let mut m = ser.serialize_map(Some(9))?;
+        let mut m = ser.serialize_map(Some(10))?;
         m.serialize_entry("type", "summary")?;
         m.serialize_entry("connections", &self.total())?;
         m.serialize_entry("lost_events", &self.lost_events)?;
+        m.serialize_entry("skipped_runs", &self.skipped_runs)?;
         m.serialize_entry("evicted", &self.evicted)?;
         m.serialize_entry("by_role", &ByRole(self))?;
         m.serialize_entry("handshake_ns", &self.handshake())?;
@@ -360,6 +376,18 @@ mod tests {
             text.contains("\nclient           2       1       1       1"),
             "{text}"
         );
+
+        assert_eq!(j["skipped_runs"], 0);
+
+        // Skipped hook runs show in the text only when there are some.
+        s.set_skipped_runs(7);
+        let mut out = Vec::new();
+        s.write_text(&mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with(
+            "connections: 4 (client 2, server 1, listener 1, unknown 0); lost events 3, hook runs skipped by the kernel 7 (up to that many events missing), evicted 1\n"
+        ), "{text}");
+        assert_eq!(serde_json::to_value(&s).unwrap()["skipped_runs"], 7);
     }
 
     #[test]

@@ -38,6 +38,10 @@ pub struct Tracer {
 }
 
 impl Tracer {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts `tcp-trace ARGS` and waits until every hook is attached.
     pub fn start(args: &[&str]) -> Tracer {
         Self::start_cmd(Command::new(TRACER).args(args))
