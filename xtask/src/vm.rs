@@ -2,7 +2,7 @@
 //! under QEMU from a Debian kernel package (docs/vm-tests.md, DESIGN.md §5).
 //!
 //! Per kernel: `apt-get download` (cached in target/vm/debs), `dpkg-deb -x`, an initramfs
-//! (busybox, iproute2's ip and ss, nft, setpriv, their libraries, the modules the tests
+//! (busybox, iproute2's ip and ss, nft, setpriv, bpftool, their libraries, the modules the tests
 //! need, tcp-trace, tcp-trace-peer and the test binaries at their host paths, and
 //! xtask/vm/init as /init), one boot with the serial console logged to
 //! target/vm/<release>.log, and one `PASS <release>` or `FAIL <release>` line from the
@@ -39,7 +39,7 @@ const PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "xz-utils"];
 const DEFAULT_TESTS: &[&str] = &["live", "connections", "replay", "lab"];
 
 /// Programs the tests run inside the guest (from the host's packages).
-const PROGRAMS: &[&str] = &["ip", "ss", "nft", "setpriv"];
+const PROGRAMS: &[&str] = &["ip", "ss", "nft", "setpriv", "bpftool"];
 
 const INIT: &str = include_str!("../vm/init");
 
