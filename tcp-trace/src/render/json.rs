@@ -491,16 +491,10 @@ pub fn skipped(w: &mut impl Write, count: u64, total: u64) -> io::Result<()> {
 // derived `Serialize` (which the tests keep as the reference), without serde's
 // per-field calls: a connection line was a third of `--json`'s CPU under a storm.
 
-fn put_opt_u64(s: &mut impl Sink, v: Option<u64>) {
+/// `v` written by `put`, or `null`.
+fn put_opt<S: Sink, T>(s: &mut S, v: Option<T>, put: impl FnOnce(&mut S, T)) {
     match v {
-        Some(v) => put_u64(s, v),
-        None => s.put(b"null"),
-    }
-}
-
-fn put_opt_i64(s: &mut impl Sink, v: Option<i64>) {
-    match v {
-        Some(v) => put_i64(s, v),
+        Some(v) => put(s, v),
         None => s.put(b"null"),
     }
 }
@@ -522,31 +516,17 @@ fn put_ip_str(s: &mut impl Sink, a: IpAddr) {
     s.put(b"\"");
 }
 
-fn put_opt_ip_str(s: &mut impl Sink, a: Option<IpAddr>) {
-    match a {
-        Some(a) => put_ip_str(s, a),
-        None => s.put(b"null"),
-    }
-}
-
 fn put_hex_str(s: &mut impl Sink, v: u64) {
     s.put(b"\"");
     put_hex(s, v);
     s.put(b"\"");
 }
 
-fn put_opt_str(s: &mut impl Sink, v: Option<&str>) {
-    match v {
-        Some(v) => put_json_str(s, v),
-        None => s.put(b"null"),
-    }
-}
-
 fn put_syscall(s: &mut impl Sink, r: &SyscallReturn) {
     s.put(b"{\"ret\":");
     put_i64(s, r.ret);
     s.put(b",\"errno\":");
-    put_opt_str(s, r.errno);
+    put_opt(s, r.errno, put_json_str);
     s.put(b",\"t_ns\":");
     put_u64(s, r.t_ns);
     s.put(b",\"fd\":");
@@ -554,13 +534,6 @@ fn put_syscall(s: &mut impl Sink, r: &SyscallReturn) {
     s.put(b",\"accept4\":");
     put_bool(s, r.accept4);
     s.put(b"}");
-}
-
-fn put_opt_syscall(s: &mut impl Sink, r: Option<&SyscallReturn>) {
-    match r {
-        Some(r) => put_syscall(s, r),
-        None => s.put(b"null"),
-    }
 }
 
 fn put_half_open(s: &mut impl Sink, r: &HalfOpenRequest) {
@@ -608,7 +581,7 @@ pub fn connection(w: &mut impl Write, c: &Connection) -> io::Result<()> {
     s.put(b",\"role\":\"");
     s.put(role_name(c.role));
     s.put(b"\",\"pid\":");
-    put_opt_u64(s, c.pid.map(u64::from));
+    put_opt(s, c.pid.map(u64::from), put_u64);
     s.put(b",\"comm\":");
     match &c.comm {
         Some(comm) => {
@@ -623,11 +596,11 @@ pub fn connection(w: &mut impl Write, c: &Connection) -> io::Result<()> {
     s.put(b"\",\"family\":\"");
     s.put(c.family.name().as_bytes());
     s.put(b"\",\"saddr\":");
-    put_opt_ip_str(s, c.saddr);
+    put_opt(s, c.saddr, put_ip_str);
     s.put(b",\"sport\":");
     put_u64(s, c.sport as u64);
     s.put(b",\"daddr\":");
-    put_opt_ip_str(s, c.daddr);
+    put_opt(s, c.daddr, put_ip_str);
     s.put(b",\"dport\":");
     put_u64(s, c.dport as u64);
     s.put(b",\"skaddr\":");
@@ -645,7 +618,7 @@ pub fn connection(w: &mut impl Write, c: &Connection) -> io::Result<()> {
         s.put(b"}");
     }
     s.put(b"],\"connect\":");
-    put_opt_syscall(s, c.connect.as_ref());
+    put_opt(s, c.connect.as_ref(), put_syscall);
     s.put(b",\"connect_calls\":[");
     for (i, r) in c.connect_calls.iter().enumerate() {
         if i > 0 {
@@ -654,13 +627,13 @@ pub fn connection(w: &mut impl Write, c: &Connection) -> io::Result<()> {
         put_syscall(s, r);
     }
     s.put(b"],\"connect_return_ns\":");
-    put_opt_u64(s, c.connect_return_ns);
+    put_opt(s, c.connect_return_ns, put_u64);
     s.put(b",\"accept\":");
-    put_opt_syscall(s, c.accept.as_ref());
+    put_opt(s, c.accept.as_ref(), put_syscall);
     s.put(b",\"accept_return_ns\":");
-    put_opt_u64(s, c.accept_return_ns);
+    put_opt(s, c.accept_return_ns, put_u64);
     s.put(b",\"ret\":");
-    put_opt_i64(s, c.ret);
+    put_opt(s, c.ret, put_i64);
     s.put(b",\"syn_retransmits\":");
     put_u64(s, c.syn_retransmits as u64);
     s.put(b",\"syn_retransmit_ts_ns\":");
@@ -686,7 +659,7 @@ pub fn connection(w: &mut impl Write, c: &Connection) -> io::Result<()> {
     s.put(b",\"time_wait\":");
     put_bool(s, c.time_wait);
     s.put(b",\"time_wait_t_ns\":");
-    put_opt_u64(s, c.time_wait_t_ns);
+    put_opt(s, c.time_wait_t_ns, put_u64);
     s.put(b",\"fin_wait2_handover\":");
     put_bool(s, c.fin_wait2_handover);
     s.put(b",\"time_wait_certain\":");
@@ -704,27 +677,27 @@ pub fn connection(w: &mut impl Write, c: &Connection) -> io::Result<()> {
     s.put(b",\"evicted\":");
     put_bool(s, c.evicted);
     s.put(b",\"handshake_ns\":");
-    put_opt_u64(s, c.handshake_ns);
+    put_opt(s, c.handshake_ns, put_u64);
     s.put(b",\"connect_latency_ns\":");
-    put_opt_u64(s, c.connect_latency_ns);
+    put_opt(s, c.connect_latency_ns, put_u64);
     s.put(b",\"connect_after_established_ns\":");
-    put_opt_i64(s, c.connect_after_established_ns);
+    put_opt(s, c.connect_after_established_ns, put_i64);
     s.put(b",\"accept_wait_ns\":");
-    put_opt_i64(s, c.accept_wait_ns);
+    put_opt(s, c.accept_wait_ns, put_i64);
     s.put(b",\"lifetime_ns\":");
-    put_opt_u64(s, c.lifetime_ns);
+    put_opt(s, c.lifetime_ns, put_u64);
     s.put(b",\"fin_wait2_ns\":");
-    put_opt_u64(s, c.fin_wait2_ns);
+    put_opt(s, c.fin_wait2_ns, put_u64);
     s.put(b",\"close_wait_ns\":");
-    put_opt_u64(s, c.close_wait_ns);
+    put_opt(s, c.close_wait_ns, put_u64);
     s.put(b",\"first_ts_ns\":");
     put_u64(s, c.first_ts_ns);
     s.put(b",\"last_ts_ns\":");
     put_u64(s, c.last_ts_ns);
     s.put(b",\"peer\":");
-    put_opt_u64(s, c.peer);
+    put_opt(s, c.peer, put_u64);
     s.put(b",\"listener_id\":");
-    put_opt_u64(s, c.listener_id);
+    put_opt(s, c.listener_id, put_u64);
     s.put(b",\"listener\":");
     match &c.listener {
         Some(l) => {
@@ -749,15 +722,15 @@ pub fn connection(w: &mut impl Write, c: &Connection) -> io::Result<()> {
         None => s.put(b"null"),
     }
     s.put(b",\"cgroup_id\":");
-    put_opt_u64(s, c.cgroup_id);
+    put_opt(s, c.cgroup_id, put_u64);
     s.put(b",\"netns\":");
-    put_opt_u64(s, c.netns);
+    put_opt(s, c.netns, put_u64);
     s.put(b",\"container_id\":");
-    put_opt_str(s, c.container_id.as_deref());
+    put_opt(s, c.container_id.as_deref(), put_json_str);
     s.put(b",\"container_runtime\":");
-    put_opt_str(s, c.container_runtime.as_deref());
+    put_opt(s, c.container_runtime.as_deref(), put_json_str);
     s.put(b",\"ns_pid\":");
-    put_opt_u64(s, c.ns_pid.map(u64::from));
+    put_opt(s, c.ns_pid.map(u64::from), put_u64);
     s.put(b"}\n");
     line.finish()
 }
