@@ -537,19 +537,17 @@ pub fn own_pid_namespace() -> Option<(u64, u64)> {
     Some((m.dev(), m.ino()))
 }
 
-/// The typedefs `btf_trace_<tracepoint>` that tp_btf programs are loaded against.
-const TP_BTF_TARGETS: [&str; 7] = [
-    "inet_sock_set_state",
-    "tcp_retransmit_synack",
-    "tcp_retransmit_skb",
-    "tcp_send_reset",
-    "tcp_receive_reset",
-    "sys_enter",
-    "sys_exit",
-];
+/// The tracepoints tp_btf programs are loaded against (their typedefs are
+/// `btf_trace_<name>`): every TCP hook's, and raw_syscalls' for the syscalls.
+fn tp_btf_targets() -> impl Iterator<Item = &'static str> {
+    TCP_HOOKS
+        .iter()
+        .map(|h| h.tp.name())
+        .chain(["sys_enter", "sys_exit"])
+}
 
 /// An `aya::Btf` that holds, at their vmlinux type ids, only the typedefs
-/// `btf_trace_<tp>` of `TP_BTF_TARGETS`; every other id is a placeholder
+/// `btf_trace_<tp>` of `tp_btf_targets()`; every other id is a placeholder
 /// pointer. Loading a tp_btf program asks its `Btf` for exactly that (the id of
 /// the typedef with that name, `BtfTracePoint::load`), so this index answers as
 /// the full vmlinux BTF would, without aya parsing the 5 MB file a second time
@@ -557,8 +555,7 @@ const TP_BTF_TARGETS: [&str; 7] = [
 fn tp_btf_index(btf: &Btf) -> Option<aya::Btf> {
     const KIND_PTR: u32 = 2;
     const KIND_TYPEDEF: u32 = 8;
-    let names: Vec<String> = TP_BTF_TARGETS
-        .iter()
+    let names: Vec<String> = tp_btf_targets()
         .map(|tp| format!("btf_trace_{tp}"))
         .collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -833,7 +830,7 @@ mod tests {
         let ours = Btf::from_file(path).unwrap_or_else(|e| panic!("{e}"));
         let index = tp_btf_index(&ours).expect("every btf_trace_ typedef is in vmlinux");
         let full = aya::Btf::from_sys_fs().expect("aya parses vmlinux");
-        for tp in TP_BTF_TARGETS {
+        for tp in tp_btf_targets() {
             let name = format!("btf_trace_{tp}");
             let want = full
                 .id_by_type_name_kind(&name, BtfKind::Typedef)
