@@ -258,7 +258,10 @@ pub mod counter {
     pub const FILTERED: u32 = 2;
     /// fd → socket walks that failed (accept/connect return without a socket).
     pub const FD_WALK_FAILED: u32 = 3;
-    pub const COUNT: u32 = 4;
+    /// State transitions the kernel did not run the main program for (already
+    /// running on that CPU) that the `_nested` program reported instead.
+    pub const NESTED_CAUGHT: u32 = 4;
+    pub const COUNT: u32 = 5;
 }
 
 #[cfg(feature = "user")]

@@ -518,7 +518,8 @@ mod slot {
     pub const RESET_SENT: u32 = 3;
     pub const RESET_RECEIVED: u32 = 4;
     pub const SYSCALL: u32 = 5;
-    pub const COUNT: u32 = 6;
+    pub const STATE_NESTED: u32 = 6;
+    pub const COUNT: u32 = 7;
 }
 
 /// The scratch slot of the program that reports events of kind `k`.
@@ -936,14 +937,14 @@ fn tcp_sock(o: &KernelOffsets, sk: u64) -> bool {
 }
 
 #[inline(always)]
-fn state_args(sk: u64, old: u64, new: u64) {
+fn state_args(slot: u32, sk: u64, old: u64, new: u64) {
     let o = opaque(&raw const OFFSETS);
     if !tcp_sock(&o, sk) {
         return;
     }
     let (old, new) = (old as u8, new as u8);
     let task = process_transition(old, new);
-    let Some(ev) = new_event(slot::STATE, kind::STATE, sk, task) else {
+    let Some(ev) = new_event(slot, kind::STATE, sk, task) else {
         return;
     };
     ev.oldstate = old;
@@ -1044,11 +1045,48 @@ macro_rules! both_paths {
     };
 }
 
+/// Set on a CPU while `*_inet_sock_set_state` runs there. The kernel does not run a
+/// program again on a CPU where it is already running (a softirq's transition
+/// interrupting a process-context one: `recursion_misses`); the `*_nested` program,
+/// attached after it to the same tracepoint, sees the flag and reports that
+/// transition instead. Outside such nesting it returns at once.
+#[map]
+static STATE_BUSY: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn state_outer(sk: u64, old: u64, new: u64) {
+    let busy = STATE_BUSY.get_ptr_mut(0);
+    if let Some(b) = busy {
+        unsafe { b.write_volatile(1) };
+    }
+    state_args(slot::STATE, sk, old, new);
+    if let Some(b) = busy {
+        unsafe { b.write_volatile(0) };
+    }
+}
+
+#[inline(always)]
+fn state_nested(sk: u64, old: u64, new: u64) {
+    match STATE_BUSY.get_ptr_mut(0) {
+        Some(b) if unsafe { b.read_volatile() } != 0 => {
+            count(counter::NESTED_CAUGHT);
+            state_args(slot::STATE_NESTED, sk, old, new)
+        }
+        _ => {}
+    }
+}
+
 both_paths!(
     btf_inet_sock_set_state,
     raw_inet_sock_set_state,
     "inet_sock_set_state",
-    |c| { state_args(c.arg::<u64>(0), c.arg::<u64>(1), c.arg::<u64>(2)) }
+    |c| { state_outer(c.arg::<u64>(0), c.arg::<u64>(1), c.arg::<u64>(2)) }
+);
+both_paths!(
+    btf_inet_sock_set_state_nested,
+    raw_inet_sock_set_state_nested,
+    "inet_sock_set_state",
+    |c| { state_nested(c.arg::<u64>(0), c.arg::<u64>(1), c.arg::<u64>(2)) }
 );
 both_paths!(
     btf_tcp_retransmit_synack,

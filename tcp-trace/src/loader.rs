@@ -92,6 +92,10 @@ struct Hook {
     global: &'static str,
     btf_program: &'static str,
     raw_program: &'static str,
+    /// tp_btf/raw programs attached after the main one to the same tracepoint to
+    /// report the runs the kernel skips for it (it does not re-enter a program on
+    /// a CPU where it is running): (btf, raw).
+    nested: Option<(&'static str, &'static str)>,
 }
 
 const TCP_HOOKS: &[Hook] = &[
@@ -101,6 +105,10 @@ const TCP_HOOKS: &[Hook] = &[
         global: "LAYOUT_SET_STATE",
         btf_program: "btf_inet_sock_set_state",
         raw_program: "raw_inet_sock_set_state",
+        nested: Some((
+            "btf_inet_sock_set_state_nested",
+            "raw_inet_sock_set_state_nested",
+        )),
     },
     Hook {
         tp: Tracepoint::TcpRetransmitSynack,
@@ -108,6 +116,7 @@ const TCP_HOOKS: &[Hook] = &[
         global: "LAYOUT_SYNACK",
         btf_program: "btf_tcp_retransmit_synack",
         raw_program: "raw_tcp_retransmit_synack",
+        nested: None,
     },
     Hook {
         tp: Tracepoint::TcpRetransmitSkb,
@@ -115,6 +124,7 @@ const TCP_HOOKS: &[Hook] = &[
         global: "LAYOUT_RETRANSMIT",
         btf_program: "btf_tcp_retransmit_skb",
         raw_program: "raw_tcp_retransmit_skb",
+        nested: None,
     },
     Hook {
         tp: Tracepoint::TcpSendReset,
@@ -122,6 +132,7 @@ const TCP_HOOKS: &[Hook] = &[
         global: "LAYOUT_SEND_RESET",
         btf_program: "btf_tcp_send_reset",
         raw_program: "raw_tcp_send_reset",
+        nested: None,
     },
     Hook {
         tp: Tracepoint::TcpReceiveReset,
@@ -129,6 +140,7 @@ const TCP_HOOKS: &[Hook] = &[
         global: "LAYOUT_RECV_RESET",
         btf_program: "btf_tcp_receive_reset",
         raw_program: "raw_tcp_receive_reset",
+        nested: None,
     },
 ];
 
@@ -196,8 +208,12 @@ pub struct Counters {
     pub fd_walk_failed: u64,
     /// Runs of our programs the kernel skipped because the same program was
     /// already running on that CPU (a softirq's state transition interrupting
-    /// a process-context one): each is one event at most, never seen.
+    /// a process-context one): each is one event at most, never seen. Net of
+    /// `caught_nested`.
     pub skipped: u64,
+    /// Skipped runs of the state-transition program that its `_nested` twin
+    /// reported instead (not missing).
+    pub caught_nested: u64,
 }
 
 /// `bpf_prog_info.recursion_misses` of the program behind `fd` (Linux 5.12+;
@@ -259,7 +275,10 @@ impl Loaded {
             submitted: sum(counter::SUBMITTED),
             filtered: sum(counter::FILTERED),
             fd_walk_failed: sum(counter::FD_WALK_FAILED),
-            skipped: self.skipped(),
+            // Skips of the main state program that its `_nested` twin caught are
+            // not missing.
+            skipped: self.skipped().saturating_sub(sum(counter::NESTED_CAUGHT)),
+            caught_nested: sum(counter::NESTED_CAUGHT),
         }
     }
 }
@@ -439,14 +458,17 @@ impl Plan<'_> {
                 AttachPath::Btf => h.btf_program,
                 AttachPath::Raw => h.raw_program,
             };
-            match attach_one(
-                ph,
-                programs,
-                self.btf,
-                path,
-                program,
-                h.tp.group(),
-                h.tp.name(),
+            let nested = match (h.nested, path) {
+                (Some((b, _)), AttachPath::Btf) => Some(b),
+                (Some((_, r)), AttachPath::Raw) => Some(r),
+                _ => None,
+            };
+            let group = h.tp.group();
+            match attach_one(ph, programs, self.btf, path, program, group, h.tp.name()).and_then(
+                |()| match nested {
+                    Some(n) => attach_one(ph, programs, self.btf, path, n, group, h.tp.name()),
+                    None => Ok(()),
+                },
             ) {
                 Ok(()) => return Ok(path),
                 Err(e) => errors.push(format!("{}: {e}", path.name())),
@@ -735,7 +757,13 @@ pub fn load(opts: &Options) -> Result<(Loaded, RingBuf<MapData>), LoadError> {
     let mut tcp_programs = take(
         &mut TCP_HOOKS
             .iter()
-            .flat_map(|h| [h.program, h.btf_program, h.raw_program]),
+            .flat_map(|h| [h.program, h.btf_program, h.raw_program])
+            .chain(
+                TCP_HOOKS
+                    .iter()
+                    .filter_map(|h| h.nested)
+                    .flat_map(|(b, r)| [b, r]),
+            ),
     );
     let mut sys_programs = take(&mut SYSCALL_HOOKS.iter().map(|(_, p, _)| *p).chain([
         "btf_sys_enter",

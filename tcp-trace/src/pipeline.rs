@@ -27,6 +27,9 @@ pub struct RunStats {
     /// Hook runs the kernel skipped (the program already running on that CPU):
     /// at most one event each, never queued.
     pub skipped: u64,
+    /// Runs of the state-transition program the kernel skipped that its `_nested`
+    /// twin reported instead.
+    pub caught_nested: u64,
 }
 
 pub fn summary_line(s: &RunStats, evicted: u64) -> String {
@@ -349,14 +352,15 @@ impl<W: Write> Renderer<W> {
         if self.json() {
             writeln!(
                 self.out,
-                "{{\"type\":\"stats\",\"events\":{},\"submitted\":{},\"lost\":{},\"filtered\":{},\"decode_errors\":{},\"evicted\":{evicted},\"fd_walk_failed\":{},\"skipped\":{}}}",
+                "{{\"type\":\"stats\",\"events\":{},\"submitted\":{},\"lost\":{},\"filtered\":{},\"decode_errors\":{},\"evicted\":{evicted},\"fd_walk_failed\":{},\"skipped\":{},\"caught_nested\":{}}}",
                 stats.events,
                 stats.submitted,
                 stats.lost,
                 stats.filtered,
                 stats.decode_errors,
                 stats.fd_walk_failed,
-                stats.skipped
+                stats.skipped,
+                stats.caught_nested
             )?;
         }
         self.out.flush()?;

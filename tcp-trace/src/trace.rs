@@ -225,6 +225,7 @@ async fn live<W: Write>(
         let _ = out.skipped(c.skipped - last_skipped, c.skipped);
     }
     stats.skipped = c.skipped;
+    stats.caught_nested = c.caught_nested;
     stats.lost = c.lost;
     stats.filtered = c.filtered;
     stats.fd_walk_failed = c.fd_walk_failed;
