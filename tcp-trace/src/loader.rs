@@ -255,10 +255,14 @@ fn recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> Option<u64> {
 
 impl Loaded {
     /// Runs of our loaded programs the kernel skipped (see `Counters::skipped`).
+    /// The `_nested` twins' own misses are left out: a twin is only ever running
+    /// when its main program is not (it runs after it, and returns at once unless
+    /// the main one is interrupted), so a hit the twin misses the main one took.
     pub fn skipped(&self) -> u64 {
         use std::os::fd::AsFd;
         self.ebpf
             .programs()
+            .filter(|(name, _)| !name.ends_with("_nested"))
             .filter_map(|(_, p)| p.fd().ok().and_then(|fd| recursion_misses(fd.as_fd())))
             .sum()
     }
