@@ -164,11 +164,7 @@ fn opaque<T>(p: *const T) -> &'static T {
 unsafe fn rd<T>(base: u64, off: u64) -> T {
     let mut v = MaybeUninit::<T>::uninit();
     unsafe {
-        helper::bpf_probe_read_kernel(
-            v.as_mut_ptr() as *mut c_void,
-            core::mem::size_of::<T>() as u32,
-            (base + off) as *const c_void,
-        );
+        probe_read(v.as_mut_ptr(), base + off);
         v.assume_init()
     }
 }
@@ -178,14 +174,39 @@ unsafe fn rd<T>(base: u64, off: u64) -> T {
 /// zeroed and copied with `memset`/`memmove` calls.
 #[inline(always)]
 unsafe fn rd_into<T>(dst: &mut T, base: u64, off: u64) {
+    unsafe { probe_read(dst, base + off) }
+}
+
+/// `bpf_probe_read_kernel` of a `T` at `src` into `dst`, whose result is not
+/// looked at (see `rd`): the helper writes all of `dst` either way.
+#[inline(always)]
+unsafe fn probe_read<T>(dst: *mut T, src: u64) {
     unsafe {
         helper::bpf_probe_read_kernel(
-            dst as *mut T as *mut c_void,
+            dst as *mut c_void,
             core::mem::size_of::<T>() as u32,
-            (base + off) as *const c_void,
+            src as *const c_void,
         );
     }
 }
+
+/// Zeroes the `T` at `p` with volatile word stores, which LLVM cannot merge into a
+/// call to compiler_builtins' byte-by-byte `memset` subprogram (which cost as much
+/// per hit as the rest of a program).
+///
+/// SAFETY: `p` is valid for writes, 8-byte aligned, and `T` is a whole number of
+/// words for which all zeroes is a valid value.
+#[inline(always)]
+unsafe fn zero_words<T>(p: *mut T) {
+    let words = p as *mut u64;
+    let mut i = 0;
+    while i < core::mem::size_of::<T>() / 8 {
+        unsafe { words.add(i).write_volatile(0) };
+        i += 1;
+    }
+}
+const _: () = assert!(core::mem::size_of::<RawEvent>() % 8 == 0);
+const _: () = assert!(core::mem::size_of::<PendingCall>() % 8 == 0);
 
 /// Like `tp_read`, into `dst`; leaves `dst` as it is (zero) when the field is absent.
 #[inline(always)]
@@ -536,17 +557,12 @@ fn slot_of(k: u8) -> u32 {
 #[inline(always)]
 fn new_event(slot: u32, kind: u8, skaddr: u64, task: bool) -> Option<&'static mut RawEvent> {
     let p = SCRATCH.get_ptr_mut(slot)?;
-    let words = p as *mut u64;
-    let mut i = 0;
-    while i < core::mem::size_of::<RawEvent>() / 8 {
-        // SAFETY: a map value of this CPU, 8-byte aligned, a whole number of words;
-        // volatile so that the stores are not merged into a `memset` call.
-        unsafe { words.add(i).write_volatile(0) };
-        i += 1;
-    }
-    // SAFETY: all zeroes is a valid RawEvent; the slot is this program's alone on
-    // this CPU while it runs.
-    let ev = unsafe { &mut *p };
+    // SAFETY: a map value of this CPU, 8-byte aligned (asserted above); the slot is
+    // this program's alone on this CPU while it runs.
+    let ev = unsafe {
+        zero_words(p);
+        &mut *p
+    };
     ev.kind = kind;
     ev.skaddr = skaddr;
     ev.ctx_pid_tgid = bpf_get_current_pid_tgid();
@@ -759,20 +775,15 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
 }
 
 /// Remembers a call in progress of thread `id` on `fd`. The record is zeroed in
-/// place with four volatile word stores and inserted from there (zeroing a value
-/// and moving it made LLVM call the byte-by-byte `memset` subprogram).
+/// place and inserted from there (zeroing a value and moving it made LLVM call the
+/// byte-by-byte `memset` subprogram).
 #[inline(always)]
 fn insert_pending(map: &LruHashMap<u64, PendingCall>, id: u64, fd: i64) {
     let mut c = MaybeUninit::<PendingCall>::uninit();
-    let words = c.as_mut_ptr() as *mut u64;
-    let mut i = 0;
-    while i < core::mem::size_of::<PendingCall>() / 8 {
-        // SAFETY: 8-byte aligned, a whole number of words.
-        unsafe { words.add(i).write_volatile(0) };
-        i += 1;
-    }
-    // SAFETY: fully written above; all zeroes is a valid PendingCall.
+    // SAFETY: 8-byte aligned (asserted above); fully written by zero_words, and all
+    // zeroes is a valid PendingCall.
     unsafe {
+        zero_words(c.as_mut_ptr());
         (*c.as_mut_ptr()).fd = fd as i32;
         let _ = map.insert(&id, &*c.as_ptr(), 0);
     }
