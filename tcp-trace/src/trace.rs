@@ -121,6 +121,27 @@ pub async fn record(args: &RecordArgs, mut filter: Filter) -> anyhow::Result<u8>
     .await
 }
 
+/// Losses and skipped runs already reported, so that each report says what is new.
+#[derive(Default)]
+struct Reported {
+    lost: u64,
+    skipped: u64,
+}
+
+impl Reported {
+    fn report<W: Write>(&mut self, c: &loader::Counters, out: &mut Output<W>) -> io::Result<()> {
+        if c.lost > self.lost {
+            out.lost(c.lost - self.lost, c.lost)?;
+            self.lost = c.lost;
+        }
+        if c.skipped > self.skipped {
+            out.skipped(c.skipped - self.skipped, c.skipped)?;
+            self.skipped = c.skipped;
+        }
+        Ok(())
+    }
+}
+
 async fn live<W: Write>(
     filter: Filter,
     attach: AttachMode,
@@ -159,9 +180,9 @@ async fn live<W: Write>(
     let far = Duration::from_secs(86400 * 365 * 30);
     let sleep = tokio::time::sleep(duration.map(Duration::from_secs_f64).unwrap_or(far));
     tokio::pin!(sleep);
-    let mut last_lost = 0u64;
-    // Our programs were loaded by this process: every miss they show is this run's.
-    let mut last_skipped = 0u64;
+    // Reported so far (our programs were loaded by this process: every miss they
+    // show is this run's).
+    let mut reported = Reported::default();
     let mut last_check = tokio::time::Instant::now();
     let limit = count.unwrap_or(u64::MAX);
 
@@ -195,15 +216,7 @@ async fn live<W: Write>(
             let done = stats.events >= limit;
             if stop || done || last_check.elapsed() >= Duration::from_secs(1) {
                 last_check = tokio::time::Instant::now();
-                let c = loaded.counters();
-                if c.lost > last_lost {
-                    out.lost(c.lost - last_lost, c.lost)?;
-                    last_lost = c.lost;
-                }
-                if c.skipped > last_skipped {
-                    out.skipped(c.skipped - last_skipped, c.skipped)?;
-                    last_skipped = c.skipped;
-                }
+                reported.report(&loaded.counters(), &mut out)?;
             }
             out.flush()?;
             if stop || done {
@@ -218,12 +231,7 @@ async fn live<W: Write>(
         Err(e) => return Err(e.into()),
     }
     let c = loaded.counters();
-    if c.lost > last_lost {
-        let _ = out.lost(c.lost - last_lost, c.lost);
-    }
-    if c.skipped > last_skipped {
-        let _ = out.skipped(c.skipped - last_skipped, c.skipped);
-    }
+    let _ = reported.report(&c, &mut out);
     stats.skipped = c.skipped;
     stats.caught_nested = c.caught_nested;
     stats.lost = c.lost;

@@ -472,17 +472,25 @@ pub fn event(
 
 /// `{"type":"lost","count":N,"total":T}`: events the kernel could not queue.
 pub fn lost(w: &mut impl Write, count: u64, total: u64) -> io::Result<()> {
+    loss_line(w, "lost", count, total, "ring buffer full")
+}
+
+/// `{"type":TYPE,"count":…,"total":…,"reason":REASON}`.
+fn loss_line(w: &mut impl Write, ty: &str, count: u64, total: u64, reason: &str) -> io::Result<()> {
     writeln!(
         w,
-        "{{\"type\":\"lost\",\"count\":{count},\"total\":{total},\"reason\":\"ring buffer full\"}}"
+        "{{\"type\":\"{ty}\",\"count\":{count},\"total\":{total},\"reason\":\"{reason}\"}}"
     )
 }
 
 /// `{"type":"skipped",…}`: hook runs the kernel skipped (docs/json-schema.md).
 pub fn skipped(w: &mut impl Write, count: u64, total: u64) -> io::Result<()> {
-    writeln!(
+    loss_line(
         w,
-        "{{\"type\":\"skipped\",\"count\":{count},\"total\":{total},\"reason\":\"program already running on that CPU\"}}"
+        "skipped",
+        count,
+        total,
+        "program already running on that CPU",
     )
 }
 
