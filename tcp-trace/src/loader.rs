@@ -254,11 +254,12 @@ fn recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> Option<u64> {
 }
 
 impl Loaded {
-    /// Runs of our loaded programs the kernel skipped (see `Counters::skipped`).
+    /// Runs of our loaded programs the kernel skipped, before the catches of the
+    /// twins are taken off (see `Counters::skipped`).
     /// The `_nested` twins' own misses are left out: a twin is only ever running
     /// when its main program is not (it runs after it, and returns at once unless
     /// the main one is interrupted), so a hit the twin misses the main one took.
-    pub fn skipped(&self) -> u64 {
+    fn misses_total(&self) -> u64 {
         use std::os::fd::AsFd;
         self.ebpf
             .programs()
@@ -274,15 +275,18 @@ impl Loaded {
                 .map(|v| v.iter().copied().sum())
                 .unwrap_or(0)
         };
+        // Skips of the main state program that its `_nested` twin caught are not
+        // missing. Misses are read first: a catch counted in between can only make
+        // `skipped` smaller, never report a caught run as missing.
+        let misses = self.misses_total();
+        let caught = sum(counter::NESTED_CAUGHT);
         Counters {
             lost: sum(counter::RINGBUF_FULL),
             submitted: sum(counter::SUBMITTED),
             filtered: sum(counter::FILTERED),
             fd_walk_failed: sum(counter::FD_WALK_FAILED),
-            // Skips of the main state program that its `_nested` twin caught are
-            // not missing.
-            skipped: self.skipped().saturating_sub(sum(counter::NESTED_CAUGHT)),
-            caught_nested: sum(counter::NESTED_CAUGHT),
+            skipped: misses.saturating_sub(caught),
+            caught_nested: caught,
         }
     }
 }
