@@ -14,7 +14,7 @@ mod kernel;
 mod qemu;
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     fs,
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -28,11 +28,12 @@ use crate::{
     setup, target_dir,
 };
 use initramfs::Tree;
-use kernel::{Kernel, LINES};
+use kernel::{Available, Kernel, LINES, PRIVATE, Source};
 use qemu::{Accel, Boot, Outcome};
 
 /// Debian packages vm-test needs besides setup's (iproute2, nftables, util-linux).
-const PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "xz-utils"];
+/// (zstd: for kernels whose modules are `.ko.zst`.)
+const PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "xz-utils", "zstd"];
 
 /// The integration tests run by default: those whose needs the guest has (container
 /// needs podman, oracle bpftrace).
@@ -43,13 +44,30 @@ const PROGRAMS: &[&str] = &["ip", "ss", "nft", "setpriv", "bpftool"];
 
 const INIT: &str = include_str!("../vm/init");
 
+/// Tracepoints whose `format` files the guest prints (`TCP_TRACE_VM_FORMAT <event> <line>`)
+/// and the host keeps in target/vm/<release>/formats/<category>/<name>.format.
+const FORMATS: &[&str] = &[
+    "sock/inet_sock_set_state",
+    "tcp/tcp_retransmit_synack",
+    "tcp/tcp_retransmit_skb",
+    "tcp/tcp_send_reset",
+    "tcp/tcp_receive_reset",
+    "syscalls/sys_enter_connect",
+    "syscalls/sys_exit_connect",
+    "syscalls/sys_enter_accept4",
+    "syscalls/sys_exit_accept4",
+];
+
+const FORMAT_MARKER: &str = "TCP_TRACE_VM_FORMAT ";
+
 #[derive(Debug, clap::Args)]
 pub struct VmArgs {
-    /// Kernel to boot: a line (6.1, 6.12, 6.12-rt: its newest package), a release
-    /// (6.1.0-56-cloud-amd64) or a Debian package name. Repeatable. Default: 6.1.
+    /// Kernel to boot: a line (6.1, 6.12, 6.12-rt, 5.10, unstable: its newest package),
+    /// a release (6.1.0-56-cloud-amd64) or a Debian package name. Repeatable. Default: 6.1.
     #[arg(long = "kernel", value_name = "VERSION")]
     kernels: Vec<String>,
-    /// Every kernel line: 6.1 cloud, 6.12 cloud, 6.12 PREEMPT_RT.
+    /// Every kernel line: 6.1 cloud, 6.12 cloud, 6.12 PREEMPT_RT (bookworm), 5.10 cloud
+    /// (bullseye), unstable's newest cloud kernel.
     #[arg(long)]
     all: bool,
     /// List the kernel packages reachable for each line, then exit.
@@ -79,15 +97,16 @@ pub fn run(args: &VmArgs) -> Result<()> {
     let debs = vm_dir.join("debs");
     fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
 
-    let available = available_kernels(args)?;
+    let available = available_kernels(args, &vm_dir)?;
     if args.list {
         for line in LINES {
             let pkgs = line.packages(&available);
             println!(
-                "{:8} {} ({}): {}",
+                "{:8} {} ({}; apt: {}): {}",
                 line.name,
                 pkgs.last().copied().unwrap_or("none reachable"),
                 line.about,
+                line.source.name(),
                 if pkgs.is_empty() {
                     "-".to_owned()
                 } else {
@@ -106,7 +125,8 @@ pub fn run(args: &VmArgs) -> Result<()> {
     let mut failed = Vec::new();
     for package in &packages {
         let t0 = Instant::now();
-        let deb = kernel::fetch(package, &debs)?;
+        let source = available.get(package).copied().unwrap_or(Source::Host);
+        let deb = kernel::fetch(package, source, &debs, &vm_dir)?;
         let kernel = kernel::unpack(package, &deb, &vm_dir.join("kernels"))?;
         let fetch_secs = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
@@ -126,6 +146,16 @@ pub fn run(args: &VmArgs) -> Result<()> {
             args.accel,
         )?;
         let verdict = verdict(&kernel, &outcome);
+        let formats = vm_dir.join(&kernel.release).join("formats");
+        match save_formats(&log, &formats) {
+            Ok(0) => {}
+            Ok(n) => eprintln!(
+                "{}: {n} tracepoint formats in {}",
+                kernel.release,
+                formats.display()
+            ),
+            Err(e) => eprintln!("{}: saving tracepoint formats: {e:#}", kernel.release),
+        }
         eprintln!(
             "{} ({}): package and unpack {fetch_secs:.1} s, initramfs {initrd_secs:.1} s, guest {:.1} s ({}; /init after {}), log {}",
             kernel.release,
@@ -178,23 +208,62 @@ pub fn run(args: &VmArgs) -> Result<()> {
     Ok(())
 }
 
-/// The `linux-image-*` packages apt knows; `apt-get update` once when a wanted kernel
-/// (or, for --list, any line) is missing.
-fn available_kernels(args: &VmArgs) -> Result<BTreeSet<String>> {
-    let available = kernel::available()?;
-    let missing = if args.list {
-        LINES.iter().any(|l| l.packages(&available).is_empty())
+/// The `linux-image-*` packages apt knows; `apt-get update` once for each source that
+/// lacks a wanted kernel (or, for --list, a line): a line's own source, every source for
+/// a release or package name apt does not know. The private sources (bullseye, sid) are
+/// updated first and write only under target/vm/apt; the host's `apt-get update` last.
+fn available_kernels(args: &VmArgs, vm_dir: &Path) -> Result<Available> {
+    let available = kernel::available(vm_dir)?;
+    let mut stale: BTreeSet<Source> = BTreeSet::new();
+    if args.list {
+        stale.extend(
+            LINES
+                .iter()
+                .filter(|l| l.packages(&available).is_empty())
+                .map(|l| l.source),
+        );
     } else {
-        specs(args)
-            .iter()
-            .any(|s| kernel::resolve(s, &available).is_none())
-    };
-    if !missing {
+        for s in specs(args) {
+            if kernel::resolve(&s, &available).is_some() {
+                continue;
+            }
+            match LINES.iter().find(|l| l.name == s) {
+                Some(line) => {
+                    stale.insert(line.source);
+                }
+                None => stale.extend(PRIVATE.iter().copied().chain([Source::Host])),
+            }
+        }
+    }
+    if stale.is_empty() {
+        return Ok(available);
+    }
+    // Private sources first: a release they offer then needs no host update.
+    for source in PRIVATE.iter().copied().filter(|s| stale.contains(s)) {
+        eprintln!(
+            "vm-test: updating the private {} package lists ({})",
+            source.name(),
+            vm_dir.join("apt").join(source.name()).display()
+        );
+        source.update(vm_dir)?;
+    }
+    let available = kernel::available(vm_dir)?;
+    let host_needed = stale.contains(&Source::Host)
+        && if args.list {
+            LINES
+                .iter()
+                .any(|l| l.source == Source::Host && l.packages(&available).is_empty())
+        } else {
+            specs(args)
+                .iter()
+                .any(|s| kernel::resolve(s, &available).is_none())
+        };
+    if !host_needed {
         return Ok(available);
     }
     eprintln!("vm-test: apt does not know every kernel asked for; updating the package lists");
-    kernel::apt_update()?;
-    kernel::available()
+    Source::Host.update(vm_dir)?;
+    kernel::available(vm_dir)
 }
 
 fn specs(args: &VmArgs) -> Vec<String> {
@@ -208,7 +277,7 @@ fn specs(args: &VmArgs) -> Vec<String> {
     specs
 }
 
-fn chosen_packages(args: &VmArgs, available: &BTreeSet<String>) -> Result<Vec<String>> {
+fn chosen_packages(args: &VmArgs, available: &Available) -> Result<Vec<String>> {
     let mut packages: Vec<String> = Vec::new();
     for spec in specs(args) {
         let package = kernel::resolve(&spec, available).ok_or_else(|| {
@@ -394,6 +463,15 @@ fn initramfs(kernel: &Kernel, build: &Build, test_args: &[String], out: &Path) -
     tree.bytes("/etc/tcp-trace-vm/tests", tests.into_bytes(), 0o644)?;
     tree.bytes("/etc/tcp-trace-vm/modules", modules.into_bytes(), 0o644)?;
     tree.bytes(
+        "/etc/tcp-trace-vm/formats",
+        FORMATS
+            .iter()
+            .map(|f| format!("{f}\n"))
+            .collect::<String>()
+            .into_bytes(),
+        0o644,
+    )?;
+    tree.bytes(
         "/etc/tcp-trace-vm/cwd",
         format!("{}\n", build.package_dir.display()).into_bytes(),
         0o644,
@@ -419,6 +497,44 @@ fn initramfs(kernel: &Kernel, build: &Build, test_args: &[String], out: &Path) -
     let dir = out.parent().expect("a directory");
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     tree.write_gz(out)
+}
+
+/// Writes the tracepoint formats the guest printed into `dir/<category>/<name>.format`;
+/// returns how many.
+fn save_formats(log: &Path, dir: &Path) -> Result<usize> {
+    let text = fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
+    let formats = formats_in(&text);
+    if formats.is_empty() {
+        return Ok(0);
+    }
+    if dir.exists() {
+        fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    for (event, body) in &formats {
+        let path = dir.join(format!("{event}.format"));
+        fs::create_dir_all(path.parent().expect("a directory"))
+            .with_context(|| format!("creating {}", dir.display()))?;
+        fs::write(&path, body).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(formats.len())
+}
+
+/// The `format` files in a console log, by event (`sock/inet_sock_set_state`).
+fn formats_in(log: &str) -> BTreeMap<String, String> {
+    let mut formats = BTreeMap::<String, String>::new();
+    for line in log.lines() {
+        let line = line.trim_end_matches('\r');
+        let Some((_, rest)) = line.split_once(FORMAT_MARKER) else {
+            continue;
+        };
+        let (event, body) = rest.split_once(' ').unwrap_or((rest, ""));
+        if FORMATS.contains(&event) {
+            let f = formats.entry(event.to_owned()).or_default();
+            f.push_str(body);
+            f.push('\n');
+        }
+    }
+    formats
 }
 
 struct Verdict {
@@ -507,5 +623,27 @@ fn verdict(kernel: &Kernel, o: &Outcome) -> Verdict {
         reasons,
         counts: format!("{passed} passed, {failed} failed, {ignored} ignored"),
         show_tail,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_come_out_of_the_console_log() {
+        let log = "TCP_TRACE_VM_BOOTED 5.10.0-46-cloud-amd64 uptime 6.1s\r\n\
+            TCP_TRACE_VM_FORMAT tcp/tcp_send_reset name: tcp_send_reset\r\n\
+            TCP_TRACE_VM_FORMAT tcp/tcp_send_reset ID: 1234\r\n\
+            TCP_TRACE_VM_FORMAT tcp/tcp_send_reset \r\n\
+            TCP_TRACE_VM_FORMAT tcp/tcp_send_reset \tfield:const void * skbaddr;\toffset:8;\r\n\
+            TCP_TRACE_VM_FORMAT_MISSING tcp/tcp_receive_reset\r\n\
+            TCP_TRACE_VM_FORMAT ../../etc/passwd x\r\n";
+        let f = formats_in(log);
+        assert_eq!(f.len(), 1);
+        assert_eq!(
+            f["tcp/tcp_send_reset"],
+            "name: tcp_send_reset\nID: 1234\n\n\tfield:const void * skbaddr;\toffset:8;\n"
+        );
     }
 }
