@@ -15,5 +15,6 @@ pub mod pipeline;
 pub mod privilege;
 pub mod record;
 pub mod render;
+pub mod sockdiag;
 pub mod source;
 pub mod trace;
