@@ -181,7 +181,7 @@ impl Source {
         }
         fs::read_dir(self.dir(vm_dir).join("lists")).is_ok_and(|d| {
             d.filter_map(|e| e.ok())
-                .any(|e| e.file_name().to_string_lossy().ends_with("_Packages"))
+                .any(|e| e.file_name().to_string_lossy().contains("_Packages"))
         })
     }
 
@@ -202,9 +202,11 @@ impl Source {
         let list = self.sources_list(&host_mirrors()?)?;
         let path = dir.join("sources.list");
         fs::write(&path, list).with_context(|| format!("writing {}", path.display()))?;
+        // apt's progress goes to stderr: stdout carries only the PASS/FAIL lines.
         run(Command::new("apt-get")
             .args(self.apt_options(vm_dir))
-            .arg("update"))
+            .arg("update")
+            .stdout(std::io::stderr()))
     }
 
     /// The one-line-style sources.list of a private source on the host's mirrors.
@@ -424,7 +426,8 @@ fn fetch_one(package: &str, source: Source, debs: &Path, vm_dir: &Path) -> Resul
         run(Command::new("apt-get")
             .current_dir(&partial)
             .args(source.apt_options(vm_dir))
-            .args(["download", package]))
+            .args(["download", package])
+            .stdout(std::io::stderr()))
     };
     if let Err(e) = download() {
         if source == Source::Host {
