@@ -9,7 +9,12 @@ use crate::clock::WallClock;
 use crate::correlate::{Config, Connection, ConversationJoiner, Correlator};
 use crate::decode::{self, Event};
 use crate::record;
-use crate::render::{self, events::TimeColumn, ladder::LadderOptions, summary::Summary};
+use crate::render::{
+    self,
+    events::TimeColumn,
+    ladder::LadderOptions,
+    summary::{Summary, Unplaced},
+};
 
 /// Counters a run reports at the end.
 #[derive(Clone, Copy, Debug, Default)]
@@ -30,6 +35,8 @@ pub struct RunStats {
     /// Runs of the state-transition program the kernel skipped that its `_nested`
     /// twin reported instead.
     pub caught_nested: u64,
+    /// Events the correlator could not place (filled at the end of a run).
+    pub unplaced: Unplaced,
 }
 
 pub fn summary_line(s: &RunStats, evicted: u64) -> String {
@@ -41,8 +48,21 @@ pub fn summary_line(s: &RunStats, evicted: u64) -> String {
     } else {
         String::new()
     };
+    let u = s.unplaced;
+    let unplaced = if u.total() > 0 {
+        format!(
+            ", {} unplaced ({} matched no connection, {} later than the reorder window, {} cut short by socket reuse, {} SYN-ACK retransmits untracked)",
+            u.total(),
+            u.orphan_events,
+            u.late_events,
+            u.superseded,
+            u.untracked_requests
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "tcp-trace: {} events, {} lost, {} filtered in the kernel, {} undecodable, {} evicted connections, {} accept/connect returns without socket{skipped}",
+        "tcp-trace: {} events, {} lost, {} filtered in the kernel, {} undecodable, {} evicted connections, {} accept/connect returns without socket{skipped}{unplaced}",
         s.events, s.lost, s.filtered, s.decode_errors, evicted, s.fd_walk_failed
     )
 }
@@ -91,6 +111,16 @@ impl<W: Write> Output<W> {
             // A recording marks them as lost events at this point.
             Output::Record(w) => w.lost(count),
             Output::Render(r) => r.skipped(count, total),
+        }
+    }
+
+    /// The clock reached `now_ns` (CLOCK_MONOTONIC, read before the ring was last
+    /// drained): connections complete by then are rendered without waiting for
+    /// another event.
+    pub fn advance(&mut self, now_ns: u64) -> io::Result<()> {
+        match self {
+            Output::Record(_) => Ok(()),
+            Output::Render(r) => r.advance(now_ns),
         }
     }
 
@@ -273,6 +303,15 @@ impl<W: Write> Renderer<W> {
         Ok(())
     }
 
+    pub fn advance(&mut self, now_ns: u64) -> io::Result<()> {
+        if let Some(c) = self.correlator.as_mut() {
+            c.advance(now_ns);
+            c.drain_finished(&mut self.finished);
+            self.emit_finished()?;
+        }
+        Ok(())
+    }
+
     fn emit_finished(&mut self) -> io::Result<()> {
         let finished = std::mem::take(&mut self.finished);
         for c in finished {
@@ -325,9 +364,18 @@ impl<W: Write> Renderer<W> {
 
     pub fn finish(&mut self, stats: &RunStats) -> io::Result<()> {
         let mut evicted = 0;
+        let mut stats = *stats;
         if let Some(mut c) = self.correlator.take() {
             let rest = c.flush();
             evicted = c.evicted();
+            let cs = c.stats();
+            stats.unplaced = Unplaced {
+                orphan_events: cs.orphan_events,
+                late_events: cs.late_events,
+                superseded: cs.superseded,
+                untracked_requests: cs.untracked_requests,
+            };
+            self.summary.set_unplaced(stats.unplaced);
             for conn in rest {
                 self.connection(conn)?;
             }
@@ -352,7 +400,7 @@ impl<W: Write> Renderer<W> {
         if self.json() {
             writeln!(
                 self.out,
-                "{{\"type\":\"stats\",\"events\":{},\"submitted\":{},\"lost\":{},\"filtered\":{},\"decode_errors\":{},\"evicted\":{evicted},\"fd_walk_failed\":{},\"skipped\":{},\"caught_nested\":{}}}",
+                "{{\"type\":\"stats\",\"events\":{},\"submitted\":{},\"lost\":{},\"filtered\":{},\"decode_errors\":{},\"evicted\":{evicted},\"fd_walk_failed\":{},\"skipped\":{},\"caught_nested\":{},\"orphan_events\":{},\"late_events\":{},\"superseded\":{},\"untracked_requests\":{}}}",
                 stats.events,
                 stats.submitted,
                 stats.lost,
@@ -360,11 +408,15 @@ impl<W: Write> Renderer<W> {
                 stats.decode_errors,
                 stats.fd_walk_failed,
                 stats.skipped,
-                stats.caught_nested
+                stats.caught_nested,
+                stats.unplaced.orphan_events,
+                stats.unplaced.late_events,
+                stats.unplaced.superseded,
+                stats.unplaced.untracked_requests
             )?;
         }
         self.out.flush()?;
-        eprintln!("{}", summary_line(stats, evicted));
+        eprintln!("{}", summary_line(&stats, evicted));
         Ok(())
     }
 }

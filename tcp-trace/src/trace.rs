@@ -196,6 +196,10 @@ async fn live<W: Write>(
                 _ = sigterm.recv() => stop = true,
                 _ = &mut sleep => stop = true,
             }
+            // The clock first: every event stamped before it is in the ring by the
+            // time the drain below ends (less the reorder window, which covers
+            // programs still running on another CPU).
+            let now = monotonic_ns();
             let mut err = None;
             source.drain(|bytes| {
                 if err.is_some() || stats.events >= limit {
@@ -214,6 +218,9 @@ async fn live<W: Write>(
                 return Err(e);
             }
             let done = stats.events >= limit;
+            if !stop && !done {
+                out.advance(now)?;
+            }
             if stop || done || last_check.elapsed() >= Duration::from_secs(1) {
                 last_check = tokio::time::Instant::now();
                 reported.report(&loaded.counters(), &mut out)?;

@@ -181,6 +181,9 @@ impl PeerView {
     }
 }
 
+/// `connect()` on a non-blocking socket returns `-EINPROGRESS` right after the SYN.
+pub const EINPROGRESS: i64 = 115;
+
 /// One connection (one generation of one kernel socket), as emitted by the correlator.
 ///
 /// Field names are a stable contract (DESIGN §4): add fields, never rename.
@@ -270,8 +273,13 @@ pub struct Connection {
     pub evicted: bool,
     /// Client: SYN_SENT → ESTABLISHED. Server: SYN_RECV → ESTABLISHED.
     pub handshake_ns: Option<u64>,
-    /// Client: connect() return − SYN_SENT.
+    /// Client: how long connecting took. Blocking `connect()`: its return − SYN_SENT.
+    /// Non-blocking (`connect_nonblocking`): the syscall returned at once with
+    /// EINPROGRESS, so this is ESTABLISHED (or the CLOSE of a failed attempt) − SYN_SENT.
     pub connect_latency_ns: Option<u64>,
+    /// Client: the first `connect()` returned -EINPROGRESS (a non-blocking socket): the
+    /// handshake went on after the call returned.
+    pub connect_nonblocking: bool,
     /// Client: connect() return − ESTABLISHED (negative: returned before, e.g. EINPROGRESS).
     pub connect_after_established_ns: Option<i64>,
     /// Server: accept() return − ESTABLISHED (time in the accept queue).
@@ -349,6 +357,7 @@ impl Connection {
             evicted: false,
             handshake_ns: None,
             connect_latency_ns: None,
+            connect_nonblocking: false,
             connect_after_established_ns: None,
             accept_wait_ns: None,
             lifetime_ns: None,
@@ -444,9 +453,25 @@ impl Connection {
         };
         let conn_t = self.connect.map(|c| c.t_ns);
         self.connect_return_ns = conn_t;
-        self.connect_latency_ns = match (conn_t, syn_sent) {
-            (Some(c), Some(s)) => Some(c.saturating_sub(s)),
-            _ => None,
+        self.connect_nonblocking = self.connect.is_some_and(|c| c.ret == -EINPROGRESS);
+        self.connect_latency_ns = if self.connect_nonblocking {
+            // Until the socket was connected, or the attempt ended (refused, timed out).
+            let failed = || {
+                self.states
+                    .iter()
+                    .skip(1)
+                    .find(|e| e.state == TcpState::Close)
+                    .map(|e| e.t_ns)
+            };
+            match (est.or_else(failed), syn_sent) {
+                (Some(e), Some(s)) => Some(e.saturating_sub(s)),
+                _ => None,
+            }
+        } else {
+            match (conn_t, syn_sent) {
+                (Some(c), Some(s)) => Some(c.saturating_sub(s)),
+                _ => None,
+            }
         };
         self.connect_after_established_ns = match (conn_t, est) {
             (Some(c), Some(e)) => Some(c as i64 - e as i64),

@@ -45,8 +45,8 @@ use serde::Serialize;
 use connection::PeerView;
 pub(crate) use connection::StackStr;
 pub use connection::{
-    Connection, Endpoint, HalfOpenRequest, ListenerInfo, Outcome, PidSource, Role, StateEntry,
-    SyscallReturn,
+    Connection, EINPROGRESS, Endpoint, HalfOpenRequest, ListenerInfo, Outcome, PidSource, Role,
+    StateEntry, SyscallReturn,
 };
 pub use conversation::{Conversation, ConversationJoiner, conversations};
 use hash::{FastMap, fast_map};
@@ -117,6 +117,91 @@ pub struct Stats {
 /// Local and remote (address, port), IPv4-mapped IPv6 addresses folded to IPv4.
 type Tuple = (IpAddr, u16, IpAddr, u16);
 
+/// Inode of a network namespace as the kernel side reports it (0 = unknown). Part of
+/// every key that pairs or looks up: two namespaces may use the same addresses and
+/// ports at the same time.
+type Netns = u32;
+
+/// An entry of the tuple index: (network namespace, slot, connection id).
+type TupleRef = (Netns, usize, u64);
+
+/// The live sockets with one 4-tuple: usually one; several when network namespaces
+/// reuse the same addresses and ports (`more` does not allocate until then).
+struct TupleEntries {
+    first: TupleRef,
+    more: Vec<TupleRef>,
+}
+
+impl TupleEntries {
+    fn iter(&self) -> impl Iterator<Item = &TupleRef> {
+        std::iter::once(&self.first).chain(self.more.iter())
+    }
+
+    /// The socket with this tuple in namespace `ns`.
+    fn get(&self, ns: Netns) -> Option<(usize, u64)> {
+        self.iter().find(|e| e.0 == ns).map(|&(_, i, id)| (i, id))
+    }
+
+    /// The one socket with this tuple, when there is exactly one (in any namespace).
+    fn only(&self) -> Option<TupleRef> {
+        self.more.is_empty().then_some(self.first)
+    }
+}
+
+/// Tuple index operations over `FastMap<Tuple, TupleEntries>`.
+trait TupleIndex {
+    fn insert_ref(&mut self, key: Tuple, r: TupleRef);
+    fn remove_ref(&mut self, key: &Tuple, r: TupleRef);
+}
+
+impl TupleIndex for FastMap<Tuple, TupleEntries> {
+    fn insert_ref(&mut self, key: Tuple, r: TupleRef) {
+        match self.get_mut(&key) {
+            None => {
+                self.insert(
+                    key,
+                    TupleEntries {
+                        first: r,
+                        more: Vec::new(),
+                    },
+                );
+            }
+            Some(e) => {
+                // One socket per tuple and namespace: a newer one replaces the older.
+                if e.first.0 == r.0 {
+                    e.first = r;
+                } else if let Some(m) = e.more.iter_mut().find(|m| m.0 == r.0) {
+                    *m = r;
+                } else {
+                    e.more.push(r);
+                }
+            }
+        }
+    }
+
+    fn remove_ref(&mut self, key: &Tuple, r: TupleRef) {
+        let Some(e) = self.get_mut(key) else {
+            return;
+        };
+        if e.first == r {
+            match e.more.pop() {
+                Some(m) => e.first = m,
+                None => {
+                    self.remove(key);
+                }
+            }
+        } else {
+            e.more.retain(|m| *m != r);
+        }
+    }
+}
+
+/// Addresses that never leave their network namespace (loopback): a socket on them
+/// can only be paired with one in the same namespace.
+fn ns_local(a: IpAddr) -> bool {
+    norm(a).is_loopback()
+}
+
 const NIL: usize = usize::MAX;
 
 fn norm(a: IpAddr) -> IpAddr {
@@ -136,10 +221,16 @@ struct Slot {
     live: bool,
     conn: Connection,
     closed_at: Option<u64>,
-    /// Key under which this socket is in `by_tuple`.
-    tuple_key: Option<Tuple>,
-    /// Port under which this listener is in `listeners`.
-    listen_port: Option<u16>,
+    /// Network namespace of the socket (0 until an event names it).
+    netns: Netns,
+    /// Key under which this socket is in `by_tuple` (with `netns` at that time).
+    tuple_key: Option<(Netns, Tuple)>,
+    /// Namespace and port under which this listener is in `listeners`.
+    listen_port: Option<(Netns, u16)>,
+    /// Child socket whose request (SYN-ACK retransmits) is not taken yet: before
+    /// 6.15 the child's LISTEN → SYN_RECV carries the listener's addresses, so the
+    /// request is found once a later event gives the child's own tuple.
+    request_open: bool,
     /// Child: its listener (slot, id).
     listener: Option<(usize, u64)>,
     /// The peer socket on this host (slot, id).
@@ -156,8 +247,10 @@ impl Slot {
             live: false,
             conn: blank(),
             closed_at: None,
+            netns: 0,
             tuple_key: None,
             listen_port: None,
+            request_open: false,
             listener: None,
             peer: None,
             peer_view: None,
@@ -226,9 +319,9 @@ pub struct Correlator {
     head: usize,
     tail: usize,
     by_sk: FastMap<u64, usize>,
-    by_tuple: FastMap<Tuple, (usize, u64)>,
-    listeners: FastMap<u16, Vec<(usize, u64)>>,
-    pending: FastMap<Tuple, PendingReq>,
+    by_tuple: FastMap<Tuple, TupleEntries>,
+    listeners: FastMap<(Netns, u16), Vec<(usize, u64)>>,
+    pending: FastMap<(Netns, Tuple), PendingReq>,
     /// (deadline, slot, id) of closed connections, in close order.
     expiry: VecDeque<(u64, usize, u64)>,
     /// (deadline, slot, id) of held connections (see `hold`), in hold order.
@@ -324,6 +417,31 @@ impl Correlator {
         // Everything up to here has been applied: closed connections whose linger
         // ended before it are complete.
         self.expire(self.max_ts.saturating_sub(window));
+    }
+
+    /// Time passes without events: `now_ns` is a CLOCK_MONOTONIC time (the clock of
+    /// the events) such that every event stamped up to `now_ns − reorder window` has
+    /// been pushed — a live source reads the clock, then drains its ring, then calls
+    /// this. Buffered events that old are applied and closed connections whose wait
+    /// ended are emitted, as a newer event would have done: on an idle host a finished
+    /// connection comes out with the clock, not with the next event. Still pure: the
+    /// time is an argument.
+    pub fn advance(&mut self, now_ns: u64) {
+        if now_ns <= self.max_ts {
+            return;
+        }
+        self.max_ts = now_ns;
+        let window = self.cfg.reorder_window_ns;
+        let mut queue = std::mem::take(&mut self.queue);
+        while let Some(front) = queue.front() {
+            if front.ts_ns.saturating_add(window) > now_ns {
+                break;
+            }
+            self.apply(front);
+            queue.pop_front();
+        }
+        self.queue = queue;
+        self.expire(now_ns.saturating_sub(window));
     }
 
     /// Inserts `ev` after every buffered event with a timestamp at or before its own
@@ -486,10 +604,8 @@ impl Correlator {
         if self.by_sk.get(&sk) == Some(&i) {
             self.by_sk.remove(&sk);
         }
-        if let Some(k) = self.slots[i].tuple_key.take()
-            && self.by_tuple.get(&k) == Some(&(i, id))
-        {
-            self.by_tuple.remove(&k);
+        if let Some((ns, k)) = self.slots[i].tuple_key.take() {
+            self.by_tuple.remove_ref(&k, (ns, i, id));
         }
         self.slots[i].held = true;
         self.held.push_back((until, i, id));
@@ -516,7 +632,7 @@ impl Correlator {
                 self.create(ev, role, !start)
             }
         };
-        self.touch(i, ev.ts_ns);
+        self.touch(i, ev);
         {
             let c = &mut self.slots[i].conn;
             if c.states.is_empty() {
@@ -540,10 +656,10 @@ impl Correlator {
             }
         }
         self.attribute(i, ev, false);
-        self.update_tuple(i, ev);
-        if ev.netns != 0 {
-            self.slots[i].conn.netns = Some(ev.netns as u64);
+        if (old, new) == (Listen, SynRecv) {
+            self.slots[i].request_open = true;
         }
+        self.update_tuple(i, ev);
         if (old, new) == (Listen, SynRecv) {
             self.attach_child(i);
         }
@@ -564,7 +680,7 @@ impl Correlator {
             Some(i) => i,
             None => self.create(ev, Role::Listener, true),
         };
-        self.touch(i, ev.ts_ns);
+        self.touch(i, ev);
         self.attribute(i, ev, false);
         let lid = {
             let c = &mut self.slots[i].conn;
@@ -585,12 +701,14 @@ impl Correlator {
         if self.slots[i].listen_port.is_none() && self.slots[i].closed_at.is_none() {
             self.index_listener(i);
         }
-        let (Some(key), Some(local), Some(remote)) = (event_tuple(ev), ev.local, ev.remote) else {
+        let (Some(tuple), Some(local), Some(remote)) = (event_tuple(ev), ev.local, ev.remote)
+        else {
             let c = &mut self.slots[i].conn;
             c.synack_retransmits += 1;
             c.synack_retransmit_ts_ns.push(ev.ts_ns);
             return;
         };
+        let key = (self.slots[i].netns, tuple);
         if let Some(p) = self.pending.get_mut(&key) {
             if p.listener_id == lid && p.req == req {
                 p.ts.push(ev.ts_ns);
@@ -651,7 +769,7 @@ impl Correlator {
                 i
             }
         };
-        self.touch(i, ev.ts_ns);
+        self.touch(i, ev);
         self.attribute(i, ev, false);
         self.update_tuple(i, ev);
         let c = &mut self.slots[i].conn;
@@ -683,7 +801,7 @@ impl Correlator {
                 }
             }
         } else {
-            match event_tuple(ev).and_then(|k| self.by_tuple.get(&k).copied()) {
+            match event_tuple(ev).and_then(|k| self.tuple_lookup(&k, ev.netns)) {
                 Some((i, id)) if self.slots[i].live && self.slots[i].conn.id == id => i,
                 _ => {
                     self.stats.orphan_events += 1;
@@ -691,7 +809,7 @@ impl Correlator {
                 }
             }
         };
-        self.touch(i, ev.ts_ns);
+        self.touch(i, ev);
         if ev.skaddr != 0 {
             self.attribute(i, ev, false);
             self.update_tuple(i, ev);
@@ -711,7 +829,7 @@ impl Correlator {
             self.stats.orphan_events += 1;
             return;
         };
-        self.touch(i, ev.ts_ns);
+        self.touch(i, ev);
         self.attribute(i, ev, true);
         let c = &mut self.slots[i].conn;
         if c.role == Role::Unknown {
@@ -738,15 +856,16 @@ impl Correlator {
             return;
         };
         // The socket address may have been reused: the tuple must agree when known.
-        if let (Some(k), Some(own)) = (event_tuple(ev), self.slots[i].tuple_key)
+        if let (Some(k), Some((_, own))) = (event_tuple(ev), self.slots[i].tuple_key)
             && k.1 != 0
             && k.3 != 0
+            && !k.0.is_unspecified()
             && k != own
         {
             self.stats.orphan_events += 1;
             return;
         }
-        self.touch(i, ev.ts_ns);
+        self.touch(i, ev);
         self.attribute(i, ev, true);
         self.update_tuple(i, ev);
         let first = {
@@ -766,14 +885,57 @@ impl Correlator {
             }
             first
         };
-        if first
-            && let Some((l, lid)) = self.slots[i].listener
-            && self.slots[l].live
-            && self.slots[l].conn.id == lid
+        if first {
+            if let Some(pid) = ev
+                .owner
+                .map(|o| o.pid)
+                .or(ev.task_ctx.then_some(ev.ctx_pid))
+            {
+                self.relink_to_acceptor(i, pid);
+            }
+            if let Some((l, lid)) = self.slots[i].listener
+                && self.slots[l].live
+                && self.slots[l].conn.id == lid
+                && let Some(info) = self.slots[l].conn.listener.as_mut()
+            {
+                info.accepted += 1;
+            }
+        }
+    }
+
+    /// SO_REUSEPORT: several listening sockets share one address and port, each
+    /// usually in its own process, and the kernel queues each child on one of them.
+    /// Before accept() only the address and port tell, so the child may have been
+    /// linked to the wrong member of the group; accept() by process `pid` shows the
+    /// queue it was on when `pid` owns exactly one listener of the group.
+    fn relink_to_acceptor(&mut self, i: usize, pid: u32) {
+        let Some((l, lid)) = self.slots[i].listener else {
+            return;
+        };
+        if self.slots[l].conn.pid == Some(pid) {
+            return;
+        }
+        let Some(key) = self.slots[l].listen_port else {
+            return;
+        };
+        let addr = self.slots[l].conn.saddr.map(norm);
+        let Some(list) = self.listeners.get(&key) else {
+            return;
+        };
+        let mut own = list.iter().copied().filter(|&(m, mid)| {
+            let s = &self.slots[m];
+            s.live && s.conn.id == mid && s.conn.pid == Some(pid) && s.conn.saddr.map(norm) == addr
+        });
+        let (Some(found), None) = (own.next(), own.next()) else {
+            return;
+        };
+        if self.slots[l].conn.id == lid
             && let Some(info) = self.slots[l].conn.listener.as_mut()
         {
-            info.accepted += 1;
+            info.children = info.children.saturating_sub(1);
         }
+        self.slots[i].listener = None;
+        self.link_listener(i, found);
     }
 
     // ---- helpers ----
@@ -794,13 +956,15 @@ impl Correlator {
     /// Server if a live listener owns the local port, else unknown.
     fn role_from_port(&self, ev: &Event) -> Role {
         match ev.local {
-            Some((a, p)) if p != 0 && self.find_listener(a, p).is_some() => Role::Server,
+            Some((a, p)) if p != 0 && self.find_listener(ev.netns, a, p).is_some() => Role::Server,
             _ => Role::Unknown,
         }
     }
 
-    fn find_listener(&self, addr: IpAddr, port: u16) -> Option<(usize, u64)> {
-        let list = self.listeners.get(&port)?;
+    /// The live listener in namespace `ns` that takes connections to `addr:port`: one
+    /// bound to that address, else one bound to the wildcard address.
+    fn find_listener(&self, ns: Netns, addr: IpAddr, port: u16) -> Option<(usize, u64)> {
+        let list = self.listeners.get(&(ns, port))?;
         let addr = norm(addr);
         let mut wildcard = None;
         for &(l, lid) in list {
@@ -822,51 +986,69 @@ impl Correlator {
         if s.listen_port.is_some() || s.conn.sport == 0 {
             return;
         }
-        let port = s.conn.sport;
-        s.listen_port = Some(port);
+        let key = (s.netns, s.conn.sport);
+        s.listen_port = Some(key);
         let id = s.conn.id;
-        self.listeners.entry(port).or_default().push((i, id));
+        self.listeners.entry(key).or_default().push((i, id));
     }
 
     fn unindex_listener(&mut self, i: usize) {
-        let Some(port) = self.slots[i].listen_port.take() else {
+        let Some(key) = self.slots[i].listen_port.take() else {
             return;
         };
         let id = self.slots[i].conn.id;
-        if let Some(v) = self.listeners.get_mut(&port) {
+        if let Some(v) = self.listeners.get_mut(&key) {
             v.retain(|&e| e != (i, id));
             if v.is_empty() {
-                self.listeners.remove(&port);
+                self.listeners.remove(&key);
             }
         }
     }
 
-    /// A child socket appeared: take over its request's SYN-ACK retransmits and find
-    /// its listener.
+    /// A child socket appeared (LISTEN → SYN_RECV): find its listener, and its request
+    /// when the child's tuple is already known (from 6.15 on; before, the transition
+    /// carries the listener's addresses and `take_request` runs once a later event
+    /// gives the child's own).
     fn attach_child(&mut self, i: usize) {
-        let key = self.conn_tuple(i);
-        let mut listener = None;
-        if let Some(p) = key.and_then(|k| self.pending.remove(&k)) {
-            let l = &self.slots[p.listener_slot];
-            if l.live && l.conn.id == p.listener_id {
-                listener = Some((p.listener_slot, p.listener_id));
-            }
-            let c = &mut self.slots[i].conn;
-            c.synack_retransmits += p.ts.len() as u32;
-            if c.synack_retransmit_ts_ns.is_empty() {
-                c.synack_retransmit_ts_ns = p.ts;
-            } else {
-                c.synack_retransmit_ts_ns.extend_from_slice(&p.ts);
-            }
+        let listener = self.take_request(i).or_else(|| {
+            let port = self.slots[i].conn.sport;
+            let addr = self.slots[i].conn.saddr?;
+            self.find_listener(self.slots[i].netns, addr, port)
+        });
+        if let Some(l) = listener {
+            self.link_listener(i, l);
         }
-        if listener.is_none()
-            && let Some(a) = self.slots[i].conn.saddr
-        {
-            listener = self.find_listener(a, self.slots[i].conn.sport);
+    }
+
+    /// Moves the SYN-ACK retransmits of the child's request (same namespace, same
+    /// tuple) onto the child; returns the request's listener if it is still live.
+    fn take_request(&mut self, i: usize) -> Option<(usize, u64)> {
+        if !self.slots[i].request_open {
+            return None;
         }
-        let Some((l, lid)) = listener else {
+        let tuple = self.conn_tuple(i)?;
+        self.slots[i].request_open = false;
+        let p = self.pending.remove(&(self.slots[i].netns, tuple))?;
+        let l = &self.slots[p.listener_slot];
+        let listener =
+            (l.live && l.conn.id == p.listener_id).then_some((p.listener_slot, p.listener_id));
+        let c = &mut self.slots[i].conn;
+        c.synack_retransmits += p.ts.len() as u32;
+        if c.synack_retransmit_ts_ns.is_empty() {
+            c.synack_retransmit_ts_ns = p.ts;
+        } else {
+            c.synack_retransmit_ts_ns.extend_from_slice(&p.ts);
+            c.synack_retransmit_ts_ns.sort_unstable();
+        }
+        listener
+    }
+
+    /// Makes `l` the listener of child `i` (once): counts the child there and lends
+    /// the child the listener's owner until a better source names one.
+    fn link_listener(&mut self, i: usize, (l, lid): (usize, u64)) {
+        if self.slots[i].listener.is_some() {
             return;
-        };
+        }
         self.slots[i].listener = Some((l, lid));
         self.slots[i].conn.listener_id = Some(lid);
         let (lpid, lcomm) = {
@@ -884,29 +1066,47 @@ impl Correlator {
         }
     }
 
+    /// The socket's 4-tuple once both ends are known. A connected socket never has
+    /// an unspecified local address: one seen here is the listener's, copied into a
+    /// child before its own (kernels before 6.15).
     fn conn_tuple(&self, i: usize) -> Option<Tuple> {
         let c = &self.slots[i].conn;
         match (c.saddr, c.daddr) {
-            (Some(s), Some(d)) if c.sport != 0 && c.dport != 0 => {
+            (Some(s), Some(d))
+                if c.sport != 0 && c.dport != 0 && !s.is_unspecified() && !d.is_unspecified() =>
+            {
                 Some((norm(s), c.sport, norm(d), c.dport))
             }
             _ => None,
         }
     }
 
+    /// The live socket with tuple `k` in namespace `ns`; with the namespace unknown
+    /// (or no socket there), the only socket with that tuple in any namespace.
+    fn tuple_lookup(&self, k: &Tuple, ns: Netns) -> Option<(usize, u64)> {
+        let e = self.by_tuple.get(k)?;
+        e.get(ns).or_else(|| e.only().map(|(_, i, id)| (i, id)))
+    }
+
     /// Learns the socket's 4-tuple from an event (ports may be 0 early on or at the
-    /// CLOSE), indexes it and links the peer socket on this host.
+    /// CLOSE; a child's first transition may carry its listener's wildcard address
+    /// and no remote end), indexes it and links the peer socket on this host.
     fn update_tuple(&mut self, i: usize, ev: &Event) {
+        // An end is weak while its port is 0 or its address unspecified: a later event
+        // with a real one replaces it.
+        let weak = |a: Option<IpAddr>, p: u16| a.is_none_or(|a| a.is_unspecified()) || p == 0;
         {
             let c = &mut self.slots[i].conn;
             if let Some((a, p)) = ev.local
-                && (c.saddr.is_none() || (c.sport == 0 && p != 0))
+                && weak(c.saddr, c.sport)
+                && (c.saddr.is_none() || !weak(Some(a), p) || (c.sport == 0 && p != 0))
             {
                 c.saddr = Some(a);
                 c.sport = p;
             }
             if let Some((a, p)) = ev.remote
-                && (c.daddr.is_none() || (c.dport == 0 && p != 0))
+                && weak(c.daddr, c.dport)
+                && (c.daddr.is_none() || !weak(Some(a), p) || (c.dport == 0 && p != 0))
             {
                 c.daddr = Some(a);
                 c.dport = p;
@@ -918,26 +1118,53 @@ impl Correlator {
                 return;
             }
         }
-        let Some(key) = self.conn_tuple(i) else {
+        let Some(tuple) = self.conn_tuple(i) else {
             return;
         };
+        let ns = self.slots[i].netns;
+        let key = (ns, tuple);
         if self.slots[i].tuple_key == Some(key) {
             return;
         }
         let id = self.slots[i].conn.id;
-        if let Some(old) = self.slots[i].tuple_key.replace(key)
-            && self.by_tuple.get(&old) == Some(&(i, id))
-        {
-            self.by_tuple.remove(&old);
+        if let Some((ons, old)) = self.slots[i].tuple_key.replace(key) {
+            self.by_tuple.remove_ref(&old, (ons, i, id));
         }
-        self.by_tuple.insert(key, (i, id));
-        let mirror = (key.2, key.3, key.0, key.1);
-        let Some(&(j, jid)) = self.by_tuple.get(&mirror) else {
+        self.by_tuple.insert_ref(tuple, (ns, i, id));
+        if self.slots[i].request_open
+            && let Some(l) = self.take_request(i)
+        {
+            self.link_listener(i, l);
+        }
+        if self.slots[i].conn.role == Role::Server && self.slots[i].listener.is_none() {
+            // The child's own local address: its listener can be found now.
+            let (a, p) = (tuple.0, tuple.1);
+            if let Some(l) = self.find_listener(ns, a, p) {
+                self.link_listener(i, l);
+            }
+        }
+        self.link_peer(i, ns, tuple);
+    }
+
+    /// Links socket `i` with the socket of the mirrored tuple: in the same namespace;
+    /// in another namespace (veth, a container) only when that socket is the only one
+    /// with the mirrored tuple and the addresses can leave a namespace (not loopback).
+    fn link_peer(&mut self, i: usize, ns: Netns, tuple: Tuple) {
+        let mirror = (tuple.2, tuple.3, tuple.0, tuple.1);
+        let Some(e) = self.by_tuple.get(&mirror) else {
             return;
+        };
+        let (j, jid) = match e.get(ns) {
+            Some(found) => found,
+            None => match e.only() {
+                Some((_, j, jid)) if !ns_local(tuple.0) && !ns_local(tuple.2) => (j, jid),
+                _ => return,
+            },
         };
         if j == i || !self.slots[j].live || self.slots[j].conn.id != jid {
             return;
         }
+        let id = self.slots[i].conn.id;
         let (a, b) = (&self.slots[i].conn, &self.slots[j].conn);
         let same_side = a.role == b.role && a.role != Role::Unknown;
         if a.peer.is_some() || b.peer.is_some() || same_side {
@@ -991,6 +1218,7 @@ impl Correlator {
         self.stats.connections += 1;
         let mut conn = Connection::new(id, role, ev.skaddr, ev.family, ev.ts_ns);
         conn.open_before_start = open_before_start;
+        conn.netns = (ev.netns != 0).then_some(ev.netns as u64);
         let i = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -1003,8 +1231,10 @@ impl Correlator {
         s.live = true;
         s.conn = conn;
         s.closed_at = None;
+        s.netns = ev.netns;
         s.tuple_key = None;
         s.listen_port = None;
+        s.request_open = false;
         s.listener = None;
         s.peer = None;
         s.peer_view = None;
@@ -1015,8 +1245,15 @@ impl Correlator {
         i
     }
 
-    fn touch(&mut self, i: usize, ts: u64) {
-        let c = &mut self.slots[i].conn;
+    fn touch(&mut self, i: usize, ev: &Event) {
+        let ts = ev.ts_ns;
+        let s = &mut self.slots[i];
+        // A socket never changes namespace: the first one named sticks.
+        if s.netns == 0 && ev.netns != 0 {
+            s.netns = ev.netns;
+            s.conn.netns = Some(ev.netns as u64);
+        }
+        let c = &mut s.conn;
         c.last_ts_ns = c.last_ts_ns.max(ts);
         c.first_ts_ns = c.first_ts_ns.min(ts);
         if self.head != i {
@@ -1070,7 +1307,21 @@ impl Correlator {
         let from = c.states.first().map_or(c.first_ts_ns, |e| e.t_ns);
         let to = s.closed_at.unwrap_or(c.last_ts_ns).max(c.last_ts_ns);
         let within = |ts: &[u64]| ts.first().is_some_and(|&t| t >= from && t <= to);
-        if let Some(p) = self.pending.get(&(rs, rp, ls, lp))
+        let server_side = (rs, rp, ls, lp);
+        // The server is in the client's namespace, or (not over loopback) in another
+        // one: then only a request nobody else could have made counts.
+        let cross_ns = !ns_local(ls) && !ns_local(rs);
+        let pending = self.pending.get(&(s.netns, server_side)).or_else(|| {
+            if !cross_ns {
+                return None;
+            }
+            let mut found = self.pending.iter().filter(|(k, _)| k.1 == server_side);
+            match (found.next(), found.next()) {
+                (Some((_, p)), None) => Some(p),
+                _ => None,
+            }
+        });
+        if let Some(p) = pending
             && within(&p.ts)
         {
             return Some(HalfOpenRequest {
@@ -1084,7 +1335,20 @@ impl Correlator {
             });
         }
         // Dropped already (another request on the tuple): on the live listener.
-        let (l, _) = self.find_listener(rs, rp)?;
+        let (l, _) = self.find_listener(s.netns, rs, rp).or_else(|| {
+            if !cross_ns {
+                return None;
+            }
+            let mut found = self
+                .listeners
+                .keys()
+                .filter(|k| k.1 == rp)
+                .filter_map(|&(ns, _)| self.find_listener(ns, rs, rp));
+            match (found.next(), found.next()) {
+                (Some(l), None) => Some(l),
+                _ => None,
+            }
+        })?;
         let info = self.slots[l].conn.listener.as_ref()?;
         info.half_open_requests
             .iter()
@@ -1119,10 +1383,8 @@ impl Correlator {
         let sk = s.conn.skaddr;
         let closed = s.closed_at.take().is_some();
         s.listener = None;
-        if let Some(k) = s.tuple_key.take()
-            && self.by_tuple.get(&k) == Some(&(i, id))
-        {
-            self.by_tuple.remove(&k);
+        if let Some((ns, k)) = s.tuple_key.take() {
+            self.by_tuple.remove_ref(&k, (ns, i, id));
         }
         if self.by_sk.get(&sk) == Some(&i) {
             self.by_sk.remove(&sk);

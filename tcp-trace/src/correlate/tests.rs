@@ -114,7 +114,9 @@ fn non_blocking_connect_einprogress() {
     let c = one(&conns, Role::Client);
     let r = c.connect.unwrap();
     assert_eq!((r.ret, r.errno), (-115, Some("EINPROGRESS")));
-    assert_eq!(c.connect_latency_ns, Some(5 * US));
+    // Non-blocking: the latency runs until ESTABLISHED, not to the syscall's return.
+    assert!(c.connect_nonblocking);
+    assert_eq!(c.connect_latency_ns, Some(41 * US));
     assert_eq!(c.connect_after_established_ns, Some(-36_000));
     assert!(c.open && c.established);
     assert_eq!(c.outcome, Outcome::Open);
@@ -1240,4 +1242,208 @@ fn reorder_buffer_matches_a_heap_ordered_by_time_then_arrival() {
             20_000
         );
     }
+}
+
+// ---- servers as users run them (issue: wildcard, reuseport, namespaces) ----
+
+/// Before 6.15 the child's first transition carries the wildcard listener's
+/// addresses: the child still gets its own tuple, accept() return and peer.
+#[test]
+fn pre615_wildcard_child_gets_tuple_accept_and_peer() {
+    let conns = run(&pre615_sequence());
+    assert_eq!(conns.len(), 3, "{conns:#?}");
+    let c = one(&conns, Role::Client);
+    let s = one(&conns, Role::Server);
+    let l = one(&conns, Role::Listener);
+    assert_eq!(s.saddr.unwrap().to_string(), "127.0.0.1");
+    assert_eq!((s.sport, s.dport), (8080, 51234));
+    assert_eq!(s.accept.map(|a| a.ret), Some(5));
+    assert_eq!(s.peer, Some(c.id));
+    assert_eq!(c.peer, Some(s.id));
+    assert_eq!(s.listener_id, Some(l.id));
+    let info = l.listener.as_ref().unwrap();
+    assert_eq!((info.children, info.accepted), (1, 1));
+    assert_eq!(run(&pre615_sequence()), run(&design_sequence()));
+}
+
+/// Without the fix the child kept 0.0.0.0 and the accept return was an orphan.
+#[test]
+fn pre615_accept_is_not_orphaned() {
+    let mut c = Correlator::default();
+    for e in pre615_sequence() {
+        c.push(e);
+    }
+    c.flush();
+    assert_eq!(c.stats().orphan_events, 0);
+}
+
+/// A wildcard listener retransmits its SYN-ACK (the third ACK was lost): before 6.15
+/// the child's request is found once SYN_RECV → ESTABLISHED gives the child's tuple.
+#[test]
+fn pre615_synack_retransmit_lands_on_the_child() {
+    let cl = "127.0.0.1:40500";
+    let mut ev = vec![listen(T0, LISTENER, "0.0.0.0:8080")];
+    ev.extend(client_open(T0 + MS, CLIENT, cl, SV));
+    ev.push(
+        Ev::synack(T0 + 1_001 * MS, LISTENER, 0xc0)
+            .tuple(SV, cl)
+            .softirq(0)
+            .ev(),
+    );
+    let mut child = child_open(T0 + 1_500 * MS, CHILD, SV, cl);
+    child[0].local = Some(ep("0.0.0.0:8080"));
+    child[0].remote = Some(ep("0.0.0.0:0"));
+    ev.extend(child);
+    let conns = run(&ev);
+    let s = one(&conns, Role::Server);
+    let l = one(&conns, Role::Listener);
+    assert_eq!(s.synack_retransmits, 1, "{s:#?}");
+    assert_eq!(s.saddr.unwrap().to_string(), "127.0.0.1");
+    assert_eq!(l.synack_retransmits, 0);
+    assert!(l.listener.as_ref().unwrap().half_open_requests.is_empty());
+    assert_eq!(l.listener.as_ref().unwrap().children, 1);
+}
+
+/// The design sequence with every socket address shifted and a namespace set.
+fn in_netns(ns: u32, shift: u64, dt: u64, pid_shift: u32) -> Vec<Event> {
+    design_sequence()
+        .into_iter()
+        .map(|mut e| {
+            e.netns = ns;
+            e.skaddr += shift;
+            e.ts_ns += dt;
+            if let Some(o) = e.owner.as_mut() {
+                o.pid += pid_shift;
+                o.tid += pid_shift;
+            }
+            if e.task_ctx {
+                e.ctx_pid += pid_shift;
+            }
+            e
+        })
+        .collect()
+}
+
+/// Two namespaces run the same connection (same addresses and ports) interleaved:
+/// each end is paired with the end of its own namespace and never the other's.
+#[test]
+fn identical_tuples_in_two_namespaces_never_cross_pair() {
+    let mut ev = in_netns(111, 0, 0, 0);
+    ev.extend(in_netns(222, 0x100_0000, 1_000, 1_000));
+    ev.sort_by_key(|e| e.ts_ns);
+    let conns = run(&ev);
+    assert_eq!(conns.len(), 6, "{conns:#?}");
+    let ns_of = |id: u64| conns.iter().find(|c| c.id == id).unwrap().netns;
+    for c in conns.iter().filter(|c| c.role != Role::Listener) {
+        let peer = c.peer.unwrap_or_else(|| panic!("no peer: {c:#?}"));
+        assert_eq!(ns_of(peer), c.netns, "cross-namespace pair: {c:#?}");
+    }
+    for c in conns.iter().filter(|c| c.role == Role::Server) {
+        let l = conns.iter().find(|l| Some(l.id) == c.listener_id).unwrap();
+        assert_eq!(l.netns, c.netns);
+        assert_eq!(l.listener.as_ref().unwrap().children, 1);
+    }
+}
+
+/// Ends in two namespaces joined by veth (not loopback) are paired when the mirrored
+/// tuple is unique; over loopback they never are (loopback cannot leave a namespace).
+#[test]
+fn cross_namespace_pairs_only_off_loopback() {
+    let build = |cl: &str, sv: &str| {
+        let mut ev = client_open(T0, CLIENT, cl, sv);
+        ev.extend(child_open(T0 + 20 * US, CHILD, sv, cl));
+        for e in &mut ev {
+            e.netns = if e.skaddr == CLIENT { 1 } else { 2 };
+        }
+        run(&ev)
+    };
+    let veth = build("10.0.0.1:40000", "10.0.0.2:80");
+    assert!(veth.iter().all(|c| c.peer.is_some()), "{veth:#?}");
+    let lo = build("127.0.0.1:40000", "127.0.0.1:80");
+    assert!(lo.iter().all(|c| c.peer.is_none()), "{lo:#?}");
+}
+
+/// On an idle host the clock, not a next event, completes a closed connection.
+#[test]
+fn advance_emits_closed_connections_without_new_events() {
+    let ev: Vec<Event> = design_sequence()
+        .into_iter()
+        .filter(|e| e.skaddr != LISTENER || e.ts_ns < T0 + 100 * MS)
+        .collect();
+    let last = ev.iter().map(|e| e.ts_ns).max().unwrap();
+    let mut c = Correlator::default();
+    let mut out = Vec::new();
+    for e in &ev {
+        c.push(*e);
+        c.drain_finished(&mut out);
+    }
+    assert!(out.is_empty(), "nothing can be complete yet: {out:#?}");
+    // Still inside the linger for late events: nothing yet.
+    c.advance(last + 50 * MS);
+    c.drain_finished(&mut out);
+    assert!(out.is_empty());
+    // Past the linger (100 ms) and the reorder window (20 ms).
+    c.advance(last + 200 * MS);
+    c.drain_finished(&mut out);
+    let roles: Vec<Role> = out.iter().map(|c| c.role).collect();
+    assert_eq!(roles.len(), 2, "{out:#?}");
+    assert!(roles.contains(&Role::Client) && roles.contains(&Role::Server));
+    // The clock going back changes nothing.
+    c.advance(last);
+    assert_eq!(c.stats().emitted, 2);
+}
+
+/// SO_REUSEPORT: two processes listen on the same address and port. The child was
+/// linked to the first listener by address and port; accept() by the second process
+/// moves it to that process's listener.
+#[test]
+fn reuseport_child_moves_to_the_acceptors_listener() {
+    const L2: u64 = LISTENER + 0x80;
+    let cl = "127.0.0.1:40600";
+    let mut ev = vec![listen(T0, LISTENER, "0.0.0.0:8080")];
+    ev.push(
+        Ev::tr(T0 + US, L2, Close, Listen)
+            .tuple("0.0.0.0:8080", "0.0.0.0:0")
+            .owner(18, "nginx")
+            .task()
+            .ev(),
+    );
+    ev.extend(client_open(T0 + MS, CLIENT, cl, SV));
+    ev.extend(child_open(T0 + MS + 50 * US, CHILD, SV, cl));
+    ev.push(
+        Ev::accept(T0 + 2 * MS, CHILD, 6, 9)
+            .tuple(SV, cl)
+            .owner(18, "nginx")
+            .ev(),
+    );
+    let conns = run(&ev);
+    let s = one(&conns, Role::Server);
+    assert_eq!(s.pid, Some(18));
+    let ls = by_role(&conns, Role::Listener);
+    let l18 = ls.iter().find(|l| l.pid == Some(18)).unwrap();
+    let l17 = ls.iter().find(|l| l.pid == Some(17)).unwrap();
+    assert_eq!(s.listener_id, Some(l18.id));
+    let counts = |l: &Connection| {
+        let i = l.listener.as_ref().unwrap();
+        (i.children, i.accepted)
+    };
+    assert_eq!(counts(l18), (1, 1));
+    assert_eq!(counts(l17), (0, 0));
+}
+
+/// A listener in another namespace on the same port is never taken for this one.
+#[test]
+fn listener_lookup_is_per_namespace() {
+    let cl = "127.0.0.1:40700";
+    let mut ev = vec![Ev(listen(T0, LISTENER, "0.0.0.0:8080")).netns(7).ev()];
+    ev.extend(client_open(T0 + MS, CLIENT, cl, SV));
+    ev.extend(child_open(T0 + MS + 50 * US, CHILD, SV, cl));
+    for e in ev.iter_mut().skip(1) {
+        e.netns = 8;
+    }
+    let conns = run(&ev);
+    let s = one(&conns, Role::Server);
+    assert_eq!(s.listener_id, None, "{s:#?}");
+    let l = one(&conns, Role::Listener);
+    assert_eq!(l.listener.as_ref().unwrap().children, 0);
 }

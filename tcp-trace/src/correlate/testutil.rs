@@ -81,6 +81,11 @@ impl Ev {
         self.0.remote = Some(r);
         self
     }
+    /// Inode of the socket's network namespace.
+    pub fn netns(mut self, ns: u32) -> Ev {
+        self.0.netns = ns;
+        self
+    }
     pub fn owner(mut self, pid: u32, comm: &str) -> Ev {
         self.0.owner = Some(Owner {
             pid,
@@ -205,6 +210,30 @@ pub(crate) fn design_sequence() -> Vec<Event> {
             .task()
             .ev(),
     ]
+}
+
+/// [`design_sequence`] as kernels before 6.15 report it (Debian 11's 5.10, 12's 6.1
+/// and 6.12): the child's LISTEN → SYN_RECV fires while the child still carries its
+/// wildcard listener's addresses (local 0.0.0.0, no remote end); only the local port
+/// is already the child's. SYN_RECV → ESTABLISHED has the real tuple.
+pub(crate) fn pre615_sequence() -> Vec<Event> {
+    let mut ev = design_sequence();
+    let child_open = ev
+        .iter_mut()
+        .find(|e| {
+            e.skaddr == CHILD
+                && matches!(
+                    e.kind,
+                    EventKind::Transition {
+                        old: Listen,
+                        new: SynRecv
+                    }
+                )
+        })
+        .expect("LISTEN -> SYN_RECV");
+    child_open.local = Some(ep("0.0.0.0:8080"));
+    child_open.remote = Some(ep("0.0.0.0:0"));
+    ev
 }
 
 pub(crate) const T0: u64 = 1_000 * MS;

@@ -688,6 +688,8 @@ pub fn connection(w: &mut impl Write, c: &Connection) -> io::Result<()> {
     put_opt(s, c.handshake_ns, put_u64);
     s.put(b",\"connect_latency_ns\":");
     put_opt(s, c.connect_latency_ns, put_u64);
+    s.put(b",\"connect_nonblocking\":");
+    put_bool(s, c.connect_nonblocking);
     s.put(b",\"connect_after_established_ns\":");
     put_opt(s, c.connect_after_established_ns, put_i64);
     s.put(b",\"accept_wait_ns\":");
@@ -1044,6 +1046,7 @@ mod tests {
         c.evicted = r.next().is_multiple_of(2);
         c.handshake_ns = opt(r, Rng::num);
         c.connect_latency_ns = opt(r, Rng::num);
+        c.connect_nonblocking = r.next().is_multiple_of(2);
         c.connect_after_established_ns = opt(r, |r| r.num() as i64);
         c.accept_wait_ns = opt(r, |r| r.num() as i64);
         c.lifetime_ns = opt(r, Rng::num);

@@ -383,7 +383,12 @@ fn side_rows(rows: &mut Rows, c: &Connection, side: Side, other: Option<&Connect
     }
 
     for r in &c.connect_calls {
-        rows.add(r.t_ns, side, syscall_text("connect", r.ret, r.errno), None);
+        let mut text = syscall_text("connect", r.ret, r.errno);
+        if r.ret == -crate::correlate::EINPROGRESS {
+            // The handshake goes on after the call: say so where it returned.
+            text.push_str(" (non-blocking)");
+        }
+        rows.add(r.t_ns, side, text, None);
     }
     if let Some(a) = c.accept {
         let name = if a.accept4 { "accept4" } else { "accept" };

@@ -78,11 +78,33 @@ pub struct Summary {
     roles: [RoleCounts; 4],
     handshake: Histogram<u64>,
     connect: Histogram<u64>,
+    connect_nonblocking: Histogram<u64>,
     accept_wait: Histogram<u64>,
     lifetime: Histogram<u64>,
+    unplaced: Unplaced,
     lost_events: u64,
     skipped_runs: u64,
     evicted: u64,
+}
+
+/// Events the correlator could not place on a connection (see `correlate::Stats`):
+/// reported beside lost events, never dropped in silence.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Unplaced {
+    /// connect()/accept() returns, resets and retransmits that matched no socket.
+    pub orphan_events: u64,
+    /// Events that arrived later than the reorder window (applied out of order).
+    pub late_events: u64,
+    /// Records cut short because their socket started anew without a CLOSE seen.
+    pub superseded: u64,
+    /// SYN-ACK retransmits not tracked per request (too many half-open requests).
+    pub untracked_requests: u64,
+}
+
+impl Unplaced {
+    pub fn total(&self) -> u64 {
+        self.orphan_events + self.late_events + self.superseded + self.untracked_requests
+    }
 }
 
 impl Default for Summary {
@@ -131,8 +153,10 @@ impl Summary {
             roles: [RoleCounts::default(); 4],
             handshake: hist(),
             connect: hist(),
+            connect_nonblocking: hist(),
             accept_wait: hist(),
             lifetime: hist(),
+            unplaced: Unplaced::default(),
             lost_events: 0,
             skipped_runs: 0,
             evicted: 0,
@@ -152,7 +176,12 @@ impl Summary {
             }
         };
         rec(&mut self.handshake, c.handshake_ns.map(|v| v as i64));
-        rec(&mut self.connect, c.connect_latency_ns.map(|v| v as i64));
+        let connect = if c.connect_nonblocking {
+            &mut self.connect_nonblocking
+        } else {
+            &mut self.connect
+        };
+        rec(connect, c.connect_latency_ns.map(|v| v as i64));
         rec(&mut self.accept_wait, c.accept_wait_ns);
         rec(&mut self.lifetime, c.lifetime_ns.map(|v| v as i64));
     }
@@ -160,6 +189,15 @@ impl Summary {
     /// Events the kernel side could not deliver (ring buffer full).
     pub fn set_lost_events(&mut self, n: u64) {
         self.lost_events = n;
+    }
+
+    /// What the correlator could not place.
+    pub fn set_unplaced(&mut self, u: Unplaced) {
+        self.unplaced = u;
+    }
+
+    pub fn unplaced(&self) -> Unplaced {
+        self.unplaced
     }
 
     /// Hook runs the kernel skipped (the program already running on that CPU).
@@ -183,8 +221,13 @@ impl Summary {
     pub fn handshake(&self) -> Percentiles {
         percentiles(&self.handshake)
     }
+    /// Blocking connects: connect() return − SYN_SENT.
     pub fn connect_latency(&self) -> Percentiles {
         percentiles(&self.connect)
+    }
+    /// Non-blocking connects: ESTABLISHED (or failure) − SYN_SENT.
+    pub fn connect_latency_nonblocking(&self) -> Percentiles {
+        percentiles(&self.connect_nonblocking)
     }
     pub fn accept_wait(&self) -> Percentiles {
         percentiles(&self.accept_wait)
@@ -214,6 +257,14 @@ impl Summary {
             },
             self.evicted,
         )?;
+        let u = self.unplaced;
+        if u.total() > 0 {
+            writeln!(
+                w,
+                "unplaced events: {} matched no connection, {} later than the reorder window, {} records cut short by socket reuse, {} SYN-ACK retransmits not tracked per request",
+                u.orphan_events, u.late_events, u.superseded, u.untracked_requests
+            )?;
+        }
         writeln!(
             w,
             "{:<10} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>9} {:>7}",
@@ -260,9 +311,13 @@ impl Summary {
         for (name, p) in [
             ("handshake", self.handshake()),
             ("connect latency", self.connect_latency()),
+            ("connect (nonblock)", self.connect_latency_nonblocking()),
             ("accept wait", self.accept_wait()),
             ("lifetime", self.lifetime()),
         ] {
+            if name == "connect (nonblock)" && p.count == 0 {
+                continue;
+            }
             write!(w, "{name:<18} {:>7}", p.count)?;
             for v in [p.p50, p.p90, p.p99, p.max] {
                 match v {
@@ -288,15 +343,20 @@ impl Serialize for Summary {
                 m.end()
             }
         }
-        let mut m = ser.serialize_map(Some(10))?;
+        let mut m = ser.serialize_map(Some(12))?;
         m.serialize_entry("type", "summary")?;
         m.serialize_entry("connections", &self.total())?;
         m.serialize_entry("lost_events", &self.lost_events)?;
         m.serialize_entry("skipped_runs", &self.skipped_runs)?;
         m.serialize_entry("evicted", &self.evicted)?;
+        m.serialize_entry("unplaced", &self.unplaced)?;
         m.serialize_entry("by_role", &ByRole(self))?;
         m.serialize_entry("handshake_ns", &self.handshake())?;
         m.serialize_entry("connect_latency_ns", &self.connect_latency())?;
+        m.serialize_entry(
+            "connect_latency_nonblocking_ns",
+            &self.connect_latency_nonblocking(),
+        )?;
         m.serialize_entry("accept_wait_ns", &self.accept_wait())?;
         m.serialize_entry("lifetime_ns", &self.lifetime())?;
         m.end()
