@@ -234,6 +234,18 @@ pub struct Owner {
     pub netns: u32,
 }
 
+/// Key of the in-kernel listener table: a listening port is only unique within its
+/// network namespace (two containers may both listen on :80).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ListenKey {
+    /// Inode of the listener's network namespace (0 = unknown).
+    pub netns: u32,
+    /// Local port, host byte order.
+    pub port: u16,
+    pub _pad: u16,
+}
+
 /// Per-thread state of a `connect()` in progress (enter → SYN_SENT → exit).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -273,4 +285,5 @@ mod pod {
     unsafe impl aya::Pod for Filter {}
     unsafe impl aya::Pod for Owner {}
     unsafe impl aya::Pod for PendingCall {}
+    unsafe impl aya::Pod for ListenKey {}
 }

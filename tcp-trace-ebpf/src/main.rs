@@ -21,8 +21,8 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
 use tcp_trace_common::{
-    AF_INET, AF_INET6, Filter, IPPROTO_TCP, KernelOffsets, NO_FIELD, Owner, PendingCall, RawEvent,
-    TpLayout, counter, flags, kind,
+    AF_INET, AF_INET6, Filter, IPPROTO_TCP, KernelOffsets, ListenKey, NO_FIELD, Owner, PendingCall,
+    RawEvent, TpLayout, counter, flags, kind,
 };
 
 // ---------------------------------------------------------------------------
@@ -109,10 +109,20 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT
 #[map]
 static OWNERS: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(65536, 0);
 
-/// Local port of a listening socket → its owner, so that a child socket created in
-/// softirq (LISTEN → SYN_RECV) is attributed before accept() returns.
+/// Network namespace and local port of a listening socket → its owner, so that a
+/// child socket created in softirq (LISTEN → SYN_RECV) is attributed before accept()
+/// returns. Keyed by namespace too: containers listen on the same ports.
 #[map]
-static LISTENERS: LruHashMap<u16, Owner> = LruHashMap::with_max_entries(4096, 0);
+static LISTENERS: LruHashMap<ListenKey, Owner> = LruHashMap::with_max_entries(4096, 0);
+
+#[inline(always)]
+fn listen_key(netns: u32, port: u16) -> ListenKey {
+    ListenKey {
+        netns,
+        port,
+        _pad: 0,
+    }
+}
 
 /// Thread → connect() in progress (fd at enter, socket at SYN_SENT).
 #[map]
@@ -130,9 +140,11 @@ const TCP_SYN_SENT: u8 = 2;
 const TCP_SYN_RECV: u8 = 3;
 const TCP_FIN_WAIT1: u8 = 4;
 const TCP_CLOSE: u8 = 7;
+const TCP_TIME_WAIT: u8 = 6;
 const TCP_CLOSE_WAIT: u8 = 8;
 const TCP_LAST_ACK: u8 = 9;
 const TCP_LISTEN: u8 = 10;
+const TCP_NEW_SYN_RECV: u8 = 12;
 const EAGAIN: i64 = 11;
 const SOCK_STREAM: u16 = 1;
 
@@ -342,6 +354,45 @@ fn read_tuple(ctx: &TracePointContext, l: &TpLayout, ev: &mut RawEvent) {
         }
     }
     ev.flags |= flags::HAS_TUPLE;
+}
+
+/// Reads family, ports and addresses of a socket that may not be a full `struct sock`:
+/// a timewait or request sock (`struct inet_timewait_sock`, `struct request_sock`)
+/// begins with the same `struct sock_common` but has no `inet_sport`, so its local
+/// port is `skc_num` (host order), which such socks keep.
+#[inline(always)]
+fn read_any_sock_tuple(o: &KernelOffsets, sk: u64, state: u8, ev: &mut RawEvent) -> bool {
+    if state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV {
+        if !read_common_tuple(o, sk, ev) {
+            return false;
+        }
+        ev.sport = unsafe { rd::<u16>(sk, o.skc_num as u64) };
+        true
+    } else {
+        read_sock_tuple(o, sk, ev)
+    }
+}
+
+/// Family, remote port and addresses from `struct sock_common` (no local port).
+#[inline(always)]
+fn read_common_tuple(o: &KernelOffsets, sk: u64, ev: &mut RawEvent) -> bool {
+    unsafe {
+        let family = rd::<u16>(sk, o.skc_family as u64);
+        if family == 0 {
+            return false;
+        }
+        ev.family = family as u8;
+        ev.dport = u16::from_be(rd::<u16>(sk, o.skc_dport as u64));
+        if ev.family == AF_INET {
+            rd_into(v4_of(&mut ev.saddr), sk, o.skc_rcv_saddr as u64);
+            rd_into(v4_of(&mut ev.daddr), sk, o.skc_daddr as u64);
+        } else {
+            rd_into(&mut ev.saddr, sk, o.skc_v6_rcv_saddr as u64);
+            rd_into(&mut ev.daddr, sk, o.skc_v6_daddr as u64);
+        }
+    }
+    ev.flags |= flags::HAS_TUPLE;
+    true
 }
 
 /// Reads family, ports and addresses from a `struct sock` (offsets from BTF).
@@ -627,7 +678,7 @@ fn on_state(ev: &mut RawEvent, task: bool) {
             let o = owner_of(skaddr);
             let _ = OWNERS.insert(&skaddr, &o, 0);
             if ev.newstate == TCP_LISTEN {
-                let _ = LISTENERS.insert(&ev.sport, &o, 0);
+                let _ = LISTENERS.insert(&listen_key(o.netns, ev.sport), &o, 0);
             }
             set_owner(ev, &o, 0);
         }
@@ -644,7 +695,9 @@ fn on_state(ev: &mut RawEvent, task: bool) {
                 || ev.newstate == TCP_SYN_RECV
                 || ev.newstate == TCP_ESTABLISHED
             {
-                if let Some(o) = unsafe { LISTENERS.get(&ev.sport) } {
+                // The child is in its listener's namespace.
+                let netns = netns_of(opaque(&raw const OFFSETS), skaddr);
+                if let Some(o) = unsafe { LISTENERS.get(&listen_key(netns, ev.sport)) } {
                     let o = *o;
                     let _ = OWNERS.insert(&skaddr, &o, 0);
                     set_owner(ev, &o, flags::OWNER_FROM_LISTENER);
@@ -672,9 +725,10 @@ fn on_state(ev: &mut RawEvent, task: bool) {
         // The address may be reused by a new socket: forget this one's owner.
         let _ = OWNERS.remove(&skaddr);
         if ev.oldstate == TCP_LISTEN {
-            if let Some(o) = unsafe { LISTENERS.get(&ev.sport) } {
+            let key = listen_key(ev.netns, ev.sport);
+            if let Some(o) = unsafe { LISTENERS.get(&key) } {
                 if o.tgid == ev.owner_tgid {
-                    let _ = LISTENERS.remove(&ev.sport);
+                    let _ = LISTENERS.remove(&key);
                 }
             }
         }
@@ -978,8 +1032,8 @@ fn synack_args(sk: u64, req: u64) {
     };
     ev.aux = req;
     ev.newstate = TCP_SYN_RECV;
-    if req != 0 && read_sock_tuple(&o, req, ev) {
-        ev.sport = unsafe { rd::<u16>(req, o.skc_num as u64) };
+    if req != 0 {
+        read_any_sock_tuple(&o, req, TCP_NEW_SYN_RECV, ev);
     }
     attribute(ev, false);
     emit(ev);
@@ -998,7 +1052,8 @@ fn sock_args(k: u8, sk: u64) {
     ev.aux = u64::MAX;
     if sk != 0 {
         ev.newstate = unsafe { rd::<u8>(sk, o.skc_state as u64) };
-        read_sock_tuple(&o, sk, ev);
+        // tcp_send_reset may be called with a timewait or request sock.
+        read_any_sock_tuple(&o, sk, ev.newstate, ev);
         attribute(ev, false);
     }
     emit(ev);
