@@ -2,12 +2,17 @@
 //! tests and the lab to make real traffic with known timing.
 //!
 //!   tcp-trace-peer server ADDR PORT [--accepts N] [--close-delay-ms MS] [--null-accept]
+//!       [--v6only] [--reuseport]
 //!       listens, prints `listening PORT` on stdout, accepts N connections with
 //!       accept4(fd, NULL, NULL) (or with an address buffer), reads until EOF and
-//!       closes each MS after the peer's FIN. Prints `pid PID` first.
+//!       closes each MS after the peer's FIN. Prints `pid PID` first. `--v6only`: an
+//!       IPv6 listener that takes no IPv4 (IPV6_V6ONLY); `--reuseport`: SO_REUSEPORT,
+//!       so that several servers can share the port (then give the port, not 0).
 //!   tcp-trace-peer client ADDR PORT [--count N] [--send BYTES] [--wait-stdin]
-//!       [--delay-before-send-ms MS]
-//!       connects N times (blocking connect), sends BYTES bytes, closes first.
+//!       [--delay-before-send-ms MS] [--nonblock]
+//!       connects N times (blocking connect, or with `--nonblock` a non-blocking one
+//!       that returns EINPROGRESS and is waited for with poll, as curl does), sends
+//!       BYTES bytes, closes first.
 //!       Prints `connect ok LOCALPORT` or `connect err ERRNO` per attempt.
 use std::io::{BufRead, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -17,7 +22,7 @@ use std::time::Duration;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: tcp-trace-peer server ADDR PORT [--accepts N] [--close-delay-ms MS] [--null-accept]\n       tcp-trace-peer client ADDR PORT [--count N] [--send BYTES] [--wait-stdin] [--delay-before-send-ms MS]"
+        "usage: tcp-trace-peer server ADDR PORT [--accepts N] [--close-delay-ms MS] [--null-accept] [--v6only] [--reuseport]\n       tcp-trace-peer client ADDR PORT [--count N] [--send BYTES] [--wait-stdin] [--delay-before-send-ms MS] [--nonblock]"
     );
     ExitCode::from(2)
 }
@@ -29,6 +34,9 @@ struct Opts {
     delay_before_send_ms: u64,
     wait_stdin: bool,
     null_accept: bool,
+    v6only: bool,
+    reuseport: bool,
+    nonblock: bool,
 }
 
 fn parse_opts(rest: &[String]) -> Option<Opts> {
@@ -39,6 +47,9 @@ fn parse_opts(rest: &[String]) -> Option<Opts> {
         delay_before_send_ms: 0,
         wait_stdin: false,
         null_accept: false,
+        v6only: false,
+        reuseport: false,
+        nonblock: false,
     };
     let mut i = 0;
     while i < rest.len() {
@@ -55,6 +66,21 @@ fn parse_opts(rest: &[String]) -> Option<Opts> {
             }
             "--null-accept" => {
                 o.null_accept = true;
+                i += 1;
+                continue;
+            }
+            "--v6only" => {
+                o.v6only = true;
+                i += 1;
+                continue;
+            }
+            "--reuseport" => {
+                o.reuseport = true;
+                i += 1;
+                continue;
+            }
+            "--nonblock" => {
+                o.nonblock = true;
                 i += 1;
                 continue;
             }
@@ -94,8 +120,136 @@ fn main() -> ExitCode {
     }
 }
 
+/// A listening socket with the options std does not offer.
+fn listen(addr: SocketAddr, o: &Opts) -> std::io::Result<TcpListener> {
+    if !o.v6only && !o.reuseport {
+        return TcpListener::bind(addr);
+    }
+    let family = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain socket(2); the fd is owned by the TcpListener below.
+    let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh socket we own.
+    let l = unsafe { TcpListener::from_raw_fd(fd) };
+    let one: libc::c_int = 1;
+    let set = |level, name| {
+        // SAFETY: valid fd, pointer to a c_int of the given size.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    set(libc::SOL_SOCKET, libc::SO_REUSEADDR)?;
+    if o.reuseport {
+        set(libc::SOL_SOCKET, libc::SO_REUSEPORT)?;
+    }
+    if o.v6only {
+        set(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)?;
+    }
+    let (storage, len) = sockaddr_of(addr);
+    // SAFETY: storage holds a sockaddr_in/in6 of `len` bytes.
+    if unsafe { libc::bind(fd, (&storage as *const libc::sockaddr_storage).cast(), len) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: bound socket.
+    if unsafe { libc::listen(fd, 1024) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(l)
+}
+
+fn sockaddr_of(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all zeroes is a valid sockaddr_storage.
+    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            let sin = unsafe {
+                &mut *(&mut st as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+            };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6 = unsafe {
+                &mut *(&mut st as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_addr.s6_addr = a.ip().octets();
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (st, len as libc::socklen_t)
+}
+
+/// A non-blocking connect as curl makes it: connect() returns EINPROGRESS, poll()
+/// waits for the socket to become writable, SO_ERROR tells the outcome.
+fn connect_nonblocking(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let family = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain socket(2); owned by the TcpStream below.
+    let fd = unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh socket we own.
+    let s = unsafe { TcpStream::from_raw_fd(fd) };
+    let (storage, len) = sockaddr_of(addr);
+    // SAFETY: storage holds a sockaddr of `len` bytes.
+    let r = unsafe { libc::connect(fd, (&storage as *const libc::sockaddr_storage).cast(), len) };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(e);
+        }
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(&mut pfd, 1, 30_000) } <= 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::TimedOut));
+        }
+        if let Some(e) = s.take_error()? {
+            return Err(e);
+        }
+    }
+    s.set_nonblocking(false)?;
+    Ok(s)
+}
+
 fn server(addr: SocketAddr, o: &Opts) -> std::io::Result<()> {
-    let l = TcpListener::bind(addr)?;
+    let l = listen(addr, o)?;
     println!("listening {}", l.local_addr()?.port());
     std::io::stdout().flush()?;
     for _ in 0..o.count {
@@ -140,7 +294,12 @@ fn client(addr: SocketAddr, o: &Opts) -> std::io::Result<()> {
         std::io::stdin().lock().read_line(&mut line)?;
     }
     for _ in 0..o.count {
-        match TcpStream::connect(addr) {
+        let attempt = if o.nonblock {
+            connect_nonblocking(addr)
+        } else {
+            TcpStream::connect(addr)
+        };
+        match attempt {
             Ok(mut s) => {
                 println!("connect ok {}", s.local_addr()?.port());
                 std::io::stdout().flush()?;

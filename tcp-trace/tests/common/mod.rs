@@ -84,6 +84,21 @@ impl Tracer {
         }
     }
 
+    /// Hands stdout over to a reader thread: lines as they are printed, while the
+    /// tracer runs (`collect`/`stop` then return no lines).
+    pub fn stream_stdout(&mut self) -> mpsc::Receiver<String> {
+        let stdout = self.stdout.take().expect("stdout not taken yet");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        rx
+    }
+
     /// Stops with SIGINT and returns (stdout JSON lines, exit code).
     pub fn stop(self) -> (Vec<Value>, i32) {
         // Let the 10 ms poll timer pick up the last events (generously: a tracer in a

@@ -1,0 +1,565 @@
+//! Privileged: servers as users run them. Wildcard listeners (`0.0.0.0`, dual-stack
+//! `[::]`, v6-only `[::]`), SO_REUSEPORT groups, identical traffic in two network
+//! namespaces at once, non-blocking connects over a lossy path, and an idle host
+//! where a finished connection must be printed while the tracer runs.
+//!
+//! Before 6.15 the child's LISTEN → SYN_RECV carries its listener's addresses
+//! (`docs/kernel-facts.md`): these tests are what shows the tuple, the accept()
+//! return and the peer are still right there (they run in the 5.10, 6.1 and 6.12
+//! guests of `cargo xtask vm-test`).
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+const N: usize = 20;
+
+fn conns(lines: &[Value]) -> Vec<&Value> {
+    lines.iter().filter(|l| l["type"] == "connection").collect()
+}
+
+fn by_id<'a>(conns: &[&'a Value]) -> HashMap<u64, &'a Value> {
+    conns
+        .iter()
+        .map(|c| (c["id"].as_u64().unwrap(), *c))
+        .collect()
+}
+
+/// Runs a server on `listen` (+ `extra` options) and `N` clients to `connect`, all in
+/// a fresh network namespace; returns the tracer's JSON lines and the server pid.
+fn serve(listen: &str, connect: &str, extra: &[&str], tag: &str) -> (Vec<Value>, u64, u16) {
+    let ns = Netns::new(tag);
+    let port = free_port();
+    let ps = port.to_string();
+    let n = N.to_string();
+    let t = Tracer::start(&["--json", "--view", "conns", "-P", &ps]);
+    let mut args = vec![
+        "server",
+        listen,
+        &ps,
+        "--accepts",
+        &n,
+        "--close-delay-ms",
+        "0",
+        "--null-accept",
+    ];
+    args.extend_from_slice(extra);
+    let mut server = Peer::spawn(peer_cmd(Some(&ns.name), &args));
+    assert_eq!(server.line(), format!("listening {port}"));
+    let client = Peer::spawn(peer_cmd(
+        Some(&ns.name),
+        &["client", connect, &ps, "--count", &n, "--send", "1"],
+    ));
+    assert_eq!(client.wait(), 0);
+    let spid = server.pid as u64;
+    assert_eq!(server.wait(), 0);
+    let (lines, code) = t.stop();
+    assert_eq!(code, 0);
+    (lines, spid, port)
+}
+
+/// Every server end carries its own local address (never the wildcard), its
+/// accept() return, the server's pid and its peer; the listener counts N children
+/// and N accepted.
+fn assert_wildcard(lines: &[Value], spid: u64, port: u16, local: &str, listen: &str) {
+    let all = conns(lines);
+    let ids = by_id(&all);
+    let servers: Vec<&Value> = all
+        .iter()
+        .copied()
+        .filter(|c| c["role"] == "server" && c["established"] == true)
+        .collect();
+    assert_eq!(servers.len(), N, "established server connections: {all:#?}");
+    for c in &servers {
+        assert_eq!(c["saddr"], local, "server local address: {c}");
+        assert_eq!(c["sport"], port, "{c}");
+        assert!(
+            c["accept"]["ret"].as_i64().is_some_and(|r| r >= 0),
+            "accept return: {c}"
+        );
+        assert_eq!(c["pid"], spid, "{c}");
+        let peer = c["peer"].as_u64().unwrap_or_else(|| panic!("no peer: {c}"));
+        let p = ids[&peer];
+        assert_eq!(p["role"], "client", "{p}");
+        assert_eq!(p["dport"], port, "{p}");
+        assert_eq!(p["sport"], c["dport"], "{p}");
+    }
+    let listeners: Vec<&Value> = all
+        .iter()
+        .copied()
+        .filter(|c| c["role"] == "listener" && c["sport"] == port)
+        .collect();
+    assert_eq!(listeners.len(), 1, "{listeners:#?}");
+    let l = listeners[0];
+    assert_eq!(l["saddr"], listen, "{l}");
+    assert_eq!(l["listener"]["children"], N as u64, "{l}");
+    assert_eq!(l["listener"]["accepted"], N as u64, "{l}");
+    for c in &servers {
+        assert_eq!(c["listener_id"], l["id"], "{c}");
+    }
+}
+
+#[test]
+fn wildcard_ipv4_listener() {
+    if !require_root("wildcard_ipv4_listener") {
+        return;
+    }
+    let (lines, spid, port) = serve("0.0.0.0", "127.0.0.1", &[], "wc4");
+    assert_wildcard(&lines, spid, port, "127.0.0.1", "0.0.0.0");
+}
+
+#[test]
+fn dual_stack_listener_ipv4_clients() {
+    if !require_root("dual_stack_listener_ipv4_clients") {
+        return;
+    }
+    // An IPv4 client of a dual-stack listener is an AF_INET6 child with v4-mapped
+    // addresses.
+    let (lines, spid, port) = serve("::", "127.0.0.1", &[], "ds4");
+    assert_wildcard(&lines, spid, port, "::ffff:127.0.0.1", "::");
+}
+
+#[test]
+fn dual_stack_listener_ipv6_clients() {
+    if !require_root("dual_stack_listener_ipv6_clients") {
+        return;
+    }
+    let (lines, spid, port) = serve("::", "::1", &[], "ds6");
+    assert_wildcard(&lines, spid, port, "::1", "::");
+}
+
+#[test]
+fn v6only_listener_ipv6_clients() {
+    if !require_root("v6only_listener_ipv6_clients") {
+        return;
+    }
+    let (lines, spid, port) = serve("::", "::1", &["--v6only"], "v6o");
+    assert_wildcard(&lines, spid, port, "::1", "::");
+}
+
+/// A wildcard server drops the client's pure third-step ACK: the SYN-ACK
+/// retransmit lands on the server connection (the request became that child), not
+/// on the listener.
+#[test]
+fn wildcard_synack_retransmit_lands_on_the_child() {
+    if !require_root("wildcard_synack_retransmit_lands_on_the_child") {
+        return;
+    }
+    let ns = Netns::new("wcsyn");
+    let port = free_port();
+    let ps = port.to_string();
+    ns.nft(&format!(
+        "table inet tt {{\n chain input {{\n type filter hook input priority 0; policy accept;\n \
+         tcp dport {port} tcp flags & (fin|syn|rst|psh|ack) == ack drop\n }}\n}}\n"
+    ));
+    let t = Tracer::start(&["--json", "--view", "conns", "-P", &ps]);
+    let mut server = Peer::spawn(peer_cmd(
+        Some(&ns.name),
+        &["server", "0.0.0.0", &ps, "--close-delay-ms", "0"],
+    ));
+    assert_eq!(server.line(), format!("listening {port}"));
+    let mut client = Peer::spawn(peer_cmd(
+        Some(&ns.name),
+        &["client", "127.0.0.1", &ps, "--delay-before-send-ms", "1500"],
+    ));
+    let l = client.line();
+    let cport: u64 = l.strip_prefix("connect ok ").expect(&l).parse().unwrap();
+    assert_eq!(client.wait(), 0);
+    assert_eq!(server.wait(), 0);
+    let (lines, _) = t.stop();
+    let all = conns(&lines);
+    let child = all
+        .iter()
+        .find(|c| c["role"] == "server" && c["dport"] == cport)
+        .unwrap_or_else(|| panic!("no server connection for client port {cport}: {all:#?}"));
+    assert_eq!(child["saddr"], "127.0.0.1", "{child}");
+    assert!(
+        child["synack_retransmits"].as_u64().is_some_and(|n| n >= 1),
+        "SYN-ACK retransmits on the server connection: {child}"
+    );
+    assert!(
+        child["accept"]["ret"].as_i64().is_some_and(|r| r >= 0),
+        "{child}"
+    );
+    let listener = all
+        .iter()
+        .find(|c| c["role"] == "listener" && c["sport"] == port)
+        .expect("listener");
+    assert_eq!(listener["synack_retransmits"], 0, "{listener}");
+    assert_eq!(
+        listener["listener"]["half_open_requests"],
+        Value::Array(vec![])
+    );
+}
+
+/// Two network namespaces run the same traffic at the same time, with the same
+/// addresses and ports: every connection is paired within its own namespace, and
+/// each side's owner is the process of its namespace.
+#[test]
+fn two_namespaces_identical_tuples_never_cross_pair() {
+    if !require_root("two_namespaces_identical_tuples_never_cross_pair") {
+        return;
+    }
+    let port = free_port();
+    let ps = port.to_string();
+    let n = N.to_string();
+    let (a, b) = (Netns::new("twa"), Netns::new("twb"));
+    let t = Tracer::start(&["--json", "--view", "conns", "-P", &ps]);
+    let mut servers = Vec::new();
+    for ns in [&a, &b] {
+        let mut s = Peer::spawn(peer_cmd(
+            Some(&ns.name),
+            &[
+                "server",
+                "127.0.0.1",
+                &ps,
+                "--accepts",
+                &n,
+                "--close-delay-ms",
+                "0",
+            ],
+        ));
+        assert_eq!(s.line(), format!("listening {port}"));
+        servers.push(s);
+    }
+    // The clients in both namespaces connect in lockstep: the same client ports are
+    // likely in both (each namespace has its own port allocator), which is the case
+    // that cross-pairs when the namespace is not part of the key.
+    let clients: Vec<Peer> = [&a, &b]
+        .iter()
+        .map(|ns| {
+            Peer::spawn(peer_cmd(
+                Some(&ns.name),
+                &["client", "127.0.0.1", &ps, "--count", &n, "--send", "1"],
+            ))
+        })
+        .collect();
+    let pids: Vec<(u64, u64)> = clients
+        .iter()
+        .zip(&servers)
+        .map(|(c, s)| (c.pid as u64, s.pid as u64))
+        .collect();
+    for c in clients {
+        assert_eq!(c.wait(), 0);
+    }
+    for s in servers {
+        assert_eq!(s.wait(), 0);
+    }
+    let (lines, _) = t.stop();
+    let all = conns(&lines);
+    let ids = by_id(&all);
+    let mut netns_seen = std::collections::BTreeSet::new();
+    let mut pairs = 0;
+    for c in all.iter().filter(|c| c["role"] == "client") {
+        let ns = c["netns"].as_u64().expect("client netns");
+        netns_seen.insert(ns);
+        let peer = ids[&c["peer"].as_u64().unwrap_or_else(|| panic!("no peer: {c}"))];
+        assert_eq!(peer["netns"], ns, "cross-namespace pair: {c}\n{peer}");
+        // Client and server pids of one namespace belong together.
+        let (cp, sp) = (c["pid"].as_u64().unwrap(), peer["pid"].as_u64().unwrap());
+        assert!(
+            pids.contains(&(cp, sp)),
+            "client pid {cp} paired with server pid {sp}"
+        );
+        pairs += 1;
+    }
+    assert_eq!(pairs, 2 * N, "client connections with a peer");
+    assert_eq!(netns_seen.len(), 2, "two namespaces");
+}
+
+/// A non-blocking connect over a path that drops the first SYN: connect() returns
+/// EINPROGRESS at once, the SYN is retransmitted after ~1 s, and the connect latency
+/// is the time until ESTABLISHED, not the syscall's few microseconds.
+#[test]
+fn nonblocking_connect_with_lost_first_syn() {
+    if !require_root("nonblocking_connect_with_lost_first_syn") {
+        return;
+    }
+    let ns = Netns::new("nbsyn");
+    let port = free_port();
+    let ps = port.to_string();
+    // Drop the first SYN to this port only (a quota of one packet).
+    ns.nft(&format!(
+        "table inet tt {{\n chain input {{\n type filter hook input priority 0; policy accept;\n \
+         tcp dport {port} tcp flags & (syn|ack) == syn quota until 100 bytes drop\n }}\n}}\n"
+    ));
+    let t = Tracer::start(&["--json", "--view", "conns", "-P", &ps]);
+    let mut server = Peer::spawn(peer_cmd(
+        Some(&ns.name),
+        &["server", "127.0.0.1", &ps, "--close-delay-ms", "0"],
+    ));
+    assert_eq!(server.line(), format!("listening {port}"));
+    let mut client = Peer::spawn(peer_cmd(
+        Some(&ns.name),
+        &["client", "127.0.0.1", &ps, "--nonblock"],
+    ));
+    let l = client.line();
+    let cport: u64 = l.strip_prefix("connect ok ").expect(&l).parse().unwrap();
+    assert_eq!(client.wait(), 0);
+    assert_eq!(server.wait(), 0);
+    let (lines, _) = t.stop();
+    let all = conns(&lines);
+    let c = all
+        .iter()
+        .find(|c| c["role"] == "client" && c["sport"] == cport)
+        .unwrap_or_else(|| panic!("no client connection: {all:#?}"));
+    assert_eq!(c["connect"]["ret"], -115, "{c}");
+    assert_eq!(c["connect"]["errno"], "EINPROGRESS", "{c}");
+    assert_eq!(c["connect_nonblocking"], true, "{c}");
+    assert_eq!(c["syn_retransmits"], 1, "{c}");
+    let lat = c["connect_latency_ns"].as_u64().expect("connect latency");
+    assert!(
+        (900_000_000..3_500_000_000).contains(&lat),
+        "connect latency {lat} ns, expected about 1 s: {c}"
+    );
+    // The syscall itself returned long before.
+    let after = c["connect_after_established_ns"].as_i64().expect("after");
+    assert!(
+        after < -500_000_000,
+        "connect() returned {after} ns after ESTABLISHED"
+    );
+    let summary = lines
+        .iter()
+        .find(|l| l["type"] == "summary")
+        .expect("summary");
+    assert_eq!(
+        summary["connect_latency_nonblocking_ns"]["count"], 1,
+        "{summary}"
+    );
+    assert_eq!(summary["connect_latency_ns"]["count"], 0, "{summary}");
+}
+
+/// The same with curl, the program users run (host only: the guests have no curl or
+/// python). curl connects non-blocking; python's http.server answers on `0.0.0.0`.
+#[test]
+fn curl_nonblocking_connect_with_lost_first_syn() {
+    if !require_root("curl_nonblocking_connect_with_lost_first_syn") {
+        return;
+    }
+    let (Some(_), Some(_)) = (which("curl"), which("python3")) else {
+        eprintln!("SKIPPED curl_nonblocking_connect_with_lost_first_syn: no curl or python3");
+        return;
+    };
+    let ns = Netns::new("curl");
+    let port = free_port();
+    let ps = port.to_string();
+    ns.nft(&format!(
+        "table inet tt {{\n chain input {{\n type filter hook input priority 0; policy accept;\n \
+         tcp dport {port} tcp flags & (syn|ack) == syn quota until 100 bytes drop\n }}\n}}\n"
+    ));
+    let dir = std::env::temp_dir();
+    let mut http = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "python3",
+            "-m",
+            "http.server",
+            &ps,
+            "--bind",
+            "0.0.0.0",
+        ])
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 -m http.server");
+    let _kill = KillOnDrop(&mut http);
+    wait_listening(&ns, port);
+    let t = Tracer::start(&["--json", "--view", "conns", "-P", &ps]);
+    let st = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            "10",
+        ])
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .status()
+        .expect("curl");
+    assert!(st.success(), "curl: {st}");
+    let (lines, _) = t.stop();
+    let all = conns(&lines);
+    let c = all
+        .iter()
+        .find(|c| c["role"] == "client" && c["comm"] == "curl")
+        .unwrap_or_else(|| panic!("no curl connection: {all:#?}"));
+    assert_eq!(c["connect"]["errno"], "EINPROGRESS", "{c}");
+    assert_eq!(c["connect_nonblocking"], true, "{c}");
+    assert_eq!(c["syn_retransmits"], 1, "{c}");
+    let lat = c["connect_latency_ns"].as_u64().expect("connect latency");
+    assert!((900_000_000..3_500_000_000).contains(&lat), "{lat}: {c}");
+    let server = &by_id(&all)[&c["peer"].as_u64().expect("peer")];
+    assert_eq!(server["comm"], "python3", "{server}");
+    assert_eq!(server["saddr"], "127.0.0.1", "{server}");
+    assert!(
+        server["accept"]["ret"].as_i64().is_some_and(|r| r >= 0),
+        "{server}"
+    );
+}
+
+struct KillOnDrop<'a>(&'a mut std::process::Child);
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn which(cmd: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| std::path::Path::new(d).join(cmd))
+        .find(|p| p.is_file())
+}
+
+/// Waits until something listens on `port` inside `ns` (connect succeeds).
+fn wait_listening(ns: &Netns, port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let ok = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns.name, "ss", "-Htln"])
+            .arg(format!("sport = :{port}"))
+            .output()
+            .is_ok_and(|o| !o.stdout.is_empty());
+        if ok {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listens on {port} in {}", ns.name);
+}
+
+/// On an idle host with a port filter, one finished connection is printed while the
+/// tracer runs (within 0.5 s of its record being complete), not only at exit.
+#[test]
+fn idle_host_prints_a_finished_connection_while_running() {
+    if !require_root("idle_host_prints_a_finished_connection_while_running") {
+        return;
+    }
+    let port = free_port();
+    let ps = port.to_string();
+    let mut t = Tracer::start(&["--json", "--view", "conns", "-P", &ps]);
+    let rx = t.stream_stdout();
+    let mut server = Peer::spawn(peer_cmd(
+        None,
+        &["server", "127.0.0.1", &ps, "--close-delay-ms", "0"],
+    ));
+    assert_eq!(server.line(), format!("listening {port}"));
+    let client = Peer::spawn(peer_cmd(None, &["client", "127.0.0.1", &ps]));
+    assert_eq!(client.wait(), 0);
+    assert_eq!(server.wait(), 0);
+    let closed = Instant::now();
+    // Both ends are closed: after the linger for late events (100 ms) nothing is left
+    // to wait for. Allow the 0.5 s of the promise plus scheduling slack in a guest.
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let left = Duration::from_millis(1500).saturating_sub(closed.elapsed());
+        match rx.recv_timeout(left) {
+            Ok(l) => {
+                let v: Value = serde_json::from_str(&l).expect("JSON line");
+                if v["type"] == "connection" && v["role"] != "listener" {
+                    got.push(v);
+                }
+            }
+            Err(_) => panic!(
+                "{} connection(s) printed {:?} after both ends closed, expected 2 while running",
+                got.len(),
+                closed.elapsed()
+            ),
+        }
+    }
+    eprintln!(
+        "both connections printed {:?} after the close",
+        closed.elapsed()
+    );
+    assert!(got.iter().any(|c| c["role"] == "client"));
+    assert!(got.iter().any(|c| c["role"] == "server"));
+    let (_, code) = t.stop();
+    assert_eq!(code, 0);
+}
+
+/// SO_REUSEPORT: two server processes each listen on the same port; the kernel
+/// queues each child on one of the two listeners. Every server connection ends up
+/// with the process that accepted it and with that process's listener.
+#[test]
+fn reuseport_group_children_go_to_their_acceptor() {
+    if !require_root("reuseport_group_children_go_to_their_acceptor") {
+        return;
+    }
+    let ns = Netns::new("rport");
+    let port = free_port();
+    let ps = port.to_string();
+    let t = Tracer::start(&["--json", "--view", "conns", "-P", &ps]);
+    let mut servers = Vec::new();
+    for _ in 0..2 {
+        let mut s = Peer::spawn(peer_cmd(
+            Some(&ns.name),
+            &[
+                "server",
+                "0.0.0.0",
+                &ps,
+                "--accepts",
+                "1000000",
+                "--close-delay-ms",
+                "0",
+                "--reuseport",
+            ],
+        ));
+        assert_eq!(s.line(), format!("listening {port}"));
+        servers.push(s);
+    }
+    let spids: Vec<u64> = servers.iter().map(|s| s.pid as u64).collect();
+    let client = Peer::spawn(peer_cmd(
+        Some(&ns.name),
+        &["client", "127.0.0.1", &ps, "--count", "40", "--send", "1"],
+    ));
+    assert_eq!(client.wait(), 0);
+    std::thread::sleep(Duration::from_millis(300));
+    // Close the listeners (the servers end): their records come out too.
+    drop(servers);
+    let (lines, _) = t.stop();
+    let all = conns(&lines);
+    let ids = by_id(&all);
+    let srv: Vec<&Value> = all
+        .iter()
+        .copied()
+        .filter(|c| c["role"] == "server" && c["established"] == true)
+        .collect();
+    assert_eq!(srv.len(), 40, "{all:#?}");
+    let mut per_pid: HashMap<u64, usize> = HashMap::new();
+    for c in &srv {
+        let pid = c["pid"].as_u64().expect("pid");
+        assert!(spids.contains(&pid), "{c}");
+        assert!(c["accept"]["ret"].as_i64().is_some_and(|r| r >= 0), "{c}");
+        assert_eq!(c["saddr"], "127.0.0.1", "{c}");
+        let l = ids[&c["listener_id"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no listener: {c}"))];
+        assert_eq!(l["pid"], pid, "child of pid {pid} linked to listener {l}");
+        *per_pid.entry(pid).or_default() += 1;
+    }
+    let listeners: Vec<&Value> = all
+        .iter()
+        .copied()
+        .filter(|c| c["role"] == "listener" && c["sport"] == port)
+        .collect();
+    assert_eq!(listeners.len(), 2, "{listeners:#?}");
+    for l in listeners {
+        let pid = l["pid"].as_u64().unwrap();
+        let n = per_pid.get(&pid).copied().unwrap_or(0) as u64;
+        assert_eq!(l["listener"]["children"], n, "{l}");
+        assert_eq!(l["listener"]["accepted"], n, "{l}");
+    }
+}
