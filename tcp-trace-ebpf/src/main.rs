@@ -342,7 +342,19 @@ fn read_tuple(ctx: &TracePointContext, l: &TpLayout, ev: &mut RawEvent) {
             tp_read_into(&mut ev.daddr, ctx, l.daddr + 8);
         }
     } else {
-        ev.family = tp_read::<u16>(ctx, l.family) as u8;
+        ev.family = if l.family == NO_FIELD {
+            // 5.10's tcp:* events have no family: an AF_INET socket's saddr_v6 holds its
+            // address v4-mapped (TP_STORE_ADDRS), ::ffff:a.b.c.d.
+            let prefix: u32 = tp_read(ctx, l.saddr_v6 + 8);
+            let head: u64 = tp_read(ctx, l.saddr_v6);
+            if head == 0 && prefix == u32::from_ne_bytes([0, 0, 0xff, 0xff]) {
+                AF_INET
+            } else {
+                AF_INET6
+            }
+        } else {
+            tp_read::<u16>(ctx, l.family) as u8
+        };
         ev.sport = tp_read(ctx, l.sport);
         ev.dport = tp_read(ctx, l.dport);
         if ev.family == AF_INET {
