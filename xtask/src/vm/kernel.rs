@@ -92,6 +92,7 @@ const MODULES: &[&str] = &[
     "veth",
     "nf_tables",
     "nft_reject_inet",
+    "nft_quota",
     "tcp_diag",
 ];
 
