@@ -10,7 +10,7 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, Program, RawTracePoint, TracePoint},
 };
-use tcp_trace_common::{Filter, TpLayout, counter};
+use tcp_trace_common::{Filter, ListenKey, Owner, TpLayout, counter};
 
 use crate::layout::{self, LayoutError, Tracepoint, btf::Btf};
 use crate::privilege::{self, Caps};
@@ -266,6 +266,31 @@ impl Loaded {
             .filter(|(name, _)| !name.ends_with("_nested"))
             .filter_map(|(_, p)| p.fd().ok().and_then(|fd| recursion_misses(fd.as_fd())))
             .sum()
+    }
+
+    /// Listening sockets that existed before the programs were attached: their owners
+    /// go into the kernel's listener table, so that their children are attributed
+    /// when born (LISTEN → SYN_RECV) rather than only at accept(). Entries the kernel
+    /// side made since attaching are kept. Returns how many were added.
+    pub fn seed_listeners(&mut self, listeners: &[(u32, u16, Owner)]) -> usize {
+        let Some(map) = self.ebpf.map_mut("LISTENERS") else {
+            return 0;
+        };
+        let Ok(mut map) = aya::maps::HashMap::<_, ListenKey, Owner>::try_from(map) else {
+            return 0;
+        };
+        const BPF_NOEXIST: u64 = 1;
+        listeners
+            .iter()
+            .filter(|(netns, port, owner)| {
+                let key = ListenKey {
+                    netns: *netns,
+                    port: *port,
+                    _pad: 0,
+                };
+                map.insert(key, owner, BPF_NOEXIST).is_ok()
+            })
+            .count()
     }
 
     pub fn counters(&self) -> Counters {

@@ -114,6 +114,15 @@ impl<W: Write> Output<W> {
         }
     }
 
+    /// Sockets open before the start (see `Correlator::seed`).
+    pub fn seed(&mut self, seeds: Vec<crate::correlate::Seed>) {
+        if let Output::Render(r) = self
+            && let Some(c) = r.correlator.as_mut()
+        {
+            c.seed(seeds);
+        }
+    }
+
     /// The clock reached `now_ns` (CLOCK_MONOTONIC, read before the ring was last
     /// drained): connections complete by then are rendered without waiting for
     /// another event.

@@ -151,7 +151,7 @@ async fn live<W: Write>(
     t0: u64,
     mut out: Output<W>,
 ) -> anyhow::Result<u8> {
-    let (loaded, ring) = loader::load(&Options {
+    let (mut loaded, ring) = loader::load(&Options {
         filter,
         attach,
         ring_bytes: ring_kib * 1024,
@@ -171,6 +171,11 @@ async fn live<W: Write>(
         paths.join(" ")
     );
     let mut source = Source::new(ring)?;
+    // The socket table now that the hooks run: what opened before is named from it,
+    // what opens from here on is seen by the hooks.
+    if matches!(out, Output::Render(_)) {
+        learn_open_sockets(&mut loaded, &mut out);
+    }
 
     let mut stats = RunStats::default();
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -249,6 +254,63 @@ async fn live<W: Write>(
         Err(e) if is_epipe(&e) => Ok(0),
         r => r.map(|()| 0).map_err(Into::into),
     }
+}
+
+/// Reads the TCP sockets open at start in every network namespace (sock_diag):
+/// listeners' owners go to the kernel side, everything to the correlator.
+fn learn_open_sockets<W: Write>(loaded: &mut loader::Loaded, out: &mut Output<W>) {
+    let snap = crate::sockdiag::snapshot();
+    eprintln!("tcp-trace: {}", crate::sockdiag::summary_line(&snap));
+    for e in &snap.errors {
+        eprintln!("tcp-trace: note: socket table: {e}");
+    }
+    let mut cgroups = crate::container::CgroupResolver::new().ok();
+    let listeners: Vec<(u32, u16, tcp_trace_common::Owner)> = snap
+        .sockets
+        .iter()
+        .filter(|s| s.state == crate::decode::TcpState::Listen)
+        .filter_map(|s| {
+            let (pid, comm) = s.owner?;
+            let cgroup_id = cgroups
+                .as_mut()
+                .and_then(|r| cgroup_id_of_pid(r, pid))
+                .unwrap_or(0);
+            Some((
+                s.netns as u32,
+                s.local.1,
+                tcp_trace_common::Owner {
+                    tgid: pid,
+                    pid,
+                    comm: comm.0,
+                    cgroup_id,
+                    ns_tgid: 0,
+                    netns: s.netns as u32,
+                },
+            ))
+        })
+        .collect();
+    loaded.seed_listeners(&listeners);
+    out.seed(
+        snap.sockets
+            .iter()
+            .map(|s| crate::correlate::Seed {
+                netns: s.netns as u32,
+                local: s.local,
+                remote: s.remote,
+                state: s.state,
+                owner: s.owner,
+            })
+            .collect(),
+    );
+}
+
+/// The cgroup v2 id of process `pid` (its `0::` line in /proc/PID/cgroup).
+fn cgroup_id_of_pid(r: &mut CgroupResolver, pid: u32) -> Option<u64> {
+    let path = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("0::").map(str::to_owned))?;
+    cgroup_id_of_path(&r.mount_point().join(path.trim_start_matches('/'))).ok()
 }
 
 /// `tcp-trace replay FILE`: no privilege needed.

@@ -563,3 +563,87 @@ fn reuseport_group_children_go_to_their_acceptor() {
         assert_eq!(l["listener"]["accepted"], n, "{l}");
     }
 }
+
+/// A connection established before the tracer started is named from the socket
+/// table read at start (tuple, role, owner), not left a nameless fragment; and a
+/// listener that existed before the start lends its owner to children born after it
+/// (in the kernel, at LISTEN → SYN_RECV), before accept() returns.
+#[test]
+fn connections_open_before_start_are_named() {
+    if !require_root("connections_open_before_start_are_named") {
+        return;
+    }
+    let port = free_port();
+    let ps = port.to_string();
+    let mut server = Peer::spawn(peer_cmd(
+        None,
+        &[
+            "server",
+            "0.0.0.0",
+            &ps,
+            "--accepts",
+            "2",
+            "--close-delay-ms",
+            "0",
+        ],
+    ));
+    assert_eq!(server.line(), format!("listening {port}"));
+    let mut early = Peer::spawn(peer_cmd(
+        None,
+        &["client", "127.0.0.1", &ps, "--delay-before-send-ms", "4000"],
+    ));
+    let l = early.line();
+    let early_port: u64 = l.strip_prefix("connect ok ").expect(&l).parse().unwrap();
+    let t = Tracer::start(&["--json", "-P", &ps]);
+    // The socket table is read right after the hooks are attached.
+    let learned = t
+        .stderr_lines
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a line after 'hooks attached'");
+    assert!(
+        learned.contains("TCP sockets open before start"),
+        "{learned}"
+    );
+    let late = Peer::spawn(peer_cmd(None, &["client", "127.0.0.1", &ps]));
+    let (spid, epid, lpid) = (server.pid as u64, early.pid as u64, late.pid as u64);
+    assert_eq!(late.wait(), 0);
+    assert_eq!(early.wait(), 0);
+    assert_eq!(server.wait(), 0);
+    let (lines, _) = t.stop();
+    let all = conns(&lines);
+    let client = all
+        .iter()
+        .find(|c| c["sport"] == early_port)
+        .unwrap_or_else(|| panic!("no record of the early client: {all:#?}"));
+    assert_eq!(client["role"], "client", "{client}");
+    assert_eq!(client["seen_at_start"], true, "{client}");
+    assert_eq!(client["open_before_start"], true, "{client}");
+    assert_eq!(client["pid"], epid, "{client}");
+    assert_eq!(client["daddr"], "127.0.0.1", "{client}");
+    let child = all
+        .iter()
+        .find(|c| c["dport"] == early_port && c["sport"] == port)
+        .unwrap_or_else(|| panic!("no record of the early server end: {all:#?}"));
+    assert_eq!(child["role"], "server", "{child}");
+    assert_eq!(child["seen_at_start"], true, "{child}");
+    assert_eq!(child["pid"], spid, "{child}");
+    // The late connection's child: owned by the pre-existing listener's process from
+    // its first event on.
+    let evs = events(&lines);
+    let born = evs
+        .iter()
+        .find(|e| {
+            e["kind"] == "transition"
+                && e["old"] == "LISTEN"
+                && e["new"] == "SYN_RECV"
+                && e["sport"] == port
+        })
+        .unwrap_or_else(|| panic!("no child born after the start: {evs:#?}"));
+    assert_eq!(born["pid"], spid, "{born}");
+    assert_eq!(born["owner_from_listener"], true, "{born}");
+    let late_client = all
+        .iter()
+        .find(|c| c["role"] == "client" && c["pid"] == lpid)
+        .expect("late client");
+    assert_eq!(late_client["seen_at_start"], false);
+}

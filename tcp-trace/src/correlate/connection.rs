@@ -75,6 +75,8 @@ pub enum PidSource {
     None,
     /// The listener's owner (child socket before `accept()` returned).
     Listener,
+    /// The socket table at start (sock_diag): a process holding the socket's fd.
+    Snapshot,
     /// The task that ran a hook in process context, without owner information.
     Context,
     /// The socket owner learned in process context by the kernel side.
@@ -269,6 +271,9 @@ pub struct Connection {
     pub open: bool,
     /// First seen mid-life (no CLOSE → SYN_SENT / LISTEN → SYN_RECV / CLOSE → LISTEN).
     pub open_before_start: bool,
+    /// Open before the start and found in the socket table read then (sock_diag):
+    /// tuple, state and owner come from there until the trace shows more.
+    pub seen_at_start: bool,
     /// Emitted early to bound memory.
     pub evicted: bool,
     /// Client: SYN_SENT → ESTABLISHED. Server: SYN_RECV → ESTABLISHED.
@@ -354,6 +359,7 @@ impl Connection {
             outcome: Outcome::Open,
             open: true,
             open_before_start: false,
+            seen_at_start: false,
             evicted: false,
             handshake_ns: None,
             connect_latency_ns: None,

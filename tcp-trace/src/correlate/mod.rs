@@ -64,6 +64,18 @@ pub const DEFAULT_CLOSE_LINGER_NS: u64 = 100_000_000;
 /// put it in TIME_WAIT.
 pub const DEFAULT_FIN_WAIT2_HOLD_NS: u64 = 60_000_000_000;
 
+/// A TCP socket that existed when the trace started, from the socket table
+/// (sock_diag): what the trace cannot show of a connection opened before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seed {
+    pub netns: u32,
+    pub local: (IpAddr, u16),
+    pub remote: (IpAddr, u16),
+    pub state: TcpState,
+    /// A process holding the socket's fd (pid, comm), where found.
+    pub owner: Option<(u32, crate::decode::Comm)>,
+}
+
 /// Correlator settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -322,6 +334,10 @@ pub struct Correlator {
     by_tuple: FastMap<Tuple, TupleEntries>,
     listeners: FastMap<(Netns, u16), Vec<(usize, u64)>>,
     pending: FastMap<(Netns, Tuple), PendingReq>,
+    /// Sockets open at start not seen by an event yet (see [`Correlator::seed`]).
+    seeds: FastMap<(Netns, Tuple), Seed>,
+    /// Namespaces and ports listened on at start.
+    seed_listen: FastMap<(Netns, u16), ()>,
     /// (deadline, slot, id) of closed connections, in close order.
     expiry: VecDeque<(u64, usize, u64)>,
     /// (deadline, slot, id) of held connections (see `hold`), in hold order.
@@ -361,6 +377,8 @@ impl Correlator {
             by_tuple: fast_map(),
             listeners: fast_map(),
             pending: fast_map(),
+            seeds: fast_map(),
+            seed_listen: fast_map(),
             expiry: VecDeque::new(),
             held: VecDeque::new(),
             hold_ns: DEFAULT_FIN_WAIT2_HOLD_NS,
@@ -417,6 +435,49 @@ impl Correlator {
         // Everything up to here has been applied: closed connections whose linger
         // ended before it are complete.
         self.expire(self.max_ts.saturating_sub(window));
+    }
+
+    /// Sockets that existed before the first event (the socket table at start): the
+    /// first event of one of them fills its tuple, state, role and owner instead of
+    /// leaving a nameless fragment. Memory: one entry per socket, dropped when used.
+    pub fn seed(&mut self, seeds: impl IntoIterator<Item = Seed>) {
+        for s in seeds {
+            if s.state == TcpState::Listen {
+                self.seed_listen.insert((s.netns, s.local.1), ());
+            }
+            let key = (norm(s.local.0), s.local.1, norm(s.remote.0), s.remote.1);
+            self.seeds.insert((s.netns, key), s);
+        }
+    }
+
+    /// Fills a socket first seen mid-life from its seed, if it has one.
+    fn apply_seed(&mut self, i: usize, ev: &Event) {
+        let Some(key) = event_tuple(ev) else {
+            return;
+        };
+        let Some(seed) = self.seeds.remove(&(ev.netns, key)) else {
+            return;
+        };
+        let listening = self.seed_listen.contains_key(&(seed.netns, seed.local.1));
+        let c = &mut self.slots[i].conn;
+        c.seen_at_start = true;
+        if c.role == Role::Unknown {
+            c.role = match seed.state {
+                TcpState::Listen => Role::Listener,
+                _ if listening => Role::Server,
+                _ => Role::Client,
+            };
+            if c.role == Role::Listener && c.listener.is_none() {
+                c.listener = Some(ListenerInfo::default());
+            }
+        }
+        if let Some((pid, comm)) = seed.owner
+            && c.pid_source < PidSource::Snapshot
+        {
+            c.pid = Some(pid);
+            c.comm = Some(comm);
+            c.pid_source = PidSource::Snapshot;
+        }
     }
 
     /// Time passes without events: `now_ns` is a CLOCK_MONOTONIC time (the clock of
@@ -1242,6 +1303,9 @@ impl Correlator {
         self.by_sk.insert(ev.skaddr, i);
         self.live += 1;
         self.link_front(i);
+        if open_before_start && !self.seeds.is_empty() {
+            self.apply_seed(i, ev);
+        }
         i
     }
 

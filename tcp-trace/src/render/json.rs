@@ -570,6 +570,7 @@ fn pid_source_name(p: PidSource) -> &'static [u8] {
     match p {
         PidSource::None => b"none",
         PidSource::Listener => b"listener",
+        PidSource::Snapshot => b"snapshot",
         PidSource::Context => b"context",
         PidSource::Owner => b"owner",
         PidSource::Syscall => b"syscall",
@@ -682,6 +683,8 @@ pub fn connection(w: &mut impl Write, c: &Connection) -> io::Result<()> {
     put_bool(s, c.open);
     s.put(b",\"open_before_start\":");
     put_bool(s, c.open_before_start);
+    s.put(b",\"seen_at_start\":");
+    put_bool(s, c.seen_at_start);
     s.put(b",\"evicted\":");
     put_bool(s, c.evicted);
     s.put(b",\"handshake_ns\":");
@@ -995,6 +998,7 @@ mod tests {
         c.pid_source = r.pick(&[
             PidSource::None,
             PidSource::Listener,
+            PidSource::Snapshot,
             PidSource::Context,
             PidSource::Owner,
             PidSource::Syscall,
@@ -1043,6 +1047,7 @@ mod tests {
         ]);
         c.open = r.next().is_multiple_of(2);
         c.open_before_start = r.next().is_multiple_of(2);
+        c.seen_at_start = r.next().is_multiple_of(2);
         c.evicted = r.next().is_multiple_of(2);
         c.handshake_ns = opt(r, Rng::num);
         c.connect_latency_ns = opt(r, Rng::num);
