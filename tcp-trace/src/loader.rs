@@ -197,6 +197,9 @@ pub struct Loaded {
     pub warnings: Vec<String>,
     /// Hooks attached: (hook name, path taken).
     pub attached: Vec<(&'static str, AttachPath)>,
+    /// The kernel reports the runs of a program it skipped (`recursion_misses`, Linux
+    /// 5.12+). Without it `Counters::skipped` stays 0 and means "not known".
+    pub skips_counted: bool,
 }
 
 /// Totals of the per-CPU counters.
@@ -866,12 +869,30 @@ pub fn load(opts: &Options) -> Result<(Loaded, RingBuf<MapData>), LoadError> {
     )
     .map_err(|e| LoadError::Map("COUNTERS", e.to_string()))?;
 
+    // Kernels before 5.12 do not count the runs they skip: say so once, and report
+    // skipped runs as unknown rather than as zero.
+    let skips_counted = {
+        use std::os::fd::AsFd;
+        ebpf.programs()
+            .filter_map(|(_, p)| p.fd().ok())
+            .any(|fd| recursion_misses(fd.as_fd()).is_some())
+    };
+    if !skips_counted {
+        warnings.push(
+            "this kernel does not report the hook runs it skips (bpf_prog_info.recursion_misses, Linux 5.12+): \
+             a transition that interrupts a hook on the same CPU is still reported by the _nested twin \
+             (tp_btf/raw), other skipped runs cannot be counted (\"skips_counted\":false in the stats)"
+                .to_string(),
+        );
+    }
+
     Ok((
         Loaded {
             ebpf,
             counters,
             warnings,
             attached,
+            skips_counted,
         },
         ring,
     ))

@@ -17,7 +17,7 @@ use crate::render::{
 };
 
 /// Counters a run reports at the end.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct RunStats {
     pub events: u64,
     pub decode_errors: u64,
@@ -37,6 +37,26 @@ pub struct RunStats {
     pub caught_nested: u64,
     /// Events the correlator could not place (filled at the end of a run).
     pub unplaced: Unplaced,
+    /// The kernel counts the hook runs it skips (false before 5.12: `skipped` is
+    /// then unknown, not zero). True for replays, which report what was recorded.
+    pub skips_counted: bool,
+}
+
+impl Default for RunStats {
+    fn default() -> RunStats {
+        RunStats {
+            events: 0,
+            decode_errors: 0,
+            lost: 0,
+            filtered: 0,
+            fd_walk_failed: 0,
+            submitted: 0,
+            skipped: 0,
+            caught_nested: 0,
+            unplaced: Unplaced::default(),
+            skips_counted: true,
+        }
+    }
 }
 
 pub fn summary_line(s: &RunStats, evicted: u64) -> String {
@@ -409,7 +429,7 @@ impl<W: Write> Renderer<W> {
         if self.json() {
             writeln!(
                 self.out,
-                "{{\"type\":\"stats\",\"events\":{},\"submitted\":{},\"lost\":{},\"filtered\":{},\"decode_errors\":{},\"evicted\":{evicted},\"fd_walk_failed\":{},\"skipped\":{},\"caught_nested\":{},\"orphan_events\":{},\"late_events\":{},\"superseded\":{},\"untracked_requests\":{}}}",
+                "{{\"type\":\"stats\",\"events\":{},\"submitted\":{},\"lost\":{},\"filtered\":{},\"decode_errors\":{},\"evicted\":{evicted},\"fd_walk_failed\":{},\"skipped\":{},\"skips_counted\":{},\"caught_nested\":{},\"orphan_events\":{},\"late_events\":{},\"superseded\":{},\"untracked_requests\":{}}}",
                 stats.events,
                 stats.submitted,
                 stats.lost,
@@ -417,6 +437,7 @@ impl<W: Write> Renderer<W> {
                 stats.decode_errors,
                 stats.fd_walk_failed,
                 stats.skipped,
+                stats.skips_counted,
                 stats.caught_nested,
                 stats.unplaced.orphan_events,
                 stats.unplaced.late_events,

@@ -245,6 +245,7 @@ async fn live<W: Write>(
     let c = loaded.counters();
     let _ = reported.report(&c, &mut out);
     stats.skipped = c.skipped;
+    stats.skips_counted = loaded.skips_counted;
     stats.caught_nested = c.caught_nested;
     stats.lost = c.lost;
     stats.filtered = c.filtered;

@@ -596,3 +596,32 @@ fn mounts_tracefs_when_absent() {
         strs(&["CLOSE>SYN_SENT", "SYN_SENT>CLOSE"])
     );
 }
+
+/// Kernels before 5.12 do not count the runs of a program they skip
+/// (`recursion_misses`): the tracer says so at start and reports skipped runs as
+/// unknown (`skips_counted: false`), never as a silent 0; from 5.12 on, no warning
+/// and `skips_counted: true`. Runs in every guest of `cargo xtask vm-test`.
+#[test]
+fn skipped_runs_degrade_where_the_kernel_cannot_count_them() {
+    if !require_root("skipped_runs_degrade_where_the_kernel_cannot_count_them") {
+        return;
+    }
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut nums = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<u32>().unwrap());
+    let version = (nums.next().unwrap(), nums.next().unwrap());
+    let counted = version >= (5, 12);
+    let t = Tracer::start(&["--json", "-P", "9", "--duration", "0.3"]);
+    let warned = t
+        .startup
+        .iter()
+        .any(|l| l.contains("does not report the hook runs it skips"));
+    assert_eq!(warned, !counted, "kernel {release}: {:?}", t.startup);
+    let (lines, code) = t.collect();
+    assert_eq!(code, 0);
+    let stats = lines.iter().find(|l| l["type"] == "stats").expect("stats");
+    assert_eq!(stats["skips_counted"], counted, "{stats}");
+}

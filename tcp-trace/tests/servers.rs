@@ -647,3 +647,104 @@ fn connections_open_before_start_are_named() {
         .expect("late client");
     assert_eq!(late_client["seen_at_start"], false);
 }
+
+/// Records wildcard and dual-stack traffic with `tcp-trace record` and checks its
+/// replay: the replay fixtures of other kernels come from here (in a guest of
+/// `cargo xtask vm-test` the recording is left in `$TCP_TRACE_VM_OUT`, which the host
+/// saves as target/vm/<release>/out/wildcard-<release>.ttr; copied into
+/// tests/fixtures/recordings/ it becomes a replay test that needs no root).
+#[test]
+fn record_wildcard_traffic_for_replay() {
+    if !require_root("record_wildcard_traffic_for_replay") {
+        return;
+    }
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let dir = std::env::var_os("TCP_TRACE_VM_OUT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let file = dir.join(format!("wildcard-{}.ttr", release.trim()));
+    let ns = Netns::new("rec");
+    let port = free_port();
+    let ps = port.to_string();
+    let t = Tracer::start_cmd(
+        std::process::Command::new(TRACER)
+            .args(["record", "-o"])
+            .arg(&file)
+            .args(["-P", &ps]),
+    );
+    // 0.0.0.0 with three IPv4 clients, then [::] with an IPv4 and an IPv6 client.
+    for (listen, clients) in [
+        ("0.0.0.0", &["127.0.0.1"; 3][..]),
+        ("::", &["127.0.0.1", "::1"][..]),
+    ] {
+        let n = clients.len().to_string();
+        let mut server = Peer::spawn(peer_cmd(
+            Some(&ns.name),
+            &[
+                "server",
+                listen,
+                &ps,
+                "--accepts",
+                &n,
+                "--close-delay-ms",
+                "0",
+            ],
+        ));
+        assert_eq!(server.line(), format!("listening {port}"));
+        for c in clients {
+            let client = Peer::spawn(peer_cmd(Some(&ns.name), &["client", c, &ps]));
+            assert_eq!(client.wait(), 0);
+        }
+        assert_eq!(server.wait(), 0);
+    }
+    let (_, code) = t.stop();
+    assert_eq!(code, 0);
+    let out = std::process::Command::new(TRACER)
+        .args(["replay", "--json", "--view", "conns"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_recorded_wildcard(&lines, port);
+    if std::env::var_os("TCP_TRACE_VM_OUT").is_none() {
+        let _ = std::fs::remove_file(&file);
+    }
+}
+
+/// What `record_wildcard_traffic_for_replay` made, as any kernel must replay it: five
+/// established server ends, each with its own local address, an accept() return and
+/// its client as peer; two listeners, with 3 and 2 children accepted.
+pub fn assert_recorded_wildcard(lines: &[Value], port: u16) {
+    let all = conns(lines);
+    let ids = by_id(&all);
+    let servers: Vec<&Value> = all
+        .iter()
+        .copied()
+        .filter(|c| c["role"] == "server" && c["established"] == true)
+        .collect();
+    assert_eq!(servers.len(), 5, "{all:#?}");
+    for c in &servers {
+        let local = c["saddr"].as_str().unwrap();
+        assert!(
+            ["127.0.0.1", "::ffff:127.0.0.1", "::1"].contains(&local),
+            "server local address {local}: {c}"
+        );
+        assert_eq!(c["sport"], port);
+        assert!(c["accept"]["ret"].as_i64().is_some_and(|r| r >= 0), "{c}");
+        let p = ids[&c["peer"].as_u64().unwrap_or_else(|| panic!("no peer: {c}"))];
+        assert_eq!(p["role"], "client");
+        assert_eq!(p["sport"], c["dport"]);
+    }
+    let mut kids: Vec<u64> = all
+        .iter()
+        .filter(|c| c["role"] == "listener" && c["sport"] == port)
+        .map(|l| l["listener"]["accepted"].as_u64().unwrap())
+        .collect();
+    kids.sort();
+    assert_eq!(kids, [2, 3]);
+}

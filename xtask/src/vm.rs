@@ -59,6 +59,8 @@ const FORMATS: &[&str] = &[
 ];
 
 const FORMAT_MARKER: &str = "TCP_TRACE_VM_FORMAT ";
+/// A file the guest's tests left (`TCP_TRACE_VM_FILE <name> <hex>`, several lines).
+const FILE_MARKER: &str = "TCP_TRACE_VM_FILE ";
 
 #[derive(Debug, clap::Args)]
 pub struct VmArgs {
@@ -155,6 +157,16 @@ pub fn run(args: &VmArgs) -> Result<()> {
                 formats.display()
             ),
             Err(e) => eprintln!("{}: saving tracepoint formats: {e:#}", kernel.release),
+        }
+        let out = vm_dir.join(&kernel.release).join("out");
+        match save_files(&log, &out) {
+            Ok(0) => {}
+            Ok(n) => eprintln!(
+                "{}: {n} files from the guest in {}",
+                kernel.release,
+                out.display()
+            ),
+            Err(e) => eprintln!("{}: saving the guest's files: {e:#}", kernel.release),
         }
         eprintln!(
             "{} ({}): package and unpack {fetch_secs:.1} s, initramfs {initrd_secs:.1} s, guest {:.1} s ({}; /init after {}), log {}",
@@ -519,6 +531,54 @@ fn save_formats(log: &Path, dir: &Path) -> Result<usize> {
     Ok(formats.len())
 }
 
+/// Writes the files the guest printed (recordings its tests made) into `dir`.
+fn save_files(log: &Path, dir: &Path) -> Result<usize> {
+    let text = fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
+    let files = files_in(&text)?;
+    if files.is_empty() {
+        return Ok(0);
+    }
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (name, bytes) in &files {
+        let path = dir.join(name);
+        fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(files.len())
+}
+
+/// The files in a console log: name → bytes (hex lines concatenated in order). Names
+/// are plain file names; anything else is refused.
+fn files_in(log: &str) -> Result<BTreeMap<String, Vec<u8>>> {
+    let mut hex = BTreeMap::<String, String>::new();
+    for line in log.lines() {
+        let line = line.trim_end_matches('\r');
+        let Some((_, rest)) = line.split_once(FILE_MARKER) else {
+            continue;
+        };
+        let Some((name, body)) = rest.split_once(' ') else {
+            continue;
+        };
+        if name.is_empty() || name.contains('/') || name.starts_with('.') {
+            anyhow::bail!("the guest named a file {name:?}");
+        }
+        hex.entry(name.to_owned())
+            .or_default()
+            .push_str(body.trim());
+    }
+    hex.into_iter()
+        .map(|(name, h)| {
+            if h.len() % 2 != 0 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                anyhow::bail!("{name}: the guest's hex is damaged");
+            }
+            let bytes = (0..h.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&h[i..i + 2], 16).expect("hex digits"))
+                .collect();
+            Ok((name, bytes))
+        })
+        .collect()
+}
+
 /// The `format` files in a console log, by event (`sock/inet_sock_set_state`).
 fn formats_in(log: &str) -> BTreeMap<String, String> {
     let mut formats = BTreeMap::<String, String>::new();
@@ -629,6 +689,17 @@ fn verdict(kernel: &Kernel, o: &Outcome) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_come_out_of_the_console_log() {
+        let log = "x\nTCP_TRACE_VM_FILE a.ttr 0001ff\r\nnoise\nTCP_TRACE_VM_FILE a.ttr 10\nTCP_TRACE_VM_FILE b 41\n";
+        let f = files_in(log).unwrap();
+        assert_eq!(f["a.ttr"], vec![0x00, 0x01, 0xff, 0x10]);
+        assert_eq!(f["b"], b"A".to_vec());
+        assert!(files_in("TCP_TRACE_VM_FILE ../x 00\n").is_err());
+        assert!(files_in("TCP_TRACE_VM_FILE x 0g\n").is_err());
+        assert!(files_in("TCP_TRACE_VM_FILE x 000\n").is_err());
+    }
 
     #[test]
     fn formats_come_out_of_the_console_log() {
