@@ -39,6 +39,13 @@ pub mod flags {
     /// The owner was inherited from the listener on the same local port (a child
     /// socket before `accept()` returned).
     pub const OWNER_FROM_LISTENER: u16 = 1 << 4;
+    /// A child's LISTEN → SYN_RECV or a SYN-ACK retransmit: `fd` holds the listener's
+    /// accept-queue length and `ret` its limit (`sk_ack_backlog`, `sk_max_ack_backlog`)
+    /// at that moment, and `aux` (transitions) the listener's address.
+    pub const ACCEPT_QUEUE: u16 = 1 << 5;
+    /// The listener in `aux` is the one the kernel cloned the child from (socket local
+    /// storage, exact even in an SO_REUSEPORT group), not a lookup by port.
+    pub const LISTENER_EXACT: u16 = 1 << 6;
 }
 
 pub const AF_INET: u8 = 2;
@@ -190,6 +197,10 @@ pub struct KernelOffsets {
     /// network namespace inode.
     pub skc_net: u32,
     pub net_ns_inum: u32,
+    /// `sock.sk_ack_backlog` and `sock.sk_max_ack_backlog` (u32 each): a listener's
+    /// accept-queue length and limit.
+    pub sk_ack_backlog: u32,
+    pub sk_max_ack_backlog: u32,
 }
 
 /// Volume filters applied in the kernel, set before load.
@@ -246,6 +257,17 @@ pub struct ListenKey {
     pub _pad: u16,
 }
 
+/// A listening socket and its owner: the value of the kernel's listener table and
+/// of the socket local storage a listener's children inherit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListenerLink {
+    /// Kernel address of the listening socket (0 = unknown, e.g. learned from the
+    /// socket table at start).
+    pub sk: u64,
+    pub owner: Owner,
+}
+
 /// Per-thread state of a `connect()` in progress (enter → SYN_SENT → exit).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -286,4 +308,5 @@ mod pod {
     unsafe impl aya::Pod for Owner {}
     unsafe impl aya::Pod for PendingCall {}
     unsafe impl aya::Pod for ListenKey {}
+    unsafe impl aya::Pod for ListenerLink {}
 }

@@ -21,8 +21,8 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
 use tcp_trace_common::{
-    AF_INET, AF_INET6, Filter, IPPROTO_TCP, KernelOffsets, ListenKey, NO_FIELD, Owner, PendingCall,
-    RawEvent, TpLayout, counter, flags, kind,
+    AF_INET, AF_INET6, Filter, IPPROTO_TCP, KernelOffsets, ListenKey, ListenerLink, NO_FIELD,
+    Owner, PendingCall, RawEvent, TpLayout, counter, flags, kind,
 };
 
 // ---------------------------------------------------------------------------
@@ -75,6 +75,8 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     regs_orig_ax: 0,
     skc_net: 0,
     net_ns_inum: 0,
+    sk_ack_backlog: 0,
+    sk_max_ack_backlog: 0,
 };
 #[unsafe(no_mangle)]
 static FILTER: Filter = Filter {
@@ -113,7 +115,72 @@ static OWNERS: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(65536, 0);
 /// child socket created in softirq (LISTEN → SYN_RECV) is attributed before accept()
 /// returns. Keyed by namespace too: containers listen on the same ports.
 #[map]
-static LISTENERS: LruHashMap<ListenKey, Owner> = LruHashMap::with_max_entries(4096, 0);
+static LISTENERS: LruHashMap<ListenKey, ListenerLink> = LruHashMap::with_max_entries(4096, 0);
+
+/// Socket local storage (`BPF_MAP_TYPE_SK_STORAGE`) with `BPF_F_CLONE`: written on a
+/// listener at CLOSE → LISTEN, and copied by the kernel into every child it clones
+/// from that listener (`sk_clone_lock` → `bpf_sk_storage_clone`) before the child's
+/// LISTEN → SYN_RECV. So a child knows the very listener it was queued on, even in an
+/// SO_REUSEPORT group where the port names several. Only tp_btf programs may use it
+/// (5.11+); it is freed with the socket. aya-ebpf's `SkStorage` cannot set
+/// `BPF_F_CLONE`, so the BTF map definition is written out here in the same shape.
+#[repr(C)]
+pub struct SkStorageClone<V> {
+    r#type: *const [i32; 24],
+    key: *const i32,
+    value: *const V,
+    max_entries: *const [i32; 0],
+    /// `BPF_F_NO_PREALLOC | BPF_F_CLONE`.
+    map_flags: *const [i32; 513],
+}
+
+// SAFETY: placeholder pointers the loader patches; never dereferenced from Rust.
+unsafe impl<V> Sync for SkStorageClone<V> {}
+
+#[unsafe(link_section = ".maps")]
+#[unsafe(export_name = "LISTENER_OF")]
+static LISTENER_OF: SkStorageClone<ListenerLink> = SkStorageClone {
+    r#type: core::ptr::null(),
+    key: core::ptr::null(),
+    value: core::ptr::null(),
+    max_entries: core::ptr::null(),
+    map_flags: core::ptr::null(),
+};
+
+/// The storage of `sk` in `LISTENER_OF`; created (zeroed) when `create`.
+#[inline(always)]
+fn listener_of(sk: u64, create: bool) -> Option<&'static mut ListenerLink> {
+    // SAFETY: the map is a BTF map definition in .maps; `sk` is the BTF-typed socket
+    // argument of a tp_btf program (the helper refuses anything else at load).
+    let p = unsafe {
+        helper::bpf_sk_storage_get(
+            &raw const LISTENER_OF as *mut c_void,
+            sk as *mut c_void,
+            core::ptr::null_mut(),
+            if create { 1 } else { 0 },
+        )
+    } as *mut ListenerLink;
+    // SAFETY: a map value of this socket, valid while the program runs.
+    unsafe { p.as_mut() }
+}
+
+/// The listener's accept queue (length and limit) into `ev` (`fd`, `ret`).
+#[inline(always)]
+fn read_accept_queue(ev: &mut RawEvent, listener: u64) {
+    if listener == 0 {
+        return;
+    }
+    let o = opaque(&raw const OFFSETS);
+    if o.valid == 0 {
+        return;
+    }
+    // SAFETY: kernel reads through the helper (zero on a fault).
+    unsafe {
+        ev.fd = rd::<u32>(listener, o.sk_ack_backlog as u64) as i32;
+        ev.ret = rd::<u32>(listener, o.sk_max_ack_backlog as u64) as i64;
+    }
+    ev.flags |= flags::ACCEPT_QUEUE;
+}
 
 #[inline(always)]
 fn listen_key(netns: u32, port: u16) -> ListenKey {
@@ -674,15 +741,21 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     ev.oldstate = oldstate;
     ev.newstate = newstate;
     read_tuple(&ctx, &l, ev);
-    on_state(ev, task);
+    on_state(ev, task, None);
     0
 }
 
 /// What every attach path does with a TCP state transition once its fields are read.
 #[inline(always)]
-fn on_state(ev: &mut RawEvent, task: bool) {
+fn on_state(ev: &mut RawEvent, task: bool, inherited: Option<ListenerLink>) {
     let skaddr = ev.skaddr;
-    let known = unsafe { OWNERS.get(&skaddr) }.copied();
+    let child = ev.oldstate == TCP_LISTEN && ev.newstate == TCP_SYN_RECV;
+    let known = if child {
+        // A new socket: an owner under its address is a stale one of a freed socket.
+        None
+    } else {
+        unsafe { OWNERS.get(&skaddr) }.copied()
+    };
     match known {
         // connect() and listen() run in the owner's task and (re)start a socket's
         // life: bind the owner there, overriding any stale entry for a reused address.
@@ -690,7 +763,11 @@ fn on_state(ev: &mut RawEvent, task: bool) {
             let o = owner_of(skaddr);
             let _ = OWNERS.insert(&skaddr, &o, 0);
             if ev.newstate == TCP_LISTEN {
-                let _ = LISTENERS.insert(&listen_key(o.netns, ev.sport), &o, 0);
+                let link = ListenerLink {
+                    sk: skaddr,
+                    owner: o,
+                };
+                let _ = LISTENERS.insert(&listen_key(o.netns, ev.sport), &link, 0);
             }
             set_owner(ev, &o, 0);
         }
@@ -702,17 +779,26 @@ fn on_state(ev: &mut RawEvent, task: bool) {
         }
         None => {
             // A child socket born in softirq from a request (LISTEN → SYN_RECV):
-            // until accept() returns, it belongs to the listener's process.
-            if ev.oldstate == TCP_LISTEN
-                || ev.newstate == TCP_SYN_RECV
-                || ev.newstate == TCP_ESTABLISHED
-            {
-                // The child is in its listener's namespace.
-                let netns = netns_of(opaque(&raw const OFFSETS), skaddr);
-                if let Some(o) = unsafe { LISTENERS.get(&listen_key(netns, ev.sport)) } {
-                    let o = *o;
-                    let _ = OWNERS.insert(&skaddr, &o, 0);
-                    set_owner(ev, &o, flags::OWNER_FROM_LISTENER);
+            // until accept() returns, it belongs to the listener's process. Its
+            // listener: the one it was cloned from (socket storage, tp_btf), else the
+            // one on its namespace and port.
+            if child || ev.newstate == TCP_SYN_RECV || ev.newstate == TCP_ESTABLISHED {
+                let (link, exact) = match inherited {
+                    Some(l) => (Some(l), flags::LISTENER_EXACT),
+                    None => {
+                        // The child is in its listener's namespace.
+                        let netns = netns_of(opaque(&raw const OFFSETS), skaddr);
+                        let l = unsafe { LISTENERS.get(&listen_key(netns, ev.sport)) };
+                        (l.copied(), 0)
+                    }
+                };
+                if let Some(l) = link {
+                    let _ = OWNERS.insert(&skaddr, &l.owner, 0);
+                    set_owner(ev, &l.owner, flags::OWNER_FROM_LISTENER | exact);
+                    if child {
+                        ev.aux = l.sk;
+                        read_accept_queue(ev, l.sk);
+                    }
                 }
             }
         }
@@ -738,8 +824,8 @@ fn on_state(ev: &mut RawEvent, task: bool) {
         let _ = OWNERS.remove(&skaddr);
         if ev.oldstate == TCP_LISTEN {
             let key = listen_key(ev.netns, ev.sport);
-            if let Some(o) = unsafe { LISTENERS.get(&key) } {
-                if o.tgid == ev.owner_tgid {
+            if let Some(l) = unsafe { LISTENERS.get(&key) } {
+                if l.sk == skaddr || l.owner.tgid == ev.owner_tgid {
                     let _ = LISTENERS.remove(&key);
                 }
             }
@@ -761,6 +847,8 @@ pub fn tcp_retransmit_synack(ctx: TracePointContext) -> u32 {
     ev.aux = tp_read::<u64>(&ctx, l.aux);
     ev.newstate = TCP_SYN_RECV;
     read_tuple(&ctx, &l, ev);
+    // A SYN-ACK resent while the accept queue is full is overflow, not loss.
+    read_accept_queue(ev, skaddr);
     attribute(ev, false);
     emit(ev);
     0
@@ -1014,20 +1102,40 @@ fn tcp_sock(o: &KernelOffsets, sk: u64) -> bool {
 }
 
 #[inline(always)]
-fn state_args(slot: u32, sk: u64, old: u64, new: u64) {
+fn state_args(slot: u32, sk: u64, old: u64, new: u64, storage: bool) {
     let o = opaque(&raw const OFFSETS);
     if !tcp_sock(&o, sk) {
         return;
     }
     let (old, new) = (old as u8, new as u8);
     let task = process_transition(old, new);
+    // A child's storage is its listener's, cloned by the kernel (see LISTENER_OF).
+    let inherited = if storage && old == TCP_LISTEN && new == TCP_SYN_RECV {
+        listener_of(sk, false).map(|l| *l).filter(|l| l.sk != 0)
+    } else {
+        None
+    };
     let Some(ev) = new_event(slot, kind::STATE, sk, task) else {
         return;
     };
     ev.oldstate = old;
     ev.newstate = new;
     read_sock_tuple(&o, sk, ev);
-    on_state(ev, task);
+    on_state(ev, task, inherited);
+    if storage && task && new == TCP_LISTEN {
+        // listen(): what every child of this socket will inherit.
+        if let Some(l) = listener_of(sk, true) {
+            l.sk = sk;
+            l.owner = Owner {
+                tgid: ev.owner_tgid,
+                pid: ev.owner_pid,
+                comm: ev.comm,
+                cgroup_id: ev.cgroup_id,
+                ns_tgid: ev.ns_pid,
+                netns: ev.netns,
+            };
+        }
+    }
 }
 
 /// tcp_retransmit_synack(sk = listener, req): the request sock starts with a
@@ -1047,6 +1155,7 @@ fn synack_args(sk: u64, req: u64) {
     if req != 0 {
         read_any_sock_tuple(&o, req, TCP_NEW_SYN_RECV, ev);
     }
+    read_accept_queue(ev, sk);
     attribute(ev, false);
     emit(ev);
 }
@@ -1132,23 +1241,23 @@ macro_rules! both_paths {
 static STATE_BUSY: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
-fn state_outer(sk: u64, old: u64, new: u64) {
+fn state_outer(sk: u64, old: u64, new: u64, storage: bool) {
     let busy = STATE_BUSY.get_ptr_mut(0);
     if let Some(b) = busy {
         unsafe { b.write_volatile(1) };
     }
-    state_args(slot::STATE, sk, old, new);
+    state_args(slot::STATE, sk, old, new, storage);
     if let Some(b) = busy {
         unsafe { b.write_volatile(0) };
     }
 }
 
 #[inline(always)]
-fn state_nested(sk: u64, old: u64, new: u64) {
+fn state_nested(sk: u64, old: u64, new: u64, storage: bool) {
     match STATE_BUSY.get_ptr_mut(0) {
         Some(b) if unsafe { b.read_volatile() } != 0 => {
             count(counter::NESTED_CAUGHT);
-            state_args(slot::STATE_NESTED, sk, old, new)
+            state_args(slot::STATE_NESTED, sk, old, new, storage)
         }
         _ => {}
     }
@@ -1158,13 +1267,27 @@ both_paths!(
     btf_inet_sock_set_state,
     raw_inet_sock_set_state,
     "inet_sock_set_state",
-    |c| { state_outer(c.arg::<u64>(0), c.arg::<u64>(1), c.arg::<u64>(2)) }
+    |c| { state_outer(c.arg::<u64>(0), c.arg::<u64>(1), c.arg::<u64>(2), false) }
 );
+
+/// The state hook with socket local storage (tp_btf only, 5.11+): the loader tries
+/// these first and falls back to the pair above where the kernel refuses them.
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn btf_inet_sock_set_state_sk(c: BtfTracePointContext) -> i32 {
+    state_outer(c.arg::<u64>(0), c.arg::<u64>(1), c.arg::<u64>(2), true);
+    0
+}
+
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn btf_inet_sock_set_state_sk_nested(c: BtfTracePointContext) -> i32 {
+    state_nested(c.arg::<u64>(0), c.arg::<u64>(1), c.arg::<u64>(2), true);
+    0
+}
 both_paths!(
     btf_inet_sock_set_state_nested,
     raw_inet_sock_set_state_nested,
     "inet_sock_set_state",
-    |c| { state_nested(c.arg::<u64>(0), c.arg::<u64>(1), c.arg::<u64>(2)) }
+    |c| { state_nested(c.arg::<u64>(0), c.arg::<u64>(1), c.arg::<u64>(2), false) }
 );
 both_paths!(
     btf_tcp_retransmit_synack,

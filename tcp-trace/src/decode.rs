@@ -234,6 +234,14 @@ pub struct Event {
     pub ns_pid: u32,
     /// Inode of the socket's network namespace (0 = unknown).
     pub netns: u32,
+    /// A child's LISTEN → SYN_RECV: the kernel address of its listener (0 = unknown),
+    /// and whether the kernel named the very listener it was cloned from (socket
+    /// storage) rather than the one on its namespace and port.
+    pub listener: u64,
+    pub listener_exact: bool,
+    /// A child's LISTEN → SYN_RECV or a SYN-ACK retransmit: the listener's accept
+    /// queue (length, limit) at that moment.
+    pub accept_queue: Option<(u32, u32)>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -343,6 +351,9 @@ pub fn decode_raw(r: &RawEvent) -> Result<Event, DecodeError> {
         cgroup_id: r.cgroup_id,
         ns_pid: r.ns_pid,
         netns: r.netns,
+        listener: if r.kind == kind::STATE { r.aux } else { 0 },
+        listener_exact: r.flags & flags::LISTENER_EXACT != 0,
+        accept_queue: (r.flags & flags::ACCEPT_QUEUE != 0).then_some((r.fd as u32, r.ret as u32)),
     })
 }
 

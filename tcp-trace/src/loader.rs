@@ -10,7 +10,7 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, Program, RawTracePoint, TracePoint},
 };
-use tcp_trace_common::{Filter, ListenKey, Owner, TpLayout, counter};
+use tcp_trace_common::{Filter, ListenKey, ListenerLink, Owner, TpLayout, counter};
 
 use crate::layout::{self, LayoutError, Tracepoint, btf::Btf};
 use crate::privilege::{self, Caps};
@@ -96,6 +96,9 @@ struct Hook {
     /// report the runs the kernel skips for it (it does not re-enter a program on
     /// a CPU where it is running): (btf, raw).
     nested: Option<(&'static str, &'static str)>,
+    /// tp_btf programs (main, nested) that also use socket local storage (5.11+),
+    /// tried before `btf_program` and its twin.
+    btf_storage: Option<(&'static str, &'static str)>,
 }
 
 const TCP_HOOKS: &[Hook] = &[
@@ -109,6 +112,10 @@ const TCP_HOOKS: &[Hook] = &[
             "btf_inet_sock_set_state_nested",
             "raw_inet_sock_set_state_nested",
         )),
+        btf_storage: Some((
+            "btf_inet_sock_set_state_sk",
+            "btf_inet_sock_set_state_sk_nested",
+        )),
     },
     Hook {
         tp: Tracepoint::TcpRetransmitSynack,
@@ -117,6 +124,7 @@ const TCP_HOOKS: &[Hook] = &[
         btf_program: "btf_tcp_retransmit_synack",
         raw_program: "raw_tcp_retransmit_synack",
         nested: None,
+        btf_storage: None,
     },
     Hook {
         tp: Tracepoint::TcpRetransmitSkb,
@@ -125,6 +133,7 @@ const TCP_HOOKS: &[Hook] = &[
         btf_program: "btf_tcp_retransmit_skb",
         raw_program: "raw_tcp_retransmit_skb",
         nested: None,
+        btf_storage: None,
     },
     Hook {
         tp: Tracepoint::TcpSendReset,
@@ -133,6 +142,7 @@ const TCP_HOOKS: &[Hook] = &[
         btf_program: "btf_tcp_send_reset",
         raw_program: "raw_tcp_send_reset",
         nested: None,
+        btf_storage: None,
     },
     Hook {
         tp: Tracepoint::TcpReceiveReset,
@@ -141,6 +151,7 @@ const TCP_HOOKS: &[Hook] = &[
         btf_program: "btf_tcp_receive_reset",
         raw_program: "raw_tcp_receive_reset",
         nested: None,
+        btf_storage: None,
     },
 ];
 
@@ -200,6 +211,9 @@ pub struct Loaded {
     /// The kernel reports the runs of a program it skipped (`recursion_misses`, Linux
     /// 5.12+). Without it `Counters::skipped` stays 0 and means "not known".
     pub skips_counted: bool,
+    /// The state hook uses socket local storage (tp_btf, 5.11+): a child names the
+    /// very listener it was cloned from. Otherwise by namespace and port.
+    pub listener_storage: bool,
 }
 
 /// Totals of the per-CPU counters.
@@ -279,7 +293,7 @@ impl Loaded {
         let Some(map) = self.ebpf.map_mut("LISTENERS") else {
             return 0;
         };
-        let Ok(mut map) = aya::maps::HashMap::<_, ListenKey, Owner>::try_from(map) else {
+        let Ok(mut map) = aya::maps::HashMap::<_, ListenKey, ListenerLink>::try_from(map) else {
             return 0;
         };
         const BPF_NOEXIST: u64 = 1;
@@ -291,7 +305,12 @@ impl Loaded {
                     port: *port,
                     _pad: 0,
                 };
-                map.insert(key, owner, BPF_NOEXIST).is_ok()
+                // The socket's address is not in the socket table: 0, unknown.
+                let link = ListenerLink {
+                    sk: 0,
+                    owner: *owner,
+                };
+                map.insert(key, link, BPF_NOEXIST).is_ok()
             })
             .count()
     }
@@ -500,6 +519,24 @@ impl Plan<'_> {
                 _ => None,
             };
             let group = h.tp.group();
+            if let (AttachPath::Btf, Some((main, twin))) = (path, h.btf_storage) {
+                match attach_one(ph, programs, self.btf, path, main, group, h.tp.name()).and_then(
+                    |()| attach_one(ph, programs, self.btf, path, twin, group, h.tp.name()),
+                ) {
+                    Ok(()) => return Ok(path),
+                    Err(e) => {
+                        // Never both variants at once: drop what did load.
+                        for name in [main, twin] {
+                            if let Some(p) = programs.get_mut(name)
+                                && let Ok(p) = <&mut BtfTracePoint>::try_from(&mut **p)
+                            {
+                                let _ = p.unload();
+                            }
+                        }
+                        errors.push(format!("{} with socket storage: {e}", path.name()));
+                    }
+                }
+            }
             match attach_one(ph, programs, self.btf, path, program, group, h.tp.name()).and_then(
                 |()| match nested {
                     Some(n) => attach_one(ph, programs, self.btf, path, n, group, h.tp.name()),
@@ -798,6 +835,7 @@ pub fn load(opts: &Options) -> Result<(Loaded, RingBuf<MapData>), LoadError> {
                 TCP_HOOKS
                     .iter()
                     .filter_map(|h| h.nested)
+                    .chain(TCP_HOOKS.iter().filter_map(|h| h.btf_storage))
                     .flat_map(|(b, r)| [b, r]),
             ),
     );
@@ -877,6 +915,20 @@ pub fn load(opts: &Options) -> Result<(Loaded, RingBuf<MapData>), LoadError> {
             .filter_map(|(_, p)| p.fd().ok())
             .any(|fd| recursion_misses(fd.as_fd()).is_some())
     };
+    let listener_storage = ebpf
+        .program("btf_inet_sock_set_state_sk")
+        .is_some_and(|p| p.fd().is_ok());
+    let state_on_btf = attached
+        .iter()
+        .any(|(hook, path)| *hook == "inet_sock_set_state" && *path == AttachPath::Btf);
+    if state_on_btf && !listener_storage {
+        warnings.push(
+            "this kernel does not let tp_btf programs use socket local storage (Linux 5.11+): \
+             a child's listener is found by network namespace and port, so in an SO_REUSEPORT \
+             group it is exact only once accept() returns"
+                .to_string(),
+        );
+    }
     if !skips_counted {
         warnings.push(
             "this kernel does not report the hook runs it skips (bpf_prog_info.recursion_misses, Linux 5.12+): \
@@ -893,6 +945,7 @@ pub fn load(opts: &Options) -> Result<(Loaded, RingBuf<MapData>), LoadError> {
             warnings,
             attached,
             skips_counted,
+            listener_storage,
         },
         ring,
     ))

@@ -261,10 +261,6 @@ async fn live<W: Write>(
 /// listeners' owners go to the kernel side, everything to the correlator.
 fn learn_open_sockets<W: Write>(loaded: &mut loader::Loaded, out: &mut Output<W>) {
     let snap = crate::sockdiag::snapshot();
-    eprintln!("tcp-trace: {}", crate::sockdiag::summary_line(&snap));
-    for e in &snap.errors {
-        eprintln!("tcp-trace: note: socket table: {e}");
-    }
     let mut cgroups = crate::container::CgroupResolver::new().ok();
     let listeners: Vec<(u32, u16, tcp_trace_common::Owner)> = snap
         .sockets
@@ -291,6 +287,11 @@ fn learn_open_sockets<W: Write>(loaded: &mut loader::Loaded, out: &mut Output<W>
         })
         .collect();
     loaded.seed_listeners(&listeners);
+    // Said once everything learned is in place (a test waits for this line).
+    eprintln!("tcp-trace: {}", crate::sockdiag::summary_line(&snap));
+    for e in &snap.errors {
+        eprintln!("tcp-trace: note: socket table: {e}");
+    }
     out.seed(
         snap.sockets
             .iter()

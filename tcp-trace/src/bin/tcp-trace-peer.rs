@@ -9,10 +9,10 @@
 //!       IPv6 listener that takes no IPv4 (IPV6_V6ONLY); `--reuseport`: SO_REUSEPORT,
 //!       so that several servers can share the port (then give the port, not 0).
 //!   tcp-trace-peer client ADDR PORT [--count N] [--send BYTES] [--wait-stdin]
-//!       [--delay-before-send-ms MS] [--nonblock]
+//!       [--delay-before-send-ms MS] [--nonblock] [--send-on-stdin]
 //!       connects N times (blocking connect, or with `--nonblock` a non-blocking one
 //!       that returns EINPROGRESS and is waited for with poll, as curl does), sends
-//!       BYTES bytes, closes first.
+//!       BYTES bytes (with `--send-on-stdin` once a line comes on stdin), closes first.
 //!       Prints `connect ok LOCALPORT` or `connect err ERRNO` per attempt.
 use std::io::{BufRead, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -22,7 +22,7 @@ use std::time::Duration;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: tcp-trace-peer server ADDR PORT [--accepts N] [--close-delay-ms MS] [--null-accept] [--v6only] [--reuseport]\n       tcp-trace-peer client ADDR PORT [--count N] [--send BYTES] [--wait-stdin] [--delay-before-send-ms MS] [--nonblock]"
+        "usage: tcp-trace-peer server ADDR PORT [--accepts N] [--close-delay-ms MS] [--null-accept] [--v6only] [--reuseport]\n       tcp-trace-peer client ADDR PORT [--count N] [--send BYTES] [--wait-stdin] [--delay-before-send-ms MS] [--nonblock] [--send-on-stdin]"
     );
     ExitCode::from(2)
 }
@@ -37,6 +37,7 @@ struct Opts {
     v6only: bool,
     reuseport: bool,
     nonblock: bool,
+    send_on_stdin: bool,
 }
 
 fn parse_opts(rest: &[String]) -> Option<Opts> {
@@ -50,6 +51,7 @@ fn parse_opts(rest: &[String]) -> Option<Opts> {
         v6only: false,
         reuseport: false,
         nonblock: false,
+        send_on_stdin: false,
     };
     let mut i = 0;
     while i < rest.len() {
@@ -81,6 +83,11 @@ fn parse_opts(rest: &[String]) -> Option<Opts> {
             }
             "--nonblock" => {
                 o.nonblock = true;
+                i += 1;
+                continue;
+            }
+            "--send-on-stdin" => {
+                o.send_on_stdin = true;
                 i += 1;
                 continue;
             }
@@ -305,6 +312,10 @@ fn client(addr: SocketAddr, o: &Opts) -> std::io::Result<()> {
                 std::io::stdout().flush()?;
                 if o.delay_before_send_ms > 0 {
                     std::thread::sleep(Duration::from_millis(o.delay_before_send_ms));
+                }
+                if o.send_on_stdin {
+                    let mut line = String::new();
+                    std::io::stdin().lock().read_line(&mut line)?;
                 }
                 if o.send > 0 {
                     s.write_all(&vec![b'x'; o.send])?;

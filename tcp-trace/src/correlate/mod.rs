@@ -243,6 +243,11 @@ struct Slot {
     /// 6.15 the child's LISTEN → SYN_RECV carries the listener's addresses, so the
     /// request is found once a later event gives the child's own tuple.
     request_open: bool,
+    /// Inside the child's LISTEN → SYN_RECV, before `attach_child`.
+    attaching: bool,
+    /// The kernel named the listener this child was cloned from (socket storage):
+    /// never moved to another one of an SO_REUSEPORT group.
+    listener_exact: bool,
     /// Child: its listener (slot, id).
     listener: Option<(usize, u64)>,
     /// The peer socket on this host (slot, id).
@@ -263,6 +268,8 @@ impl Slot {
             tuple_key: None,
             listen_port: None,
             request_open: false,
+            attaching: false,
+            listener_exact: false,
             listener: None,
             peer: None,
             peer_view: None,
@@ -719,10 +726,12 @@ impl Correlator {
         self.attribute(i, ev, false);
         if (old, new) == (Listen, SynRecv) {
             self.slots[i].request_open = true;
+            self.slots[i].attaching = true;
         }
         self.update_tuple(i, ev);
         if (old, new) == (Listen, SynRecv) {
-            self.attach_child(i);
+            self.slots[i].attaching = false;
+            self.attach_child(i, ev);
         }
         if new == Listen {
             self.index_listener(i);
@@ -973,6 +982,9 @@ impl Correlator {
         let Some((l, lid)) = self.slots[i].listener else {
             return;
         };
+        if self.slots[i].listener_exact {
+            return;
+        }
         if self.slots[l].conn.pid == Some(pid) {
             return;
         }
@@ -1017,7 +1029,13 @@ impl Correlator {
     /// Server if a live listener owns the local port, else unknown.
     fn role_from_port(&self, ev: &Event) -> Role {
         match ev.local {
-            Some((a, p)) if p != 0 && self.find_listener(ev.netns, a, p).is_some() => Role::Server,
+            Some((a, p))
+                if p != 0
+                    && (self.find_listener(ev.netns, a, p).is_some()
+                        || self.seed_listen.contains_key(&(ev.netns, p))) =>
+            {
+                Role::Server
+            }
             _ => Role::Unknown,
         }
     }
@@ -1070,8 +1088,23 @@ impl Correlator {
     /// when the child's tuple is already known (from 6.15 on; before, the transition
     /// carries the listener's addresses and `take_request` runs once a later event
     /// gives the child's own).
-    fn attach_child(&mut self, i: usize) {
-        let listener = self.take_request(i).or_else(|| {
+    fn attach_child(&mut self, i: usize, ev: &Event) {
+        // The kernel side names the listener it cloned the child from (exact), or the
+        // one it found by namespace and port.
+        let named = (ev.listener != 0)
+            .then(|| self.by_sk.get(&ev.listener).copied())
+            .flatten()
+            .filter(|&l| self.slots[l].live && self.slots[l].conn.role == Role::Listener)
+            .map(|l| (l, self.slots[l].conn.id));
+        if ev.listener_exact
+            && let Some(l) = named
+        {
+            self.slots[i].listener_exact = true;
+            self.take_request(i);
+            self.link_listener(i, l);
+            return;
+        }
+        let listener = self.take_request(i).or(named).or_else(|| {
             let port = self.slots[i].conn.sport;
             let addr = self.slots[i].conn.saddr?;
             self.find_listener(self.slots[i].netns, addr, port)
@@ -1192,13 +1225,20 @@ impl Correlator {
             self.by_tuple.remove_ref(&old, (ons, i, id));
         }
         self.by_tuple.insert_ref(tuple, (ns, i, id));
+        // During the child's LISTEN → SYN_RECV `attach_child` links, with what the
+        // kernel named; afterwards a tuple completed late does it here.
+        if self.slots[i].attaching {
+            self.link_peer(i, ns, tuple);
+            return;
+        }
         if self.slots[i].request_open
             && let Some(l) = self.take_request(i)
         {
             self.link_listener(i, l);
         }
         if self.slots[i].conn.role == Role::Server && self.slots[i].listener.is_none() {
-            // The child's own local address: its listener can be found now.
+            // The child's own local address (after a pre-6.15 LISTEN → SYN_RECV that
+            // carried the wildcard): its listener can be found now.
             let (a, p) = (tuple.0, tuple.1);
             if let Some(l) = self.find_listener(ns, a, p) {
                 self.link_listener(i, l);
@@ -1296,6 +1336,8 @@ impl Correlator {
         s.tuple_key = None;
         s.listen_port = None;
         s.request_open = false;
+        s.attaching = false;
+        s.listener_exact = false;
         s.listener = None;
         s.peer = None;
         s.peer_view = None;

@@ -1447,3 +1447,44 @@ fn listener_lookup_is_per_namespace() {
     let l = one(&conns, Role::Listener);
     assert_eq!(l.listener.as_ref().unwrap().children, 0);
 }
+
+/// With socket storage the kernel names the very listener a child was cloned from:
+/// the child is linked to it at birth, before any accept().
+#[test]
+fn exact_listener_links_the_child_at_birth() {
+    const L2: u64 = LISTENER + 0x80;
+    let cl = "127.0.0.1:40800";
+    let mut ev = vec![listen(T0, LISTENER, "0.0.0.0:8080")];
+    ev.push(
+        Ev::tr(T0 + US, L2, Close, Listen)
+            .tuple("0.0.0.0:8080", "0.0.0.0:0")
+            .owner(18, "nginx")
+            .task()
+            .ev(),
+    );
+    ev.extend(client_open(T0 + MS, CLIENT, cl, SV));
+    let mut child = child_open(T0 + MS + 50 * US, CHILD, SV, cl);
+    child[0].listener = L2;
+    child[0].listener_exact = true;
+    child[0].accept_queue = Some((3, 128));
+    ev.extend(child);
+    let conns = run(&ev);
+    let s = one(&conns, Role::Server);
+    let ls = by_role(&conns, Role::Listener);
+    let l18 = ls.iter().find(|l| l.pid == Some(18)).unwrap();
+    assert_eq!(s.listener_id, Some(l18.id), "{s:#?}");
+    assert_eq!(l18.listener.as_ref().unwrap().children, 1);
+    // Without the kernel's word, the first listener on the port is taken.
+    let mut guess = ev.clone();
+    for e in &mut guess {
+        e.listener = 0;
+        e.listener_exact = false;
+    }
+    let conns = run(&guess);
+    let s = one(&conns, Role::Server);
+    let l17 = by_role(&conns, Role::Listener)
+        .into_iter()
+        .find(|l| l.pid == Some(17))
+        .unwrap();
+    assert_eq!(s.listener_id, Some(l17.id));
+}

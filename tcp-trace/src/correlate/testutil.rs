@@ -30,6 +30,9 @@ impl Ev {
             cgroup_id: 0,
             ns_pid: 0,
             netns: 0,
+            listener: 0,
+            listener_exact: false,
+            accept_queue: None,
         })
     }
     pub fn tr(ts_ns: u64, skaddr: u64, old: TcpState, new: TcpState) -> Ev {

@@ -47,6 +47,9 @@ fn ev(ts: u64, sk: u64, kind: EventKind, local: &str, remote: &str) -> Event {
         cgroup_id: 0,
         ns_pid: 0,
         netns: 0,
+        listener: 0,
+        listener_exact: false,
+        accept_queue: None,
     }
 }
 

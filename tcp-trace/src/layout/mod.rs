@@ -408,6 +408,8 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, LayoutError> {
         regs_orig_ax: btf_field(btf, "pt_regs.orig_ax", 8)?,
         skc_net: btf_field(btf, "sock.__sk_common.skc_net", 8)?,
         net_ns_inum: btf_field(btf, "net.ns.inum", 4)?,
+        sk_ack_backlog: btf_field(btf, "sock.sk_ack_backlog", 4)?,
+        sk_max_ack_backlog: btf_field(btf, "sock.sk_max_ack_backlog", 4)?,
     })
 }
 

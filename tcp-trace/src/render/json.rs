@@ -1142,6 +1142,9 @@ mod tests {
             cgroup_id: r.num(),
             ns_pid: r.num() as u32,
             netns: r.num() as u32,
+            listener: 0,
+            listener_exact: false,
+            accept_queue: None,
         }
     }
 
