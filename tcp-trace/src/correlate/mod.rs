@@ -42,6 +42,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
+pub use connection::AcceptQueue;
 use connection::PeerView;
 pub(crate) use connection::StackStr;
 pub use connection::{
@@ -565,6 +566,16 @@ impl Correlator {
         self.held.clear();
         self.pending.clear();
         std::mem::take(&mut self.finished)
+    }
+
+    /// The connections not closed yet (no CLOSE applied), as built so far: the
+    /// derived fields (`outcome`, durations) are not filled until they finish; the
+    /// state history is current up to the reorder window. Read-only; table order.
+    pub fn open_connections(&self) -> impl Iterator<Item = &Connection> {
+        self.slots
+            .iter()
+            .filter(|s| s.live && s.closed_at.is_none())
+            .map(|s| &s.conn)
     }
 
     /// Open connections emitted early because of `max_sockets`.
