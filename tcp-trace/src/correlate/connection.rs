@@ -8,7 +8,7 @@ use crate::decode::{Comm, Family, TcpState};
 use crate::render::json;
 
 /// Which end of a connection this socket is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// `connect()`ed socket (first state SYN_SENT).

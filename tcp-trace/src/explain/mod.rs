@@ -465,11 +465,15 @@ pub struct Aggregator {
     reported_tw: BTreeMap<(IpAddr, u16), u32>,
 }
 
-/// A CLOSE_WAIT leak's group: owner and remote end.
+/// A CLOSE_WAIT leak's group: owner and remote end. A client's remote end is the
+/// server's `addr:port`; sockets accepted by a server are grouped by the local port
+/// and the clients' address (their ports differ).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct LeakKey {
     pid: Option<u32>,
     comm: Option<String>,
+    role: Role,
+    local: Option<String>,
     remote: String,
 }
 
@@ -516,10 +520,16 @@ impl Aggregator {
             if age < self.cfg.close_wait_ns {
                 continue;
             }
+            let server = c.role == Role::Server;
             let key = LeakKey {
                 pid: c.pid,
                 comm: c.comm.map(|m| m.to_string()),
-                remote: c.remote().to_string(),
+                role: c.role,
+                local: server.then(|| c.local().to_string()),
+                remote: match (server, c.daddr) {
+                    (true, Some(a)) => a.to_string(),
+                    _ => c.remote().to_string(),
+                },
             };
             let g = groups.entry(key).or_insert((0, 0));
             g.0 += 1;
@@ -533,6 +543,8 @@ impl Aggregator {
             let mut d = Diagnosis::aggregate(Cause::CloseWaitLeak, now_ns);
             d.pid = key.pid;
             d.comm = key.comm.clone();
+            d.role = Some(key.role);
+            d.local = key.local.clone();
             d.remote = Some(key.remote.clone());
             d.count = Some(*count);
             d.oldest_ns = Some(*oldest);

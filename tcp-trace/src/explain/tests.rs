@@ -345,7 +345,7 @@ fn close_wait_leak_aggregate() {
     let open: Vec<Connection> = (0..3)
         .map(|i| {
             let mut c = conn(
-                Role::Server,
+                Role::Client,
                 &[
                     (Listen, 0),
                     (SynRecv, 0),
@@ -365,7 +365,7 @@ fn close_wait_leak_aggregate() {
     assert_eq!(d[0].oldest_ns, Some(11 * S));
     assert_eq!(
         crate::render::explain::sentence(&d[0]),
-        "process 4242 (curl) holds 2 CLOSE_WAIT sockets to 10.0.0.5:5432, oldest 11.00 s"
+        "process 4242 (curl) holds 2 CLOSE_WAIT sockets to 10.0.0.5:5432 (the peer closed, the application did not), oldest 11.00 s"
     );
     // Unchanged: not reported again, unless asked for all.
     assert!(agg.close_wait_leaks(&open, T0 + 11 * S, false).is_empty());
@@ -373,6 +373,23 @@ fn close_wait_leak_aggregate() {
     assert_eq!(
         agg.close_wait_leaks(&open, T0 + 13 * S, false)[0].count,
         Some(3)
+    );
+    // A server's sockets from clients on different ports are one group.
+    let accepted: Vec<Connection> = (0..3u16)
+        .map(|i| {
+            let mut c = conn(
+                Role::Server,
+                &[(Listen, 0), (SynRecv, 0), (Established, MS), (CloseWait, 0)],
+            );
+            c.dport = 40000 + i;
+            c
+        })
+        .collect();
+    let d = agg.close_wait_leaks(&accepted, T0 + 11 * S, false);
+    assert_eq!(d.len(), 1);
+    assert_eq!(
+        crate::render::explain::sentence(&d[0]),
+        "process 4242 (curl) holds 3 CLOSE_WAIT sockets accepted on 10.0.0.2:80 from 10.0.0.1 (the peer closed, the application did not), oldest 11.00 s"
     );
     // Without the CLOSE_WAIT (the application closed: LAST_ACK), no leak.
     let mut closed = open.clone();

@@ -174,8 +174,13 @@ pub fn sentence(d: &Diagnosis) -> String {
         ),
         Cause::CloseWaitLeak => {
             let n = d.count.unwrap_or(0);
+            let to = match &d.local {
+                // A server's sockets: accepted on `local`, from clients at `remote`.
+                Some(l) => format!("accepted on {l} from {remote}"),
+                None => format!("to {remote}"),
+            };
             format!(
-                "{} holds {} to {remote}, oldest {}",
+                "{} holds {} {to} (the peer closed, the application did not), oldest {}",
                 owner(d),
                 plural(n, "CLOSE_WAIT socket", "CLOSE_WAIT sockets"),
                 d.oldest_ns.map(dur).unwrap_or_default()
