@@ -80,6 +80,7 @@ pub enum Cause {
     /// Slow handshake with no retransmit: the answer was slow to come.
     SlowHandshake,
     /// The server's SYN-ACK was retransmitted: the SYN-ACK or the third ACK was lost.
+    #[serde(rename = "lost_synack")]
     LostSynAck,
     /// The listener's accept queue was full when the child was queued.
     AcceptQueueFull,

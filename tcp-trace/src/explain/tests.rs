@@ -471,3 +471,27 @@ fn json_line_has_type_and_message() {
     assert_eq!(v["pid"], 4242);
     assert!(v["message"].as_str().unwrap().starts_with("connect to"));
 }
+
+#[test]
+fn json_cause_names_are_the_names() {
+    use Cause::*;
+    for c in [
+        LostSyn,
+        SlowHandshake,
+        LostSynAck,
+        AcceptQueueFull,
+        SlowAccept,
+        SlowConnectReturn,
+        Refused,
+        TimedOut,
+        Reset,
+        LostFin,
+        SlowCloseWait,
+        SlowFinWait2,
+        SlowClose,
+        CloseWaitLeak,
+        TimeWaitPressure,
+    ] {
+        assert_eq!(serde_json::to_value(c).unwrap(), c.name());
+    }
+}

@@ -111,7 +111,7 @@ pub fn sentence(d: &Diagnosis) -> String {
             ),
         },
         Cause::LostSynAck => format!(
-            "connection from {remote} to {local} was established {took} after the first SYN-ACK retransmit because the SYN-ACK or the client's third ACK was lost ({}, the first one at least 1 s after the SYN)",
+            "connection from {remote} to {local} was established {took} after the server's first SYN-ACK retransmit (itself about 1 s after the SYN) because the SYN-ACK or the client's third ACK was lost ({})",
             plural(d.retransmits, "SYN-ACK retransmit", "SYN-ACK retransmits"),
         ),
         Cause::AcceptQueueFull => match d.phase {
@@ -119,7 +119,7 @@ pub fn sentence(d: &Diagnosis) -> String {
                 "connection from {remote} waited {took} in the full accept queue of {local} ({queue} when queued) before accept()"
             ),
             _ => format!(
-                "connection from {remote} to {local} was established {took} after the first SYN-ACK retransmit because the accept queue was full ({queue} when queued): the listener dropped the third ACK ({})",
+                "connection from {remote} to {local} was established {took} after the server's first SYN-ACK retransmit because the accept queue was full ({queue} when queued): the listener dropped the third ACK ({})",
                 plural(d.retransmits, "SYN-ACK retransmit", "SYN-ACK retransmits"),
             ),
         },
