@@ -456,8 +456,9 @@ impl<W: Write> Renderer<W> {
         let mut evicted = 0;
         let mut stats = *stats;
         if let Some(now) = self.explain.as_ref().map(|e| e.now_ns) {
-            // What is still open (CLOSE_WAIT leaks) before the flush closes the books.
-            self.explain_aggregates(now, true)?;
+            // What is still open (CLOSE_WAIT leaks) before the flush closes the books;
+            // what the last periodic report said already is not repeated.
+            self.explain_aggregates(now, false)?;
         }
         if let Some(mut c) = self.correlator.take() {
             let rest = c.flush();

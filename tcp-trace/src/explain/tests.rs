@@ -219,7 +219,7 @@ fn refused_by_the_remote_end() {
     assert_eq!(d.errno, Some("ECONNREFUSED"));
     assert_eq!(
         crate::render::explain::sentence(&d),
-        "connect to 10.0.0.2:80 was refused after 0.1 ms: reset by the remote end (ECONNREFUSED)"
+        "connect to 10.0.0.2:80 was refused after 0.10 ms: reset by the remote end (ECONNREFUSED)"
     );
     // Without the reset and the error, a close in SYN_SENT is an abort: nothing slow.
     c.resets_received = 0;

@@ -11,15 +11,17 @@ use serde::Serialize;
 
 use crate::explain::{Cause, Diagnosis, End};
 
-/// `1.02 s`, `350 ms`, `0.8 ms`.
+/// `1.02 s`, `350 ms`, `2.5 ms`, `0.08 ms`.
 pub fn dur(ns: u64) -> String {
     let ms = ns as f64 / 1e6;
     if ms >= 1000.0 {
         format!("{:.2} s", ms / 1000.0)
     } else if ms >= 10.0 {
         format!("{ms:.0} ms")
-    } else {
+    } else if ms >= 1.0 {
         format!("{ms:.1} ms")
+    } else {
+        format!("{ms:.2} ms")
     }
 }
 
