@@ -267,6 +267,45 @@ fn explain_close_wait_leak() {
     drop(t);
 }
 
+/// The server closes 600 ms after the client's FIN: the server's socket is held in
+/// CLOSE_WAIT by the application, the client's (handed to a timewait socket when the
+/// ACK of its FIN came) waits in FIN_WAIT2 for the server's FIN.
+#[test]
+fn explain_slow_close() {
+    if !require_root("explain_slow_close") {
+        return;
+    }
+    let ns = Netns::new("xclose");
+    let port = free_port();
+    let ps = port.to_string();
+    let t = explain(port, &[]);
+    let mut server = Peer::spawn(peer_cmd(
+        Some(&ns.name),
+        &["server", "127.0.0.1", &ps, "--close-delay-ms", "600"],
+    ));
+    assert_eq!(server.line(), format!("listening {port}"));
+    let spid = server.pid;
+    let mut client = Peer::spawn(peer_cmd(Some(&ns.name), &["client", "127.0.0.1", &ps]));
+    let l = client.line();
+    let cport: u64 = l.strip_prefix("connect ok ").expect(&l).parse().unwrap();
+    assert_eq!(client.wait(), 0);
+    assert_eq!(server.wait(), 0);
+    let (lines, _) = t.stop();
+    let ds = diagnoses(&lines);
+    let d = one(&ds, "slow_close_wait");
+    assert_eq!(d["role"], "server", "{d}");
+    assert_eq!(d["pid"], spid, "{d}");
+    assert_eq!(d["by"], "local", "{d}");
+    assert_eq!(d["remote"], format!("127.0.0.1:{cport}"), "{d}");
+    ns_in(d, "duration_ns", 550, 2000);
+    let d = one(&ds, "slow_fin_wait2");
+    assert_eq!(d["role"], "client", "{d}");
+    assert_eq!(d["by"], "remote", "{d}");
+    assert_eq!(d["local"], format!("127.0.0.1:{cport}"), "{d}");
+    ns_in(d, "duration_ns", 550, 2000);
+    assert_eq!(ds.len(), 2, "{ds:#?}");
+}
+
 /// connect() to a port nobody listens on: refused, by the remote end's reset.
 #[test]
 fn explain_refused_connect() {

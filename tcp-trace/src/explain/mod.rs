@@ -403,13 +403,22 @@ fn close(c: &Connection, cfg: &Config) -> Option<Diagnosis> {
         .iter()
         .skip(1)
         .find(|e| matches!(e.state, FinWait1 | CloseWait))?;
-    let end = c
+    let closed = c
         .states
         .iter()
         .skip(1)
         .rev()
         .find(|e| matches!(e.state, Close | TimeWait))?
         .t_ns;
+    // After a handover in FIN_WAIT2 (the application had closed: a timewait socket
+    // took over, still in FIN_WAIT2) the wait for the peer's FIN went on until
+    // TIME_WAIT began, when the peer on this host shows it.
+    let handover_tw = if c.fin_wait2_handover {
+        c.time_wait_t_ns.filter(|&t| t > closed)
+    } else {
+        None
+    };
+    let end = handover_tw.unwrap_or(closed);
     let took = end.saturating_sub(begin.t_ns);
     if took < cfg.slow_ns {
         return None;
@@ -429,7 +438,10 @@ fn close(c: &Connection, cfg: &Config) -> Option<Diagnosis> {
         });
     }
     let cw = c.close_wait_ns.unwrap_or(0);
-    let fw2 = c.fin_wait2_ns.unwrap_or(0);
+    let fw2 = match (handover_tw, c.state_ts(FinWait2)) {
+        (Some(t), Some(f)) => t.saturating_sub(f),
+        _ => c.fin_wait2_ns.unwrap_or(0),
+    };
     if cw >= cfg.slow_ns && cw >= fw2 {
         let start = c.state_ts(CloseWait).unwrap_or(begin.t_ns);
         let mut d = Diagnosis {

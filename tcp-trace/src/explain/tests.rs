@@ -495,3 +495,25 @@ fn json_cause_names_are_the_names() {
         assert_eq!(serde_json::to_value(c).unwrap(), c.name());
     }
 }
+
+#[test]
+fn fin_wait2_after_a_handover_lasts_until_the_peers_fin() {
+    // The application closed; the ACK of its FIN came and a timewait socket in
+    // FIN_WAIT2 took over at once (FIN_WAIT2 -> CLOSE); the peer sent its FIN 500 ms
+    // later (known from the peer on this host).
+    let mut c = client(MS);
+    let c = {
+        c.finish(true, false);
+        c.fin_wait2_handover = true;
+        c.time_wait = true;
+        c.time_wait_t_ns = Some(T0 + MS + 507 * MS);
+        c
+    };
+    let d = diagnose(&c, &cfg()).unwrap();
+    assert_eq!((d.cause, d.by), (Cause::SlowFinWait2, Some(End::Remote)));
+    assert_eq!(d.duration_ns, Some(501 * MS));
+    // Without the handover (the CLOSE was the TIME_WAIT entry) the close was quick.
+    let mut quick = c.clone();
+    quick.fin_wait2_handover = false;
+    assert_eq!(cause(&quick), None);
+}
