@@ -375,6 +375,10 @@ fn replay_explain_names_the_causes() {
     // after that start: 333 ms in the queue.
     let d = one(&ds, "slow_accept");
     ns_in(d, "duration_ns", 300, 400);
+    // Its client had closed first: it waited in FIN_WAIT2 for the server's FIN.
+    let d = one(&ds, "slow_fin_wait2");
+    assert_eq!(d["role"], "client", "{d}");
+    ns_in(d, "duration_ns", 300, 400);
     let d = one(&ds, "refused");
     assert_eq!(d["by"], "remote", "{d}");
     assert_eq!(d["errno"], "ECONNREFUSED", "{d}");
