@@ -23,6 +23,10 @@ pub enum Command {
     Record(RecordArgs),
     /// Render a recording; needs no privilege.
     Replay(ReplayArgs),
+    /// One line per slow or failed connection naming the cause (lost SYN, lost
+    /// SYN-ACK or third ACK, full accept queue, late accept(), refused, timed out,
+    /// reset, slow close), plus CLOSE_WAIT leaks and TIME_WAIT pressure.
+    Explain(ExplainArgs),
     /// Reproduce the claims of the handshake study note on this kernel, in network
     /// namespaces made for the purpose, with a verdict per claim from the captured trace.
     Lab(crate::lab::LabArgs),
@@ -49,6 +53,77 @@ pub struct ReplayArgs {
     pub file: std::path::PathBuf,
     #[command(flatten)]
     pub output: OutputArgs,
+    /// Instead of the view: one line per slow or failed connection naming the cause
+    /// (as `tcp-trace explain`).
+    #[arg(long)]
+    pub explain: bool,
+    #[command(flatten)]
+    pub explain_opts: ExplainOpts,
+}
+
+/// Thresholds of `explain` / `replay --explain`.
+#[derive(Debug, Clone, Args)]
+pub struct ExplainOpts {
+    /// A phase (handshake, connect, accept wait, close) at least this long is slow.
+    #[arg(long, value_name = "MS", default_value_t = 200.0, value_parser = parse_ms)]
+    pub slow: f64,
+    /// CLOSE_WAIT sockets at least this old are reported as a leak, per process and
+    /// remote end.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = parse_ms)]
+    pub close_wait_secs: f64,
+    /// Report TIME_WAIT sockets towards one remote end from this many on.
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub time_wait_min: u32,
+}
+
+impl ExplainOpts {
+    pub fn config(&self) -> crate::explain::Config {
+        crate::explain::Config {
+            slow_ns: (self.slow * 1e6) as u64,
+            close_wait_ns: (self.close_wait_secs * 1e9) as u64,
+            time_wait_min: self.time_wait_min,
+        }
+    }
+}
+
+fn parse_ms(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if !(v.is_finite() && (0.0..=1e9).contains(&v)) {
+        return Err(format!("`{s}` must be a number between 0 and 1e9"));
+    }
+    Ok(v)
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    #[command(flatten)]
+    pub opts: ExplainOpts,
+    /// JSON lines on stdout (`{"type":"diagnosis",...}`, then `stats`).
+    #[arg(long)]
+    pub json: bool,
+    /// Most sockets tracked at once.
+    #[arg(long, value_name = "N", default_value_t = 65536, value_parser = clap::value_parser!(u64).range(16..=16_777_216))]
+    pub max_sockets: u64,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    pub duration: Option<f64>,
+    /// Stop after this many events.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+}
+
+impl ExplainArgs {
+    /// The output settings the renderer takes.
+    pub fn output(&self) -> OutputArgs {
+        OutputArgs {
+            view: Some(View::Conns),
+            json: self.json,
+            timestamp: false,
+            max_sockets: self.max_sockets,
+        }
+    }
 }
 
 /// What to show.
@@ -285,6 +360,34 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(parse(&["replay"]).unwrap_err().exit_code(), 2);
+        let c = parse(&["replay", "f.ttr", "--explain", "--slow", "50"]).unwrap();
+        match c.command {
+            Some(Command::Replay(r)) => {
+                assert!(r.explain);
+                assert_eq!(r.explain_opts.config().slow_ns, 50_000_000);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn explain_args() {
+        let c = parse(&["explain", "-P", "80", "--json", "--close-wait-secs", "2"]).unwrap();
+        match c.command {
+            Some(Command::Explain(e)) => {
+                assert_eq!(e.filter.port, vec![80]);
+                assert!(e.json);
+                let cfg = e.opts.config();
+                assert_eq!(cfg.slow_ns, 200_000_000);
+                assert_eq!(cfg.close_wait_ns, 2_000_000_000);
+                assert_eq!(cfg.time_wait_min, 100);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            parse(&["explain", "--slow", "-1"]).unwrap_err().exit_code(),
+            2
+        );
     }
 
     #[test]

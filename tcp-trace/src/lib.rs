@@ -8,6 +8,7 @@ pub mod clock;
 pub mod container;
 pub mod correlate;
 pub mod decode;
+pub mod explain;
 pub mod lab;
 pub mod layout;
 pub mod loader;

@@ -26,6 +26,9 @@ fn main() -> ExitCode {
         )),
         Some(Command::Record(r)) => rt.block_on(tcp_trace::trace::record(&r, filter_of(&r.filter))),
         Some(Command::Replay(r)) => tcp_trace::trace::replay(&r),
+        Some(Command::Explain(e)) => {
+            rt.block_on(tcp_trace::trace::explain(&e, filter_of(&e.filter)))
+        }
         Some(Command::Lab(l)) => tcp_trace::lab::run(&l),
     };
     match res {

@@ -187,7 +187,22 @@ pub struct Renderer<W: Write> {
     header_done: bool,
     t0_ns: Option<u64>,
     containers: Containers,
+    explain: Option<Explainer>,
 }
+
+/// `explain` mode: diagnoses instead of the view.
+struct Explainer {
+    cfg: crate::explain::Config,
+    agg: crate::explain::Aggregator,
+    range: Option<crate::explain::PortRange>,
+    json: bool,
+    /// The latest time known (event or clock), for the aggregates.
+    now_ns: u64,
+    last_report_ns: u64,
+}
+
+/// How often the live aggregates (CLOSE_WAIT leaks, TIME_WAIT) are looked at.
+const EXPLAIN_REPORT_NS: u64 = 1_000_000_000;
 
 /// cgroup id → container, resolved from the cgroup2 tree (live runs only: a
 /// recording may come from another host).
@@ -302,17 +317,71 @@ impl<W: Write> Renderer<W> {
             header_done: false,
             t0_ns,
             containers: Containers::new(live),
+            explain: None,
         }
     }
 
+    /// Diagnoses (`tcp-trace explain`, `replay --explain`) instead of the view:
+    /// one line per slow or failed connection, and the aggregates over open and
+    /// TIME_WAIT sockets. `range`: the local port range and `tcp_tw_reuse`.
+    pub fn with_explain(
+        mut self,
+        cfg: crate::explain::Config,
+        range: Option<crate::explain::PortRange>,
+    ) -> Renderer<W> {
+        let json = self.json();
+        self.json_events = false;
+        self.json_conns = false;
+        self.view = View::Conns;
+        if self.correlator.is_none() {
+            self.correlator = Some(Correlator::new(Config::default()));
+        }
+        self.explain = Some(Explainer {
+            cfg,
+            agg: crate::explain::Aggregator::new(cfg),
+            range,
+            json,
+            now_ns: 0,
+            last_report_ns: 0,
+        });
+        self
+    }
+
+    fn write_diagnosis(&mut self, d: &crate::explain::Diagnosis) -> io::Result<()> {
+        let json = self.explain.as_ref().is_some_and(|e| e.json);
+        if json {
+            render::explain::json(&mut self.out, d)
+        } else {
+            render::explain::line(&mut self.out, d, self.t0_ns.unwrap_or(0))
+        }
+    }
+
+    /// The aggregates at `now_ns` (only what changed unless `all`).
+    fn explain_aggregates(&mut self, now_ns: u64, all: bool) -> io::Result<()> {
+        let (Some(e), Some(c)) = (self.explain.as_mut(), self.correlator.as_ref()) else {
+            return Ok(());
+        };
+        e.now_ns = e.now_ns.max(now_ns);
+        e.last_report_ns = now_ns;
+        let mut ds = e.agg.close_wait_leaks(c.open_connections(), now_ns, all);
+        ds.extend(e.agg.time_wait_pressure(e.range, now_ns, all));
+        for d in &ds {
+            self.write_diagnosis(d)?;
+        }
+        Ok(())
+    }
+
     fn json(&self) -> bool {
-        self.json_events || self.json_conns
+        self.json_events || self.json_conns || self.explain.as_ref().is_some_and(|e| e.json)
     }
 
     pub fn event(&mut self, ev: &Event) -> io::Result<()> {
         let t0 = *self.t0_ns.get_or_insert(ev.ts_ns);
         if let TimeColumn::Relative { t0_ns } = &mut self.time {
             *t0_ns = t0;
+        }
+        if let Some(e) = self.explain.as_mut() {
+            e.now_ns = e.now_ns.max(ev.ts_ns);
         }
         if self.json_events {
             let ctr = self.containers.lookup(ev.cgroup_id, ev.pid());
@@ -338,6 +407,11 @@ impl<W: Write> Renderer<W> {
             c.drain_finished(&mut self.finished);
             self.emit_finished()?;
         }
+        if let Some(e) = self.explain.as_ref()
+            && now_ns >= e.last_report_ns + EXPLAIN_REPORT_NS
+        {
+            self.explain_aggregates(now_ns, false)?;
+        }
         Ok(())
     }
 
@@ -355,6 +429,13 @@ impl<W: Write> Renderer<W> {
             c.container_runtime = Some(rt.to_string());
         }
         self.summary.add(&c);
+        if let Some(e) = self.explain.as_mut() {
+            e.agg.push(&c);
+            if let Some(d) = crate::explain::diagnose(&c, &e.cfg) {
+                self.write_diagnosis(&d)?;
+            }
+            return Ok(());
+        }
         let t0 = self.t0_ns.unwrap_or(0);
         if self.json_conns {
             return render::json::connection(&mut self.out, &c);
@@ -394,6 +475,11 @@ impl<W: Write> Renderer<W> {
     pub fn finish(&mut self, stats: &RunStats) -> io::Result<()> {
         let mut evicted = 0;
         let mut stats = *stats;
+        if let Some(now) = self.explain.as_ref().map(|e| e.now_ns) {
+            // What is still open (CLOSE_WAIT leaks) before the flush closes the books;
+            // what the last periodic report said already is not repeated.
+            self.explain_aggregates(now, false)?;
+        }
         if let Some(mut c) = self.correlator.take() {
             let rest = c.flush();
             evicted = c.evicted();

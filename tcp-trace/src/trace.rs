@@ -9,7 +9,7 @@ use tcp_trace_common::{Filter, MAX_CGROUPS};
 use crate::container::{CgroupResolver, cgroup_id_of_path};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::cli::{FilterArgs, RecordArgs, ReplayArgs, TraceArgs};
+use crate::cli::{ExplainArgs, FilterArgs, RecordArgs, ReplayArgs, TraceArgs};
 use crate::clock::{WallClock, monotonic_ns};
 use crate::decode::raw_from_bytes;
 use crate::loader::{self, AttachMode, Options};
@@ -89,6 +89,38 @@ pub async fn run(args: &TraceArgs, mut filter: Filter) -> anyhow::Result<u8> {
         args.count,
         t0,
         out,
+    )
+    .await
+}
+
+/// The local port range and `tcp_tw_reuse` of this host (for TIME_WAIT pressure).
+pub fn port_range() -> Option<crate::explain::PortRange> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let reuse = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_tw_reuse").ok()?;
+    crate::explain::PortRange::parse(&range, &reuse)
+}
+
+/// `tcp-trace explain [FILTERS]`.
+pub async fn explain(args: &ExplainArgs, mut filter: Filter) -> anyhow::Result<u8> {
+    resolve_cgroup_filters(&args.filter, &mut filter)?;
+    let t0 = monotonic_ns();
+    let wall = WallClock::now();
+    let stdout = BufWriter::with_capacity(64 * 1024, io::stdout().lock());
+    let cfg = args.opts.config();
+    eprintln!(
+        "tcp-trace: explaining connections with a phase of at least {} ms, failures, CLOSE_WAIT sockets older than {} s, and {}+ TIME_WAIT sockets per remote end",
+        args.opts.slow, args.opts.close_wait_secs, args.opts.time_wait_min
+    );
+    let r =
+        Renderer::new(stdout, &args.output(), wall, Some(t0), true).with_explain(cfg, port_range());
+    live(
+        filter,
+        args.filter.attach,
+        args.filter.ring_kib,
+        args.duration,
+        args.count,
+        t0,
+        Output::Render(Box::new(r)),
     )
     .await
 }
@@ -323,13 +355,12 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<u8> {
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
     let wall = WallClock::with_offset(reader.header.wall_offset_ns as i128);
     let stdout = BufWriter::with_capacity(64 * 1024, io::stdout().lock());
-    let mut out = Output::Render(Box::new(Renderer::new(
-        stdout,
-        &args.output,
-        wall,
-        None,
-        false,
-    )));
+    let mut r = Renderer::new(stdout, &args.output, wall, None, false);
+    if args.explain {
+        // The port range is this host's: the recording's is not in the file.
+        r = r.with_explain(args.explain_opts.config(), port_range());
+    }
+    let mut out = Output::Render(Box::new(r));
     let res = replay_into(&mut reader, &mut out);
     match res {
         Err(e) if e.downcast_ref::<io::Error>().is_some_and(is_epipe) => Ok(0),

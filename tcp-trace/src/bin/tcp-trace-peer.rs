@@ -8,6 +8,9 @@
 //!       closes each MS after the peer's FIN. Prints `pid PID` first. `--v6only`: an
 //!       IPv6 listener that takes no IPv4 (IPV6_V6ONLY); `--reuseport`: SO_REUSEPORT,
 //!       so that several servers can share the port (then give the port, not 0).
+//!       `--accept-delay-ms MS`: sleep MS before each accept() (the connection waits
+//!       in the accept queue); `--never-close`: keep every accepted socket open after
+//!       the peer's FIN (it stays in CLOSE_WAIT) and wait until killed.
 //!   tcp-trace-peer client ADDR PORT [--count N] [--send BYTES] [--wait-stdin]
 //!       [--delay-before-send-ms MS] [--nonblock] [--send-on-stdin]
 //!       connects N times (blocking connect, or with `--nonblock` a non-blocking one
@@ -22,7 +25,7 @@ use std::time::Duration;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: tcp-trace-peer server ADDR PORT [--accepts N] [--close-delay-ms MS] [--null-accept] [--v6only] [--reuseport]\n       tcp-trace-peer client ADDR PORT [--count N] [--send BYTES] [--wait-stdin] [--delay-before-send-ms MS] [--nonblock] [--send-on-stdin]"
+        "usage: tcp-trace-peer server ADDR PORT [--accepts N] [--close-delay-ms MS] [--null-accept] [--v6only] [--reuseport] [--accept-delay-ms MS] [--never-close]\n       tcp-trace-peer client ADDR PORT [--count N] [--send BYTES] [--wait-stdin] [--delay-before-send-ms MS] [--nonblock] [--send-on-stdin]"
     );
     ExitCode::from(2)
 }
@@ -38,6 +41,8 @@ struct Opts {
     reuseport: bool,
     nonblock: bool,
     send_on_stdin: bool,
+    accept_delay_ms: u64,
+    never_close: bool,
 }
 
 fn parse_opts(rest: &[String]) -> Option<Opts> {
@@ -52,6 +57,8 @@ fn parse_opts(rest: &[String]) -> Option<Opts> {
         reuseport: false,
         nonblock: false,
         send_on_stdin: false,
+        accept_delay_ms: 0,
+        never_close: false,
     };
     let mut i = 0;
     while i < rest.len() {
@@ -61,6 +68,12 @@ fn parse_opts(rest: &[String]) -> Option<Opts> {
             "--send" => o.send = num(i)? as usize,
             "--close-delay-ms" => o.close_delay_ms = num(i)?,
             "--delay-before-send-ms" => o.delay_before_send_ms = num(i)?,
+            "--accept-delay-ms" => o.accept_delay_ms = num(i)?,
+            "--never-close" => {
+                o.never_close = true;
+                i += 1;
+                continue;
+            }
             "--wait-stdin" => {
                 o.wait_stdin = true;
                 i += 1;
@@ -259,7 +272,11 @@ fn server(addr: SocketAddr, o: &Opts) -> std::io::Result<()> {
     let l = listen(addr, o)?;
     println!("listening {}", l.local_addr()?.port());
     std::io::stdout().flush()?;
+    let mut kept = Vec::new();
     for _ in 0..o.count {
+        if o.accept_delay_ms > 0 {
+            std::thread::sleep(Duration::from_millis(o.accept_delay_ms));
+        }
         let s = if o.null_accept {
             // Most servers pass NULL: the tracer must still find the socket.
             // SAFETY: valid listening fd; NULL address buffers are allowed.
@@ -289,8 +306,20 @@ fn server(addr: SocketAddr, o: &Opts) -> std::io::Result<()> {
                 Err(e) => return Err(e),
             }
         }
+        if o.never_close {
+            println!("kept {}", s.peer_addr()?.port());
+            std::io::stdout().flush()?;
+            kept.push(s);
+            continue;
+        }
         std::thread::sleep(Duration::from_millis(o.close_delay_ms));
         drop(s);
+    }
+    if o.never_close {
+        // The sockets stay in CLOSE_WAIT until the process is killed.
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
     }
     Ok(())
 }

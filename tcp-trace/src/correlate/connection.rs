@@ -8,7 +8,7 @@ use crate::decode::{Comm, Family, TcpState};
 use crate::render::json;
 
 /// Which end of a connection this socket is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// `connect()`ed socket (first state SYN_SENT).
@@ -124,6 +124,23 @@ pub struct HalfOpenRequest {
     pub dport: u16,
     pub synack_retransmits: u32,
     pub synack_retransmit_ts_ns: Vec<u64>,
+}
+
+/// The listener's accept queue when a child socket was queued on it (server
+/// connections): `sk_ack_backlog` and `sk_max_ack_backlog` of the listening socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct AcceptQueue {
+    /// Connections waiting in the accept queue (this child included).
+    pub len: u32,
+    /// The queue's limit (the `listen()` backlog, capped by `net.core.somaxconn`).
+    pub max: u32,
+}
+
+impl AcceptQueue {
+    /// The queue was at or past its limit.
+    pub fn full(&self) -> bool {
+        self.len >= self.max
+    }
 }
 
 /// Listener-only part of a connection record.
@@ -307,6 +324,9 @@ pub struct Connection {
     /// answered it (mirrored 4-tuple) and never became a child socket, with its SYN-ACK
     /// retransmits (also counted on the listener, not here).
     pub peer_request: Option<HalfOpenRequest>,
+    /// Server: the listener's accept-queue length and limit when this child was
+    /// queued; null when the kernel side did not read them.
+    pub accept_queue: Option<AcceptQueue>,
     /// cgroup v2 id of the owner (from process-context events).
     pub cgroup_id: Option<u64>,
     /// Filled by the container enrichment stage (null on the host / until then).
@@ -375,6 +395,7 @@ impl Connection {
             listener_id: None,
             listener: (role == Role::Listener).then(ListenerInfo::default),
             peer_request: None,
+            accept_queue: None,
             cgroup_id: None,
             netns: None,
             container_id: None,

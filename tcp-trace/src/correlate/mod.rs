@@ -42,6 +42,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
+pub use connection::AcceptQueue;
 use connection::PeerView;
 pub(crate) use connection::StackStr;
 pub use connection::{
@@ -208,6 +209,23 @@ impl TupleIndex for FastMap<Tuple, TupleEntries> {
     }
 }
 
+/// The accept queue an event saw (`plus`: entries to add, 1 for the child being
+/// queued at its birth).
+fn queue_of(ev: &Event, plus: u32) -> Option<AcceptQueue> {
+    ev.accept_queue.map(|(len, max)| AcceptQueue {
+        len: len.saturating_add(plus),
+        max,
+    })
+}
+
+/// The fuller of two observations of one listener's accept queue.
+fn fuller(a: Option<AcceptQueue>, b: Option<AcceptQueue>) -> Option<AcceptQueue> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(if y.len > x.len { y } else { x }),
+        (x, y) => x.or(y),
+    }
+}
+
 /// Addresses that never leave their network namespace (loopback): a socket on them
 /// can only be paired with one in the same namespace.
 fn ns_local(a: IpAddr) -> bool {
@@ -303,6 +321,8 @@ struct PendingReq {
     local: (IpAddr, u16),
     remote: (IpAddr, u16),
     ts: Vec<u64>,
+    /// The listener's accept queue at the fullest of these retransmits.
+    queue: Option<AcceptQueue>,
 }
 
 impl PendingReq {
@@ -574,6 +594,16 @@ impl Correlator {
         std::mem::take(&mut self.finished)
     }
 
+    /// The connections not closed yet (no CLOSE applied), as built so far: the
+    /// derived fields (`outcome`, durations) are not filled until they finish; the
+    /// state history is current up to the reorder window. Read-only; table order.
+    pub fn open_connections(&self) -> impl Iterator<Item = &Connection> {
+        self.slots
+            .iter()
+            .filter(|s| s.live && s.closed_at.is_none())
+            .map(|s| &s.conn)
+    }
+
     /// Open connections emitted early because of `max_sockets`.
     pub fn evicted(&self) -> u64 {
         self.stats.evicted
@@ -782,6 +812,7 @@ impl Correlator {
         if let Some(p) = self.pending.get_mut(&key) {
             if p.listener_id == lid && p.req == req {
                 p.ts.push(ev.ts_ns);
+                p.queue = fuller(p.queue, queue_of(ev, 0));
                 return;
             }
             // Another request with the same tuple: the earlier one never completed.
@@ -807,6 +838,7 @@ impl Correlator {
                 local,
                 remote,
                 ts,
+                queue: queue_of(ev, 0),
             },
         );
     }
@@ -1089,6 +1121,9 @@ impl Correlator {
     /// carries the listener's addresses and `take_request` runs once a later event
     /// gives the child's own).
     fn attach_child(&mut self, i: usize, ev: &Event) {
+        // Queued now: the queue holds what was there plus this child.
+        let c = &mut self.slots[i].conn;
+        c.accept_queue = fuller(c.accept_queue, queue_of(ev, 1));
         // The kernel side names the listener it cloned the child from (exact), or the
         // one it found by namespace and port.
         let named = (ev.listener != 0)
@@ -1127,6 +1162,7 @@ impl Correlator {
         let listener =
             (l.live && l.conn.id == p.listener_id).then_some((p.listener_slot, p.listener_id));
         let c = &mut self.slots[i].conn;
+        c.accept_queue = fuller(c.accept_queue, p.queue);
         c.synack_retransmits += p.ts.len() as u32;
         if c.synack_retransmit_ts_ns.is_empty() {
             c.synack_retransmit_ts_ns = p.ts;

@@ -734,6 +734,17 @@ pub fn connection(w: &mut impl Write, c: &Connection) -> io::Result<()> {
         Some(r) => put_half_open(s, r),
         None => s.put(b"null"),
     }
+    s.put(b",\"accept_queue\":");
+    match &c.accept_queue {
+        Some(q) => {
+            s.put(b"{\"len\":");
+            put_u64(s, u64::from(q.len));
+            s.put(b",\"max\":");
+            put_u64(s, u64::from(q.max));
+            s.put(b"}");
+        }
+        None => s.put(b"null"),
+    }
     s.put(b",\"cgroup_id\":");
     put_opt(s, c.cgroup_id, put_u64);
     s.put(b",\"netns\":");
@@ -751,6 +762,7 @@ pub fn connection(w: &mut impl Write, c: &Connection) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::correlate::AcceptQueue;
     use crate::decode::{Family, Owner};
 
     /// The formatting this module had before it was written without `core::fmt`: the
@@ -1067,6 +1079,10 @@ mod tests {
             half_open_requests: (0..r.next() % 3).map(|_| half_open(r)).collect(),
         });
         c.peer_request = opt(r, half_open);
+        c.accept_queue = opt(r, |r| AcceptQueue {
+            len: r.num() as u32,
+            max: r.num() as u32,
+        });
         c.cgroup_id = opt(r, Rng::num);
         c.netns = opt(r, Rng::num);
         c.container_id = opt(r, |r| {

@@ -339,7 +339,16 @@ fn side_rows(rows: &mut Rows, c: &Connection, side: Side, other: Option<&Connect
                 }
             }
             (Listen, SynRecv) => rows.add(t, side, "SYN_RECV (child)", arw(recv, "ACK")),
-            (SynRecv, Established) => rows.add(t, side, "ESTABLISHED", None),
+            (SynRecv, Established) => match c.accept_queue {
+                // The child joins the listener's accept queue as it is established.
+                Some(q) => rows.add(
+                    t,
+                    side,
+                    format!("ESTABLISHED queued {}/{}", q.len, q.max),
+                    None,
+                ),
+                None => rows.add(t, side, "ESTABLISHED", None),
+            },
             (Established | SynRecv, FinWait1) => rows.add(t, side, "FIN_WAIT1", arw(send, "FIN")),
             (Established, CloseWait) => {
                 let a = (!other_visible).then(|| (recv, Text::from("FIN")));
@@ -549,6 +558,17 @@ mod tests {
         assert!(got.contains("<-- SYN-ACK retransmit #2 "), "{got}");
         assert!(got.contains("--> "), "{got}");
         assert!(got.contains("SYN_RECV (child)"), "{got}");
+        assert!(!got.contains("queued"), "{got}");
+
+        // With the accept queue read by the kernel side, the server says how full it was.
+        let mut conns = run(&events);
+        for c in &mut conns {
+            if c.role == crate::correlate::Role::Server {
+                c.accept_queue = Some(crate::correlate::AcceptQueue { len: 128, max: 128 });
+            }
+        }
+        let got = draw(&conversations(conns)[0], &LadderOptions::default());
+        assert!(got.contains("ESTABLISHED queued 128/128"), "{got}");
     }
 
     #[test]
