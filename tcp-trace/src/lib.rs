@@ -11,6 +11,7 @@ pub mod decode;
 pub mod lab;
 pub mod layout;
 pub mod loader;
+pub mod metrics;
 pub mod pipeline;
 pub mod privilege;
 pub mod record;

@@ -152,10 +152,21 @@ impl<W: Write> Output<W> {
     }
 }
 
+fn unplaced_of(cs: &crate::correlate::Stats) -> Unplaced {
+    Unplaced {
+        orphan_events: cs.orphan_events,
+        late_events: cs.late_events,
+        superseded: cs.superseded,
+        untracked_requests: cs.untracked_requests,
+    }
+}
+
 /// Decoded events → text or JSON.
 pub struct Renderer<W: Write> {
     out: W,
     view: View,
+    /// `--json`.
+    json: bool,
     json_events: bool,
     json_conns: bool,
     time: TimeColumn,
@@ -167,6 +178,9 @@ pub struct Renderer<W: Write> {
     header_done: bool,
     t0_ns: Option<u64>,
     containers: Containers,
+    max_sockets: usize,
+    /// `--metrics`: updated per finished connection and per loss report.
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 /// cgroup id → container, resolved from the cgroup2 tree (live runs only: a
@@ -249,6 +263,7 @@ impl<W: Write> Renderer<W> {
             (false, _) => (false, false),
             (true, None) => (true, true),
             (true, Some(View::Events)) => (true, false),
+            (true, Some(View::None)) => (false, false),
             (true, Some(_)) => (false, true),
         };
         let need_conns = if args.json {
@@ -266,6 +281,7 @@ impl<W: Write> Renderer<W> {
         Renderer {
             out,
             view,
+            json: args.json,
             json_events: args.json && json_events,
             json_conns: args.json && json_conns,
             time,
@@ -282,11 +298,26 @@ impl<W: Write> Renderer<W> {
             header_done: false,
             t0_ns,
             containers: Containers::new(live),
+            max_sockets: args.max_sockets as usize,
+            metrics: None,
         }
     }
 
+    /// Feeds `metrics` with every finished connection and loss report (the
+    /// connections are correlated whatever the view).
+    pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Renderer<W> {
+        if self.correlator.is_none() {
+            self.correlator = Some(Correlator::new(Config {
+                max_sockets: self.max_sockets,
+                ..Config::default()
+            }));
+        }
+        self.metrics = Some(metrics);
+        self
+    }
+
     fn json(&self) -> bool {
-        self.json_events || self.json_conns
+        self.json
     }
 
     pub fn event(&mut self, ev: &Event) -> io::Result<()> {
@@ -316,6 +347,9 @@ impl<W: Write> Renderer<W> {
         if let Some(c) = self.correlator.as_mut() {
             c.advance(now_ns);
             c.drain_finished(&mut self.finished);
+            if let Some(m) = self.metrics.as_mut() {
+                m.unplaced(unplaced_of(&c.stats()));
+            }
             self.emit_finished()?;
         }
         Ok(())
@@ -335,12 +369,15 @@ impl<W: Write> Renderer<W> {
             c.container_runtime = Some(rt.to_string());
         }
         self.summary.add(&c);
+        if let Some(m) = self.metrics.as_mut() {
+            m.connection(&c);
+        }
         let t0 = self.t0_ns.unwrap_or(0);
         if self.json_conns {
             return render::json::connection(&mut self.out, &c);
         }
         match self.view {
-            View::Events => Ok(()),
+            View::Events | View::None => Ok(()),
             View::Conns => {
                 if !self.header_done {
                     render::conns::header(&mut self.out)?;
@@ -358,6 +395,9 @@ impl<W: Write> Renderer<W> {
     }
 
     pub fn lost(&mut self, count: u64, total: u64) -> io::Result<()> {
+        if let Some(m) = &self.metrics {
+            m.lost(count);
+        }
         if self.json() {
             render::json::lost(&mut self.out, count, total)?;
         }
@@ -365,6 +405,9 @@ impl<W: Write> Renderer<W> {
     }
 
     pub fn skipped(&mut self, count: u64, total: u64) -> io::Result<()> {
+        if let Some(m) = &self.metrics {
+            m.skipped(count);
+        }
         if self.json() {
             render::json::skipped(&mut self.out, count, total)?;
         }
@@ -377,13 +420,10 @@ impl<W: Write> Renderer<W> {
         if let Some(mut c) = self.correlator.take() {
             let rest = c.flush();
             evicted = c.evicted();
-            let cs = c.stats();
-            stats.unplaced = Unplaced {
-                orphan_events: cs.orphan_events,
-                late_events: cs.late_events,
-                superseded: cs.superseded,
-                untracked_requests: cs.untracked_requests,
-            };
+            stats.unplaced = unplaced_of(&c.stats());
+            if let Some(m) = self.metrics.as_mut() {
+                m.unplaced(stats.unplaced);
+            }
             self.summary.set_unplaced(stats.unplaced);
             for conn in rest {
                 self.connection(conn)?;
@@ -396,7 +436,7 @@ impl<W: Write> Renderer<W> {
             self.summary.set_lost_events(stats.lost);
             self.summary.set_skipped_runs(stats.skipped);
             self.summary.set_evicted(evicted);
-            if self.json_conns {
+            if self.json_conns || (self.json && self.view == View::None) {
                 serde_json::to_writer(&mut self.out, &self.summary)?;
                 self.out.write_all(b"\n")?;
             } else if !self.json() {

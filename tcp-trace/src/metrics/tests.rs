@@ -1,0 +1,1 @@
+//! Metric names, labels and the HTTP responder (no privilege needed).
