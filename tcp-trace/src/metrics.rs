@@ -115,6 +115,8 @@ impl EncodeLabelSet for ReasonLabel {
     }
 }
 
+const UNPLACED_REASONS: [&str; 4] = ["orphan", "late", "superseded", "untracked_request"];
+
 /// Makes the histograms of a family (all with the same buckets).
 #[derive(Clone, Copy, Debug)]
 pub struct Buckets;
@@ -206,6 +208,10 @@ impl Metrics {
             skipped.clone(),
         );
         let unplaced = Family::<ReasonLabel, Counter>::default();
+        // Every reason has a series from the start (0 until something is unplaced).
+        for reason in UNPLACED_REASONS {
+            unplaced.get_or_create(&ReasonLabel { reason });
+        }
         r.register(
             "unplaced_events",
             "Events the correlator could not place, by reason (orphan, late, superseded, untracked_request)",
@@ -327,11 +333,10 @@ impl Metrics {
                 was.untracked_requests,
             ),
         ] {
-            // Created at the first update, so that every reason has a series from
-            // the start (0 until something is unplaced).
-            let c = self.unplaced.get_or_create(&ReasonLabel { reason });
             if now > was {
-                c.inc_by(now - was);
+                self.unplaced
+                    .get_or_create(&ReasonLabel { reason })
+                    .inc_by(now - was);
             }
         }
         self.unplaced_seen = now;
