@@ -210,7 +210,7 @@ impl Metrics {
         let unplaced = Family::<ReasonLabel, Counter>::default();
         // Every reason has a series from the start (0 until something is unplaced).
         for reason in UNPLACED_REASONS {
-            unplaced.get_or_create(&ReasonLabel { reason });
+            let _ = unplaced.get_or_create(&ReasonLabel { reason });
         }
         r.register(
             "unplaced_events",
