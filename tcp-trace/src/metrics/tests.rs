@@ -257,7 +257,7 @@ fn split(resp: &[u8]) -> (String, String) {
 
 #[test]
 fn responder_status_codes() {
-    let mut m = Metrics::new(ExtraLabels::default());
+    let m = Metrics::new(ExtraLabels::default());
     m.lost(1);
     let r = m.registry();
     let (h, b) = split(&respond(
