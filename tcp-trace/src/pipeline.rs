@@ -266,8 +266,9 @@ impl<W: Write> Renderer<W> {
             (true, Some(View::None)) => (false, false),
             (true, Some(_)) => (false, true),
         };
+        // `--view none` still correlates: the summary at exit counts connections.
         let need_conns = if args.json {
-            json_conns
+            json_conns || view == View::None
         } else {
             view != View::Events
         };

@@ -461,3 +461,97 @@ fn connection_update_does_not_allocate_once_labels_are_known() {
     m.connection(&other);
     assert!(allocs() > before);
 }
+
+// ---- the renderer's feed (a real recording, no privilege) ----
+
+/// A writer whose bytes the test can read after the renderer is done with it.
+#[derive(Clone, Default)]
+struct Shared(std::rc::Rc<std::cell::RefCell<Vec<u8>>>);
+
+impl std::io::Write for Shared {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Replays a recording of one loopback connection (client, server, listener) into a
+/// renderer with `--view none` (± `--json`) and metrics; returns (stdout, metrics text).
+fn replay_view_none(json: bool, lost: u64) -> (String, String) {
+    use crate::pipeline::{Output, Renderer, RunStats};
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/recordings/loopback-v4-6.18.ttr"
+    );
+    let mut reader =
+        crate::record::Reader::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()))
+            .unwrap();
+    let args = crate::cli::OutputArgs {
+        view: Some(crate::cli::View::None),
+        json,
+        timestamp: false,
+        max_sockets: 65536,
+    };
+    let buf = Shared::default();
+    let m = Metrics::new(ExtraLabels::default());
+    let registry = m.registry();
+    let r = Renderer::new(
+        buf.clone(),
+        &args,
+        crate::clock::WallClock::with_offset(0),
+        None,
+        false,
+    )
+    .with_metrics(m);
+    let mut out = Output::Render(Box::new(r));
+    let mut stats = RunStats::default();
+    while let Some(item) = reader.next_item().unwrap() {
+        if let crate::record::Item::Event(raw) = item {
+            out.raw(&raw, &mut stats).unwrap();
+        }
+    }
+    if lost > 0 {
+        out.lost(lost, lost).unwrap();
+    }
+    out.finish(&stats).unwrap();
+    let stdout = String::from_utf8(buf.0.borrow().clone()).unwrap();
+    (stdout, encode(&registry))
+}
+
+#[test]
+fn view_none_prints_nothing_per_connection_and_feeds_the_metrics() {
+    let (stdout, t) = replay_view_none(false, 0);
+    assert_eq!(stdout, "", "--view none: nothing on stdout");
+    for role in ["client", "server", "listener"] {
+        assert!(
+            t.contains(&format!(
+                "tcp_trace_connections_total{{role=\"{role}\",outcome=\"closed\",port=\"8123\",container_id=\"\"}} 1\n"
+            )),
+            "{role}:\n{t}"
+        );
+    }
+    assert!(t.contains("tcp_trace_handshake_duration_seconds_count{role=\"client\",port=\"8123\",container_id=\"\"} 1\n"), "{t}");
+    assert!(t.contains("tcp_trace_accept_queue_wait_seconds_count{role=\"server\",port=\"8123\",container_id=\"\"} 1\n"), "{t}");
+    assert!(
+        t.contains(
+            "tcp_trace_time_wait_entries_total{role=\"client\",port=\"8123\",container_id=\"\"} 1\n"
+        ),
+        "{t}"
+    );
+
+    // With --json: the run-level lines only (and a loss report reaches the metrics).
+    let (stdout, t) = replay_view_none(true, 4);
+    let types: Vec<String> = stdout
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["type"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(types, ["lost", "summary", "stats"], "{stdout}");
+    assert!(stdout.contains("\"connections\":3"), "{stdout}");
+    assert!(t.contains("\ntcp_trace_lost_events_total 4\n"), "{t}");
+}
