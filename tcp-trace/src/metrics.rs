@@ -129,7 +129,7 @@ impl MetricConstructor<Histogram> for Buckets {
 
 type Hist = Family<ConnLabels, Histogram, Buckets>;
 
-/// The metrics of one run. Cloning shares the values (and the registry).
+/// The metrics of one run (the registry is shared with the HTTP responder).
 pub struct Metrics {
     registry: Arc<Registry>,
     extra: ExtraLabels,

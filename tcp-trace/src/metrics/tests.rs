@@ -555,3 +555,24 @@ fn view_none_prints_nothing_per_connection_and_feeds_the_metrics() {
     assert!(stdout.contains("\"connections\":3"), "{stdout}");
     assert!(t.contains("\ntcp_trace_lost_events_total 4\n"), "{t}");
 }
+
+/// Rough cost of one finished connection's update (all families touched, labels
+/// known): `cargo test --release -p tcp-trace --lib metrics::tests::update_cost -- --ignored --nocapture`.
+#[test]
+#[ignore = "a timing, not a check"]
+fn update_cost() {
+    let mut m = Metrics::new(ExtraLabels::default());
+    let mut c = conn(Role::Server, Outcome::Closed);
+    c.handshake_ns = Some(10_000);
+    c.accept_wait_ns = Some(20_000);
+    c.time_wait = true;
+    c.container_id = Some("0123456789ab".into());
+    m.connection(&c);
+    let n = 1_000_000;
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        m.connection(std::hint::black_box(&c));
+    }
+    let per = t.elapsed().as_nanos() as f64 / n as f64;
+    eprintln!("metrics update: {per:.0} ns per finished connection");
+}
