@@ -135,6 +135,19 @@ pub enum View {
     Conns,
     /// Per conversation, a client | server sequence diagram.
     Ladder,
+    /// Nothing per event or connection (headless, e.g. with --metrics): the summary
+    /// still goes to stderr at exit; with --json only the lost, skipped, summary and
+    /// stats lines are printed.
+    None,
+}
+
+/// Optional labels of the per-connection metrics (`--metrics-labels`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MetricsLabel {
+    /// The remote IP address (no port): one series per peer address.
+    Remote,
+    /// The owner's command name.
+    Comm,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -212,6 +225,20 @@ pub struct TraceArgs {
     /// Stop after this many events.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
+    /// Serve OpenMetrics (Prometheus) text at http://ADDR/metrics while tracing,
+    /// e.g. 127.0.0.1:9464 (docs/metrics.md).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Extra labels on the per-connection metrics, comma separated (each multiplies
+    /// the number of series).
+    #[arg(
+        long,
+        value_name = "LABELS",
+        value_enum,
+        value_delimiter = ',',
+        requires = "metrics"
+    )]
+    pub metrics_labels: Vec<MetricsLabel>,
 }
 
 fn parse_duration(s: &str) -> Result<f64, String> {

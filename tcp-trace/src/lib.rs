@@ -12,6 +12,7 @@ pub mod explain;
 pub mod lab;
 pub mod layout;
 pub mod loader;
+pub mod metrics;
 pub mod pipeline;
 pub mod privilege;
 pub mod record;

@@ -172,10 +172,21 @@ impl<W: Write> Output<W> {
     }
 }
 
+fn unplaced_of(cs: &crate::correlate::Stats) -> Unplaced {
+    Unplaced {
+        orphan_events: cs.orphan_events,
+        late_events: cs.late_events,
+        superseded: cs.superseded,
+        untracked_requests: cs.untracked_requests,
+    }
+}
+
 /// Decoded events → text or JSON.
 pub struct Renderer<W: Write> {
     out: W,
     view: View,
+    /// `--json`.
+    json: bool,
     json_events: bool,
     json_conns: bool,
     time: TimeColumn,
@@ -188,6 +199,9 @@ pub struct Renderer<W: Write> {
     t0_ns: Option<u64>,
     containers: Containers,
     explain: Option<Explainer>,
+    max_sockets: usize,
+    /// `--metrics`: updated per finished connection and per loss report.
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 /// `explain` mode: diagnoses instead of the view.
@@ -284,10 +298,12 @@ impl<W: Write> Renderer<W> {
             (false, _) => (false, false),
             (true, None) => (true, true),
             (true, Some(View::Events)) => (true, false),
+            (true, Some(View::None)) => (false, false),
             (true, Some(_)) => (false, true),
         };
+        // `--view none` still correlates: the summary at exit counts connections.
         let need_conns = if args.json {
-            json_conns
+            json_conns || view == View::None
         } else {
             view != View::Events
         };
@@ -301,6 +317,7 @@ impl<W: Write> Renderer<W> {
         Renderer {
             out,
             view,
+            json: args.json,
             json_events: args.json && json_events,
             json_conns: args.json && json_conns,
             time,
@@ -318,7 +335,22 @@ impl<W: Write> Renderer<W> {
             t0_ns,
             containers: Containers::new(live),
             explain: None,
+            max_sockets: args.max_sockets as usize,
+            metrics: None,
         }
+    }
+
+    /// Feeds `metrics` with every finished connection and loss report (the
+    /// connections are correlated whatever the view).
+    pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Renderer<W> {
+        if self.correlator.is_none() {
+            self.correlator = Some(Correlator::new(Config {
+                max_sockets: self.max_sockets,
+                ..Config::default()
+            }));
+        }
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Diagnoses (`tcp-trace explain`, `replay --explain`) instead of the view:
@@ -372,7 +404,7 @@ impl<W: Write> Renderer<W> {
     }
 
     fn json(&self) -> bool {
-        self.json_events || self.json_conns || self.explain.as_ref().is_some_and(|e| e.json)
+        self.json || self.explain.as_ref().is_some_and(|e| e.json)
     }
 
     pub fn event(&mut self, ev: &Event) -> io::Result<()> {
@@ -405,6 +437,9 @@ impl<W: Write> Renderer<W> {
         if let Some(c) = self.correlator.as_mut() {
             c.advance(now_ns);
             c.drain_finished(&mut self.finished);
+            if let Some(m) = self.metrics.as_mut() {
+                m.unplaced(unplaced_of(&c.stats()));
+            }
             self.emit_finished()?;
         }
         if let Some(e) = self.explain.as_ref()
@@ -429,6 +464,9 @@ impl<W: Write> Renderer<W> {
             c.container_runtime = Some(rt.to_string());
         }
         self.summary.add(&c);
+        if let Some(m) = self.metrics.as_mut() {
+            m.connection(&c);
+        }
         if let Some(e) = self.explain.as_mut() {
             e.agg.push(&c);
             if let Some(d) = crate::explain::diagnose(&c, &e.cfg) {
@@ -441,7 +479,7 @@ impl<W: Write> Renderer<W> {
             return render::json::connection(&mut self.out, &c);
         }
         match self.view {
-            View::Events => Ok(()),
+            View::Events | View::None => Ok(()),
             View::Conns => {
                 if !self.header_done {
                     render::conns::header(&mut self.out)?;
@@ -459,6 +497,9 @@ impl<W: Write> Renderer<W> {
     }
 
     pub fn lost(&mut self, count: u64, total: u64) -> io::Result<()> {
+        if let Some(m) = &self.metrics {
+            m.lost(count);
+        }
         if self.json() {
             render::json::lost(&mut self.out, count, total)?;
         }
@@ -466,6 +507,9 @@ impl<W: Write> Renderer<W> {
     }
 
     pub fn skipped(&mut self, count: u64, total: u64) -> io::Result<()> {
+        if let Some(m) = &self.metrics {
+            m.skipped(count);
+        }
         if self.json() {
             render::json::skipped(&mut self.out, count, total)?;
         }
@@ -483,13 +527,10 @@ impl<W: Write> Renderer<W> {
         if let Some(mut c) = self.correlator.take() {
             let rest = c.flush();
             evicted = c.evicted();
-            let cs = c.stats();
-            stats.unplaced = Unplaced {
-                orphan_events: cs.orphan_events,
-                late_events: cs.late_events,
-                superseded: cs.superseded,
-                untracked_requests: cs.untracked_requests,
-            };
+            stats.unplaced = unplaced_of(&c.stats());
+            if let Some(m) = self.metrics.as_mut() {
+                m.unplaced(stats.unplaced);
+            }
             self.summary.set_unplaced(stats.unplaced);
             for conn in rest {
                 self.connection(conn)?;
@@ -502,7 +543,7 @@ impl<W: Write> Renderer<W> {
             self.summary.set_lost_events(stats.lost);
             self.summary.set_skipped_runs(stats.skipped);
             self.summary.set_evicted(evicted);
-            if self.json_conns {
+            if self.json_conns || (self.json && self.view == View::None) {
                 serde_json::to_writer(&mut self.out, &self.summary)?;
                 self.out.write_all(b"\n")?;
             } else if !self.json() {

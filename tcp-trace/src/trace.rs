@@ -73,14 +73,24 @@ pub async fn run(args: &TraceArgs, mut filter: Filter) -> anyhow::Result<u8> {
     resolve_cgroup_filters(&args.filter, &mut filter)?;
     let t0 = monotonic_ns();
     let wall = WallClock::now();
+    // Bound before the hooks load, so that a taken port fails fast (exit code 1).
+    let metrics_listener = match args.metrics {
+        Some(addr) => Some(crate::metrics::http::bind(addr).await?),
+        None => None,
+    };
     let stdout = BufWriter::with_capacity(64 * 1024, io::stdout().lock());
-    let out = Output::Render(Box::new(Renderer::new(
-        stdout,
-        &args.output,
-        wall,
-        Some(t0),
-        true,
-    )));
+    let mut renderer = Renderer::new(stdout, &args.output, wall, Some(t0), true);
+    if let Some(listener) = metrics_listener {
+        let m = crate::metrics::Metrics::new(crate::metrics::ExtraLabels::from_cli(
+            &args.metrics_labels,
+        ));
+        if let Ok(a) = listener.local_addr() {
+            eprintln!("tcp-trace: metrics at http://{a}/metrics");
+        }
+        crate::metrics::http::spawn(listener, m.registry());
+        renderer = renderer.with_metrics(m);
+    }
+    let out = Output::Render(Box::new(renderer));
     live(
         filter,
         args.filter.attach,
