@@ -13,7 +13,7 @@ use crate::cli::{FilterArgs, RecordArgs, ReplayArgs, TraceArgs};
 use crate::clock::{WallClock, monotonic_ns};
 use crate::decode::raw_from_bytes;
 use crate::loader::{self, AttachMode, Options};
-use crate::pipeline::{Output, Renderer, RunStats};
+use crate::pipeline::{Output, Renderer, RunStats, Select};
 use crate::record;
 use crate::source::{POLL_INTERVAL, Source};
 
@@ -74,13 +74,16 @@ pub async fn run(args: &TraceArgs, mut filter: Filter) -> anyhow::Result<u8> {
     let t0 = monotonic_ns();
     let wall = WallClock::now();
     let stdout = BufWriter::with_capacity(64 * 1024, io::stdout().lock());
-    let out = Output::Render(Box::new(Renderer::new(
-        stdout,
-        &args.output,
-        wall,
-        Some(t0),
-        true,
-    )));
+    let colour = args.style.colour(
+        io::IsTerminal::is_terminal(&io::stdout()),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
+    let out = Output::Render(Box::new(
+        Renderer::new(stdout, &args.output, wall, Some(t0), true)
+            .with_select(Select::new(&args.select, &args.filter.port))
+            .with_colour(colour)
+            .with_svg(args.style.svg.clone()),
+    ));
     live(
         filter,
         args.filter.attach,
@@ -321,13 +324,16 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<u8> {
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
     let wall = WallClock::with_offset(reader.header.wall_offset_ns as i128);
     let stdout = BufWriter::with_capacity(64 * 1024, io::stdout().lock());
-    let mut out = Output::Render(Box::new(Renderer::new(
-        stdout,
-        &args.output,
-        wall,
-        None,
-        false,
-    )));
+    let colour = args.style.colour(
+        io::IsTerminal::is_terminal(&io::stdout()),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
+    let mut out = Output::Render(Box::new(
+        Renderer::new(stdout, &args.output, wall, None, false)
+            .with_select(Select::new(&args.select, &[]))
+            .with_colour(colour)
+            .with_svg(args.style.svg.clone()),
+    ));
     let res = replay_into(&mut reader, &mut out);
     match res {
         Err(e) if e.downcast_ref::<io::Error>().is_some_and(is_epipe) => Ok(0),

@@ -20,6 +20,7 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
+use super::colour;
 use crate::correlate::{Connection, Conversation, Role};
 use crate::decode::TcpState;
 
@@ -32,6 +33,8 @@ pub struct LadderOptions {
     pub arrow_width: usize,
     /// Time origin; default the conversation's first timestamp.
     pub t0_ns: Option<u64>,
+    /// ANSI colour (see [`super::colour`]); the layout is the same.
+    pub colour: bool,
 }
 
 impl Default for LadderOptions {
@@ -40,6 +43,7 @@ impl Default for LadderOptions {
             unicode: false,
             arrow_width: 34,
             t0_ns: None,
+            colour: false,
         }
     }
 }
@@ -197,15 +201,31 @@ pub fn render(w: &mut impl Write, conv: &Conversation, opts: &LadderOptions) -> 
         let start = out.len();
         push_ms(&mut out, r.t.saturating_sub(t0));
         out.push_str("  ");
-        out.push_str(&r.left);
+        let style = |on: bool, s: Option<&'static str>| if on { s } else { None };
+        colour::paint(
+            &mut out,
+            style(opts.colour, colour::text_style(&r.left)),
+            &r.left,
+        );
         let used = r.left.chars().count();
         repeat(&mut out, ' ', lw - used.min(lw) + 1);
         match &r.arrow {
-            Some((d, label)) => push_arrow(&mut out, *d, label, aw, opts.unicode),
+            Some((d, label)) => match style(opts.colour, colour::arrow_style(label)) {
+                Some(st) => {
+                    let mut a = String::with_capacity(aw * 3);
+                    push_arrow(&mut a, *d, label, aw, opts.unicode);
+                    colour::paint(&mut out, Some(st), &a);
+                }
+                None => push_arrow(&mut out, *d, label, aw, opts.unicode),
+            },
             None => repeat(&mut out, ' ', aw),
         }
         out.push_str("  ");
-        out.push_str(&r.right);
+        colour::paint(
+            &mut out,
+            style(opts.colour, colour::text_style(&r.right)),
+            &r.right,
+        );
         let kept = out[start..].trim_end().len();
         out.truncate(start + kept);
         out.push('\n');
@@ -487,6 +507,39 @@ mod tests {
             &got,
             include_str!("../../tests/fixtures/synthetic/design_ladder.txt"),
         );
+    }
+
+    /// Colour changes no visible character, and marks what it should.
+    #[test]
+    fn colour_is_exact_and_removable() {
+        let convs = conversations(run(&design_sequence()));
+        let plain = draw(&convs[0], &LadderOptions::default());
+        let opts = LadderOptions {
+            colour: true,
+            ..LadderOptions::default()
+        };
+        let col = draw(&convs[0], &opts);
+        assert!(!plain.contains('\x1b'));
+        let mut stripped = String::new();
+        let mut it = col.chars();
+        while let Some(c) = it.next() {
+            if c == '\x1b' {
+                for c in it.by_ref() {
+                    if c == 'm' {
+                        break;
+                    }
+                }
+            } else {
+                stripped.push(c);
+            }
+        }
+        assert_eq!(stripped, plain);
+        assert!(
+            col.contains("\x1b[36m-- SYN ----"),
+            "SYN arrow cyan:\n{col}"
+        );
+        assert!(col.contains("\x1b[1mconnect() = 0\x1b[0m"), "{col}");
+        assert!(col.contains("\x1b[32mESTABLISHED\x1b[0m"), "{col}");
     }
 
     #[test]

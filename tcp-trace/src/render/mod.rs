@@ -1,6 +1,8 @@
-//! Renderers: events, connections, ladder diagrams, JSON lines, summary.
+//! Renderers: events, connections, ladder diagrams, SVG pictures, JSON lines, summary.
+pub mod colour;
 pub mod conns;
 pub mod events;
 pub mod json;
 pub mod ladder;
 pub mod summary;
+pub mod svg;
