@@ -141,31 +141,50 @@ impl Rows {
     }
 }
 
+/// One step of a ladder (a row), for other renderers (the SVG picture).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    pub t_ns: u64,
+    /// The client's (left) cell: a state, a syscall return, or empty.
+    pub left: String,
+    /// A segment: (`true` client → server, label).
+    pub arrow: Option<(bool, String)>,
+    /// The server's (right) cell.
+    pub right: String,
+}
+
+/// The rows of the ladder of `conv`, in drawing order, with the column heads.
+#[derive(Clone, Debug)]
+pub struct Steps {
+    pub left_head: String,
+    pub right_head: String,
+    pub t0_ns: u64,
+    pub steps: Vec<Step>,
+}
+
+/// The ladder of `conv` as data: exactly the rows [`render`] prints.
+pub fn steps(conv: &Conversation) -> Steps {
+    let (rows, left_head, right_head) = build(conv);
+    Steps {
+        left_head,
+        right_head,
+        t0_ns: conv.first_ts_ns(),
+        steps: rows
+            .into_iter()
+            .map(|r| Step {
+                t_ns: r.t,
+                left: r.left.into_owned(),
+                arrow: r.arrow.map(|(d, l)| (d == Dir::Right, l.into_owned())),
+                right: r.right.into_owned(),
+            })
+            .collect(),
+    }
+}
+
 /// Renders the ladder of `conv`.
 pub fn render(w: &mut impl Write, conv: &Conversation, opts: &LadderOptions) -> io::Result<()> {
-    let mut rows = Rows {
-        rows: Vec::with_capacity(24),
-    };
-    let client = conv.client.as_ref();
-    let server = conv.server.as_ref();
-    if let Some(c) = client {
-        side_rows(&mut rows, c, Side::Left, server);
-    }
-    if let Some(s) = server {
-        side_rows(&mut rows, s, Side::Right, client);
-    }
-    let request = match (client, server) {
-        (Some(c), None) => c.peer_request.as_ref(),
-        _ => None,
-    };
-    if let Some(r) = request {
-        for (k, &t) in r.synack_retransmit_ts_ns.iter().enumerate() {
-            let label = format!("SYN-ACK retransmit #{}", k + 1);
-            rows.add(t, Side::Right, "(request sock)", arw(Dir::Left, label));
-        }
-    }
-    rows.rows.sort_by_key(|r| (r.t, r.after, r.seq));
-
+    let (rows, left_head, right_head) = build(conv);
+    let rows = Rows { rows };
     let t0 = opts.t0_ns.unwrap_or_else(|| conv.first_ts_ns());
     let lw = rows
         .rows
@@ -176,17 +195,6 @@ pub fn render(w: &mut impl Write, conv: &Conversation, opts: &LadderOptions) -> 
         .max(11);
     let aw = opts.arrow_width.max(12);
 
-    let left_head = match (client, server) {
-        (Some(c), _) => side_label(c),
-        (None, Some(s)) => format!("(remote) {}", s.remote()),
-        (None, None) => String::from("(remote)"),
-    };
-    let right_head = match (server, client) {
-        (Some(s), _) => side_label(s),
-        (None, Some(c)) if request.is_some() => format!("(request sock) {}", c.remote()),
-        (None, Some(c)) => format!("(remote) {}", c.remote()),
-        (None, None) => String::from("(remote)"),
-    };
     let left_col = lw + 1 + aw + 2;
     let pad = left_col.saturating_sub(left_head.chars().count()).max(1);
     // The whole ladder is put together in one buffer and written at once.
@@ -231,6 +239,45 @@ pub fn render(w: &mut impl Write, conv: &Conversation, opts: &LadderOptions) -> 
         out.push('\n');
     }
     w.write_all(out.as_bytes())
+}
+
+/// The rows of `conv`'s ladder, sorted, and the two column heads.
+fn build(conv: &Conversation) -> (Vec<Row>, String, String) {
+    let mut rows = Rows {
+        rows: Vec::with_capacity(24),
+    };
+    let client = conv.client.as_ref();
+    let server = conv.server.as_ref();
+    if let Some(c) = client {
+        side_rows(&mut rows, c, Side::Left, server);
+    }
+    if let Some(s) = server {
+        side_rows(&mut rows, s, Side::Right, client);
+    }
+    let request = match (client, server) {
+        (Some(c), None) => c.peer_request.as_ref(),
+        _ => None,
+    };
+    if let Some(r) = request {
+        for (k, &t) in r.synack_retransmit_ts_ns.iter().enumerate() {
+            let label = format!("SYN-ACK retransmit #{}", k + 1);
+            rows.add(t, Side::Right, "(request sock)", arw(Dir::Left, label));
+        }
+    }
+    rows.rows.sort_by_key(|r| (r.t, r.after, r.seq));
+
+    let left_head = match (client, server) {
+        (Some(c), _) => side_label(c),
+        (None, Some(s)) => format!("(remote) {}", s.remote()),
+        (None, None) => String::from("(remote)"),
+    };
+    let right_head = match (server, client) {
+        (Some(s), _) => side_label(s),
+        (None, Some(c)) if request.is_some() => format!("(request sock) {}", c.remote()),
+        (None, Some(c)) => format!("(remote) {}", c.remote()),
+        (None, None) => String::from("(remote)"),
+    };
+    (rows.rows, left_head, right_head)
 }
 
 /// Appends `n` times `c`: whole slices for the two characters that fill most
