@@ -674,3 +674,66 @@ impl<W: Write> Renderer<W> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::correlate::testutil::{CLIENT, Ev, MS, US, design_sequence, run};
+    use crate::decode::TcpState::*;
+
+    fn select(args: &[&str], either: &[u16]) -> Select {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from(
+            std::iter::once("tcp-trace").chain(args.iter().copied()),
+        )
+        .unwrap();
+        Select::new(&cli.trace.select, either)
+    }
+
+    #[test]
+    fn select_ports_netns_failed_latency() {
+        let conns = run(&design_sequence());
+        let client = conns.iter().find(|c| c.skaddr == CLIENT).unwrap();
+        let (lp, rp) = (client.sport, client.dport);
+        assert!(select(&[], &[]).connection(client));
+        assert!(select(&["-D", &rp.to_string()], &[]).connection(client));
+        assert!(!select(&["-L", &rp.to_string()], &[]).connection(client));
+        assert!(select(&["-L", &lp.to_string()], &[]).connection(client));
+        // -P together with -L/-D: the kernel let through a superset; -P rechecked.
+        assert!(!select(&["-D", &rp.to_string()], &[1]).connection(client));
+        assert!(select(&["-D", &rp.to_string()], &[rp]).connection(client));
+        assert!(!select(&["--failed"], &[]).connection(client));
+        let hs = client
+            .handshake_ns
+            .unwrap()
+            .max(client.connect_latency_ns.unwrap());
+        let at = format!("{}", hs as f64 / 1e6);
+        let above = format!("{}", (hs + 1000) as f64 / 1e6);
+        assert!(select(&["--min-ms", &at], &[]).connection(client));
+        assert!(!select(&["--min-ms", &above], &[]).connection(client));
+        // Namespaces.
+        let ev: Vec<_> = [
+            Ev::tr(0, 1, Close, SynSent)
+                .tuple("127.0.0.1:0", "127.0.0.1:9")
+                .netns(4026531840)
+                .owner(7, "cl")
+                .task()
+                .ev(),
+            Ev::rst_recv(MS, 1)
+                .tuple("127.0.0.1:40000", "127.0.0.1:9")
+                .netns(4026531840)
+                .ev(),
+            Ev::tr(MS + US, 1, SynSent, Close)
+                .tuple("127.0.0.1:40000", "127.0.0.1:9")
+                .netns(4026531840)
+                .ev(),
+        ]
+        .into();
+        let refused = run(&ev);
+        let c = &refused[0];
+        assert_eq!(c.outcome, Outcome::Refused);
+        assert!(select(&["--netns", "4026531840", "--failed"], &[]).connection(c));
+        assert!(!select(&["--netns", "4026531841"], &[]).connection(c));
+        assert!(!select(&["--netns", "4026531840"], &[]).connection(client));
+    }
+}
