@@ -23,6 +23,7 @@ pub const PACKAGES: &[&str] = &[
     "podman",
     "runc",
     "busybox-static",
+    "chromium",
 ];
 
 /// The toolchain tcp-trace/build.rs (aya-build) builds the eBPF crate with.
