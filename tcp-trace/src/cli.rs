@@ -278,7 +278,7 @@ fn parse_min_ms(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .parse()
         .map_err(|_| format!("`{s}` is not a number of milliseconds"))?;
-    if !(v.is_finite() && v >= 0.0 && v <= 1e9) {
+    if !(v.is_finite() && (0.0..=1e9).contains(&v)) {
         return Err(format!(
             "--min-ms must be a number of milliseconds between 0 and 1e9, got `{s}`"
         ));

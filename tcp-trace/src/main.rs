@@ -13,14 +13,11 @@ fn main() -> ExitCode {
         Err(msg) => Cli::command().error(ErrorKind::TooManyValues, msg).exit(),
     };
     let check_select = |s: &tcp_trace::cli::SelectArgs, o: &tcp_trace::cli::OutputArgs| {
-        if (s.failed || s.min_ms.is_some())
-            && o.view == Some(tcp_trace::cli::View::Events)
-            && !o.json
-        {
+        if (s.failed || s.min_ms.is_some()) && o.view == Some(tcp_trace::cli::View::Events) {
             Cli::command()
                 .error(
                     ErrorKind::ArgumentConflict,
-                    "--failed and --min-ms select whole connections; use them with --view conns or --view ladder (or --json), not --view events",
+                    "--failed and --min-ms select whole connections; use them with --view conns or --view ladder (or --json without --view), not --view events",
                 )
                 .exit()
         }
