@@ -226,7 +226,8 @@ impl Select {
     }
 
     /// One event of `--view events` (ports and namespace; an event without a
-    /// 4-tuple, or from a recording without the namespace, is kept on ports).
+    /// 4-tuple passes the port test; with `--netns`, an event without a namespace
+    /// — a recording made before it was recorded — does not pass).
     pub fn event(&self, ev: &Event) -> bool {
         if let (Some((_, lp)), Some((_, rp))) = (ev.local, ev.remote)
             && !self.ports_ok(lp, rp)

@@ -200,13 +200,19 @@ fn conversation(out: &mut String, st: &Steps, y0: f64) -> f64 {
         }
     }
     let lane_bottom = y + 14.0;
-    // Lanes first (under everything), with their breaks.
-    for x in [X_LEFT, X_RIGHT] {
+    // Lanes first (under everything), with their breaks; an end this host did not
+    // see (`(remote)`) dashed.
+    for (x, head) in [(X_LEFT, &st.left_head), (X_RIGHT, &st.right_head)] {
+        let unseen = if head.starts_with("(remote)") {
+            r#" stroke-dasharray="3 4""#
+        } else {
+            ""
+        };
         let mut from = lane_top;
         for &(mid, _) in &breaks {
             let _ = write!(
                 out,
-                r##"<line x1="{x}" y1="{from}" x2="{x}" y2="{}" stroke="#999999" stroke-width="1.5"/><path d="M{} {} L{} {} M{} {} L{} {}" stroke="#999999" stroke-width="1.5" class="break"/>"##,
+                r##"<line x1="{x}" y1="{from}" x2="{x}" y2="{}" stroke="#999999" stroke-width="1.5"{unseen}/><path d="M{} {} L{} {} M{} {} L{} {}" stroke="#999999" stroke-width="1.5" class="break"/>"##,
                 mid - 5.0,
                 x - 7.0,
                 mid - 3.0,
@@ -221,7 +227,7 @@ fn conversation(out: &mut String, st: &Steps, y0: f64) -> f64 {
         }
         let _ = write!(
             out,
-            r##"<line x1="{x}" y1="{from}" x2="{x}" y2="{lane_bottom}" stroke="#999999" stroke-width="1.5"/>"##
+            r##"<line x1="{x}" y1="{from}" x2="{x}" y2="{lane_bottom}" stroke="#999999" stroke-width="1.5"{unseen}/>"##
         );
     }
     out.push_str(&body);
@@ -391,6 +397,16 @@ mod tests {
             "{svg}"
         );
         assert!(svg.contains("3 more conversation(s) not drawn"));
+        // The server was not seen: its lane is dashed, the client's is not.
+        let dashed: Vec<&str> = svg
+            .split("<line ")
+            .filter(|l| l.contains(r#"stroke-dasharray="3 4""#))
+            .collect();
+        assert!(!dashed.is_empty(), "{svg}");
+        assert!(
+            dashed.iter().all(|l| l.starts_with(r#"x1="800""#)),
+            "{dashed:?}"
+        );
         // The 50 µs between the retransmit and the RST keeps a full row.
         let y_of = |label: &str| -> f64 {
             let i = svg.find(label).unwrap();
