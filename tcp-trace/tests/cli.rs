@@ -306,3 +306,38 @@ fn completions_and_man_page() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// On a real terminal (a pty from util-linux `script`), auto colours, and
+/// `NO_COLOR` turns it off. Skipped loudly without `script`.
+#[test]
+fn colour_on_a_terminal_unless_no_color() {
+    if !Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        eprintln!("SKIPPED colour_on_a_terminal_unless_no_color: no util-linux `script`");
+        return;
+    }
+    let rec = recording("loopback-v4-6.18.ttr");
+    let line = format!("{TRACER} replay {} 2>/dev/null", rec.display());
+    let on_tty = |no_color: Option<&str>| {
+        let mut c = Command::new("script");
+        c.args(["-qec", &line, "/dev/null"]).env_remove("NO_COLOR");
+        if let Some(v) = no_color {
+            c.env("NO_COLOR", v);
+        }
+        String::from_utf8(c.output().unwrap().stdout).unwrap()
+    };
+    assert!(
+        on_tty(None).contains("\x1b[36m-- SYN -"),
+        "{:?}",
+        on_tty(None)
+    );
+    assert!(
+        on_tty(Some("")).contains("\x1b["),
+        "empty NO_COLOR is unset"
+    );
+    let off = on_tty(Some("1"));
+    assert!(off.contains("-- SYN -") && !off.contains('\x1b'), "{off:?}");
+}
