@@ -30,6 +30,50 @@ pub enum Command {
     /// Reproduce the claims of the handshake study note on this kernel, in network
     /// namespaces made for the purpose, with a verdict per claim from the captured trace.
     Lab(crate::lab::LabArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(hide = true)]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout.
+    #[command(hide = true)]
+    Man,
+}
+
+/// The completion script for `shell`, generated from the CLI definition.
+pub fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    clap_complete::generate(shell, &mut cmd, "tcp-trace", out);
+}
+
+/// The man page tcp-trace(1) as roff, generated from the CLI definition (with the
+/// subcommands' options in sections of their own).
+pub fn man(out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let m = clap_mangen::Man::new(cmd.clone());
+    m.render_title(out)?;
+    m.render_name_section(out)?;
+    m.render_synopsis_section(out)?;
+    m.render_description_section(out)?;
+    m.render_options_section(out)?;
+    m.render_subcommands_section(out)?;
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("tcp-trace {}", sub.get_name());
+        let sub = sub.clone().bin_name(name.clone());
+        let sm = clap_mangen::Man::new(sub);
+        let mut roff = Vec::new();
+        sm.render_options_section(&mut roff)?;
+        let roff = String::from_utf8_lossy(&roff).replacen(
+            ".SH OPTIONS",
+            &format!(".SH \"OPTIONS OF {}\"", name.to_uppercase()),
+            1,
+        );
+        out.write_all(roff.as_bytes())?;
+    }
+    m.render_extra_section(out)?;
+    m.render_version_section(out)?;
+    m.render_authors_section(out)
 }
 
 #[derive(Debug, Clone, Args)]
@@ -53,6 +97,10 @@ pub struct ReplayArgs {
     pub file: std::path::PathBuf,
     #[command(flatten)]
     pub output: OutputArgs,
+    #[command(flatten)]
+    pub select: SelectArgs,
+    #[command(flatten)]
+    pub style: StyleArgs,
     /// Instead of the view: one line per slow or failed connection naming the cause
     /// (as `tcp-trace explain`).
     #[arg(long)]
@@ -172,8 +220,10 @@ pub struct FilterArgs {
     /// Only sockets owned by this process (tgid); applied in the kernel.
     #[arg(short = 'p', long = "pid", value_parser = clap::value_parser!(u32).range(1..))]
     pub pid: Option<u32>,
-    /// Only connections with this port at either end (repeatable, up to 16).
-    #[arg(short = 'P', long = "port", value_parser = clap::value_parser!(u16).range(1..))]
+    /// Only connections with this port at either end; applied in the kernel.
+    /// Comma-separated and/or repeated (`-P 80,443 -P 8080`), up to 16 ports in all
+    /// (with -L and -D).
+    #[arg(short = 'P', long = "port", value_name = "PORT[,PORT...]", value_delimiter = ',', value_parser = parse_port)]
     pub port: Vec<u16>,
     /// IPv4 only.
     #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
@@ -219,6 +269,10 @@ pub struct TraceArgs {
     pub filter: FilterArgs,
     #[command(flatten)]
     pub output: OutputArgs,
+    #[command(flatten)]
+    pub select: SelectArgs,
+    #[command(flatten)]
+    pub style: StyleArgs,
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECS", value_parser = parse_duration)]
     pub duration: Option<f64>,
@@ -241,6 +295,99 @@ pub struct TraceArgs {
     pub metrics_labels: Vec<MetricsLabel>,
 }
 
+/// bcc-style selections applied in userspace, to connections once correlated (and,
+/// for -L/-D/--netns, to each line of `--view events`). Live, the ports of -L/-D
+/// also go to the kernel's either-end port filter, which lets a superset through.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SelectArgs {
+    /// Only connections whose local port is one of these (a server's or listener's
+    /// port; a client's local port is ephemeral). Comma-separated and/or repeated.
+    #[arg(short = 'L', long = "localport", value_name = "PORT[,PORT...]", value_delimiter = ',', value_parser = parse_port)]
+    pub localport: Vec<u16>,
+    /// Only connections whose remote port is one of these (a client's destination
+    /// port). Comma-separated and/or repeated.
+    #[arg(short = 'D', long = "remoteport", value_name = "PORT[,PORT...]", value_delimiter = ',', value_parser = parse_port)]
+    pub remoteport: Vec<u16>,
+    /// Only sockets in the network namespace with this inode
+    /// (`stat -L -c %i /proc/PID/ns/net`, `lsns -t net`).
+    #[arg(long, value_name = "INODE", value_parser = parse_netns)]
+    pub netns: Option<u32>,
+    /// Only connections that failed: refused, timed out, or reset.
+    #[arg(long)]
+    pub failed: bool,
+    /// Only connections whose handshake or connect() latency is at least MS
+    /// milliseconds (as tcpconnlat); connections without either are left out.
+    #[arg(long = "min-ms", value_name = "MS", value_parser = parse_min_ms)]
+    pub min_ms: Option<f64>,
+}
+
+/// When to colour the text views.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorWhen {
+    /// When stdout is a terminal and NO_COLOR is unset or empty.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct StyleArgs {
+    /// Colour the ladder and events views (auto: only on a terminal, never when
+    /// NO_COLOR is set).
+    #[arg(long = "color", alias = "colour", value_enum, value_name = "WHEN", default_value_t = ColorWhen::Auto)]
+    pub color: ColorWhen,
+    /// Also write the sequence diagrams of the conversations as an SVG picture to FILE
+    /// (written at the end of the run).
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<std::path::PathBuf>,
+}
+
+impl StyleArgs {
+    /// Whether to colour, given whether stdout is a terminal and `NO_COLOR`.
+    pub fn colour(&self, is_tty: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+        match self.color {
+            ColorWhen::Always => true,
+            ColorWhen::Never => false,
+            ColorWhen::Auto => is_tty && no_color.is_none_or(|v| v.is_empty()),
+        }
+    }
+}
+
+fn parse_port(s: &str) -> Result<u16, String> {
+    match s.trim().parse::<u16>() {
+        Ok(0) => Err("port 0 is not a port to filter on (1..=65535)".into()),
+        Ok(p) => Ok(p),
+        Err(_) => Err(format!("`{s}` is not a port number (1..=65535)")),
+    }
+}
+
+fn parse_netns(s: &str) -> Result<u32, String> {
+    let v: u64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a network-namespace inode number (e.g. 4026531840)"))?;
+    if v == 0 || v > u64::from(u32::MAX) {
+        return Err(format!(
+            "network-namespace inode must be between 1 and {}, got {s}",
+            u32::MAX
+        ));
+    }
+    Ok(v as u32)
+}
+
+fn parse_min_ms(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of milliseconds"))?;
+    if !(v.is_finite() && (0.0..=1e9).contains(&v)) {
+        return Err(format!(
+            "--min-ms must be a number of milliseconds between 0 and 1e9, got `{s}`"
+        ));
+    }
+    Ok(v)
+}
+
 fn parse_duration(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .parse()
@@ -259,18 +406,30 @@ fn parse_duration(s: &str) -> Result<f64, String> {
 impl FilterArgs {
     /// The in-kernel filter, or a usage error.
     pub fn to_filter(&self) -> Result<Filter, String> {
-        if self.port.len() > MAX_PORTS {
+        self.to_filter_with(&SelectArgs::default())
+    }
+
+    /// The in-kernel filter with the ports of -L/-D added to the either-end port
+    /// list (a superset, refined in userspace), or a usage error.
+    pub fn to_filter_with(&self, select: &SelectArgs) -> Result<Filter, String> {
+        let mut ports: Vec<u16> = self.port.clone();
+        if !self.port.is_empty() || !select.localport.is_empty() || !select.remoteport.is_empty() {
+            ports.extend(select.localport.iter().chain(&select.remoteport));
+        }
+        ports.sort_unstable();
+        ports.dedup();
+        if ports.len() > MAX_PORTS {
             return Err(format!(
-                "at most {MAX_PORTS} --port values are supported, got {}",
-                self.port.len()
+                "at most {MAX_PORTS} distinct ports in -P/--port, -L/--localport and -D/--remoteport together are supported, got {}",
+                ports.len()
             ));
         }
         let mut f = Filter {
             tgid: self.pid.unwrap_or(0),
-            nports: self.port.len() as u32,
+            nports: ports.len() as u32,
             ..Filter::default()
         };
-        for (i, p) in self.port.iter().enumerate() {
+        for (i, p) in ports.iter().enumerate() {
             f.ports[i] = *p;
         }
         f.this_container = u8::from(self.this_container);
@@ -423,5 +582,130 @@ mod tests {
         assert_eq!(c.trace.duration, Some(0.5));
         assert_eq!(c.trace.count, Some(3));
         assert!(c.trace.output.timestamp && c.trace.output.json);
+    }
+
+    #[test]
+    fn bcc_filters_and_lists() {
+        let c = parse(&["-P", "80,443", "-P", "8080", "-L", "22", "-D", "53,5353"]).unwrap();
+        assert_eq!(c.trace.filter.port, vec![80, 443, 8080]);
+        assert_eq!(c.trace.select.localport, vec![22]);
+        assert_eq!(c.trace.select.remoteport, vec![53, 5353]);
+        // -L/-D reach the kernel's either-end filter as a superset.
+        let f = c.trace.filter.to_filter_with(&c.trace.select).unwrap();
+        assert_eq!(
+            &f.ports[..f.nports as usize],
+            &[22, 53, 80, 443, 5353, 8080]
+        );
+        let c = parse(&[
+            "--localport",
+            "8080",
+            "--netns",
+            "4026531840",
+            "--failed",
+            "--min-ms",
+            "1.5",
+        ])
+        .unwrap();
+        assert_eq!(c.trace.select.netns, Some(4026531840));
+        assert!(c.trace.select.failed);
+        assert_eq!(c.trace.select.min_ms, Some(1.5));
+        let c = parse(&[
+            "replay", "f.ttr", "-L", "80", "--failed", "--svg", "x.svg", "--color", "never",
+        ])
+        .unwrap();
+        match c.command {
+            Some(Command::Replay(r)) => {
+                assert_eq!(r.select.localport, vec![80]);
+                assert_eq!(r.style.svg, Some(std::path::PathBuf::from("x.svg")));
+                assert_eq!(r.style.color, ColorWhen::Never);
+            }
+            other => panic!("{other:?}"),
+        }
+        for args in [
+            &["-L", "0"][..],
+            &["-D", "http"],
+            &["-P", "80,"],
+            &["-P", "80,,443"],
+            &["--netns", "0"],
+            &["--netns", "4294967296"],
+            &["--netns", "net:[4026531840]"],
+            &["--min-ms", "-1"],
+            &["--min-ms", "fast"],
+            &["--min-ms", "nan"],
+            &["--color", "sometimes"],
+        ] {
+            let e = parse(args).expect_err(&format!("{args:?} should fail"));
+            assert_eq!(e.exit_code(), 2, "{args:?}");
+        }
+        let many: Vec<String> = (1..=17).map(|p| p.to_string()).collect();
+        let c = parse(&["-L", &many[..9].join(","), "-D", &many[9..].join(",")]).unwrap();
+        assert!(
+            c.trace
+                .filter
+                .to_filter_with(&c.trace.select)
+                .unwrap_err()
+                .contains("at most 16")
+        );
+    }
+
+    #[test]
+    fn colour_decision() {
+        let s = |w| StyleArgs {
+            color: w,
+            svg: None,
+        };
+        let empty = std::ffi::OsStr::new("");
+        let one = std::ffi::OsStr::new("1");
+        assert!(s(ColorWhen::Auto).colour(true, None));
+        assert!(s(ColorWhen::Auto).colour(true, Some(empty)));
+        assert!(!s(ColorWhen::Auto).colour(true, Some(one)));
+        assert!(!s(ColorWhen::Auto).colour(false, None));
+        assert!(s(ColorWhen::Always).colour(false, Some(one)));
+        assert!(!s(ColorWhen::Never).colour(true, None));
+    }
+
+    #[test]
+    fn completions_and_man_page() {
+        for (shell, marker) in [
+            (clap_complete::Shell::Bash, "complete -F"),
+            (clap_complete::Shell::Zsh, "#compdef tcp-trace"),
+            (clap_complete::Shell::Fish, "complete -c tcp-trace"),
+        ] {
+            let mut out = Vec::new();
+            completions(shell, &mut out);
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.contains(marker), "{shell}");
+            for word in [
+                "record",
+                "replay",
+                "lab",
+                "localport",
+                "remoteport",
+                "min-ms",
+                "failed",
+                "netns",
+                "svg",
+                "color",
+                "view",
+            ] {
+                assert!(text.contains(word), "{shell} completion lacks {word}");
+            }
+        }
+        let mut out = Vec::new();
+        man(&mut out).unwrap();
+        let roff = String::from_utf8(out).unwrap();
+        for want in [
+            ".TH tcp-trace 1",
+            ".SH NAME",
+            ".SH SYNOPSIS",
+            ".SH OPTIONS",
+            "\\-\\-localport",
+            "\\-\\-min\\-ms",
+            "\\-\\-svg",
+            "OPTIONS OF TCP-TRACE RECORD",
+            "\\-\\-output",
+        ] {
+            assert!(roff.contains(want), "man page lacks {want}");
+        }
     }
 }

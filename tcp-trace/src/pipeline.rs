@@ -4,9 +4,9 @@ use std::io::{self, Write};
 
 use tcp_trace_common::RawEvent;
 
-use crate::cli::{OutputArgs, View};
-use crate::clock::WallClock;
-use crate::correlate::{Config, Connection, ConversationJoiner, Correlator};
+use crate::cli::{OutputArgs, SelectArgs, View};
+use crate::clock::{WallClock, monotonic_ns};
+use crate::correlate::{Config, Connection, Conversation, ConversationJoiner, Correlator, Outcome};
 use crate::decode::{self, Event};
 use crate::record;
 use crate::render::{
@@ -181,6 +181,116 @@ fn unplaced_of(cs: &crate::correlate::Stats) -> Unplaced {
     }
 }
 
+/// The userspace selections (-L, -D, --netns, --failed, --min-ms; DESIGN: after
+/// correlation, before rendering). `either`: the -P ports, checked again here only
+/// when -L/-D widened the kernel's either-end filter.
+#[derive(Clone, Debug, Default)]
+pub struct Select {
+    either: Vec<u16>,
+    local: Vec<u16>,
+    remote: Vec<u16>,
+    netns: Option<u32>,
+    failed: bool,
+    min_ns: Option<u64>,
+}
+
+impl Select {
+    /// `either`: the ports of -P (empty for `replay`, which has no kernel filter).
+    pub fn new(args: &SelectArgs, either: &[u16]) -> Select {
+        Select {
+            either: either.to_vec(),
+            local: args.localport.clone(),
+            remote: args.remoteport.clone(),
+            netns: args.netns,
+            failed: args.failed,
+            min_ns: args.min_ms.map(|ms| (ms * 1e6).round() as u64),
+        }
+    }
+
+    /// Whether it selects on what only a whole connection tells (outcome, latency).
+    pub fn on_connections_only(&self) -> bool {
+        self.failed || self.min_ns.is_some()
+    }
+
+    fn ports_ok(&self, local: u16, remote: u16) -> bool {
+        let widened = !self.local.is_empty() || !self.remote.is_empty();
+        (!widened
+            || self.either.is_empty()
+            || self.either.contains(&local)
+            || self.either.contains(&remote))
+            && (self.local.is_empty() || self.local.contains(&local))
+            && (self.remote.is_empty() || self.remote.contains(&remote))
+    }
+
+    /// A connection, once correlated.
+    pub fn connection(&self, c: &Connection) -> bool {
+        if !self.ports_ok(c.sport, c.dport) {
+            return false;
+        }
+        if let Some(ns) = self.netns
+            && c.netns != Some(u64::from(ns))
+        {
+            return false;
+        }
+        if self.failed
+            && !matches!(
+                c.outcome,
+                Outcome::Refused | Outcome::TimedOut | Outcome::Reset
+            )
+        {
+            return false;
+        }
+        if let Some(min) = self.min_ns {
+            let slowest = c.handshake_ns.into_iter().chain(c.connect_latency_ns).max();
+            if slowest.is_none_or(|ns| ns < min) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// A conversation is drawn when either end is selected.
+    pub fn conversation(&self, conv: &Conversation) -> bool {
+        conv.sides().any(|c| self.connection(c))
+    }
+
+    /// One event of `--view events` (ports and namespace; an event without a
+    /// 4-tuple passes the port test; with `--netns`, an event without a namespace
+    /// — a recording made before it was recorded — does not pass).
+    pub fn event(&self, ev: &Event) -> bool {
+        if let (Some((_, lp)), Some((_, rp))) = (ev.local, ev.remote)
+            && !self.ports_ok(lp, rp)
+        {
+            return false;
+        }
+        match self.netns {
+            Some(ns) => ev.netns == ns,
+            None => true,
+        }
+    }
+}
+
+/// Most conversations drawn in one `--svg` picture.
+const SVG_MAX_CONVERSATIONS: usize = 200;
+
+/// Conversations kept for `--svg`, written at the end.
+struct SvgOut {
+    path: std::path::PathBuf,
+    joiner: ConversationJoiner,
+    convs: Vec<Conversation>,
+    dropped: u64,
+}
+
+impl SvgOut {
+    fn push(&mut self, conv: Conversation) {
+        if self.convs.len() < SVG_MAX_CONVERSATIONS {
+            self.convs.push(conv);
+        } else {
+            self.dropped += 1;
+        }
+    }
+}
+
 /// Decoded events → text or JSON.
 pub struct Renderer<W: Write> {
     out: W,
@@ -191,6 +301,15 @@ pub struct Renderer<W: Write> {
     json_conns: bool,
     time: TimeColumn,
     wall: Option<WallClock>,
+    /// Every JSON line's `"time"`.
+    clock: WallClock,
+    /// The latest event time seen: the `"time"` of replayed loss/summary lines.
+    latest_ns: u64,
+    live: bool,
+    max_sockets: usize,
+    select: Select,
+    colour: bool,
+    svg: Option<SvgOut>,
     correlator: Option<Correlator>,
     joiner: ConversationJoiner,
     summary: Summary,
@@ -199,7 +318,6 @@ pub struct Renderer<W: Write> {
     t0_ns: Option<u64>,
     containers: Containers,
     explain: Option<Explainer>,
-    max_sockets: usize,
     /// `--metrics`: updated per finished connection and per loss report.
     metrics: Option<crate::metrics::Metrics>,
 }
@@ -322,6 +440,13 @@ impl<W: Write> Renderer<W> {
             json_conns: args.json && json_conns,
             time,
             wall: args.timestamp.then_some(wall),
+            clock: wall,
+            latest_ns: 0,
+            live,
+            max_sockets: args.max_sockets as usize,
+            select: Select::default(),
+            colour: false,
+            svg: None,
             correlator: need_conns.then(|| {
                 Correlator::new(Config {
                     max_sockets: args.max_sockets as usize,
@@ -335,7 +460,6 @@ impl<W: Write> Renderer<W> {
             t0_ns,
             containers: Containers::new(live),
             explain: None,
-            max_sockets: args.max_sockets as usize,
             metrics: None,
         }
     }
@@ -403,12 +527,67 @@ impl<W: Write> Renderer<W> {
         Ok(())
     }
 
+    /// The userspace selections. With `--failed`/`--min-ms`, `--json` without
+    /// `--view` writes connection lines only (an event cannot be judged alone).
+    pub fn with_select(mut self, select: Select) -> Self {
+        if select.on_connections_only() && self.json_events && self.json_conns {
+            self.json_events = false;
+        }
+        self.select = select;
+        self
+    }
+
+    /// Colour on the text views (ladder, events).
+    pub fn with_colour(mut self, colour: bool) -> Self {
+        self.colour = colour;
+        self
+    }
+
+    /// Also draw the conversations into an SVG file at the end.
+    pub fn with_svg(mut self, path: Option<std::path::PathBuf>) -> Self {
+        if let Some(path) = path {
+            let max_sockets = self.max_sockets;
+            self.correlator.get_or_insert_with(|| {
+                Correlator::new(Config {
+                    max_sockets,
+                    ..Config::default()
+                })
+            });
+            self.svg = Some(SvgOut {
+                path,
+                joiner: ConversationJoiner::default(),
+                convs: Vec::new(),
+                dropped: 0,
+            });
+        }
+        self
+    }
+
     fn json(&self) -> bool {
         self.json || self.explain.as_ref().is_some_and(|e| e.json)
     }
 
+    /// The wall-clock time of a line that is not about one event: now when live,
+    /// else the latest event's.
+    fn now_epoch_ns(&self) -> i128 {
+        let mono = if self.live {
+            monotonic_ns()
+        } else {
+            self.latest_ns
+        };
+        self.clock.epoch_ns(mono)
+    }
+
+    fn ladder_options(&self) -> LadderOptions {
+        LadderOptions {
+            colour: self.colour,
+            ..LadderOptions::default()
+        }
+    }
+
     pub fn event(&mut self, ev: &Event) -> io::Result<()> {
         let t0 = *self.t0_ns.get_or_insert(ev.ts_ns);
+        self.latest_ns = self.latest_ns.max(ev.ts_ns);
         if let TimeColumn::Relative { t0_ns } = &mut self.time {
             *t0_ns = t0;
         }
@@ -416,14 +595,16 @@ impl<W: Write> Renderer<W> {
             e.now_ns = e.now_ns.max(ev.ts_ns);
         }
         if self.json_events {
-            let ctr = self.containers.lookup(ev.cgroup_id, ev.pid());
-            render::json::event(&mut self.out, ev, self.wall.as_ref(), ctr)?;
-        } else if !self.json() && self.view == View::Events {
+            if self.select.event(ev) {
+                let ctr = self.containers.lookup(ev.cgroup_id, ev.pid());
+                render::json::event(&mut self.out, ev, &self.clock, self.wall.is_some(), ctr)?;
+            }
+        } else if !self.json() && self.view == View::Events && self.select.event(ev) {
             if !self.header_done {
                 render::events::header(&mut self.out, &self.time)?;
                 self.header_done = true;
             }
-            render::events::line(&mut self.out, ev, &self.time)?;
+            render::events::line_styled(&mut self.out, ev, &self.time, self.colour)?;
         }
         if let Some(c) = self.correlator.as_mut() {
             c.push(*ev);
@@ -463,24 +644,44 @@ impl<W: Write> Renderer<W> {
             c.container_id = Some(id.to_string());
             c.container_runtime = Some(rt.to_string());
         }
-        self.summary.add(&c);
+        let keep = self.select.connection(&c);
         if let Some(m) = self.metrics.as_mut() {
             m.connection(&c);
         }
+        if keep {
+            self.summary.add(&c);
+        }
         if let Some(e) = self.explain.as_mut() {
             e.agg.push(&c);
-            if let Some(d) = crate::explain::diagnose(&c, &e.cfg) {
+            if keep && let Some(d) = crate::explain::diagnose(&c, &e.cfg) {
                 self.write_diagnosis(&d)?;
             }
             return Ok(());
         }
+        // The picture joins the two ends like the ladder and keeps a conversation
+        // when either end is selected.
+        if let Some(svg) = self.svg.as_mut()
+            && let Some(conv) = svg.joiner.push(c.clone())
+            && self.select.conversation(&conv)
+        {
+            svg.push(conv);
+        }
         let t0 = self.t0_ns.unwrap_or(0);
         if self.json_conns {
-            return render::json::connection(&mut self.out, &c);
+            if !keep {
+                return Ok(());
+            }
+            return render::json::connection(&mut self.out, &c, Some(&self.clock));
+        }
+        if self.json() {
+            return Ok(());
         }
         match self.view {
             View::Events | View::None => Ok(()),
             View::Conns => {
+                if !keep {
+                    return Ok(());
+                }
                 if !self.header_done {
                     render::conns::header(&mut self.out)?;
                     self.header_done = true;
@@ -488,8 +689,11 @@ impl<W: Write> Renderer<W> {
                 render::conns::line(&mut self.out, &c, t0)
             }
             View::Ladder => {
-                if let Some(conv) = self.joiner.push(c) {
-                    render::ladder::render(&mut self.out, &conv, &LadderOptions::default())?;
+                if let Some(conv) = self.joiner.push(c)
+                    && self.select.conversation(&conv)
+                {
+                    let opts = self.ladder_options();
+                    render::ladder::render(&mut self.out, &conv, &opts)?;
                 }
                 Ok(())
             }
@@ -501,7 +705,8 @@ impl<W: Write> Renderer<W> {
             m.lost(count);
         }
         if self.json() {
-            render::json::lost(&mut self.out, count, total)?;
+            let now = self.now_epoch_ns();
+            render::json::lost(&mut self.out, now, count, total)?;
         }
         Ok(())
     }
@@ -511,8 +716,40 @@ impl<W: Write> Renderer<W> {
             m.skipped(count);
         }
         if self.json() {
-            render::json::skipped(&mut self.out, count, total)?;
+            let now = self.now_epoch_ns();
+            render::json::skipped(&mut self.out, now, count, total)?;
         }
+        Ok(())
+    }
+
+    /// Writes the `--svg` picture (the conversations still waiting for their other
+    /// end included).
+    fn write_svg(&mut self) -> io::Result<()> {
+        let Some(mut svg) = self.svg.take() else {
+            return Ok(());
+        };
+        for conv in svg.joiner.flush() {
+            if self.select.conversation(&conv) {
+                svg.push(conv);
+            }
+        }
+        let text = render::svg::render(&svg.convs, svg.dropped);
+        std::fs::write(&svg.path, text).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot write {}: {e}", svg.path.display()),
+            )
+        })?;
+        eprintln!(
+            "tcp-trace: wrote {} conversation(s) to {}{}",
+            svg.convs.len(),
+            svg.path.display(),
+            if svg.dropped > 0 {
+                format!(" ({} more not drawn)", svg.dropped)
+            } else {
+                String::new()
+            }
+        );
         Ok(())
     }
 
@@ -536,15 +773,21 @@ impl<W: Write> Renderer<W> {
                 self.connection(conn)?;
             }
             if self.view == View::Ladder && !self.json() {
+                let opts = self.ladder_options();
                 for conv in self.joiner.flush() {
-                    render::ladder::render(&mut self.out, &conv, &LadderOptions::default())?;
+                    if self.select.conversation(&conv) {
+                        render::ladder::render(&mut self.out, &conv, &opts)?;
+                    }
                 }
             }
+            self.write_svg()?;
             self.summary.set_lost_events(stats.lost);
             self.summary.set_skipped_runs(stats.skipped);
             self.summary.set_evicted(evicted);
             if self.json_conns || (self.json && self.view == View::None) {
-                serde_json::to_writer(&mut self.out, &self.summary)?;
+                let line = serde_json::to_vec(&self.summary)?;
+                let line = render::json::with_time(&line, self.now_epoch_ns());
+                self.out.write_all(&line)?;
                 self.out.write_all(b"\n")?;
             } else if !self.json() {
                 self.out.flush()?;
@@ -554,9 +797,10 @@ impl<W: Write> Renderer<W> {
             }
         }
         if self.json() {
+            let time = render::json::rfc3339(self.now_epoch_ns());
             writeln!(
                 self.out,
-                "{{\"type\":\"stats\",\"events\":{},\"submitted\":{},\"lost\":{},\"filtered\":{},\"decode_errors\":{},\"evicted\":{evicted},\"fd_walk_failed\":{},\"skipped\":{},\"skips_counted\":{},\"caught_nested\":{},\"orphan_events\":{},\"late_events\":{},\"superseded\":{},\"untracked_requests\":{}}}",
+                "{{\"type\":\"stats\",\"time\":\"{time}\",\"events\":{},\"submitted\":{},\"lost\":{},\"filtered\":{},\"decode_errors\":{},\"evicted\":{evicted},\"fd_walk_failed\":{},\"skipped\":{},\"skips_counted\":{},\"caught_nested\":{},\"orphan_events\":{},\"late_events\":{},\"superseded\":{},\"untracked_requests\":{}}}",
                 stats.events,
                 stats.submitted,
                 stats.lost,
@@ -575,5 +819,68 @@ impl<W: Write> Renderer<W> {
         self.out.flush()?;
         eprintln!("{}", summary_line(&stats, evicted));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::correlate::testutil::{CLIENT, Ev, MS, US, design_sequence, run};
+    use crate::decode::TcpState::*;
+
+    fn select(args: &[&str], either: &[u16]) -> Select {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from(
+            std::iter::once("tcp-trace").chain(args.iter().copied()),
+        )
+        .unwrap();
+        Select::new(&cli.trace.select, either)
+    }
+
+    #[test]
+    fn select_ports_netns_failed_latency() {
+        let conns = run(&design_sequence());
+        let client = conns.iter().find(|c| c.skaddr == CLIENT).unwrap();
+        let (lp, rp) = (client.sport, client.dport);
+        assert!(select(&[], &[]).connection(client));
+        assert!(select(&["-D", &rp.to_string()], &[]).connection(client));
+        assert!(!select(&["-L", &rp.to_string()], &[]).connection(client));
+        assert!(select(&["-L", &lp.to_string()], &[]).connection(client));
+        // -P together with -L/-D: the kernel let through a superset; -P rechecked.
+        assert!(!select(&["-D", &rp.to_string()], &[1]).connection(client));
+        assert!(select(&["-D", &rp.to_string()], &[rp]).connection(client));
+        assert!(!select(&["--failed"], &[]).connection(client));
+        let hs = client
+            .handshake_ns
+            .unwrap()
+            .max(client.connect_latency_ns.unwrap());
+        let at = format!("{}", hs as f64 / 1e6);
+        let above = format!("{}", (hs + 1000) as f64 / 1e6);
+        assert!(select(&["--min-ms", &at], &[]).connection(client));
+        assert!(!select(&["--min-ms", &above], &[]).connection(client));
+        // Namespaces.
+        let ev: Vec<_> = [
+            Ev::tr(0, 1, Close, SynSent)
+                .tuple("127.0.0.1:0", "127.0.0.1:9")
+                .netns(4026531840)
+                .owner(7, "cl")
+                .task()
+                .ev(),
+            Ev::rst_recv(MS, 1)
+                .tuple("127.0.0.1:40000", "127.0.0.1:9")
+                .netns(4026531840)
+                .ev(),
+            Ev::tr(MS + US, 1, SynSent, Close)
+                .tuple("127.0.0.1:40000", "127.0.0.1:9")
+                .netns(4026531840)
+                .ev(),
+        ]
+        .into();
+        let refused = run(&ev);
+        let c = &refused[0];
+        assert_eq!(c.outcome, Outcome::Refused);
+        assert!(select(&["--netns", "4026531840", "--failed"], &[]).connection(c));
+        assert!(!select(&["--netns", "4026531841"], &[]).connection(c));
+        assert!(!select(&["--netns", "4026531840"], &[]).connection(client));
     }
 }

@@ -13,7 +13,7 @@ use crate::cli::{ExplainArgs, FilterArgs, RecordArgs, ReplayArgs, TraceArgs};
 use crate::clock::{WallClock, monotonic_ns};
 use crate::decode::raw_from_bytes;
 use crate::loader::{self, AttachMode, Options};
-use crate::pipeline::{Output, Renderer, RunStats};
+use crate::pipeline::{Output, Renderer, RunStats, Select};
 use crate::record;
 use crate::source::{POLL_INTERVAL, Source};
 
@@ -79,7 +79,14 @@ pub async fn run(args: &TraceArgs, mut filter: Filter) -> anyhow::Result<u8> {
         None => None,
     };
     let stdout = BufWriter::with_capacity(64 * 1024, io::stdout().lock());
-    let mut renderer = Renderer::new(stdout, &args.output, wall, Some(t0), true);
+    let colour = args.style.colour(
+        io::IsTerminal::is_terminal(&io::stdout()),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
+    let mut renderer = Renderer::new(stdout, &args.output, wall, Some(t0), true)
+        .with_select(Select::new(&args.select, &args.filter.port))
+        .with_colour(colour)
+        .with_svg(args.style.svg.clone());
     if let Some(listener) = metrics_listener {
         let m = crate::metrics::Metrics::new(crate::metrics::ExtraLabels::from_cli(
             &args.metrics_labels,
@@ -365,7 +372,14 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<u8> {
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
     let wall = WallClock::with_offset(reader.header.wall_offset_ns as i128);
     let stdout = BufWriter::with_capacity(64 * 1024, io::stdout().lock());
-    let mut r = Renderer::new(stdout, &args.output, wall, None, false);
+    let colour = args.style.colour(
+        io::IsTerminal::is_terminal(&io::stdout()),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
+    let mut r = Renderer::new(stdout, &args.output, wall, None, false)
+        .with_select(Select::new(&args.select, &[]))
+        .with_colour(colour)
+        .with_svg(args.style.svg.clone());
     if args.explain {
         // The port range is this host's: the recording's is not in the file.
         r = r.with_explain(args.explain_opts.config(), port_range());

@@ -24,6 +24,7 @@ pub const PACKAGES: &[&str] = &[
     "runc",
     "busybox-static",
     "prometheus",
+    "chromium",
 ];
 
 /// The toolchain tcp-trace/build.rs (aya-build) builds the eBPF crate with.

@@ -70,6 +70,17 @@ fn write_ret(out: &mut impl std::fmt::Write, call: &str, ret: i64) -> std::fmt::
 }
 
 pub fn line(w: &mut impl Write, ev: &Event, time: &TimeColumn) -> io::Result<()> {
+    line_styled(w, ev, time, false)
+}
+
+/// One line; with `colour`, the event's description in ANSI colour
+/// (see [`super::colour`]).
+pub fn line_styled(
+    w: &mut impl Write,
+    ev: &Event,
+    time: &TimeColumn,
+    colour: bool,
+) -> io::Result<()> {
     let mut t = String::with_capacity(16);
     let mut what = String::with_capacity(32);
     let _ = match time {
@@ -83,6 +94,11 @@ pub fn line(w: &mut impl Write, ev: &Event, time: &TimeColumn) -> io::Result<()>
         TimeColumn::Wall(c) => c.format(ev.ts_ns, &mut t),
     };
     let _ = describe(ev, &mut what);
+    if colour {
+        let mut painted = String::with_capacity(what.len() + 12);
+        super::colour::paint(&mut painted, super::colour::text_style(&what), &what);
+        what = painted;
+    }
     let (pid, comm) = match (ev.owner, ev.task_ctx) {
         (Some(o), _) => (o.pid.to_string(), o.comm.to_string()),
         (None, true) => (ev.ctx_pid.to_string(), "?".to_string()),
@@ -94,4 +110,48 @@ pub fn line(w: &mut impl Write, ev: &Event, time: &TimeColumn) -> io::Result<()>
         Endpoint(ev.local),
         Endpoint(ev.remote)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{Event, EventKind, Family};
+
+    fn ev(kind: EventKind) -> Event {
+        Event {
+            ts_ns: 1_500_000,
+            kind,
+            owner: None,
+            task_ctx: false,
+            ctx_pid: 0,
+            ctx_tid: 0,
+            family: Family::Inet,
+            local: Some(("127.0.0.1".parse().unwrap(), 40000)),
+            remote: Some(("127.0.0.1".parse().unwrap(), 80)),
+            skaddr: 1,
+            cgroup_id: 0,
+            netns: 0,
+            ns_pid: 0,
+            listener: 0,
+            listener_exact: false,
+            accept_queue: None,
+        }
+    }
+
+    #[test]
+    fn colour_only_when_asked_and_exact() {
+        let t = TimeColumn::Relative { t0_ns: 0 };
+        let e = ev(EventKind::ResetReceived);
+        let mut plain = Vec::new();
+        line(&mut plain, &e, &t).unwrap();
+        let plain = String::from_utf8(plain).unwrap();
+        assert!(!plain.contains('\x1b'), "{plain:?}");
+        let mut col = Vec::new();
+        line_styled(&mut col, &e, &t, true).unwrap();
+        let col = String::from_utf8(col).unwrap();
+        assert_eq!(
+            col,
+            plain.replace("RST received", "\x1b[31mRST received\x1b[0m")
+        );
+    }
 }

@@ -323,25 +323,95 @@ fn put_bool(s: &mut impl Sink, v: bool) {
     s.put(if v { b"true" } else { b"false" });
 }
 
+/// Days since 1970-01-01 → (year, month 1..=12, day 1..=31), proleptic Gregorian.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    // Eras of 400 years (146097 days) starting on March 1st, year 0.
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+fn put_2(s: &mut impl Sink, v: u32) {
+    let i = (v % 100) as usize * 2;
+    s.put(&DIGITS2[i..i + 2]);
+}
+
+/// UNIX-epoch nanoseconds as RFC 3339 UTC with nanoseconds:
+/// `2026-11-30T10:22:52.123456789Z` (years 0..=9999; outside, clamped).
+pub(crate) fn put_rfc3339(s: &mut impl Sink, epoch_ns: i128) {
+    const MIN: i128 = -62_167_219_200 * 1_000_000_000; // 0000-01-01T00:00:00Z
+    const MAX: i128 = 253_402_300_799_999_999_999; // 9999-12-31T23:59:59.999999999Z
+    let e = epoch_ns.clamp(MIN, MAX);
+    let secs = e.div_euclid(1_000_000_000) as i64;
+    let nanos = e.rem_euclid(1_000_000_000) as u32;
+    let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
+    let sod = secs.rem_euclid(86_400) as u32;
+    let y = y as u32;
+    put_2(s, y / 100);
+    put_2(s, y % 100);
+    s.put(b"-");
+    put_2(s, mo);
+    s.put(b"-");
+    put_2(s, d);
+    s.put(b"T");
+    put_2(s, sod / 3600);
+    s.put(b":");
+    put_2(s, sod / 60 % 60);
+    s.put(b":");
+    put_2(s, sod % 60);
+    s.put(b".");
+    put_2(s, nanos / 10_000_000);
+    put_2(s, nanos / 100_000 % 100);
+    put_2(s, nanos / 1000 % 100);
+    put_2(s, nanos / 10 % 100);
+    s.put(&DIGITS2[(nanos % 10) as usize * 2 + 1..][..1]);
+    s.put(b"Z");
+}
+
+/// `epoch_ns` as RFC 3339 UTC (see [`put_rfc3339`]).
+pub fn rfc3339(epoch_ns: i128) -> String {
+    let mut t = StackStr::<40>::new();
+    put_rfc3339(&mut t, epoch_ns);
+    t.as_str().to_string()
+}
+
+/// `,"time":"…"`: the wall-clock time of `mono_ns`.
+fn put_time_field(s: &mut impl Sink, clock: &WallClock, mono_ns: u64) {
+    s.put(b",\"time\":\"");
+    put_rfc3339(s, clock.epoch_ns(mono_ns));
+    s.put(b"\"");
+}
+
 /// `{"type":"event",…}` — the schema is documented in docs/json-schema.md.
+/// `clock`: turns `ts_ns` into the `"time"` field (RFC 3339 UTC); `local`: also
+/// `"local_time"` (`HH:MM:SS.uuuuuu`, local) and `"epoch_ns"` (`-T`).
 /// `container`: (id, runtime) of the owner's cgroup, when resolved.
 pub fn event(
     w: &mut impl Write,
     ev: &Event,
-    wall: Option<&WallClock>,
+    clock: &WallClock,
+    local: bool,
     container: Option<(&str, &str)>,
 ) -> io::Result<()> {
     let mut buf = [0u8; LINE];
     let mut s = Line::new(w, &mut buf);
     s.put(b"{\"type\":\"event\",\"ts_ns\":");
     put_u64(&mut s, ev.ts_ns);
-    if let Some(c) = wall {
+    put_time_field(&mut s, clock, ev.ts_ns);
+    if local {
         let mut t = StackStr::<64>::new();
-        let _ = c.format(ev.ts_ns, &mut t);
-        s.put(b",\"time\":\"");
+        let _ = clock.format(ev.ts_ns, &mut t);
+        s.put(b",\"local_time\":\"");
         s.put(t.as_str().as_bytes());
         s.put(b"\",\"epoch_ns\":");
-        put_i128(&mut s, c.epoch_ns(ev.ts_ns));
+        put_i128(&mut s, clock.epoch_ns(ev.ts_ns));
     }
     s.put(b",\"kind\":\"");
     s.put(kind_name(&ev.kind).as_bytes());
@@ -470,28 +540,62 @@ pub fn event(
     s.finish()
 }
 
-/// `{"type":"lost","count":N,"total":T}`: events the kernel could not queue.
-pub fn lost(w: &mut impl Write, count: u64, total: u64) -> io::Result<()> {
-    loss_line(w, "lost", count, total, "ring buffer full")
+/// `{"type":"lost","time":…,"count":N,"total":T,…}`: events the kernel could not
+/// queue. `epoch_ns`: when it was noticed.
+pub fn lost(w: &mut impl Write, epoch_ns: i128, count: u64, total: u64) -> io::Result<()> {
+    loss_line(w, "lost", epoch_ns, count, total, "ring buffer full")
 }
 
-/// `{"type":TYPE,"count":…,"total":…,"reason":REASON}`.
-fn loss_line(w: &mut impl Write, ty: &str, count: u64, total: u64, reason: &str) -> io::Result<()> {
+/// `{"type":TYPE,"time":…,"count":…,"total":…,"reason":REASON}`.
+fn loss_line(
+    w: &mut impl Write,
+    ty: &str,
+    epoch_ns: i128,
+    count: u64,
+    total: u64,
+    reason: &str,
+) -> io::Result<()> {
     writeln!(
         w,
-        "{{\"type\":\"{ty}\",\"count\":{count},\"total\":{total},\"reason\":\"{reason}\"}}"
+        "{{\"type\":\"{ty}\",\"time\":\"{}\",\"count\":{count},\"total\":{total},\"reason\":\"{reason}\"}}",
+        rfc3339(epoch_ns)
     )
 }
 
 /// `{"type":"skipped",…}`: hook runs the kernel skipped (docs/json-schema.md).
-pub fn skipped(w: &mut impl Write, count: u64, total: u64) -> io::Result<()> {
+pub fn skipped(w: &mut impl Write, epoch_ns: i128, count: u64, total: u64) -> io::Result<()> {
     loss_line(
         w,
         "skipped",
+        epoch_ns,
         count,
         total,
         "program already running on that CPU",
     )
+}
+
+/// A line serialised elsewhere (`{"type":…,…}`) with `,"time":"…"` inserted after
+/// the `"type"` member, as every line has it.
+pub fn with_time(line: &[u8], epoch_ns: i128) -> Vec<u8> {
+    let mut t = StackStr::<40>::new();
+    put_rfc3339(&mut t, epoch_ns);
+    // `{"type":"x"` ends at the first `",` after the key (type names hold no quote).
+    let at = line
+        .strip_prefix(b"{\"type\":\"")
+        .and_then(|rest| rest.iter().position(|&b| b == b'"'))
+        .map(|p| 9 + p + 1);
+    let mut out = Vec::with_capacity(line.len() + 48);
+    match at {
+        Some(i) => {
+            out.extend_from_slice(&line[..i]);
+            out.extend_from_slice(b",\"time\":\"");
+            out.extend_from_slice(t.as_str().as_bytes());
+            out.push(b'"');
+            out.extend_from_slice(&line[i..]);
+        }
+        None => out.extend_from_slice(line),
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------
@@ -578,13 +682,18 @@ fn pid_source_name(p: PidSource) -> &'static [u8] {
 }
 
 /// Writes `c` as one `{"type":"connection",…}` line (with its newline); the schema
-/// is documented in docs/json-schema.md.
-pub fn connection(w: &mut impl Write, c: &Connection) -> io::Result<()> {
+/// is documented in docs/json-schema.md. `clock`: adds `"time"` (RFC 3339 UTC of
+/// `first_ts_ns`, when the connection began) after `"type"`; without it the line is
+/// exactly serde's.
+pub fn connection(w: &mut impl Write, c: &Connection, clock: Option<&WallClock>) -> io::Result<()> {
     let mut buf = [0u8; LINE];
     let mut line = Line::new(w, &mut buf);
     let s = &mut line;
     s.put(b"{\"type\":");
     put_json_str(s, c.record_type);
+    if let Some(clock) = clock {
+        put_time_field(s, clock, c.first_ts_ns);
+    }
     s.put(b",\"id\":");
     put_u64(s, c.id);
     s.put(b",\"role\":\"");
@@ -805,14 +914,21 @@ mod tests {
         pub(super) fn event(
             w: &mut impl Write,
             ev: &Event,
-            wall: Option<&WallClock>,
+            clock: &WallClock,
+            local: bool,
             container: Option<(&str, &str)>,
         ) -> io::Result<()> {
             write!(w, "{{\"type\":\"event\",\"ts_ns\":{}", ev.ts_ns)?;
-            if let Some(c) = wall {
+            let time = super::super::rfc3339(clock.epoch_ns(ev.ts_ns));
+            write!(w, ",\"time\":\"{time}\"")?;
+            if local {
                 let mut t = String::new();
-                let _ = c.format(ev.ts_ns, &mut t);
-                write!(w, ",\"time\":\"{t}\",\"epoch_ns\":{}", c.epoch_ns(ev.ts_ns))?;
+                let _ = clock.format(ev.ts_ns, &mut t);
+                write!(
+                    w,
+                    ",\"local_time\":\"{t}\",\"epoch_ns\":{}",
+                    clock.epoch_ns(ev.ts_ns)
+                )?;
             }
             write!(w, ",\"kind\":\"{}\"", super::super::kind_name(&ev.kind))?;
             match ev.kind {
@@ -1104,7 +1220,7 @@ mod tests {
         for i in 0..20_000 {
             let c = connection_of(&mut r);
             got.clear();
-            connection(&mut got, &c).unwrap();
+            connection(&mut got, &c, None).unwrap();
             let mut want = serde_json::to_vec(&c).unwrap();
             want.push(b'\n');
             assert_eq!(
@@ -1112,7 +1228,70 @@ mod tests {
                 String::from_utf8_lossy(&want),
                 "connection {i}"
             );
+            // With the wall clock: serde's line with "time" after "type".
+            let clock = WallClock::with_offset(1_764_000_000_000_000_000 + i as i128);
+            got.clear();
+            connection(&mut got, &c, Some(&clock)).unwrap();
+            let want = with_time(&want, clock.epoch_ns(c.first_ts_ns));
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(&want),
+                "connection {i} with time"
+            );
+            let v: serde_json::Value = serde_json::from_slice(&got).unwrap();
+            assert!(v["time"].as_str().unwrap().ends_with('Z'));
         }
+    }
+
+    /// RFC 3339 against known instants and against libc's `gmtime_r`.
+    #[test]
+    fn rfc3339_matches_gmtime() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999999999Z");
+        assert_eq!(
+            rfc3339(1_796_034_172_123_456_789),
+            "2026-11-30T10:22:52.123456789Z"
+        );
+        assert_eq!(
+            rfc3339(951_782_400_000_000_007),
+            "2000-02-29T00:00:00.000000007Z"
+        );
+        assert_eq!(rfc3339(i128::MAX), "9999-12-31T23:59:59.999999999Z");
+        let mut r = Rng(42);
+        for _ in 0..100_000 {
+            let secs = (r.next() % 253_402_300_800) as i64 - 62_167_219_200 / 2;
+            let nanos = (r.next() % 1_000_000_000) as i128;
+            let e = secs as i128 * 1_000_000_000 + nanos;
+            let t = secs as libc::time_t;
+            // SAFETY: zeroed tm is a valid out-value; pointers valid for the call.
+            let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+            unsafe { libc::gmtime_r(&t, &mut tm) };
+            let want = format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
+                tm.tm_year + 1900,
+                tm.tm_mon + 1,
+                tm.tm_mday,
+                tm.tm_hour,
+                tm.tm_min,
+                tm.tm_sec,
+                nanos
+            );
+            assert_eq!(rfc3339(e), want, "{e}");
+        }
+    }
+
+    #[test]
+    fn with_time_inserts_after_type() {
+        let got = with_time(br#"{"type":"summary","a":1}"#, 0);
+        assert_eq!(
+            String::from_utf8(got).unwrap(),
+            r#"{"type":"summary","time":"1970-01-01T00:00:00.000000000Z","a":1}"#
+        );
+        let mut v = Vec::new();
+        lost(&mut v, 1_000_000_000, 3, 7).unwrap();
+        let j: serde_json::Value = serde_json::from_slice(&v).unwrap();
+        assert_eq!(j["time"], "1970-01-01T00:00:01.000000000Z");
+        assert_eq!(j["count"], 3);
     }
 
     fn event_of(r: &mut Rng) -> Event {
@@ -1179,11 +1358,11 @@ mod tests {
         ];
         for n in 0..50_000 {
             let ev = event_of(&mut r);
-            let wall = (n % 5 == 0).then_some(&wall);
+            let local = n % 5 == 0;
             let ctr = containers[n % 3];
             let (mut new, mut old) = (Vec::new(), Vec::new());
-            event(&mut new, &ev, wall, ctr).unwrap();
-            reference::event(&mut old, &ev, wall, ctr).unwrap();
+            event(&mut new, &ev, &wall, local, ctr).unwrap();
+            reference::event(&mut old, &ev, &wall, local, ctr).unwrap();
             assert_eq!(
                 String::from_utf8_lossy(&new),
                 String::from_utf8_lossy(&old),

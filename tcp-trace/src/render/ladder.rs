@@ -20,6 +20,7 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
+use super::colour;
 use crate::correlate::{Connection, Conversation, Role};
 use crate::decode::TcpState;
 
@@ -32,6 +33,8 @@ pub struct LadderOptions {
     pub arrow_width: usize,
     /// Time origin; default the conversation's first timestamp.
     pub t0_ns: Option<u64>,
+    /// ANSI colour (see [`super::colour`]); the layout is the same.
+    pub colour: bool,
 }
 
 impl Default for LadderOptions {
@@ -40,6 +43,7 @@ impl Default for LadderOptions {
             unicode: false,
             arrow_width: 34,
             t0_ns: None,
+            colour: false,
         }
     }
 }
@@ -137,8 +141,108 @@ impl Rows {
     }
 }
 
+/// One step of a ladder (a row), for other renderers (the SVG picture).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    pub t_ns: u64,
+    /// The client's (left) cell: a state, a syscall return, or empty.
+    pub left: String,
+    /// A segment: (`true` client → server, label).
+    pub arrow: Option<(bool, String)>,
+    /// The server's (right) cell.
+    pub right: String,
+}
+
+/// The rows of the ladder of `conv`, in drawing order, with the column heads.
+#[derive(Clone, Debug)]
+pub struct Steps {
+    pub left_head: String,
+    pub right_head: String,
+    pub t0_ns: u64,
+    pub steps: Vec<Step>,
+}
+
+/// The ladder of `conv` as data: exactly the rows [`render`] prints.
+pub fn steps(conv: &Conversation) -> Steps {
+    let (rows, left_head, right_head) = build(conv);
+    Steps {
+        left_head,
+        right_head,
+        t0_ns: conv.first_ts_ns(),
+        steps: rows
+            .into_iter()
+            .map(|r| Step {
+                t_ns: r.t,
+                left: r.left.into_owned(),
+                arrow: r.arrow.map(|(d, l)| (d == Dir::Right, l.into_owned())),
+                right: r.right.into_owned(),
+            })
+            .collect(),
+    }
+}
+
 /// Renders the ladder of `conv`.
 pub fn render(w: &mut impl Write, conv: &Conversation, opts: &LadderOptions) -> io::Result<()> {
+    let (rows, left_head, right_head) = build(conv);
+    let rows = Rows { rows };
+    let t0 = opts.t0_ns.unwrap_or_else(|| conv.first_ts_ns());
+    let lw = rows
+        .rows
+        .iter()
+        .map(|r| r.left.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(11);
+    let aw = opts.arrow_width.max(12);
+
+    let left_col = lw + 1 + aw + 2;
+    let pad = left_col.saturating_sub(left_head.chars().count()).max(1);
+    // The whole ladder is put together in one buffer and written at once.
+    let mut out = String::with_capacity(64 + rows.rows.len() * (lw + aw * 3 + 48));
+    let _ = writeln!(
+        out,
+        "{:>10}  {left_head}{:pad$}{right_head}",
+        "time(ms)", ""
+    );
+
+    for r in &rows.rows {
+        let start = out.len();
+        push_ms(&mut out, r.t.saturating_sub(t0));
+        out.push_str("  ");
+        let style = |on: bool, s: Option<&'static str>| if on { s } else { None };
+        colour::paint(
+            &mut out,
+            style(opts.colour, colour::text_style(&r.left)),
+            &r.left,
+        );
+        let used = r.left.chars().count();
+        repeat(&mut out, ' ', lw - used.min(lw) + 1);
+        match &r.arrow {
+            Some((d, label)) => match style(opts.colour, colour::arrow_style(label)) {
+                Some(st) => {
+                    let mut a = String::with_capacity(aw * 3);
+                    push_arrow(&mut a, *d, label, aw, opts.unicode);
+                    colour::paint(&mut out, Some(st), &a);
+                }
+                None => push_arrow(&mut out, *d, label, aw, opts.unicode),
+            },
+            None => repeat(&mut out, ' ', aw),
+        }
+        out.push_str("  ");
+        colour::paint(
+            &mut out,
+            style(opts.colour, colour::text_style(&r.right)),
+            &r.right,
+        );
+        let kept = out[start..].trim_end().len();
+        out.truncate(start + kept);
+        out.push('\n');
+    }
+    w.write_all(out.as_bytes())
+}
+
+/// The rows of `conv`'s ladder, sorted, and the two column heads.
+fn build(conv: &Conversation) -> (Vec<Row>, String, String) {
     let mut rows = Rows {
         rows: Vec::with_capacity(24),
     };
@@ -162,16 +266,6 @@ pub fn render(w: &mut impl Write, conv: &Conversation, opts: &LadderOptions) -> 
     }
     rows.rows.sort_by_key(|r| (r.t, r.after, r.seq));
 
-    let t0 = opts.t0_ns.unwrap_or_else(|| conv.first_ts_ns());
-    let lw = rows
-        .rows
-        .iter()
-        .map(|r| r.left.chars().count())
-        .max()
-        .unwrap_or(0)
-        .max(11);
-    let aw = opts.arrow_width.max(12);
-
     let left_head = match (client, server) {
         (Some(c), _) => side_label(c),
         (None, Some(s)) => format!("(remote) {}", s.remote()),
@@ -183,34 +277,7 @@ pub fn render(w: &mut impl Write, conv: &Conversation, opts: &LadderOptions) -> 
         (None, Some(c)) => format!("(remote) {}", c.remote()),
         (None, None) => String::from("(remote)"),
     };
-    let left_col = lw + 1 + aw + 2;
-    let pad = left_col.saturating_sub(left_head.chars().count()).max(1);
-    // The whole ladder is put together in one buffer and written at once.
-    let mut out = String::with_capacity(64 + rows.rows.len() * (lw + aw * 3 + 48));
-    let _ = writeln!(
-        out,
-        "{:>10}  {left_head}{:pad$}{right_head}",
-        "time(ms)", ""
-    );
-
-    for r in &rows.rows {
-        let start = out.len();
-        push_ms(&mut out, r.t.saturating_sub(t0));
-        out.push_str("  ");
-        out.push_str(&r.left);
-        let used = r.left.chars().count();
-        repeat(&mut out, ' ', lw - used.min(lw) + 1);
-        match &r.arrow {
-            Some((d, label)) => push_arrow(&mut out, *d, label, aw, opts.unicode),
-            None => repeat(&mut out, ' ', aw),
-        }
-        out.push_str("  ");
-        out.push_str(&r.right);
-        let kept = out[start..].trim_end().len();
-        out.truncate(start + kept);
-        out.push('\n');
-    }
-    w.write_all(out.as_bytes())
+    (rows.rows, left_head, right_head)
 }
 
 /// Appends `n` times `c`: whole slices for the two characters that fill most
@@ -496,6 +563,39 @@ mod tests {
             &got,
             include_str!("../../tests/fixtures/synthetic/design_ladder.txt"),
         );
+    }
+
+    /// Colour changes no visible character, and marks what it should.
+    #[test]
+    fn colour_is_exact_and_removable() {
+        let convs = conversations(run(&design_sequence()));
+        let plain = draw(&convs[0], &LadderOptions::default());
+        let opts = LadderOptions {
+            colour: true,
+            ..LadderOptions::default()
+        };
+        let col = draw(&convs[0], &opts);
+        assert!(!plain.contains('\x1b'));
+        let mut stripped = String::new();
+        let mut it = col.chars();
+        while let Some(c) = it.next() {
+            if c == '\x1b' {
+                for c in it.by_ref() {
+                    if c == 'm' {
+                        break;
+                    }
+                }
+            } else {
+                stripped.push(c);
+            }
+        }
+        assert_eq!(stripped, plain);
+        assert!(
+            col.contains("\x1b[36m-- SYN ----"),
+            "SYN arrow cyan:\n{col}"
+        );
+        assert!(col.contains("\x1b[1mconnect() = 0\x1b[0m"), "{col}");
+        assert!(col.contains("\x1b[32mESTABLISHED\x1b[0m"), "{col}");
     }
 
     #[test]

@@ -1,7 +1,9 @@
-//! Renderers: events, connections, ladder diagrams, JSON lines, summary.
+//! Renderers: events, connections, ladder diagrams, SVG pictures, JSON lines, summary.
+pub mod colour;
 pub mod conns;
 pub mod events;
 pub mod explain;
 pub mod json;
 pub mod ladder;
 pub mod summary;
+pub mod svg;
