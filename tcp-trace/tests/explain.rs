@@ -133,7 +133,17 @@ fn explain_dropped_third_ack() {
     assert_eq!(d["retransmits"], 1, "{d}");
     // SYN-ACK retransmitted after 1 s, the data 1.5 s after the SYN: 0.5 s between.
     ns_in(d, "duration_ns", 200, 1200);
-    assert!(d["accept_queue"].is_null(), "{d}");
+    // The kernel read the listener's accept queue when the child was queued: far from
+    // full, so loss is named, not overflow.
+    let (len, max) = (
+        d["accept_queue"]["len"]
+            .as_u64()
+            .expect("accept queue length"),
+        d["accept_queue"]["max"]
+            .as_u64()
+            .expect("accept queue limit"),
+    );
+    assert!(len >= 1 && len < max, "{d}");
     let msg = d["message"].as_str().unwrap();
     assert!(
         msg.contains("because the SYN-ACK or the client's third ACK was lost"),
@@ -390,4 +400,64 @@ fn replay_explain_names_the_causes() {
         .map(|d| d["cause"].as_str().unwrap())
         .collect();
     assert_eq!(causes, ["refused"]);
+}
+
+/// A server with an accept queue of one that accepts late while four clients connect
+/// at once: the kernel drops the third ACKs it has no room for and retransmits those
+/// SYN-ACKs while the queue is full. Named as overflow (with the queue the kernel
+/// read from the listener), not as loss.
+#[test]
+fn explain_full_accept_queue() {
+    if !require_root("explain_full_accept_queue") {
+        return;
+    }
+    let ns = Netns::new("xfull");
+    let port = free_port();
+    let ps = port.to_string();
+    let t = explain(port, &[]);
+    let mut server = Peer::spawn(peer_cmd(
+        Some(&ns.name),
+        &[
+            "server",
+            "127.0.0.1",
+            &ps,
+            "--backlog",
+            "1",
+            "--accepts",
+            "4",
+            "--accept-delay-ms",
+            "2500",
+            "--close-delay-ms",
+            "0",
+        ],
+    ));
+    assert_eq!(server.line(), format!("listening {port}"));
+    let clients: Vec<Peer> = (0..4)
+        .map(|_| {
+            Peer::spawn(peer_cmd(
+                Some(&ns.name),
+                &["client", "127.0.0.1", &ps, "--send", "1"],
+            ))
+        })
+        .collect();
+    for c in clients {
+        assert_eq!(c.wait(), 0);
+    }
+    assert_eq!(server.wait(), 0);
+    let (lines, _) = t.stop();
+    let ds = diagnoses(&lines);
+    let full: Vec<&&Value> = ds
+        .iter()
+        .filter(|d| d["cause"] == "accept_queue_full")
+        .collect();
+    assert!(!full.is_empty(), "no full accept queue named: {ds:#?}");
+    for d in &full {
+        assert_eq!(d["role"], "server", "{d}");
+        let (len, max) = (
+            d["accept_queue"]["len"].as_u64().unwrap(),
+            d["accept_queue"]["max"].as_u64().unwrap(),
+        );
+        assert_eq!(max, 1, "{d}");
+        assert!(len >= max, "{d}");
+    }
 }

@@ -10,7 +10,8 @@
 //!       so that several servers can share the port (then give the port, not 0).
 //!       `--accept-delay-ms MS`: sleep MS before each accept() (the connection waits
 //!       in the accept queue); `--never-close`: keep every accepted socket open after
-//!       the peer's FIN (it stays in CLOSE_WAIT) and wait until killed.
+//!       the peer's FIN (it stays in CLOSE_WAIT) and wait until killed. `--backlog N`:
+//!       listen(fd, N) (a tiny accept queue overflows).
 //!   tcp-trace-peer client ADDR PORT [--count N] [--send BYTES] [--wait-stdin]
 //!       [--delay-before-send-ms MS] [--nonblock] [--send-on-stdin]
 //!       connects N times (blocking connect, or with `--nonblock` a non-blocking one
@@ -25,7 +26,7 @@ use std::time::Duration;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: tcp-trace-peer server ADDR PORT [--accepts N] [--close-delay-ms MS] [--null-accept] [--v6only] [--reuseport] [--accept-delay-ms MS] [--never-close]\n       tcp-trace-peer client ADDR PORT [--count N] [--send BYTES] [--wait-stdin] [--delay-before-send-ms MS] [--nonblock] [--send-on-stdin]"
+        "usage: tcp-trace-peer server ADDR PORT [--accepts N] [--close-delay-ms MS] [--null-accept] [--v6only] [--reuseport] [--accept-delay-ms MS] [--never-close] [--backlog N]\n       tcp-trace-peer client ADDR PORT [--count N] [--send BYTES] [--wait-stdin] [--delay-before-send-ms MS] [--nonblock] [--send-on-stdin]"
     );
     ExitCode::from(2)
 }
@@ -43,6 +44,7 @@ struct Opts {
     send_on_stdin: bool,
     accept_delay_ms: u64,
     never_close: bool,
+    backlog: Option<i32>,
 }
 
 fn parse_opts(rest: &[String]) -> Option<Opts> {
@@ -59,6 +61,7 @@ fn parse_opts(rest: &[String]) -> Option<Opts> {
         send_on_stdin: false,
         accept_delay_ms: 0,
         never_close: false,
+        backlog: None,
     };
     let mut i = 0;
     while i < rest.len() {
@@ -69,6 +72,7 @@ fn parse_opts(rest: &[String]) -> Option<Opts> {
             "--close-delay-ms" => o.close_delay_ms = num(i)?,
             "--delay-before-send-ms" => o.delay_before_send_ms = num(i)?,
             "--accept-delay-ms" => o.accept_delay_ms = num(i)?,
+            "--backlog" => o.backlog = Some(i32::try_from(num(i)?).ok()?),
             "--never-close" => {
                 o.never_close = true;
                 i += 1;
@@ -142,7 +146,7 @@ fn main() -> ExitCode {
 
 /// A listening socket with the options std does not offer.
 fn listen(addr: SocketAddr, o: &Opts) -> std::io::Result<TcpListener> {
-    if !o.v6only && !o.reuseport {
+    if !o.v6only && !o.reuseport && o.backlog.is_none() {
         return TcpListener::bind(addr);
     }
     let family = if addr.is_ipv4() {
@@ -188,7 +192,7 @@ fn listen(addr: SocketAddr, o: &Opts) -> std::io::Result<TcpListener> {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: bound socket.
-    if unsafe { libc::listen(fd, 1024) } < 0 {
+    if unsafe { libc::listen(fd, o.backlog.unwrap_or(1024)) } < 0 {
         return Err(std::io::Error::last_os_error());
     }
     Ok(l)
