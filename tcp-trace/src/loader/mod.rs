@@ -88,9 +88,20 @@ pub struct Loaded {
     pub warnings: Vec<String>,
     /// Hooks attached: (hook name, path taken).
     pub attached: Vec<(&'static str, AttachPath)>,
+    /// The kernel side's log records (aya-log), when the object has aya-log's map;
+    /// [`Loaded::flush_log`] hands them to the `log` facade.
+    pub log: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
 impl Loaded {
+    /// Passes the kernel side's pending log records (aya-log) to the `log` facade
+    /// (shown with `-v` / `RUST_LOG`). Does nothing without aya-log's map.
+    pub fn flush_log(&mut self) {
+        if let Some(l) = &mut self.log {
+            l.flush();
+        }
+    }
+
     /// Listening sockets that existed before the programs were attached: their owners
     /// go into the kernel's listener table, so that their children are attributed
     /// when born (LISTEN → SYN_RECV) rather than only at accept(). Entries the kernel
@@ -114,6 +125,28 @@ impl Loaded {
                 map.insert(key, owner, BPF_NOEXIST).is_ok()
             })
             .count()
+    }
+}
+
+/// aya-log's reader for the kernel side's log records, when the object has its map.
+/// Tolerant: an object without aya-log calls has no such map, and that is no error.
+fn init_ebpf_log(
+    ebpf: &mut Ebpf,
+    warnings: &mut Vec<String>,
+) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
+    match aya_log::EbpfLogger::init(ebpf) {
+        Ok(l) => Some(l),
+        Err(aya_log::Error::MapNotFound) => {
+            log::debug!("the eBPF object has no aya-log map: no kernel-side log records");
+            None
+        }
+        Err(e) => {
+            warnings.push(format!(
+                "the kernel side's log records are unavailable: {}",
+                chain(&e)
+            ));
+            None
+        }
     }
 }
 
@@ -394,12 +427,15 @@ pub fn load(opts: &Options) -> Result<(Loaded, RingBuf<MapData>), LoadError> {
     let counters =
         PerCpuArray::try_from(map(&mut ebpf, "COUNTERS")?).map_err(map_err("COUNTERS"))?;
 
+    let log = init_ebpf_log(&mut ebpf, &mut warnings);
+
     Ok((
         Loaded {
             ebpf,
             counters,
             warnings,
             attached,
+            log,
         },
         ring,
     ))
