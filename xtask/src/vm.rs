@@ -28,6 +28,7 @@ use crate::{
     setup, target_dir,
 };
 use initramfs::Tree;
+use json::Fields as _;
 use kernel::{Available, Kernel, LINES, PRIVATE, Source};
 use qemu::{Accel, Boot, Outcome};
 
