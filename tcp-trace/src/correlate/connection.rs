@@ -203,7 +203,7 @@ pub const EINPROGRESS: i64 = 115;
 
 /// One connection (one generation of one kernel socket), as emitted by the correlator.
 ///
-/// Field names are a stable contract (DESIGN §4): add fields, never rename.
+/// Field names are a stable contract (docs/json-schema.md): add fields, never rename.
 #[derive(Clone, Debug, PartialEq)]
 #[cfg_attr(test, derive(Serialize))]
 pub struct Connection {
