@@ -28,7 +28,8 @@ use tcp_trace::record::{Item, Reader};
 use tcp_trace_common::{RawEvent, kind};
 
 const TARGET_EVENTS: usize = 1_000_000;
-/// Time between replicas: 25 000 connections/s, the untraced storm rate (DESIGN.md §6).
+/// Time between replicas: 25 000 connections/s, the untraced storm rate
+/// (docs/kernel-facts.md, "A ring-buffer wakeup costs more than the event").
 const STEP_NS: u64 = 40_000;
 const CLIENT_PORT_BASE: u16 = 32768;
 const CLIENT_PORTS: u64 = 28_000;

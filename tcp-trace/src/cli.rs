@@ -11,6 +11,11 @@ use tcp_trace_common::{AF_INET, AF_INET6, Filter, MAX_PORTS};
     long_about = "Traces TCP state transitions, SYN/SYN-ACK/data retransmissions, resets, and where connect() and accept() return, using eBPF tracepoints. Needs root, or CAP_BPF + CAP_PERFMON (+ CAP_DAC_READ_SEARCH for tracefs)."
 )]
 pub struct Cli {
+    /// Diagnostics on stderr: -v info, -vv debug, -vvv trace (aya's own messages and
+    /// the kernel side's log records). RUST_LOG (env_logger syntax, e.g.
+    /// `aya=debug`) refines it.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
     #[command(flatten)]
     pub trace: TraceArgs,
     #[command(subcommand)]

@@ -19,4 +19,5 @@ pub mod record;
 pub mod render;
 pub mod sockdiag;
 pub mod source;
+pub mod text;
 pub mod trace;

@@ -3,8 +3,26 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, error::ErrorKind};
 use tcp_trace::cli::{Cli, Command};
 
+/// The `log` backend for aya's own messages and the kernel side's aya-log records:
+/// off unless `-v` or RUST_LOG asks (the default output stays as it is).
+fn init_log(verbose: u8) {
+    let level = match verbose {
+        0 => log::LevelFilter::Off,
+        1 => log::LevelFilter::Info,
+        2 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    };
+    let mut b = env_logger::Builder::new();
+    b.filter_level(level);
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        b.parse_filters(&spec);
+    }
+    b.init();
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_log(cli.verbose);
     let no_select = tcp_trace::cli::SelectArgs::default();
     let filter_of = |f: &tcp_trace::cli::FilterArgs, s: &tcp_trace::cli::SelectArgs| match f
         .to_filter_with(s)

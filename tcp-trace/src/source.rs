@@ -1,7 +1,7 @@
 //! Source: the ring buffer, read through tokio's `AsyncFd`.
 //!
 //! The kernel side submits without waking us unless the ring is filling up
-//! (DESIGN.md §6: a wakeup per event costs more than the event), so the reader
+//! (a wakeup per event costs more than the event: docs/kernel-facts.md), so the reader
 //! also drains on a short timer. Either way each drain empties the ring.
 use std::os::fd::AsRawFd;
 use std::time::Duration;

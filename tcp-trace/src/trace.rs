@@ -271,6 +271,7 @@ async fn live<W: Write>(
             if let Some(e) = err {
                 return Err(e);
             }
+            loaded.flush_log();
             let done = stats.events >= limit;
             if !stop && !done {
                 out.advance(now)?;

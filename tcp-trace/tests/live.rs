@@ -25,7 +25,8 @@ fn transition_ts(evs: &[&Value], skaddr: &str, old: &str, new: &str) -> u64 {
     .unwrap_or_else(|| panic!("no {old}>{new} for {skaddr}")))
 }
 
-/// DESIGN.md §1: one connection, client closes first, server 40 ms later.
+/// One connection, client closes first, server 40 ms later (docs/kernel-facts.md, "One
+/// loopback connection").
 fn handshake_and_teardown(addr: &str, family: &str, attach: &str) {
     // A kernel may skip a run of a hook: on a preemptible kernel a program preempted on
     // its CPU makes the next run of that program there be skipped (seen on 7.2's raw

@@ -3,6 +3,7 @@
 mod bench;
 mod cmd;
 mod dist;
+mod fuzz;
 mod setup;
 mod vm;
 
@@ -69,6 +70,9 @@ enum Task {
     VmTest(vm::VmArgs),
     /// Build a static (musl) tcp-trace at target/dist/tcp-trace.
     Dist(dist::DistArgs),
+    /// Run each cargo-fuzz target (fuzz/) for --secs seconds (default 30), seeded
+    /// with the recordings, the kernels' format files and a small BTF blob.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +86,7 @@ fn main() -> ExitCode {
         Task::Bench(args) => bench::run(&args),
         Task::VmTest(args) => vm::run(&args),
         Task::Dist(args) => dist::run(&args),
+        Task::Fuzz(args) => fuzz::run(&args),
     };
     let code = match &result {
         Ok(()) => 0,

@@ -1,5 +1,5 @@
 //! `cargo xtask setup`: check, and install where missing, what building and testing
-//! tcp-trace need (DESIGN.md §2). Idempotent; with everything in place it only probes.
+//! tcp-trace need (docs/kernel-facts.md, "Building the kernel side"). Idempotent; with everything in place it only probes.
 
 use std::{
     env, fs,
@@ -107,7 +107,7 @@ impl Setup {
                  tcp-trace/build.rs builds the eBPF crate with `rustup run nightly cargo build -Z build-std=core`,\n\
                  and rustup cannot download toolchains here (RUSTUP_AUTO_INSTALL=0), only components.\n\
                  Install it where the network allows (`rustup toolchain install nightly --profile minimal`)\n\
-                 or link a toolchain under that name (`rustup toolchain link nightly DIR`). DESIGN.md §2:\n\
+                 or link a toolchain under that name (`rustup toolchain link nightly DIR`). docs/kernel-facts.md:\n\
                  a stable toolchain with the same LLVM also works with RUSTC_BOOTSTRAP=1.",
                 list.lines()
                     .filter_map(|l| l.split_whitespace().next())

@@ -1,5 +1,5 @@
 //! `cargo xtask vm-test`: the privileged integration tests on other kernels, each booted
-//! under QEMU from a Debian kernel package (docs/vm-tests.md, DESIGN.md §5).
+//! under QEMU from a Debian kernel package (docs/vm-tests.md; docs/kernel-facts.md, "The kernels a test can boot here").
 //!
 //! Per kernel: `apt-get download` (cached in target/vm/debs), `dpkg-deb -x`, an initramfs
 //! (busybox, iproute2's ip and ss, nft, setpriv, bpftool, their libraries, the modules the tests
@@ -28,6 +28,7 @@ use crate::{
     setup, target_dir,
 };
 use initramfs::Tree;
+use json::Fields as _;
 use kernel::{Available, Kernel, LINES, PRIVATE, Source};
 use qemu::{Accel, Boot, Outcome};
 

@@ -1,14 +1,23 @@
-//! The correlator's output: one [`Connection`] per socket generation, serialised as the
-//! `{"type":"connection"}` JSON line of DESIGN §4 (documented in `docs/json-schema.md`).
+//! The correlator's output: one [`Connection`] per socket generation, written as the
+//! `{"type":"connection"}` JSON line (documented in `docs/json-schema.md`) by
+//! `connection` in render/json.rs, the one production encoder. The serde derive below
+//! exists in tests only: it is the reference that encoder is checked against.
 use std::net::IpAddr;
 
+#[cfg(test)]
 use serde::{Serialize, Serializer};
 
 use crate::decode::{Comm, Family, TcpState};
-use crate::render::json;
+#[cfg(test)]
+use crate::text;
+// `correlate/mod.rs` still re-exports `connection::StackStr` (that file is being
+// reworked on another branch): kept here, and used through it below, until it drops
+// the line; then `Endpoint` can use `crate::text::StackStr` directly.
+pub(crate) use crate::text::StackStr;
 
 /// Which end of a connection this socket is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+// Serialize in production too: the diagnosis lines of `explain` name the role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// `connect()`ed socket (first state SYN_SENT).
@@ -33,8 +42,9 @@ impl Role {
 }
 
 /// How a connection ended (or did not).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(test, derive(Serialize))]
+#[cfg_attr(test, serde(rename_all = "snake_case"))]
 pub enum Outcome {
     /// Orderly teardown (FIN_WAIT2/CLOSING/LAST_ACK → CLOSE, or a listener closed).
     Closed,
@@ -68,8 +78,9 @@ impl Outcome {
 }
 
 /// Where `pid`/`comm` came from, best first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(test, derive(Serialize))]
+#[cfg_attr(test, serde(rename_all = "snake_case"))]
 pub enum PidSource {
     /// Not known.
     None,
@@ -86,15 +97,17 @@ pub enum PidSource {
 }
 
 /// One entry of [`Connection::states`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(test, derive(Serialize))]
 pub struct StateEntry {
-    #[serde(serialize_with = "ser_state")]
+    #[cfg_attr(test, serde(serialize_with = "ser_state"))]
     pub state: TcpState,
     pub t_ns: u64,
 }
 
 /// A `connect()` / `accept()` return.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(test, derive(Serialize))]
 pub struct SyscallReturn {
     /// The return value: 0 / the new fd, or `-errno`.
     pub ret: i64,
@@ -109,17 +122,18 @@ pub struct SyscallReturn {
 
 /// A half-open request (request sock) of a listener that never became a child socket
 /// while the listener was traced (e.g. dropped after `tcp_synack_retries`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(test, derive(Serialize))]
 pub struct HalfOpenRequest {
     /// Kernel address of the request sock (hex).
-    #[serde(serialize_with = "ser_hex")]
+    #[cfg_attr(test, serde(serialize_with = "ser_hex"))]
     pub req: u64,
     /// Listener side of the request.
-    #[serde(serialize_with = "ser_ip")]
+    #[cfg_attr(test, serde(serialize_with = "ser_ip"))]
     pub saddr: IpAddr,
     pub sport: u16,
     /// Client side.
-    #[serde(serialize_with = "ser_ip")]
+    #[cfg_attr(test, serde(serialize_with = "ser_ip"))]
     pub daddr: IpAddr,
     pub dport: u16,
     pub synack_retransmits: u32,
@@ -128,7 +142,7 @@ pub struct HalfOpenRequest {
 
 /// The listener's accept queue when a child socket was queued on it (server
 /// connections): `sk_ack_backlog` and `sk_max_ack_backlog` of the listening socket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct AcceptQueue {
     /// Connections waiting in the accept queue (this child included).
     pub len: u32,
@@ -144,7 +158,8 @@ impl AcceptQueue {
 }
 
 /// Listener-only part of a connection record.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(test, derive(Serialize))]
 pub struct ListenerInfo {
     /// Child sockets created from this listener (LISTEN → SYN_RECV) while traced.
     pub children: u32,
@@ -205,31 +220,32 @@ pub const EINPROGRESS: i64 = 115;
 
 /// One connection (one generation of one kernel socket), as emitted by the correlator.
 ///
-/// Field names are a stable contract (DESIGN §4): add fields, never rename.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// Field names are a stable contract (docs/json-schema.md): add fields, never rename.
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(test, derive(Serialize))]
 pub struct Connection {
     /// Always `"connection"`.
-    #[serde(rename = "type")]
+    #[cfg_attr(test, serde(rename = "type"))]
     pub record_type: &'static str,
     /// Stable id, assigned by the correlator in creation order (starts at 1).
     pub id: u64,
     pub role: Role,
     pub pid: Option<u32>,
-    #[serde(serialize_with = "ser_comm")]
+    #[cfg_attr(test, serde(serialize_with = "ser_comm"))]
     pub comm: Option<Comm>,
     pub pid_source: PidSource,
-    #[serde(serialize_with = "ser_family")]
+    #[cfg_attr(test, serde(serialize_with = "ser_family"))]
     pub family: Family,
     /// This socket's local end.
-    #[serde(serialize_with = "ser_opt_ip")]
+    #[cfg_attr(test, serde(serialize_with = "ser_opt_ip"))]
     pub saddr: Option<IpAddr>,
     pub sport: u16,
     /// This socket's remote end.
-    #[serde(serialize_with = "ser_opt_ip")]
+    #[cfg_attr(test, serde(serialize_with = "ser_opt_ip"))]
     pub daddr: Option<IpAddr>,
     pub dport: u16,
     /// Kernel address of the socket (hex string).
-    #[serde(serialize_with = "ser_hex")]
+    #[cfg_attr(test, serde(serialize_with = "ser_hex"))]
     pub skaddr: u64,
     /// State history in order; the first entry is the state the socket was in before
     /// its first observed transition (CLOSE for a client, LISTEN for a child).
@@ -673,7 +689,7 @@ impl std::fmt::Display for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         use std::fmt::Write as _;
         // Format into a stack buffer so that width/alignment apply to the whole.
-        let mut buf = StackStr::<64>::new();
+        let mut buf = super::StackStr::<64>::new();
         let _ = match self.0 {
             Some(IpAddr::V6(a)) => write!(buf, "[{a}]:{}", self.1),
             Some(a) => write!(buf, "{a}:{}", self.1),
@@ -683,44 +699,7 @@ impl std::fmt::Display for Endpoint {
     }
 }
 
-/// Small fixed-capacity string used to format without allocating.
-pub(crate) struct StackStr<const N: usize> {
-    buf: [u8; N],
-    len: usize,
-}
-
-impl<const N: usize> StackStr<N> {
-    pub(crate) fn new() -> Self {
-        StackStr {
-            buf: [0; N],
-            len: 0,
-        }
-    }
-    /// Appends ASCII bytes (anything else, or what does not fit, is dropped).
-    pub(crate) fn push_ascii(&mut self, b: &[u8]) {
-        if b.is_ascii() && self.len + b.len() <= N {
-            self.buf[self.len..self.len + b.len()].copy_from_slice(b);
-            self.len += b.len();
-        }
-    }
-    pub(crate) fn as_str(&self) -> &str {
-        // Only whole `&str`s are ever appended (see write_str), so this is UTF-8.
-        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
-    }
-}
-
-impl<const N: usize> std::fmt::Write for StackStr<N> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        let b = s.as_bytes();
-        if self.len + b.len() > N {
-            return Err(std::fmt::Error);
-        }
-        self.buf[self.len..self.len + b.len()].copy_from_slice(b);
-        self.len += b.len();
-        Ok(())
-    }
-}
-
+#[cfg(test)]
 fn ser_state<S: Serializer>(s: &TcpState, ser: S) -> Result<S::Ok, S::Error> {
     match s {
         TcpState::Unknown(n) => ser.collect_str(&format_args!("UNKNOWN({n})")),
@@ -728,47 +707,54 @@ fn ser_state<S: Serializer>(s: &TcpState, ser: S) -> Result<S::Ok, S::Error> {
     }
 }
 
+#[cfg(test)]
 fn ser_family<S: Serializer>(f: &Family, ser: S) -> Result<S::Ok, S::Error> {
     ser.serialize_str(f.name())
 }
 
+#[cfg(test)]
 fn ser_comm<S: Serializer>(c: &Option<Comm>, ser: S) -> Result<S::Ok, S::Error> {
     match c {
         Some(c) => {
             // As `Display` prints it (at most 4 bytes per byte), without allocating.
             let mut b = StackStr::<64>::new();
-            json::put_comm(&mut b, c, false);
+            text::put_comm(&mut b, c, false);
             ser.serialize_str(b.as_str())
         }
         None => ser.serialize_none(),
     }
 }
 
+#[cfg(test)]
 fn ser_hex<S: Serializer>(v: &u64, ser: S) -> Result<S::Ok, S::Error> {
     let mut b = StackStr::<24>::new();
-    json::put_hex(&mut b, *v);
+    text::put_hex(&mut b, *v);
     ser.serialize_str(b.as_str())
 }
 
 /// As serde does it (the `Display` string for human-readable formats), without
 /// `core::fmt`.
+#[cfg(test)]
 fn ser_ip<S: Serializer>(a: &IpAddr, ser: S) -> Result<S::Ok, S::Error> {
     if !ser.is_human_readable() {
         return a.serialize(ser);
     }
     let mut b = StackStr::<48>::new();
-    json::put_ip(&mut b, *a);
+    text::put_ip(&mut b, *a);
     ser.serialize_str(b.as_str())
 }
 
+#[cfg(test)]
 struct IpStr(IpAddr);
 
+#[cfg(test)]
 impl Serialize for IpStr {
     fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
         ser_ip(&self.0, ser)
     }
 }
 
+#[cfg(test)]
 fn ser_opt_ip<S: Serializer>(a: &Option<IpAddr>, ser: S) -> Result<S::Ok, S::Error> {
     match a {
         Some(a) => ser.serialize_some(&IpStr(*a)),

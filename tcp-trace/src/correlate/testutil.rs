@@ -133,7 +133,7 @@ pub(crate) const LISTENER: u64 = 0xffff_8880_0000_1000;
 pub(crate) const CLIENT: u64 = 0xffff_8880_0000_2000;
 pub(crate) const CHILD: u64 = 0xffff_8880_0000_3000;
 
-/// The loopback connection of DESIGN §1: listener on 0.0.0.0:8080 (nginx 17), client
+/// The loopback connection of docs/kernel-facts.md ("One loopback connection"): listener on 0.0.0.0:8080 (nginx 17), client
 /// curl 4242 from 127.0.0.1:51234; client closes first, server 40 ms later. Times start
 /// at 1 s. Connect and accept returns included, the listener closes at the end.
 pub(crate) fn design_sequence() -> Vec<Event> {

@@ -109,6 +109,8 @@ impl Tracer {
             .transpose()
             .map_err(|_| anyhow::anyhow!("ring reader panicked"))?
             .unwrap_or_default();
+        // The kernel side's log records of the capture (aya-log; shown with -v).
+        self.loaded.flush_log();
         let c = self.loaded.counters();
         Ok((events, c.lost, c.skipped))
     }

@@ -20,6 +20,7 @@ use std::io::{self, Write};
 use serde_json::json;
 
 use crate::correlate::{Connection, conversations};
+use crate::render::json;
 use crate::render::ladder::{self, LadderOptions};
 use capture::{Capture, Tracer, keep_lab_events};
 use env::LabNet;
@@ -165,8 +166,7 @@ fn report(
     let family = if args.ipv6 { "IPv6" } else { "IPv4" };
     if args.json {
         for c in &cap.connections {
-            serde_json::to_writer(&mut *out, c)?;
-            writeln!(out)?;
+            json::connection(&mut *out, c, None)?;
         }
         for v in verdicts {
             let line = ClaimLine {

@@ -129,9 +129,9 @@ impl Btf {
     /// Reads and parses a raw BTF file such as `/sys/kernel/btf/vmlinux`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Btf, LayoutError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| LayoutError::BtfUnreadable {
+        let bytes = std::fs::read(path).map_err(|io| LayoutError::BtfUnreadable {
             path: path.to_path_buf(),
-            source,
+            io,
         })?;
         Btf::parse(&bytes)
     }

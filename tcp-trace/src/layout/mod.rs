@@ -22,12 +22,10 @@ pub use format::{Field, Format};
 pub enum LayoutError {
     #[error("tracepoint {tracepoint} not found: {} does not exist", path.display())]
     TracepointNotFound { tracepoint: String, path: PathBuf },
-    #[error("tracepoint format {} is unreadable: {}", path.display(), describe_io(source))]
-    FormatUnreadable {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    // The I/O error is in the message (with advice), so it is not also a `source`:
+    // printed once.
+    #[error("tracepoint format {} is unreadable: {}", path.display(), describe_io(io))]
+    FormatUnreadable { path: PathBuf, io: io::Error },
     #[error("tracepoint format {origin} is malformed (line {line}): {reason}")]
     FormatMalformed {
         origin: String,
@@ -48,12 +46,8 @@ pub enum LayoutError {
         size: u16,
         expected: &'static str,
     },
-    #[error("kernel BTF {} is unreadable: {}", path.display(), describe_io(source))]
-    BtfUnreadable {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error("kernel BTF {} is unreadable: {}", path.display(), describe_io(io))]
+    BtfUnreadable { path: PathBuf, io: io::Error },
     #[error("kernel BTF is malformed: {0}")]
     BtfMalformed(String),
     #[error("BTF member `{path}` not found: {reason}")]
@@ -84,8 +78,9 @@ impl LayoutError {
     /// True when a file could not be read for lack of permission (EACCES/EPERM).
     pub fn is_permission_denied(&self) -> bool {
         match self {
-            LayoutError::FormatUnreadable { source, .. }
-            | LayoutError::BtfUnreadable { source, .. } => is_permission_error(source),
+            LayoutError::FormatUnreadable { io, .. } | LayoutError::BtfUnreadable { io, .. } => {
+                is_permission_error(io)
+            }
             _ => false,
         }
     }
@@ -204,7 +199,7 @@ fn io_error(path: &Path, tp: Tracepoint, e: io::Error) -> LayoutError {
     } else {
         LayoutError::FormatUnreadable {
             path: path.to_path_buf(),
-            source: e,
+            io: e,
         }
     }
 }

@@ -154,7 +154,7 @@ enum Col<'a> {
 impl fmt::Display for Col<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use fmt::Write as _;
-        let mut buf = crate::correlate::StackStr::<64>::new();
+        let mut buf = crate::text::StackStr::<64>::new();
         let _ = match self {
             Col::Dash | Col::Pid(None) | Col::Ms(None) => buf.write_str("-"),
             Col::Pid(Some(p)) => write!(buf, "{p}"),

@@ -310,7 +310,7 @@ pub fn strs(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
-/// DESIGN.md §1: the client that closes first.
+/// The client that closes first (docs/kernel-facts.md, "One loopback connection").
 pub const CLIENT_ACTIVE_CLOSE: [&str; 5] = [
     "CLOSE>SYN_SENT",
     "SYN_SENT>ESTABLISHED",
@@ -319,7 +319,7 @@ pub const CLIENT_ACTIVE_CLOSE: [&str; 5] = [
     "FIN_WAIT2>CLOSE",
 ];
 
-/// DESIGN.md §1: the server child that closes second.
+/// The server child that closes second (docs/kernel-facts.md, "One loopback connection").
 pub const CHILD_PASSIVE_CLOSE: [&str; 5] = [
     "LISTEN>SYN_RECV",
     "SYN_RECV>ESTABLISHED",

@@ -1,5 +1,6 @@
 //! `cargo xtask bench`: paired, alternating throughput/overhead benchmark
-//! (issue #5, docs/performance.md, DESIGN.md §6).
+//! (issue #5, docs/performance.md; docs/kernel-facts.md, "A ring-buffer wakeup costs more
+//! than the event").
 //!
 //! Each round runs every configuration once, in the same order (untraced,
 //! `tcp-trace --json > /dev/null`, `tcp-trace > /dev/null`, bpftrace), each time

@@ -1,215 +1,51 @@
-//! Just enough JSON to read the guest's result line (xtask has no serde).
+//! The guest's result line and cargo's JSON messages, read with serde_json; the
+//! accessors below answer `None` (or an empty slice) for a missing key or another type.
 
-use std::collections::BTreeMap;
+use anyhow::Result;
 
-use anyhow::{Result, anyhow, bail};
+pub use serde_json::Value;
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    Null,
-    Bool(bool),
-    Number(f64),
-    String(String),
-    Array(Vec<Value>),
-    Object(BTreeMap<String, Value>),
+/// Typed look-ups of an object's members.
+pub trait Fields {
+    /// A non-negative integer (an integral float such as `12.0` too).
+    fn u64(&self, key: &str) -> Option<u64>;
+    /// An integer (an integral float too).
+    fn i64(&self, key: &str) -> Option<i64>;
+    fn str(&self, key: &str) -> Option<&str>;
+    /// The array at `key`; empty when absent or not an array.
+    fn array(&self, key: &str) -> &[Value];
 }
 
-impl Value {
-    pub fn get(&self, key: &str) -> Option<&Value> {
-        match self {
-            Value::Object(m) => m.get(key),
-            _ => None,
-        }
+impl Fields for Value {
+    fn u64(&self, key: &str) -> Option<u64> {
+        let v = self.get(key)?;
+        v.as_u64().or_else(|| {
+            v.as_f64()
+                .filter(|n| *n >= 0.0 && n.fract() == 0.0)
+                .map(|n| n as u64)
+        })
     }
 
-    pub fn u64(&self, key: &str) -> Option<u64> {
-        match self.get(key)? {
-            Value::Number(n) if *n >= 0.0 && n.fract() == 0.0 => Some(*n as u64),
-            _ => None,
-        }
+    fn i64(&self, key: &str) -> Option<i64> {
+        let v = self.get(key)?;
+        v.as_i64()
+            .or_else(|| v.as_f64().filter(|n| n.fract() == 0.0).map(|n| n as i64))
     }
 
-    pub fn i64(&self, key: &str) -> Option<i64> {
-        match self.get(key)? {
-            Value::Number(n) if n.fract() == 0.0 => Some(*n as i64),
-            _ => None,
-        }
+    fn str(&self, key: &str) -> Option<&str> {
+        self.get(key)?.as_str()
     }
 
-    pub fn str(&self, key: &str) -> Option<&str> {
-        match self.get(key)? {
-            Value::String(s) => Some(s),
-            _ => None,
-        }
-    }
-
-    pub fn array(&self, key: &str) -> &[Value] {
-        match self.get(key) {
-            Some(Value::Array(a)) => a,
-            _ => &[],
-        }
-    }
-
-    pub fn as_str(&self) -> Option<&str> {
-        match self {
-            Value::String(s) => Some(s),
-            _ => None,
-        }
+    fn array(&self, key: &str) -> &[Value] {
+        self.get(key)
+            .and_then(Value::as_array)
+            .map_or(&[], Vec::as_slice)
     }
 }
 
+/// One JSON document (trailing characters other than whitespace are an error).
 pub fn parse(text: &str) -> Result<Value> {
-    let mut p = Parser {
-        s: text.as_bytes(),
-        i: 0,
-    };
-    let v = p.value()?;
-    p.ws();
-    if p.i != p.s.len() {
-        bail!("trailing characters at byte {}", p.i);
-    }
-    Ok(v)
-}
-
-struct Parser<'a> {
-    s: &'a [u8],
-    i: usize,
-}
-
-impl Parser<'_> {
-    fn ws(&mut self) {
-        while self.s.get(self.i).is_some_and(u8::is_ascii_whitespace) {
-            self.i += 1;
-        }
-    }
-
-    fn peek(&mut self) -> Result<u8> {
-        self.ws();
-        self.s
-            .get(self.i)
-            .copied()
-            .ok_or_else(|| anyhow!("unexpected end"))
-    }
-
-    fn expect(&mut self, c: u8) -> Result<()> {
-        if self.peek()? != c {
-            bail!("expected '{}' at byte {}", c as char, self.i);
-        }
-        self.i += 1;
-        Ok(())
-    }
-
-    fn literal(&mut self, word: &str, v: Value) -> Result<Value> {
-        if self.s[self.i..].starts_with(word.as_bytes()) {
-            self.i += word.len();
-            Ok(v)
-        } else {
-            bail!("bad literal at byte {}", self.i)
-        }
-    }
-
-    fn value(&mut self) -> Result<Value> {
-        match self.peek()? {
-            b'{' => {
-                self.i += 1;
-                let mut m = BTreeMap::new();
-                if self.peek()? == b'}' {
-                    self.i += 1;
-                    return Ok(Value::Object(m));
-                }
-                loop {
-                    let k = self.string()?;
-                    self.expect(b':')?;
-                    let v = self.value()?;
-                    m.insert(k, v);
-                    match self.peek()? {
-                        b',' => self.i += 1,
-                        b'}' => {
-                            self.i += 1;
-                            return Ok(Value::Object(m));
-                        }
-                        _ => bail!("expected ',' or '}}' at byte {}", self.i),
-                    }
-                }
-            }
-            b'[' => {
-                self.i += 1;
-                let mut a = Vec::new();
-                if self.peek()? == b']' {
-                    self.i += 1;
-                    return Ok(Value::Array(a));
-                }
-                loop {
-                    a.push(self.value()?);
-                    match self.peek()? {
-                        b',' => self.i += 1,
-                        b']' => {
-                            self.i += 1;
-                            return Ok(Value::Array(a));
-                        }
-                        _ => bail!("expected ',' or ']' at byte {}", self.i),
-                    }
-                }
-            }
-            b'"' => Ok(Value::String(self.string()?)),
-            b't' => self.literal("true", Value::Bool(true)),
-            b'f' => self.literal("false", Value::Bool(false)),
-            b'n' => self.literal("null", Value::Null),
-            _ => {
-                let start = self.i;
-                while self
-                    .s
-                    .get(self.i)
-                    .is_some_and(|c| c.is_ascii_digit() || b"+-.eE".contains(c))
-                {
-                    self.i += 1;
-                }
-                let text = std::str::from_utf8(&self.s[start..self.i])?;
-                Ok(Value::Number(text.parse().map_err(|_| {
-                    anyhow!("bad number {text:?} at byte {start}")
-                })?))
-            }
-        }
-    }
-
-    fn string(&mut self) -> Result<String> {
-        self.expect(b'"')?;
-        let mut out = Vec::new();
-        loop {
-            let c = *self
-                .s
-                .get(self.i)
-                .ok_or_else(|| anyhow!("unterminated string"))?;
-            self.i += 1;
-            match c {
-                b'"' => return Ok(String::from_utf8_lossy(&out).into_owned()),
-                b'\\' => {
-                    let e = *self
-                        .s
-                        .get(self.i)
-                        .ok_or_else(|| anyhow!("unterminated escape"))?;
-                    self.i += 1;
-                    match e {
-                        b'n' => out.push(b'\n'),
-                        b't' => out.push(b'\t'),
-                        b'r' => out.push(b'\r'),
-                        b'u' => {
-                            let hex = self
-                                .s
-                                .get(self.i..self.i + 4)
-                                .ok_or_else(|| anyhow!("short \\u escape"))?;
-                            self.i += 4;
-                            let code = u32::from_str_radix(std::str::from_utf8(hex)?, 16)?;
-                            let ch = char::from_u32(code).unwrap_or('\u{fffd}');
-                            out.extend_from_slice(ch.to_string().as_bytes());
-                        }
-                        other => out.push(other),
-                    }
-                }
-                _ => out.push(c),
-            }
-        }
-    }
+    Ok(serde_json::from_str(text)?)
 }
 
 #[cfg(test)]

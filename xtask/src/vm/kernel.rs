@@ -44,7 +44,8 @@ pub struct Line {
     pub about: &'static str,
 }
 
-/// The matrix (DESIGN.md §5): what the Debian archive offers for amd64.
+/// The matrix: what the Debian archive offers for amd64 (docs/kernel-facts.md, "The
+/// kernels a test can boot here").
 pub const LINES: &[Line] = &[
     Line {
         name: "6.1",
