@@ -506,7 +506,12 @@ impl<W: Write> Renderer<W> {
     fn write_diagnosis(&mut self, d: &crate::explain::Diagnosis) -> io::Result<()> {
         let json = self.explain.as_ref().is_some_and(|e| e.json);
         if json {
-            render::explain::json(&mut self.out, d)
+            let t = if d.start_ns != 0 {
+                self.clock.epoch_ns(d.start_ns)
+            } else {
+                self.now_epoch_ns()
+            };
+            render::explain::json(&mut self.out, d, Some(t))
         } else {
             render::explain::line(&mut self.out, d, self.t0_ns.unwrap_or(0))
         }

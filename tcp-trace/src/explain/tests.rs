@@ -461,9 +461,10 @@ fn json_line_has_type_and_message() {
     c.syn_retransmit_ts_ns = vec![T0 + 1000 * MS];
     let d = diagnose(&done(c), &cfg()).unwrap();
     let mut out = Vec::new();
-    crate::render::explain::json(&mut out, &d).unwrap();
+    crate::render::explain::json(&mut out, &d, Some(1_000_000_000_123)).unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["type"], "diagnosis");
+    assert_eq!(v["time"], "1970-01-01T00:16:40.000000123Z");
     assert_eq!(v["cause"], "lost_syn");
     assert_eq!(v["phase"], "connect");
     assert_eq!(v["retransmits"], 1);

@@ -231,12 +231,17 @@ struct JsonLine<'a> {
 }
 
 /// One `{"type":"diagnosis",…}` line.
-pub fn json(w: &mut impl Write, d: &Diagnosis) -> io::Result<()> {
+pub fn json(w: &mut impl Write, d: &Diagnosis, epoch_ns: Option<i128>) -> io::Result<()> {
     let line = JsonLine {
         record_type: "diagnosis",
         d,
         message: sentence(d),
     };
-    serde_json::to_writer(&mut *w, &line)?;
+    let bytes = serde_json::to_vec(&line)?;
+    match epoch_ns {
+        // The wall-clock `time` every JSON line carries: when the diagnosed phase began.
+        Some(t) => w.write_all(&crate::render::json::with_time(&bytes, t))?,
+        None => w.write_all(&bytes)?,
+    }
     w.write_all(b"\n")
 }
