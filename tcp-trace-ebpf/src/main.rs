@@ -94,7 +94,7 @@ static FILTER: Filter = Filter {
 /// Unread bytes in the ring buffer whose crossing wakes the reader: only the submit
 /// that takes the backlog from below to above it forces a wakeup. Every other event is
 /// submitted without one (each wakeup is an irq_work, which costs more than the event:
-/// DESIGN.md §6) and the reader drains on a 10 ms timer.
+/// docs/kernel-facts.md) and the reader drains on a 10 ms timer.
 #[unsafe(no_mangle)]
 static WAKEUP_BYTES: u64 = 2 * 1024 * 1024;
 
@@ -458,6 +458,7 @@ fn read_common_tuple(o: &KernelOffsets, sk: u64, ev: &mut RawEvent) -> bool {
     unsafe {
         let family = rd::<u16>(sk, o.skc_family as u64);
         if family == 0 {
+            // The read faulted (no socket has AF_UNSPEC here).
             return false;
         }
         ev.family = family as u8;
@@ -477,26 +478,12 @@ fn read_common_tuple(o: &KernelOffsets, sk: u64, ev: &mut RawEvent) -> bool {
 /// Reads family, ports and addresses from a `struct sock` (offsets from BTF).
 #[inline(always)]
 fn read_sock_tuple(o: &KernelOffsets, sk: u64, ev: &mut RawEvent) -> bool {
-    unsafe {
-        let family = rd::<u16>(sk, o.skc_family as u64);
-        if family == 0 {
-            // The read faulted (no socket has AF_UNSPEC here).
-            return false;
-        }
-        ev.family = family as u8;
-        // inet_sport (network order) keeps the local port after the socket leaves its
-        // bind bucket, where skc_num is already 0 (DESIGN.md §1).
-        ev.sport = u16::from_be(rd::<u16>(sk, o.inet_sport as u64));
-        ev.dport = u16::from_be(rd::<u16>(sk, o.skc_dport as u64));
-        if ev.family == AF_INET {
-            rd_into(v4_of(&mut ev.saddr), sk, o.skc_rcv_saddr as u64);
-            rd_into(v4_of(&mut ev.daddr), sk, o.skc_daddr as u64);
-        } else {
-            rd_into(&mut ev.saddr, sk, o.skc_v6_rcv_saddr as u64);
-            rd_into(&mut ev.daddr, sk, o.skc_v6_daddr as u64);
-        }
+    if !read_common_tuple(o, sk, ev) {
+        return false;
     }
-    ev.flags |= flags::HAS_TUPLE;
+    // inet_sport (network order) keeps the local port after the socket leaves its
+    // bind bucket, where skc_num is already 0 (docs/kernel-facts.md).
+    ev.sport = u16::from_be(unsafe { rd::<u16>(sk, o.inet_sport as u64) });
     true
 }
 

@@ -1002,7 +1002,7 @@ fn tw_c_handover_without_the_peers_fin_is_not_time_wait() {
 
 #[test]
 fn tw_d_three_segment_close_without_the_peer_is_assumed() {
-    // DESIGN §1 rows 9/10 seen from the client alone: FIN_WAIT1 → FIN_WAIT2 → CLOSE 1 µs
+    // docs/kernel-facts.md (the loopback connection, steps 9/10) seen from the client alone: FIN_WAIT1 → FIN_WAIT2 → CLOSE 1 µs
     // apart. The peer's FIN riding with the ACK of ours (TIME_WAIT) and an orphan's
     // pure ACK (handover in FIN_WAIT2) both look like this: TIME_WAIT is kept but not
     // certain, and no handover is claimed.
