@@ -48,10 +48,7 @@ fn explain_lost_first_syn() {
     let ns = Netns::new("xsyn");
     let port = free_port();
     let ps = port.to_string();
-    ns.nft(&format!(
-        "table inet tt {{\n chain input {{\n type filter hook input priority 0; policy accept;\n \
-         tcp dport {port} tcp flags & (syn|ack) == syn quota until 100 bytes drop\n }}\n}}\n"
-    ));
+    ns.drop_input(port, "tcp flags & (syn|ack) == syn quota until 100 bytes");
     let t = explain(port, &[]);
     let mut server = Peer::spawn(peer_cmd(
         Some(&ns.name),
@@ -104,10 +101,10 @@ fn explain_dropped_third_ack() {
     let ns = Netns::new("xack");
     let port = free_port();
     let ps = port.to_string();
-    ns.nft(&format!(
-        "table inet tt {{\n chain input {{\n type filter hook input priority 0; policy accept;\n \
-         tcp dport {port} tcp flags & (fin|syn|rst|psh|ack) == ack quota until 110 bytes drop\n }}\n}}\n"
-    ));
+    ns.drop_input(
+        port,
+        "tcp flags & (fin|syn|rst|psh|ack) == ack quota until 110 bytes",
+    );
     let t = explain(port, &[]);
     let mut server = Peer::spawn(peer_cmd(
         Some(&ns.name),

@@ -206,10 +206,7 @@ fn synack_retransmit(attach: &str) {
     let ns = Netns::new("synack");
     let port = free_port();
     let ps = port.to_string();
-    ns.nft(&format!(
-        "table inet tt {{\n chain input {{\n type filter hook input priority 0; policy accept;\n \
-         tcp dport {port} tcp flags & (fin|syn|rst|psh|ack) == ack drop\n }}\n}}\n"
-    ));
+    ns.drop_input(port, "tcp flags & (fin|syn|rst|psh|ack) == ack");
     let t = Tracer::start(&["--json", "-P", &ps, "--attach", attach]);
     let mut server = Peer::spawn(peer_cmd(
         Some(&ns.name),

@@ -151,10 +151,7 @@ fn wildcard_synack_retransmit_lands_on_the_child() {
     let ns = Netns::new("wcsyn");
     let port = free_port();
     let ps = port.to_string();
-    ns.nft(&format!(
-        "table inet tt {{\n chain input {{\n type filter hook input priority 0; policy accept;\n \
-         tcp dport {port} tcp flags & (fin|syn|rst|psh|ack) == ack drop\n }}\n}}\n"
-    ));
+    ns.drop_input(port, "tcp flags & (fin|syn|rst|psh|ack) == ack");
     let t = Tracer::start(&["--json", "--view", "conns", "-P", &ps]);
     let mut server = Peer::spawn(peer_cmd(
         Some(&ns.name),
@@ -282,10 +279,7 @@ fn nonblocking_connect_with_lost_first_syn() {
     let port = free_port();
     let ps = port.to_string();
     // Drop the first SYN to this port only (a quota of one packet).
-    ns.nft(&format!(
-        "table inet tt {{\n chain input {{\n type filter hook input priority 0; policy accept;\n \
-         tcp dport {port} tcp flags & (syn|ack) == syn quota until 100 bytes drop\n }}\n}}\n"
-    ));
+    ns.drop_input(port, "tcp flags & (syn|ack) == syn quota until 100 bytes");
     let t = Tracer::start(&["--json", "--view", "conns", "-P", &ps]);
     let mut server = Peer::spawn(peer_cmd(
         Some(&ns.name),
@@ -346,10 +340,7 @@ fn curl_nonblocking_connect_with_lost_first_syn() {
     let ns = Netns::new("curl");
     let port = free_port();
     let ps = port.to_string();
-    ns.nft(&format!(
-        "table inet tt {{\n chain input {{\n type filter hook input priority 0; policy accept;\n \
-         tcp dport {port} tcp flags & (syn|ack) == syn quota until 100 bytes drop\n }}\n}}\n"
-    ));
+    ns.drop_input(port, "tcp flags & (syn|ack) == syn quota until 100 bytes");
     let dir = std::env::temp_dir();
     let mut http = std::process::Command::new("ip")
         .args([

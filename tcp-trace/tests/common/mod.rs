@@ -228,6 +228,16 @@ impl Netns {
         run("ip", &full);
     }
 
+    /// Drops, inside the namespace, the incoming TCP segments to `port` that match the
+    /// nftables expression `matcher` (e.g. `tcp flags & (syn|ack) == syn quota until 100
+    /// bytes` drops only the first SYN: a SYN is 60–80 bytes).
+    pub fn drop_input(&self, port: u16, matcher: &str) {
+        self.nft(&format!(
+            "table inet tt {{\n chain input {{\n type filter hook input priority 0; policy accept;\n \
+             tcp dport {port} {matcher} drop\n }}\n}}\n"
+        ));
+    }
+
     /// Applies an nftables ruleset inside the namespace.
     pub fn nft(&self, ruleset: &str) {
         use std::io::Write;
