@@ -102,7 +102,14 @@ pub fn find_cgroup2_mount(mountinfo: &str) -> Option<Cgroup2Mount> {
             return None;
         }
         let mut f = left.split_whitespace();
-        let root = unescape_mountinfo(f.nth(3)?);
+        let mut root = unescape_mountinfo(f.nth(3)?);
+        // Inside a cgroup namespace (a Kubernetes pod), the host's tree bind-mounted
+        // shows as an ancestor of the namespace's root: `/../../..`. Its real path is
+        // not known from here; paths are kept relative to the mount, which names the
+        // kubepods, pod and container cgroups all the same.
+        if root == "/.." || root.starts_with("/../") {
+            root = "/".to_owned();
+        }
         let mount_point = PathBuf::from(unescape_mountinfo(f.next()?));
         Some(Cgroup2Mount { mount_point, root })
     });
@@ -1021,6 +1028,19 @@ mod tests {
         );
         assert_eq!(find_cgroup2_mount(&v1_only), None);
         assert_eq!(find_cgroup2_mount(""), None);
+        // In a pod's cgroup namespace: the container's own tree, then the host's
+        // mounted over it (hostPath /sys/fs/cgroup), whose root is outside the namespace.
+        let in_pod = "\
+1285 1264 0:30 / /sys/fs/cgroup ro,nosuid,nodev,noexec,relatime - cgroup2 cgroup rw
+1290 1285 0:30 /../../../.. /sys/fs/cgroup ro,relatime - cgroup2 cgroup2 rw
+";
+        assert_eq!(
+            find_cgroup2_mount(in_pod),
+            Some(Cgroup2Mount {
+                mount_point: "/sys/fs/cgroup".into(),
+                root: "/".into()
+            })
+        );
         assert_eq!(unescape_mountinfo("a\\011b\\134c\\0"), "a\tb\\c\\0");
     }
 
