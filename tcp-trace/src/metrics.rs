@@ -401,3 +401,42 @@ fn secs(ns: u64) -> f64 {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod pod_label_tests {
+    use super::*;
+    use crate::correlate::{Connection, Outcome, Role};
+    use crate::decode::Family;
+
+    /// `pod` and `namespace` follow `container_id` when known and are absent otherwise
+    /// (an empty label is an absent one to Prometheus).
+    #[test]
+    fn pod_and_namespace_labels() {
+        let mut m = Metrics::new(ExtraLabels::default());
+        let mut c = Connection::new(1, Role::Client, 0x1000, Family::Inet, 1);
+        c.dport = 8080;
+        c.outcome = Outcome::Closed;
+        c.container_id = Some("0123456789ab".into());
+        m.connection_in_pod(&c, Some("shop"), Some("web-0"));
+        m.connection_in_pod(&c, None, Some("5e9b7c1d-3f2a-4b8e-9c0d-1a2b3c4d5e6f"));
+        m.connection_in_pod(&c, Some(""), Some(""));
+        m.connection(&c);
+        let t = m.encode();
+        let series = |labels: &str| format!("tcp_trace_connections_total{{{labels}}} ");
+        let base = r#"role="client",outcome="closed",port="8080",container_id="0123456789ab""#;
+        assert!(
+            t.contains(&(series(&format!(r#"{base},pod="web-0",namespace="shop""#)) + "1\n")),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                &(series(&format!(
+                    r#"{base},pod="5e9b7c1d-3f2a-4b8e-9c0d-1a2b3c4d5e6f""#
+                )) + "1\n")
+            ),
+            "{t}"
+        );
+        // Empty values are not written: the same series as a connection outside pods.
+        assert!(t.contains(&(series(base) + "2\n")), "{t}");
+    }
+}
