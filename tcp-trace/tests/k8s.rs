@@ -530,5 +530,84 @@ fn daemonset_pod_attributes_a_second_pods_connection() {
         ),
         "no client series for the web pod ({web_series}) in:\n{metrics}"
     );
+    for l in metrics.lines().filter(|l| {
+        l.starts_with("tcp_trace_connections_total{")
+            && (l.contains(&kube_id) || l.contains(&web_id))
+    }) {
+        eprintln!("metrics: {l}");
+    }
+
+    // --pod/--namespace: a second tracer in the tracer's container (same capabilities
+    // and seccomp profile) sees connections of both containers to one port and keeps
+    // only those of pod shop/web-1.
+    let p4 = free_port();
+    let mut sel = podman(&conf)
+        .args([
+            "exec",
+            &tracer_ctr,
+            "/tcp-trace",
+            "--json",
+            "-P",
+            &p4.to_string(),
+            "--pod",
+            "web-1",
+            "--namespace",
+            "shop",
+            "--duration",
+            "10",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("podman exec tcp-trace --pod");
+    let mut err = std::io::BufReader::new(sel.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut l = String::new();
+        let n = std::io::BufRead::read_line(&mut err, &mut l).unwrap();
+        assert!(n > 0, "the selecting tracer ended before attaching: {seen}");
+        seen.push_str(&l);
+        if l.contains("hooks attached") {
+            break;
+        }
+    }
+    let once =
+        format!("nc -l -p {p4} >/dev/null & sleep 0.5; echo hi | nc -w 2 127.0.0.1 {p4}; wait");
+    for ctr in [&web_ctr, &kube_ctr] {
+        ok(
+            podman(&conf)
+                .args(["exec", ctr, "/bin/sh", "-c", &once])
+                .output()
+                .unwrap(),
+            "podman exec nc",
+        );
+    }
+    let out = sel.wait_with_output().expect("selecting tracer");
+    assert!(out.status.success(), "selecting tracer: {:?}", out.status);
+    let sel_lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let conns: Vec<&Value> = sel_lines
+        .iter()
+        .filter(|l| l["type"] == "connection")
+        .collect();
+    // The kube container's client (and its server and listener), nothing of the web
+    // pod's.
+    assert!(client_conn(&sel_lines, p4).is_some(), "{sel_lines:#?}");
+    eprintln!(
+        "--pod web-1 --namespace shop: {} connection lines",
+        conns.len()
+    );
+    for c in conns.iter().chain(
+        sel_lines
+            .iter()
+            .filter(|l| l["type"] == "event")
+            .collect::<Vec<_>>()
+            .iter(),
+    ) {
+        assert_eq!(c["pod_name"], "web-1", "{c}");
+        assert_eq!(c["container_id"], kube_id.as_str(), "{c}");
+    }
     drop(cleanup);
 }
