@@ -324,11 +324,11 @@ pub struct SelectArgs {
     /// milliseconds (as tcpconnlat); connections without either are left out.
     #[arg(long = "min-ms", value_name = "MS", value_parser = parse_min_ms)]
     pub min_ms: Option<f64>,
-    /// Only connections of this Kubernetes pod: its name or its UID (from the cgroup
-    /// path; the name needs --pods-log-dir). docs/kubernetes.md.
+    /// Only connections of this Kubernetes pod: its name or its UID (the UID comes from
+    /// the cgroup path, the name from --pods-log-dir). docs/kubernetes.md.
     #[arg(long, value_name = "NAME_OR_UID", value_parser = parse_pod)]
     pub pod: Option<String>,
-    /// Only connections of pods in this Kubernetes namespace (needs --pods-log-dir).
+    /// Only connections of pods in this Kubernetes namespace (read from --pods-log-dir).
     #[arg(long, value_name = "NS", value_parser = parse_namespace)]
     pub namespace: Option<String>,
     /// The kubelet's pod log directory, whose `<namespace>_<name>_<uid>` entries name
