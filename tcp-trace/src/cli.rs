@@ -324,6 +324,55 @@ pub struct SelectArgs {
     /// milliseconds (as tcpconnlat); connections without either are left out.
     #[arg(long = "min-ms", value_name = "MS", value_parser = parse_min_ms)]
     pub min_ms: Option<f64>,
+    /// Only connections of this Kubernetes pod: its name or its UID (the UID comes from
+    /// the cgroup path, the name from --pods-log-dir). docs/kubernetes.md.
+    #[arg(long, value_name = "NAME_OR_UID", value_parser = parse_pod)]
+    pub pod: Option<String>,
+    /// Only connections of pods in this Kubernetes namespace (read from --pods-log-dir).
+    #[arg(long, value_name = "NS", value_parser = parse_namespace)]
+    pub namespace: Option<String>,
+    /// The kubelet's pod log directory, whose `<namespace>_<name>_<uid>` entries name
+    /// the pods (mounted read-only in a DaemonSet); absent: pods have only their UID.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_PODS_LOG_DIR)]
+    pub pods_log_dir: std::path::PathBuf,
+}
+
+/// Where the kubelet keeps one directory per pod, `<namespace>_<name>_<uid>`.
+pub const DEFAULT_PODS_LOG_DIR: &str = "/var/log/pods";
+
+/// A DNS-1123 label (a namespace): 1-63 of `a-z0-9-`, alphanumeric at both ends.
+fn is_dns_label(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// `--pod`: a pod name (a DNS-1123 subdomain: dot-separated labels, at most 253) or a
+/// pod UID (any case; compared lower case).
+fn parse_pod(s: &str) -> Result<String, String> {
+    if crate::container::is_pod_uid(s) {
+        return Ok(s.to_ascii_lowercase());
+    }
+    if s.len() <= 253 && s.split('.').all(is_dns_label) {
+        return Ok(s.to_owned());
+    }
+    Err(format!(
+        "`{s}` is neither a pod name (lower-case letters, digits, '-' and '.', at most 253, \
+         e.g. web-7d4b9c8f6-x2x9z) nor a pod UID (e.g. 5e9b7c1d-3f2a-4b8e-9c0d-1a2b3c4d5e6f)"
+    ))
+}
+
+/// `--namespace`: a DNS-1123 label.
+fn parse_namespace(s: &str) -> Result<String, String> {
+    if is_dns_label(s) {
+        return Ok(s.to_owned());
+    }
+    Err(format!(
+        "`{s}` is not a Kubernetes namespace (1-63 lower-case letters, digits and '-', \
+         starting and ending with a letter or digit)"
+    ))
 }
 
 /// When to colour the text views.

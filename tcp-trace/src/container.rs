@@ -14,7 +14,9 @@
 //! Kubernetes cgroupfs paths (`/kubepods/<qos>/pod<uid>/<id>`, runtime `cri`), LXC
 //! (`lxc.payload.<name>`, `/lxc/<name>`), and otherwise the innermost systemd scope or
 //! service (runtime `systemd`, id = unit name). The host root (`/`) and bare slices
-//! have no container.
+//! have no container. Below `kubepods` it also reads the pod UID (`pod<uid>` with the
+//! cgroupfs driver, `kubepods[-<qos>]-pod<uid with _>.slice` with the systemd driver);
+//! [`PodsLogDir`] names the pod (namespace, name) from the kubelet's `/var/log/pods`.
 //!
 //! Inside a container the host's cgroup2 tree is usually not mounted (here podman shows
 //! only cgroup v1 controllers); then [`CgroupResolver::new`] fails with
@@ -51,6 +53,14 @@ pub struct ContainerInfo {
     /// `podman`, `docker`, `containerd`, `crio`, `cri` (a Kubernetes cgroupfs path that
     /// does not name its runtime), `lxc` or `systemd`.
     pub runtime: Option<&'static str>,
+    /// Kubernetes: the pod's namespace, from the kubelet's `/var/log/pods` directory
+    /// names ([`PodsLogDir`]); `None` when that directory is not visible.
+    pub pod_namespace: Option<String>,
+    /// Kubernetes: the pod's name (as `pod_namespace`).
+    pub pod_name: Option<String>,
+    /// Kubernetes: the pod's UID (dashed, `0f2a1b3c-…`), from a `pod<uid>` cgroup below
+    /// `kubepods` (the systemd driver writes it with underscores; they are turned back).
+    pub pod_uid: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +102,14 @@ pub fn find_cgroup2_mount(mountinfo: &str) -> Option<Cgroup2Mount> {
             return None;
         }
         let mut f = left.split_whitespace();
-        let root = unescape_mountinfo(f.nth(3)?);
+        let mut root = unescape_mountinfo(f.nth(3)?);
+        // Inside a cgroup namespace (a Kubernetes pod), the host's tree bind-mounted
+        // shows as an ancestor of the namespace's root: `/../../..`. Its real path is
+        // not known from here; paths are kept relative to the mount, which names the
+        // kubepods, pod and container cgroups all the same.
+        if root == "/.." || root.starts_with("/../") {
+            root = "/".to_owned();
+        }
         let mount_point = PathBuf::from(unescape_mountinfo(f.next()?));
         Some(Cgroup2Mount { mount_point, root })
     });
@@ -334,6 +351,41 @@ fn component_container(
     }
 }
 
+/// A Kubernetes pod UID: a UUID (36 characters, 8-4-4-4-12 hex groups) or, for a
+/// static pod, the 32-hex hash of its manifest that the kubelet uses as its UID.
+pub fn is_pod_uid(s: &str) -> bool {
+    (s.len() == 36
+        && s.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        }))
+        || (s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The pod UID a cgroup path component below `kubepods` names:
+/// cgroupfs driver `pod<uid>`, systemd driver `kubepods[-<qos>]-pod<uid with _>.slice`.
+fn pod_uid_of(c: &str) -> Option<String> {
+    let raw = if let Some(unit) = c.strip_suffix(".slice") {
+        // kubepods-pod<uid>.slice, kubepods-burstable-pod<uid>.slice, and with a
+        // kubelet cgroup root (kind): kubelet-kubepods-besteffort-pod<uid>.slice.
+        if !is_kubepods(c) {
+            return None;
+        }
+        let (_, uid) = unit.rsplit_once("-pod")?;
+        uid.replace('_', "-")
+    } else {
+        c.strip_prefix("pod")?.to_owned()
+    };
+    is_pod_uid(&raw).then(|| raw.to_ascii_lowercase())
+}
+
+/// `kubepods`, `kubepods.slice`, `kubepods-…`, `kubelet-kubepods-…` (kind's
+/// `--cgroup-root=/kubelet`).
+fn is_kubepods(c: &str) -> bool {
+    let c = c.strip_prefix("kubelet-").unwrap_or(c);
+    c == "kubepods" || c.starts_with("kubepods.") || c.starts_with("kubepods-")
+}
+
 fn is_systemd_unit(c: &str) -> bool {
     [".scope", ".service"]
         .iter()
@@ -351,10 +403,14 @@ pub fn parse_cgroup_path(path: &str) -> ContainerInfo {
     let mut container = None;
     let mut unit = None;
     let mut in_kubepods = false;
+    let mut pod_uid = None;
     let mut prev = None;
     for &c in &components {
-        if c == "kubepods" || c.starts_with("kubepods.") || c.starts_with("kubepods-") {
+        if is_kubepods(c) {
             in_kubepods = true;
+        }
+        if in_kubepods && let Some(uid) = pod_uid_of(c) {
+            pod_uid = Some(uid);
         }
         if let Some(found) = component_container(prev, c, in_kubepods) {
             container = Some(found);
@@ -377,6 +433,103 @@ pub fn parse_cgroup_path(path: &str) -> ContainerInfo {
         cgroup_path,
         container_id,
         runtime,
+        pod_namespace: None,
+        pod_name: None,
+        pod_uid,
+    }
+}
+
+/// A pod's namespace and name, as the kubelet's log directory names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodName {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// `<namespace>_<name>_<uid>` (a `/var/log/pods` entry) → (uid, namespace and name).
+/// Namespaces and pod names cannot contain `_` (DNS labels / subdomains), so the split
+/// is unambiguous.
+pub fn parse_pod_log_dir(entry: &str) -> Option<(String, PodName)> {
+    let (rest, uid) = entry.rsplit_once('_')?;
+    let (namespace, name) = rest.split_once('_')?;
+    if !is_pod_uid(uid) || namespace.is_empty() || name.is_empty() || name.contains('_') {
+        return None;
+    }
+    Some((
+        uid.to_ascii_lowercase(),
+        PodName {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        },
+    ))
+}
+
+/// The kubelet's `/var/log/pods` (or `--pods-log-dir`), read for pod UID → namespace
+/// and name. Only directory names are read (never the logs). A UID not found rereads
+/// the directory, at most once per [`RESCAN_INTERVAL`]; an absent directory gives
+/// nothing (pods then have only their UID).
+pub struct PodsLogDir {
+    dir: PathBuf,
+    pods: HashMap<String, PodName>,
+    last_scan: Option<Instant>,
+}
+
+impl PodsLogDir {
+    pub fn new(dir: impl Into<PathBuf>) -> PodsLogDir {
+        PodsLogDir {
+            dir: dir.into(),
+            pods: HashMap::new(),
+            last_scan: None,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Rereads the directory now; false when it cannot be read.
+    pub fn rescan(&mut self) -> bool {
+        self.last_scan = Some(Instant::now());
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return false;
+        };
+        // Removed pods are kept (a connection may be rendered after its pod is gone),
+        // up to MAX_ENTRIES.
+        if self.pods.len() > MAX_ENTRIES {
+            self.pods.clear();
+        }
+        for e in entries.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            if let Some((uid, pod)) = parse_pod_log_dir(&e.file_name().to_string_lossy()) {
+                self.pods.insert(uid, pod);
+            }
+        }
+        true
+    }
+
+    /// The namespace and name of the pod with `uid` (dashed, any case).
+    pub fn lookup(&mut self, uid: &str) -> Option<&PodName> {
+        let uid = uid.to_ascii_lowercase();
+        if !self.pods.contains_key(&uid)
+            && self
+                .last_scan
+                .is_none_or(|t| t.elapsed() >= RESCAN_INTERVAL)
+        {
+            self.rescan();
+        }
+        self.pods.get(&uid)
+    }
+
+    /// Fills `info`'s pod namespace and name from its pod UID.
+    pub fn fill(&mut self, info: &mut ContainerInfo) {
+        if let Some(uid) = info.pod_uid.as_deref()
+            && let Some(p) = self.lookup(uid)
+        {
+            info.pod_namespace = Some(p.namespace.clone());
+            info.pod_name = Some(p.name.clone());
+        }
     }
 }
 
@@ -543,6 +696,221 @@ mod tests {
         );
     }
 
+    /// (container id, runtime, pod uid) of a path.
+    fn pod_of(path: &str) -> (Option<String>, Option<&'static str>, Option<String>) {
+        let i = parse_cgroup_path(path);
+        (i.container_id, i.runtime, i.pod_uid)
+    }
+
+    /// Path shapes as kubelet + runtime write them (the `0::` line of
+    /// /proc/PID/cgroup on cgroup v2, the memory controller's line on v1).
+    #[test]
+    fn kubernetes_pod_uid_from_real_paths() {
+        const UID: &str = "5e9b7c1d-3f2a-4b8e-9c0d-1a2b3c4d5e6f";
+        const UID_: &str = "5e9b7c1d_3f2a_4b8e_9c0d_1a2b3c4d5e6f";
+        let want = |rt: &'static str| (Some(ID.to_owned()), Some(rt), Some(UID.to_owned()));
+        let cases: &[(String, &'static str)] = &[
+            // containerd, systemd driver (cgroup v2 and the v1 controllers alike), per QoS.
+            (
+                format!(
+                    "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/cri-containerd-{ID}.scope"
+                ),
+                "containerd",
+            ),
+            (
+                format!(
+                    "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UID_}.slice/cri-containerd-{ID}.scope"
+                ),
+                "containerd",
+            ),
+            // Guaranteed pods sit directly below kubepods.slice.
+            (
+                format!("/kubepods.slice/kubepods-pod{UID_}.slice/cri-containerd-{ID}.scope"),
+                "containerd",
+            ),
+            // CRI-O, systemd driver.
+            (
+                format!(
+                    "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/crio-{ID}.scope"
+                ),
+                "crio",
+            ),
+            (
+                format!("/kubepods.slice/kubepods-pod{UID_}.slice/crio-{ID}.scope"),
+                "crio",
+            ),
+            // CRI-O with cgroup v2: the container's processes live one level lower.
+            (
+                format!(
+                    "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UID_}.slice/crio-{ID}.scope/container"
+                ),
+                "crio",
+            ),
+            // cgroupfs driver (containerd or CRI-O with cgroup_manager=cgroupfs).
+            (format!("/kubepods/burstable/pod{UID}/{ID}"), "cri"),
+            (format!("/kubepods/besteffort/pod{UID}/{ID}"), "cri"),
+            (format!("/kubepods/pod{UID}/{ID}"), "cri"),
+            (format!("/kubepods/burstable/pod{UID}/crio-{ID}"), "crio"),
+            // kind (kubelet --cgroup-root=/kubelet inside the node container, cgroupns).
+            (
+                format!(
+                    "/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-burstable.slice/kubelet-kubepods-burstable-pod{UID_}.slice/cri-containerd-{ID}.scope"
+                ),
+                "containerd",
+            ),
+            // The node itself in a docker container (kind without cgroupns, cgroupfs).
+            (
+                format!(
+                    "/docker/0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef/kubepods/besteffort/pod{UID}/{ID}"
+                ),
+                "cri",
+            ),
+        ];
+        for (path, rt) in cases {
+            assert_eq!(pod_of(path), want(rt), "{path}");
+        }
+        // A cgroup v1 line of /proc/PID/cgroup: the path after the second colon.
+        let v1 = format!("11:memory:/kubepods/burstable/pod{UID}/{ID}");
+        let path = v1.splitn(3, ':').nth(2).unwrap();
+        assert_eq!(pod_of(path), want("cri"));
+
+        // The pod's own cgroup (the sandbox's parent) has the uid and no container.
+        assert_eq!(
+            pod_of(&format!(
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice"
+            )),
+            (None, None, Some(UID.to_owned()))
+        );
+        assert_eq!(
+            pod_of(&format!("/kubepods/besteffort/pod{UID}")),
+            (None, None, Some(UID.to_owned()))
+        );
+        // A static pod: the kubelet's UID is the manifest's 32-hex hash.
+        let hash = "8a2f0e4b5c6d7e8f9a0b1c2d3e4f5a6b";
+        assert_eq!(
+            pod_of(&format!(
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{hash}.slice/cri-containerd-{ID}.scope"
+            )),
+            (
+                Some(ID.to_owned()),
+                Some("containerd"),
+                Some(hash.to_owned())
+            )
+        );
+        // CRI-O's monitor is in the pod but is not a container.
+        let conmon = pod_of(&format!(
+            "/kubepods.slice/kubepods-pod{UID_}.slice/crio-conmon-{ID}.scope"
+        ));
+        assert_eq!(conmon.1, Some("systemd"));
+        assert_eq!(conmon.2.as_deref(), Some(UID));
+        // Upper case in a path is folded (UIDs are compared lower case).
+        assert_eq!(
+            pod_of(&format!("/kubepods/pod{}/{ID}", UID.to_uppercase()))
+                .2
+                .as_deref(),
+            Some(UID)
+        );
+        // Not pods: outside kubepods, not a UID, a QoS slice.
+        for p in [
+            format!("/system.slice/pod{UID}/{ID}"),
+            format!(
+                "/machine.slice/machine-libpod_pod_{}.slice/libpod-{ID}.scope",
+                &ID[..32]
+            ),
+            "/kubepods/burstable/podnot-a-uid".to_owned(),
+            "/kubepods.slice/kubepods-burstable.slice".to_owned(),
+            format!(
+                "/kubepods.slice/kubepods-burstable-pod{}.slice",
+                &UID_[..30]
+            ),
+        ] {
+            assert_eq!(parse_cgroup_path(&p).pod_uid, None, "{p}");
+        }
+    }
+
+    #[test]
+    fn pod_log_dir_names() {
+        const UID: &str = "5e9b7c1d-3f2a-4b8e-9c0d-1a2b3c4d5e6f";
+        let pod = |ns: &str, name: &str| PodName {
+            namespace: ns.into(),
+            name: name.into(),
+        };
+        assert_eq!(
+            parse_pod_log_dir(&format!("default_web-7d4b9c8f6-x2x9z_{UID}")),
+            Some((UID.to_owned(), pod("default", "web-7d4b9c8f6-x2x9z")))
+        );
+        assert_eq!(
+            parse_pod_log_dir("kube-system_kube-apiserver-node1_8a2f0e4b5c6d7e8f9a0b1c2d3e4f5a6b"),
+            Some((
+                "8a2f0e4b5c6d7e8f9a0b1c2d3e4f5a6b".to_owned(),
+                pod("kube-system", "kube-apiserver-node1")
+            ))
+        );
+        assert_eq!(
+            parse_pod_log_dir(&format!(
+                "monitoring_node-exporter.v1_{}",
+                UID.to_uppercase()
+            )),
+            Some((UID.to_owned(), pod("monitoring", "node-exporter.v1")))
+        );
+        for bad in [
+            "default_web".to_owned(),
+            "default_web_not-a-uid".to_owned(),
+            format!("_web_{UID}"),
+            format!("default__{UID}"),
+            format!("a_b_c_{UID}"),
+            UID.to_owned(),
+        ] {
+            assert_eq!(parse_pod_log_dir(&bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn pods_log_dir_tree() {
+        const UID: &str = "5e9b7c1d-3f2a-4b8e-9c0d-1a2b3c4d5e6f";
+        const UID2: &str = "0f2a1b3c-1111-2222-3333-444455556666";
+        let t = TempDir::new("pods");
+        // As the kubelet lays it out: <ns>_<name>_<uid>/<container>/<restart>.log
+        let web = t.0.join(format!("shop_web-0_{UID}/web"));
+        fs::create_dir_all(&web).unwrap();
+        fs::write(web.join("0.log"), "").unwrap();
+        fs::create_dir_all(t.0.join("not-a-pod")).unwrap();
+        fs::write(t.0.join(format!("stray_file_{UID2}")), "").unwrap();
+        let mut d = PodsLogDir::new(&t.0);
+        assert_eq!(
+            d.lookup(UID),
+            Some(&PodName {
+                namespace: "shop".into(),
+                name: "web-0".into()
+            })
+        );
+        // A pod created later is found on a miss after the interval.
+        assert_eq!(d.lookup(UID2), None);
+        fs::remove_file(t.0.join(format!("stray_file_{UID2}"))).unwrap();
+        fs::create_dir_all(t.0.join(format!("kube-system_coredns-5d78c9869d-abcde_{UID2}")))
+            .unwrap();
+        std::thread::sleep(RESCAN_INTERVAL);
+        assert_eq!(d.lookup(UID2).unwrap().name, "coredns-5d78c9869d-abcde");
+
+        // fill(): cgroup path → uid → namespace and name.
+        let mut info = parse_cgroup_path(&format!(
+            "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-{ID}.scope",
+            UID.replace('-', "_")
+        ));
+        d.fill(&mut info);
+        assert_eq!(info.pod_namespace.as_deref(), Some("shop"));
+        assert_eq!(info.pod_name.as_deref(), Some("web-0"));
+        assert_eq!(info.pod_uid.as_deref(), Some(UID));
+        assert_eq!(info.container_id.as_deref(), Some(ID));
+
+        // Absent directory: only the uid.
+        let mut none = PodsLogDir::new(t.0.join("absent"));
+        let mut info = parse_cgroup_path(&format!("/kubepods/pod{UID}/{ID}"));
+        none.fill(&mut info);
+        assert_eq!((info.pod_namespace, info.pod_name), (None, None));
+        assert_eq!(info.pod_uid.as_deref(), Some(UID));
+    }
+
     #[test]
     fn crio() {
         check(
@@ -660,6 +1028,19 @@ mod tests {
         );
         assert_eq!(find_cgroup2_mount(&v1_only), None);
         assert_eq!(find_cgroup2_mount(""), None);
+        // In a pod's cgroup namespace: the container's own tree, then the host's
+        // mounted over it (hostPath /sys/fs/cgroup), whose root is outside the namespace.
+        let in_pod = "\
+1285 1264 0:30 / /sys/fs/cgroup ro,nosuid,nodev,noexec,relatime - cgroup2 cgroup rw
+1290 1285 0:30 /../../../.. /sys/fs/cgroup ro,relatime - cgroup2 cgroup2 rw
+";
+        assert_eq!(
+            find_cgroup2_mount(in_pod),
+            Some(Cgroup2Mount {
+                mount_point: "/sys/fs/cgroup".into(),
+                root: "/".into()
+            })
+        );
         assert_eq!(unescape_mountinfo("a\\011b\\134c\\0"), "a\tb\\c\\0");
     }
 
@@ -705,6 +1086,9 @@ mod tests {
                 cgroup_path: format!("/libpod_parent/libpod-{ID}"),
                 container_id: Some(ID.into()),
                 runtime: Some("podman"),
+                pod_namespace: None,
+                pod_name: None,
+                pod_uid: None,
             })
         );
         // root, libpod_parent, libpod-…, system.slice, sshd.service; files are not indexed.

@@ -69,6 +69,11 @@ pub struct ConnLabels {
     pub port: Option<u16>,
     /// "" on the host (or when not resolved).
     pub container_id: Option<Arc<str>>,
+    /// Kubernetes: the pod's name (its UID when the name is not known) and namespace.
+    /// Written only when known: Prometheus treats an empty label as an absent one, so
+    /// host series keep the labels they had.
+    pub pod: Option<Arc<str>>,
+    pub namespace: Option<Arc<str>>,
     /// Only with `--metrics-labels remote` (then "" when unknown).
     pub remote: Option<Option<IpAddr>>,
     /// Only with `--metrics-labels comm` (then "" when unknown).
@@ -93,6 +98,12 @@ impl EncodeLabelSet for ConnLabels {
         ("port", self.port).encode(encoder.encode_label())?;
         let ctr: &str = self.container_id.as_deref().unwrap_or("");
         ("container_id", ctr).encode(encoder.encode_label())?;
+        if let Some(pod) = self.pod.as_deref() {
+            ("pod", pod).encode(encoder.encode_label())?;
+        }
+        if let Some(ns) = self.namespace.as_deref() {
+            ("namespace", ns).encode(encoder.encode_label())?;
+        }
         if let Some(remote) = self.remote {
             ("remote", remote.map(Shown)).encode(encoder.encode_label())?;
         }
@@ -240,6 +251,19 @@ impl Metrics {
         Arc::clone(&self.registry)
     }
 
+    /// An interned label value.
+    fn intern(&mut self, v: &str) -> Arc<str> {
+        if let Some(a) = self.containers.get(v) {
+            return Arc::clone(a);
+        }
+        if self.containers.len() >= MAX_INTERNED {
+            self.containers.clear();
+        }
+        let a: Arc<str> = Arc::from(v);
+        self.containers.insert(v.into(), Arc::clone(&a));
+        a
+    }
+
     /// The labels of `c` (without `kind`).
     fn labels(&mut self, c: &Connection) -> ConnLabels {
         let port = match c.role {
@@ -263,14 +287,29 @@ impl Metrics {
             kind: None,
             port,
             container_id,
+            pod: None,
+            namespace: None,
             remote: self.extra.remote.then_some(c.daddr),
             comm: self.extra.comm.then_some(c.comm),
         }
     }
 
-    /// A finished connection.
+    /// A finished connection (not in a pod, or its pod unknown).
     pub fn connection(&mut self, c: &Connection) {
+        self.connection_in_pod(c, None, None);
+    }
+
+    /// A finished connection of a Kubernetes pod: `namespace` and `pod` (its name, or
+    /// UID when the name is unknown) become the `namespace` and `pod` labels.
+    pub fn connection_in_pod(
+        &mut self,
+        c: &Connection,
+        namespace: Option<&str>,
+        pod: Option<&str>,
+    ) {
         let mut l = self.labels(c);
+        l.pod = pod.filter(|p| !p.is_empty()).map(|p| self.intern(p));
+        l.namespace = namespace.filter(|n| !n.is_empty()).map(|n| self.intern(n));
         if let Some(ns) = c.handshake_ns {
             self.handshake.get_or_create(&l).observe(secs(ns));
         }
@@ -362,3 +401,42 @@ fn secs(ns: u64) -> f64 {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod pod_label_tests {
+    use super::*;
+    use crate::correlate::{Connection, Outcome, Role};
+    use crate::decode::Family;
+
+    /// `pod` and `namespace` follow `container_id` when known and are absent otherwise
+    /// (an empty label is an absent one to Prometheus).
+    #[test]
+    fn pod_and_namespace_labels() {
+        let mut m = Metrics::new(ExtraLabels::default());
+        let mut c = Connection::new(1, Role::Client, 0x1000, Family::Inet, 1);
+        c.dport = 8080;
+        c.outcome = Outcome::Closed;
+        c.container_id = Some("0123456789ab".into());
+        m.connection_in_pod(&c, Some("shop"), Some("web-0"));
+        m.connection_in_pod(&c, None, Some("5e9b7c1d-3f2a-4b8e-9c0d-1a2b3c4d5e6f"));
+        m.connection_in_pod(&c, Some(""), Some(""));
+        m.connection(&c);
+        let t = m.encode();
+        let series = |labels: &str| format!("tcp_trace_connections_total{{{labels}}} ");
+        let base = r#"role="client",outcome="closed",port="8080",container_id="0123456789ab""#;
+        assert!(
+            t.contains(&(series(&format!(r#"{base},pod="web-0",namespace="shop""#)) + "1\n")),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                &(series(&format!(
+                    r#"{base},pod="5e9b7c1d-3f2a-4b8e-9c0d-1a2b3c4d5e6f""#
+                )) + "1\n")
+            ),
+            "{t}"
+        );
+        // Empty values are not written: the same series as a connection outside pods.
+        assert!(t.contains(&(series(base) + "2\n")), "{t}");
+    }
+}

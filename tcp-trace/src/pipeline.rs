@@ -6,6 +6,7 @@ use tcp_trace_common::RawEvent;
 
 use crate::cli::{OutputArgs, SelectArgs, View};
 use crate::clock::{WallClock, monotonic_ns};
+use crate::container::{ContainerInfo, PodsLogDir};
 use crate::correlate::{Config, Connection, Conversation, ConversationJoiner, Correlator, Outcome};
 use crate::decode::{self, Event};
 use crate::record;
@@ -192,6 +193,12 @@ pub struct Select {
     netns: Option<u32>,
     failed: bool,
     min_ns: Option<u64>,
+    /// `--pod`: a pod name or UID (lower case).
+    pod: Option<String>,
+    /// `--namespace`.
+    namespace: Option<String>,
+    /// `--pods-log-dir`.
+    pods_log_dir: std::path::PathBuf,
 }
 
 impl Select {
@@ -204,7 +211,38 @@ impl Select {
             netns: args.netns,
             failed: args.failed,
             min_ns: args.min_ms.map(|ms| (ms * 1e6).round() as u64),
+            pod: args.pod.as_ref().map(|p| p.to_ascii_lowercase()),
+            namespace: args.namespace.clone(),
+            pods_log_dir: args.pods_log_dir.clone(),
         }
+    }
+
+    /// Whether it selects by Kubernetes pod (`--pod`, `--namespace`).
+    pub fn by_pod(&self) -> bool {
+        self.pod.is_some() || self.namespace.is_some()
+    }
+
+    /// `--pod`/`--namespace` against the owner's resolved cgroup (`None`: unresolved,
+    /// which no pod selection lets through). `--pod` matches the pod's name or UID.
+    pub fn pod_ok(&self, info: Option<&ContainerInfo>) -> bool {
+        if !self.by_pod() {
+            return true;
+        }
+        let Some(i) = info else {
+            return false;
+        };
+        if let Some(p) = &self.pod
+            && i.pod_name.as_deref() != Some(p.as_str())
+            && i.pod_uid.as_deref() != Some(p.as_str())
+        {
+            return false;
+        }
+        if let Some(ns) = &self.namespace
+            && i.pod_namespace.as_deref() != Some(ns.as_str())
+        {
+            return false;
+        }
+        true
     }
 
     /// Whether it selects on what only a whole connection tells (outcome, latency).
@@ -336,14 +374,17 @@ struct Explainer {
 /// How often the live aggregates (CLOSE_WAIT leaks, TIME_WAIT) are looked at.
 const EXPLAIN_REPORT_NS: u64 = 1_000_000_000;
 
-/// cgroup id → container, resolved from the cgroup2 tree (live runs only: a
-/// recording may come from another host).
+/// cgroup id → container (and Kubernetes pod), resolved from the cgroup2 tree (live
+/// runs only: a recording may come from another host).
 struct Containers {
     live: bool,
     /// Created at the first lookup, so that nothing is printed before the tracer
     /// has loaded (a failed load says one line only).
     resolver: Option<Option<crate::container::CgroupResolver>>,
-    cache: std::collections::HashMap<u64, Option<(String, &'static str)>>,
+    /// Pod UID → namespace and name (`--pods-log-dir`).
+    pods: PodsLogDir,
+    /// Only cgroups of a container or pod are kept (`None` for the others).
+    cache: std::collections::HashMap<u64, Option<ContainerInfo>>,
 }
 
 impl Containers {
@@ -351,13 +392,14 @@ impl Containers {
         Containers {
             live,
             resolver: None,
+            pods: PodsLogDir::new(crate::cli::DEFAULT_PODS_LOG_DIR),
             cache: std::collections::HashMap::new(),
         }
     }
 
     /// `pid`: the owner, whose /proc/PID/cgroup names a cgroup created after the last
     /// scan of the tree (a container that has just started) without waiting for a rescan.
-    fn lookup(&mut self, cgroup_id: u64, pid: Option<u32>) -> Option<(&str, &'static str)> {
+    fn lookup(&mut self, cgroup_id: u64, pid: Option<u32>) -> Option<&ContainerInfo> {
         if !self.live || cgroup_id == 0 {
             return None;
         }
@@ -375,12 +417,23 @@ impl Containers {
             self.cache.clear();
         }
         let entry = match self.cache.entry(cgroup_id) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Occupied(e) => {
+                let e = e.into_mut();
+                // A pod whose log directory had not been seen yet: asked again (the
+                // directory is reread at most every 200 ms).
+                if let Some(info) = e.as_mut()
+                    && info.pod_uid.is_some()
+                    && info.pod_name.is_none()
+                {
+                    self.pods.fill(info);
+                }
+                e
+            }
             std::collections::hash_map::Entry::Vacant(v) => {
                 // An id not found yet (a cgroup created after the last scan) is not
                 // remembered: the resolver rescans, at most every 200 ms. Meanwhile the
                 // owner's /proc/PID/cgroup names it, checked against the id (inode).
-                let info = match r.resolve(cgroup_id) {
+                let mut info = match r.resolve(cgroup_id) {
                     Some(info) => info,
                     None => {
                         let path = std::fs::read_to_string(format!("/proc/{}/cgroup", pid?))
@@ -394,11 +447,40 @@ impl Containers {
                         crate::container::parse_cgroup_path(&path)
                     }
                 };
-                v.insert(info.container_id.zip(info.runtime))
+                self.pods.fill(&mut info);
+                let keep = info.container_id.is_some() || info.pod_uid.is_some();
+                v.insert(keep.then_some(info))
             }
         };
-        entry.as_ref().map(|(id, rt)| (id.as_str(), *rt))
+        entry.as_ref()
     }
+}
+
+/// The JSON pod fields of an owned (namespace, name, uid).
+fn pod_fields(p: &Option<[Option<String>; 3]>) -> render::json::PodFields<'_> {
+    match p {
+        Some([ns, name, uid]) => render::json::PodFields {
+            namespace: ns.as_deref(),
+            name: name.as_deref(),
+            uid: uid.as_deref(),
+        },
+        None => render::json::PodFields::default(),
+    }
+}
+
+/// Whether a conversation is selected: either end passes the selections, its pod
+/// included.
+fn conversation_selected(
+    select: &Select,
+    containers: &mut Containers,
+    conv: &Conversation,
+) -> bool {
+    if !select.by_pod() {
+        return select.conversation(conv);
+    }
+    conv.sides().any(|c| {
+        select.connection(c) && select.pod_ok(c.cgroup_id.and_then(|g| containers.lookup(g, c.pid)))
+    })
 }
 
 impl<W: Write> Renderer<W> {
@@ -538,6 +620,7 @@ impl<W: Write> Renderer<W> {
         if select.on_connections_only() && self.json_events && self.json_conns {
             self.json_events = false;
         }
+        self.containers.pods = PodsLogDir::new(&select.pods_log_dir);
         self.select = select;
         self
     }
@@ -601,10 +684,22 @@ impl<W: Write> Renderer<W> {
         }
         if self.json_events {
             if self.select.event(ev) {
-                let ctr = self.containers.lookup(ev.cgroup_id, ev.pid());
-                render::json::event(&mut self.out, ev, &self.clock, self.wall.is_some(), ctr)?;
+                let info = self.containers.lookup(ev.cgroup_id, ev.pid());
+                if self.select.pod_ok(info) {
+                    let ctr = info.and_then(|i| Some((i.container_id.as_deref()?, i.runtime?)));
+                    let pod = render::json::PodFields::of(info);
+                    let local = self.wall.is_some();
+                    render::json::event(&mut self.out, ev, &self.clock, local, ctr, pod)?;
+                }
             }
-        } else if !self.json() && self.view == View::Events && self.select.event(ev) {
+        } else if !self.json()
+            && self.view == View::Events
+            && self.select.event(ev)
+            && (!self.select.by_pod()
+                || self
+                    .select
+                    .pod_ok(self.containers.lookup(ev.cgroup_id, ev.pid())))
+        {
             if !self.header_done {
                 render::events::header(&mut self.out, &self.time)?;
                 self.header_done = true;
@@ -645,13 +740,25 @@ impl<W: Write> Renderer<W> {
     }
 
     fn connection(&mut self, mut c: Connection) -> io::Result<()> {
-        if let Some((id, rt)) = c.cgroup_id.and_then(|g| self.containers.lookup(g, c.pid)) {
-            c.container_id = Some(id.to_string());
+        let info = c.cgroup_id.and_then(|g| self.containers.lookup(g, c.pid));
+        if let Some(i) = info
+            && let (Some(id), Some(rt)) = (&i.container_id, i.runtime)
+        {
+            c.container_id = Some(id.clone());
             c.container_runtime = Some(rt.to_string());
         }
-        let keep = self.select.connection(&c);
+        let keep = self.select.connection(&c) && self.select.pod_ok(info);
+        // Owned: the lookup borrows the cache, which the rest needs again.
+        let pod = info.filter(|i| i.pod_uid.is_some()).map(|i| {
+            [
+                i.pod_namespace.clone(),
+                i.pod_name.clone(),
+                i.pod_uid.clone(),
+            ]
+        });
         if let Some(m) = self.metrics.as_mut() {
-            m.connection(&c);
+            let p = pod_fields(&pod);
+            m.connection_in_pod(&c, p.namespace, p.name.or(p.uid));
         }
         if keep {
             self.summary.add(&c);
@@ -667,7 +774,7 @@ impl<W: Write> Renderer<W> {
         // when either end is selected.
         if let Some(svg) = self.svg.as_mut()
             && let Some(conv) = svg.joiner.push(c.clone())
-            && self.select.conversation(&conv)
+            && conversation_selected(&self.select, &mut self.containers, &conv)
         {
             svg.push(conv);
         }
@@ -676,7 +783,12 @@ impl<W: Write> Renderer<W> {
             if !keep {
                 return Ok(());
             }
-            return render::json::connection(&mut self.out, &c, Some(&self.clock));
+            return render::json::connection_in_pod(
+                &mut self.out,
+                &c,
+                Some(&self.clock),
+                pod_fields(&pod),
+            );
         }
         if self.json() {
             return Ok(());
@@ -695,7 +807,7 @@ impl<W: Write> Renderer<W> {
             }
             View::Ladder => {
                 if let Some(conv) = self.joiner.push(c)
-                    && self.select.conversation(&conv)
+                    && conversation_selected(&self.select, &mut self.containers, &conv)
                 {
                     let opts = self.ladder_options();
                     render::ladder::render(&mut self.out, &conv, &opts)?;
@@ -734,7 +846,7 @@ impl<W: Write> Renderer<W> {
             return Ok(());
         };
         for conv in svg.joiner.flush() {
-            if self.select.conversation(&conv) {
+            if conversation_selected(&self.select, &mut self.containers, &conv) {
                 svg.push(conv);
             }
         }
@@ -780,7 +892,7 @@ impl<W: Write> Renderer<W> {
             if self.view == View::Ladder && !self.json() {
                 let opts = self.ladder_options();
                 for conv in self.joiner.flush() {
-                    if self.select.conversation(&conv) {
+                    if conversation_selected(&self.select, &mut self.containers, &conv) {
                         render::ladder::render(&mut self.out, &conv, &opts)?;
                     }
                 }
@@ -887,5 +999,64 @@ mod tests {
         assert!(select(&["--netns", "4026531840", "--failed"], &[]).connection(c));
         assert!(!select(&["--netns", "4026531841"], &[]).connection(c));
         assert!(!select(&["--netns", "4026531840"], &[]).connection(client));
+    }
+
+    #[test]
+    fn select_pod_and_namespace() {
+        use clap::Parser;
+        const UID: &str = "5e9b7c1d-3f2a-4b8e-9c0d-1a2b3c4d5e6f";
+        let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let mut info =
+            crate::container::parse_cgroup_path(&format!("/kubepods/besteffort/pod{UID}/{id}"));
+        let uid_only = info.clone();
+        info.pod_namespace = Some("shop".into());
+        info.pod_name = Some("web-0".into());
+        let host = crate::container::parse_cgroup_path("/system.slice/sshd.service");
+        let none: &[&str] = &[];
+        assert!(select(none, &[]).pod_ok(None));
+        assert!(select(none, &[]).pod_ok(Some(&host)));
+        let by_name = select(&["--pod", "web-0"], &[]);
+        assert!(by_name.pod_ok(Some(&info)));
+        assert!(!by_name.pod_ok(Some(&uid_only)));
+        assert!(!by_name.pod_ok(Some(&host)));
+        assert!(!by_name.pod_ok(None));
+        let upper = UID.to_uppercase();
+        let by_uid = select(&["--pod", upper.as_str()], &[]);
+        assert!(by_uid.pod_ok(Some(&info)));
+        assert!(by_uid.pod_ok(Some(&uid_only)));
+        let ns = select(&["--namespace", "shop"], &[]);
+        assert!(ns.pod_ok(Some(&info)));
+        assert!(!ns.pod_ok(Some(&uid_only)));
+        assert!(!select(&["--namespace", "shop", "--pod", "web-1"], &[]).pod_ok(Some(&info)));
+        // Bad values: clap's usage error (exit code 2).
+        for bad in [
+            &["--pod", "Web_0"][..],
+            &["--pod", ""],
+            &["--pod=-web"],
+            &["--namespace", "Shop"],
+            &["--namespace", "a.b"],
+            &["--namespace", &"n".repeat(64)],
+        ] {
+            let e = crate::cli::Cli::try_parse_from(
+                std::iter::once("tcp-trace").chain(bad.iter().copied()),
+            )
+            .unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+            assert!(
+                e.to_string().contains("Kubernetes namespace")
+                    || e.to_string().contains("pod name"),
+                "{e}"
+            );
+        }
+        assert!(
+            crate::cli::Cli::try_parse_from([
+                "tcp-trace",
+                "--pod",
+                "web-0.v1",
+                "--pods-log-dir",
+                "/tmp"
+            ])
+            .is_ok()
+        );
     }
 }

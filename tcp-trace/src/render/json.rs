@@ -185,13 +185,15 @@ fn put_time_field(s: &mut impl Sink, clock: &WallClock, mono_ns: u64) {
 /// `{"type":"event",…}` — the schema is documented in docs/json-schema.md.
 /// `clock`: turns `ts_ns` into the `"time"` field (RFC 3339 UTC); `local`: also
 /// `"local_time"` (`HH:MM:SS.uuuuuu`, local) and `"epoch_ns"` (`-T`).
-/// `container`: (id, runtime) of the owner's cgroup, when resolved.
+/// `container`: (id, runtime) of the owner's cgroup, when resolved; `pod`: its
+/// Kubernetes pod, when the cgroup is a pod's.
 pub fn event(
     w: &mut impl Write,
     ev: &Event,
     clock: &WallClock,
     local: bool,
     container: Option<(&str, &str)>,
+    pod: PodFields<'_>,
 ) -> io::Result<()> {
     let mut buf = [0u8; LINE];
     let mut s = Line::new(w, &mut buf);
@@ -329,8 +331,41 @@ pub fn event(
         }
         None => s.put(b",\"container_id\":null,\"container_runtime\":null"),
     }
+    put_pod(&mut s, pod);
     s.put(b"}\n");
     s.finish()
+}
+
+/// The Kubernetes pod of a line's owner (`pod_namespace`, `pod_name`, `pod_uid`;
+/// each null when unknown).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PodFields<'a> {
+    pub namespace: Option<&'a str>,
+    pub name: Option<&'a str>,
+    pub uid: Option<&'a str>,
+}
+
+impl<'a> PodFields<'a> {
+    /// The pod fields of a resolved cgroup.
+    pub fn of(info: Option<&'a crate::container::ContainerInfo>) -> PodFields<'a> {
+        match info {
+            Some(i) => PodFields {
+                namespace: i.pod_namespace.as_deref(),
+                name: i.pod_name.as_deref(),
+                uid: i.pod_uid.as_deref(),
+            },
+            None => PodFields::default(),
+        }
+    }
+}
+
+fn put_pod<S: Sink>(s: &mut S, pod: PodFields<'_>) {
+    s.put(b",\"pod_namespace\":");
+    put_opt(s, pod.namespace, put_json_str);
+    s.put(b",\"pod_name\":");
+    put_opt(s, pod.name, put_json_str);
+    s.put(b",\"pod_uid\":");
+    put_opt(s, pod.uid, put_json_str);
 }
 
 /// `{"type":"lost","time":…,"count":N,"total":T,…}`: events the kernel could not
@@ -477,8 +512,20 @@ fn pid_source_name(p: PidSource) -> &'static [u8] {
 /// Writes `c` as one `{"type":"connection",…}` line (with its newline); the schema
 /// is documented in docs/json-schema.md. `clock`: adds `"time"` (RFC 3339 UTC of
 /// `first_ts_ns`, when the connection began) after `"type"`; without it the line is
-/// exactly serde's.
+/// exactly serde's, with the pod fields (null here; see [`connection_in_pod`]) before
+/// `"ns_pid"`.
 pub fn connection(w: &mut impl Write, c: &Connection, clock: Option<&WallClock>) -> io::Result<()> {
+    connection_in_pod(w, c, clock, PodFields::default())
+}
+
+/// [`connection`] with the owner's Kubernetes pod (`pod_namespace`, `pod_name`,
+/// `pod_uid` after `"container_runtime"`).
+pub fn connection_in_pod(
+    w: &mut impl Write,
+    c: &Connection,
+    clock: Option<&WallClock>,
+    pod: PodFields<'_>,
+) -> io::Result<()> {
     let mut buf = [0u8; LINE];
     let mut line = Line::new(w, &mut buf);
     let s = &mut line;
@@ -655,6 +702,7 @@ pub fn connection(w: &mut impl Write, c: &Connection, clock: Option<&WallClock>)
     put_opt(s, c.container_id.as_deref(), put_json_str);
     s.put(b",\"container_runtime\":");
     put_opt(s, c.container_runtime.as_deref(), put_json_str);
+    put_pod(s, pod);
     s.put(b",\"ns_pid\":");
     put_opt(s, c.ns_pid.map(u64::from), put_u64);
     s.put(b"}\n");
@@ -712,6 +760,7 @@ mod tests {
             clock: &WallClock,
             local: bool,
             container: Option<(&str, &str)>,
+            pod: [Option<&str>; 3],
         ) -> io::Result<()> {
             write!(w, "{{\"type\":\"event\",\"ts_ns\":{}", ev.ts_ns)?;
             let time = super::super::rfc3339(clock.epoch_ns(ev.ts_ns));
@@ -808,6 +857,13 @@ mod tests {
                     write_str(w, rt)?;
                 }
                 None => w.write_all(b",\"container_id\":null,\"container_runtime\":null")?,
+            }
+            for (key, v) in ["pod_namespace", "pod_name", "pod_uid"].iter().zip(pod) {
+                write!(w, ",\"{key}\":")?;
+                match v {
+                    Some(v) => write_str(w, v)?,
+                    None => w.write_all(b"null")?,
+                }
             }
             w.write_all(b"}\n")
         }
@@ -1006,8 +1062,25 @@ mod tests {
         c
     }
 
+    /// serde's line for `c` with the three pod fields (serde's own encoding of the
+    /// values) inserted before "ns_pid", where the encoder writes them.
+    fn serde_line_in_pod(c: &Connection, pod: PodFields<'_>) -> Vec<u8> {
+        let serde_line = serde_json::to_string(c).unwrap();
+        let fields = format!(
+            ",\"pod_namespace\":{},\"pod_name\":{},\"pod_uid\":{}",
+            serde_json::to_string(&pod.namespace).unwrap(),
+            serde_json::to_string(&pod.name).unwrap(),
+            serde_json::to_string(&pod.uid).unwrap()
+        );
+        let at = serde_line
+            .rfind(",\"ns_pid\":")
+            .expect("ns_pid in serde's line");
+        format!("{}{fields}{}\n", &serde_line[..at], &serde_line[at..]).into_bytes()
+    }
+
     /// The hand-written connection line is byte for byte what serde_json writes for
-    /// the derived `Serialize` (field order, nulls, escapes, addresses, hex).
+    /// the derived `Serialize` (field order, nulls, escapes, addresses, hex), plus the
+    /// pod fields.
     #[test]
     fn connection_line_matches_serde() {
         let mut r = Rng(0x1234_5678_9abc_def1);
@@ -1016,8 +1089,7 @@ mod tests {
             let c = connection_of(&mut r);
             got.clear();
             connection(&mut got, &c, None).unwrap();
-            let mut want = serde_json::to_vec(&c).unwrap();
-            want.push(b'\n');
+            let want = serde_line_in_pod(&c, PodFields::default());
             assert_eq!(
                 String::from_utf8_lossy(&got),
                 String::from_utf8_lossy(&want),
@@ -1035,6 +1107,31 @@ mod tests {
             );
             let v: serde_json::Value = serde_json::from_slice(&got).unwrap();
             assert!(v["time"].as_str().unwrap().ends_with('Z'));
+            assert!(v["pod_uid"].is_null());
+            // In a pod.
+            let pod = match i % 3 {
+                0 => PodFields {
+                    uid: Some("5e9b7c1d-3f2a-4b8e-9c0d-1a2b3c4d5e6f"),
+                    ..PodFields::default()
+                },
+                1 => PodFields {
+                    namespace: Some("kube-system"),
+                    name: Some("coredns-5d78c9869d-abcde"),
+                    uid: Some("8a2f0e4b5c6d7e8f9a0b1c2d3e4f5a6b"),
+                },
+                _ => PodFields {
+                    namespace: Some("n"),
+                    name: Some("we\"ird\\pod\u{1}é"),
+                    uid: Some(""),
+                },
+            };
+            got.clear();
+            connection_in_pod(&mut got, &c, None, pod).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(&serde_line_in_pod(&c, pod)),
+                "connection {i} in a pod"
+            );
         }
     }
 
@@ -1151,13 +1248,29 @@ mod tests {
             )),
             Some((long.as_str(), "cri-o\n")),
         ];
+        let pods = [
+            [None, None, None],
+            [None, None, Some("5e9b7c1d-3f2a-4b8e-9c0d-1a2b3c4d5e6f")],
+            [
+                Some("kube-system"),
+                Some("coredns-5d78c9869d-abcde"),
+                Some("5e9b7c1d-3f2a-4b8e-9c0d-1a2b3c4d5e6f"),
+            ],
+            [Some(long.as_str()), Some("a\"b\n"), Some("")],
+        ];
         for n in 0..50_000 {
             let ev = event_of(&mut r);
             let local = n % 5 == 0;
             let ctr = containers[n % 3];
+            let p = pods[(n / 3) % 4];
+            let pod = PodFields {
+                namespace: p[0],
+                name: p[1],
+                uid: p[2],
+            };
             let (mut new, mut old) = (Vec::new(), Vec::new());
-            event(&mut new, &ev, &wall, local, ctr).unwrap();
-            reference::event(&mut old, &ev, &wall, local, ctr).unwrap();
+            event(&mut new, &ev, &wall, local, ctr, pod).unwrap();
+            reference::event(&mut old, &ev, &wall, local, ctr, p).unwrap();
             assert_eq!(
                 String::from_utf8_lossy(&new),
                 String::from_utf8_lossy(&old),
