@@ -417,6 +417,11 @@ fn last_ack_round(
     if let Some(d) = undrop_after {
         std::thread::sleep(d);
         net.nft_delete_table(&net.server_ns)?;
+        // The next FIN retransmit is acknowledged now; its time depends on the
+        // backoff and on how long the steps above took (seconds on a slow guest):
+        // wait until the server's socket has left LAST_ACK, as long as a few more
+        // retransmits take.
+        wait_last_ack_gone(net, port, Duration::from_secs(10))?;
     }
     std::thread::sleep(settle);
     for e in query_time_wait(&net.client_ns)? {
@@ -429,6 +434,31 @@ fn last_ack_round(
         }
     }
     Ok(())
+}
+
+/// Waits until no socket of the server's namespace on `port` is in LAST_ACK.
+fn wait_last_ack_gone(net: &LabNet, port: u16, max: Duration) -> anyhow::Result<()> {
+    let sport = format!("sport = :{port}");
+    let deadline = std::time::Instant::now() + max;
+    loop {
+        let out = super::env::sh(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &net.server_ns,
+                "ss",
+                "-tanH",
+                "state",
+                "last-ack",
+                &sport,
+            ],
+        )?;
+        if out.trim().is_empty() || std::time::Instant::now() >= deadline {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn lost_last_ack(net: &LabNet, port: u16, cap: &mut Capture) -> anyhow::Result<()> {
