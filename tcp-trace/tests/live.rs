@@ -33,13 +33,9 @@ fn handshake_and_teardown(addr: &str, family: &str, attach: &str) {
     // syscall hooks under QEMU). Such runs are counted and reported, never silent
     // (`skipped` in the stats, tested elsewhere); the exact sequences below need a run
     // without one, so a run with skips is tried again, at most three times.
-    for attempt in 1..=3 {
-        if let Some(skipped) = handshake_and_teardown_once(addr, family, attach, attempt == 3) {
-            eprintln!("{attach}: the kernel skipped {skipped} hook runs; trying again");
-            continue;
-        }
-        return;
-    }
+    retry_on_kernel_skips(attach, |last| {
+        handshake_and_teardown_once(addr, family, attach, last)
+    });
 }
 
 /// One run; `Some(skipped)` (without asserting) when the kernel skipped hook runs and
@@ -70,13 +66,8 @@ fn handshake_and_teardown_once(addr: &str, family: &str, attach: &str, last: boo
     assert_eq!(server.wait(), 0);
     let (lines, code) = t.stop();
     assert_eq!(code, 0, "tracer exit code");
-    let skipped = lines
-        .iter()
-        .find(|l| l["type"] == "stats")
-        .and_then(|l| l["skipped"].as_u64())
-        .unwrap_or(0);
-    if skipped > 0 && !last {
-        return Some(skipped);
+    if !last && skipped_of(&lines) > 0 {
+        return Some(skipped_of(&lines));
     }
     let evs = events(&lines);
     assert!(evs.iter().all(|e| e["family"] == family), "family {family}");

@@ -1,4 +1,5 @@
-//! Replay of real recordings made on this kernel (6.18): no privilege needed.
+//! Replay of real recordings (made on 6.18, and in the 5.10, 6.1 and 6.12 guests): no
+//! privilege needed.
 //! The correlator and the views run on exactly what the kernel emitted.
 use std::process::Command;
 
@@ -151,4 +152,72 @@ fn replay_rejects_bad_files() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot open"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Wildcard and dual-stack servers recorded in the guests of `cargo xtask vm-test`
+/// (test `servers::record_wildcard_traffic_for_replay`: 0.0.0.0 with three IPv4
+/// clients, then [::] with an IPv4 and an IPv6 client). Before 6.15 the child's
+/// LISTEN → SYN_RECV carries the listener's wildcard address and no remote end (the
+/// recordings show it); every server end must still get its own local address, its
+/// accept() return and its peer.
+#[test]
+fn wildcard_recordings_of_other_kernels() {
+    let recordings = [
+        ("wildcard-5.10.0-46-cloud-amd64.ttr", true),
+        ("wildcard-6.1.0-57-cloud-amd64.ttr", true),
+        ("wildcard-6.12.117+deb12-cloud-amd64.ttr", true),
+    ];
+    let mut seen = 0;
+    for (name, pre_6_15) in recordings {
+        if !std::path::Path::new(&fixture(name)).exists() {
+            panic!("missing fixture {name}");
+        }
+        seen += 1;
+        let (out, err, code) = replay(name, &["--json", "--view", "events"]);
+        assert_eq!(code, 0, "{name}: {err}");
+        let wildcard_births = out
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|e| e["old"] == "LISTEN" && e["new"] == "SYN_RECV")
+            .filter(|e| e["saddr"] == "0.0.0.0" || e["saddr"] == "::")
+            .count();
+        assert_eq!(wildcard_births > 0, pre_6_15, "{name}: {wildcard_births}");
+
+        let (out, err, code) = replay(name, &["--json", "--view", "conns"]);
+        assert_eq!(code, 0, "{name}: {err}");
+        let conns = connections(&out);
+        let by_id: std::collections::HashMap<u64, &Value> = conns
+            .iter()
+            .map(|c| (c["id"].as_u64().unwrap(), c))
+            .collect();
+        let servers: Vec<&Value> = conns
+            .iter()
+            .filter(|c| c["role"] == "server" && c["established"] == true)
+            .collect();
+        assert_eq!(servers.len(), 5, "{name}: {conns:#?}");
+        for c in &servers {
+            let local = c["saddr"].as_str().unwrap();
+            assert!(
+                ["127.0.0.1", "::ffff:127.0.0.1", "::1"].contains(&local),
+                "{name}: server local address {local}"
+            );
+            assert!(
+                c["accept"]["ret"].as_i64().is_some_and(|r| r >= 0),
+                "{name}: {c}"
+            );
+            let p = by_id[&c["peer"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{name}: no peer: {c}"))];
+            assert_eq!(p["role"], "client");
+            assert_eq!(p["sport"], c["dport"]);
+        }
+        let mut accepted: Vec<u64> = conns
+            .iter()
+            .filter(|c| c["role"] == "listener")
+            .map(|l| l["listener"]["accepted"].as_u64().unwrap())
+            .collect();
+        accepted.sort();
+        assert_eq!(accepted, [2, 3], "{name}");
+    }
+    assert_eq!(seen, recordings.len());
 }

@@ -107,8 +107,14 @@ fn wildcard_ipv4_listener() {
     if !require_root("wildcard_ipv4_listener") {
         return;
     }
-    let (lines, spid, port) = serve("0.0.0.0", "127.0.0.1", &[], "wc4");
-    assert_wildcard(&lines, spid, port, "127.0.0.1", "0.0.0.0");
+    retry_on_kernel_skips("wildcard", |last| {
+        let (lines, spid, port) = serve("0.0.0.0", "127.0.0.1", &[], "wc4");
+        if !last && skipped_of(&lines) > 0 {
+            return Some(skipped_of(&lines));
+        }
+        assert_wildcard(&lines, spid, port, "127.0.0.1", "0.0.0.0");
+        None
+    });
 }
 
 #[test]
@@ -118,8 +124,14 @@ fn dual_stack_listener_ipv4_clients() {
     }
     // An IPv4 client of a dual-stack listener is an AF_INET6 child with v4-mapped
     // addresses.
-    let (lines, spid, port) = serve("::", "127.0.0.1", &[], "ds4");
-    assert_wildcard(&lines, spid, port, "::ffff:127.0.0.1", "::");
+    retry_on_kernel_skips("wildcard", |last| {
+        let (lines, spid, port) = serve("::", "127.0.0.1", &[], "ds4");
+        if !last && skipped_of(&lines) > 0 {
+            return Some(skipped_of(&lines));
+        }
+        assert_wildcard(&lines, spid, port, "::ffff:127.0.0.1", "::");
+        None
+    });
 }
 
 #[test]
@@ -127,8 +139,14 @@ fn dual_stack_listener_ipv6_clients() {
     if !require_root("dual_stack_listener_ipv6_clients") {
         return;
     }
-    let (lines, spid, port) = serve("::", "::1", &[], "ds6");
-    assert_wildcard(&lines, spid, port, "::1", "::");
+    retry_on_kernel_skips("wildcard", |last| {
+        let (lines, spid, port) = serve("::", "::1", &[], "ds6");
+        if !last && skipped_of(&lines) > 0 {
+            return Some(skipped_of(&lines));
+        }
+        assert_wildcard(&lines, spid, port, "::1", "::");
+        None
+    });
 }
 
 #[test]
@@ -136,8 +154,14 @@ fn v6only_listener_ipv6_clients() {
     if !require_root("v6only_listener_ipv6_clients") {
         return;
     }
-    let (lines, spid, port) = serve("::", "::1", &["--v6only"], "v6o");
-    assert_wildcard(&lines, spid, port, "::1", "::");
+    retry_on_kernel_skips("wildcard", |last| {
+        let (lines, spid, port) = serve("::", "::1", &["--v6only"], "v6o");
+        if !last && skipped_of(&lines) > 0 {
+            return Some(skipped_of(&lines));
+        }
+        assert_wildcard(&lines, spid, port, "::1", "::");
+        None
+    });
 }
 
 /// A wildcard server drops the client's pure third-step ACK: the SYN-ACK
@@ -489,6 +513,10 @@ fn reuseport_group_children_go_to_their_acceptor() {
     if !require_root("reuseport_group_children_go_to_their_acceptor") {
         return;
     }
+    retry_on_kernel_skips("reuseport", reuseport_once);
+}
+
+fn reuseport_once(last: bool) -> Option<u64> {
     let ns = Netns::new("rport");
     let port = free_port();
     let ps = port.to_string();
@@ -524,6 +552,9 @@ fn reuseport_group_children_go_to_their_acceptor() {
     // Close the listeners (the servers end): their records come out too.
     drop(servers);
     let (lines, _) = t.stop();
+    if !last && skipped_of(&lines) > 0 {
+        return Some(skipped_of(&lines));
+    }
     let all = conns(&lines);
     let ids = by_id(&all);
     let srv: Vec<&Value> = all
@@ -579,6 +610,7 @@ fn reuseport_group_children_go_to_their_acceptor() {
         assert_eq!(l["listener"]["children"], n, "{l}");
         assert_eq!(l["listener"]["accepted"], n, "{l}");
     }
+    None
 }
 
 /// A connection established before the tracer started is named from the socket
