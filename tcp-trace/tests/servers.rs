@@ -102,19 +102,31 @@ fn assert_wildcard(lines: &[Value], spid: u64, port: u16, local: &str, listen: &
     }
 }
 
+/// `serve` then `assert_wildcard`, tried again when the kernel skipped hook runs.
+fn wildcard_case(
+    listen: &str,
+    connect: &str,
+    extra: &[&str],
+    tag: &str,
+    local: &str,
+    listen_shown: &str,
+) {
+    retry_on_kernel_skips(tag, |last| {
+        let (lines, spid, port) = serve(listen, connect, extra, tag);
+        if !last && skipped_of(&lines) > 0 {
+            return Some(skipped_of(&lines));
+        }
+        assert_wildcard(&lines, spid, port, local, listen_shown);
+        None
+    });
+}
+
 #[test]
 fn wildcard_ipv4_listener() {
     if !require_root("wildcard_ipv4_listener") {
         return;
     }
-    retry_on_kernel_skips("wildcard", |last| {
-        let (lines, spid, port) = serve("0.0.0.0", "127.0.0.1", &[], "wc4");
-        if !last && skipped_of(&lines) > 0 {
-            return Some(skipped_of(&lines));
-        }
-        assert_wildcard(&lines, spid, port, "127.0.0.1", "0.0.0.0");
-        None
-    });
+    wildcard_case("0.0.0.0", "127.0.0.1", &[], "wc4", "127.0.0.1", "0.0.0.0");
 }
 
 #[test]
@@ -124,14 +136,7 @@ fn dual_stack_listener_ipv4_clients() {
     }
     // An IPv4 client of a dual-stack listener is an AF_INET6 child with v4-mapped
     // addresses.
-    retry_on_kernel_skips("wildcard", |last| {
-        let (lines, spid, port) = serve("::", "127.0.0.1", &[], "ds4");
-        if !last && skipped_of(&lines) > 0 {
-            return Some(skipped_of(&lines));
-        }
-        assert_wildcard(&lines, spid, port, "::ffff:127.0.0.1", "::");
-        None
-    });
+    wildcard_case("::", "127.0.0.1", &[], "ds4", "::ffff:127.0.0.1", "::");
 }
 
 #[test]
@@ -139,14 +144,7 @@ fn dual_stack_listener_ipv6_clients() {
     if !require_root("dual_stack_listener_ipv6_clients") {
         return;
     }
-    retry_on_kernel_skips("wildcard", |last| {
-        let (lines, spid, port) = serve("::", "::1", &[], "ds6");
-        if !last && skipped_of(&lines) > 0 {
-            return Some(skipped_of(&lines));
-        }
-        assert_wildcard(&lines, spid, port, "::1", "::");
-        None
-    });
+    wildcard_case("::", "::1", &[], "ds6", "::1", "::");
 }
 
 #[test]
@@ -154,14 +152,7 @@ fn v6only_listener_ipv6_clients() {
     if !require_root("v6only_listener_ipv6_clients") {
         return;
     }
-    retry_on_kernel_skips("wildcard", |last| {
-        let (lines, spid, port) = serve("::", "::1", &["--v6only"], "v6o");
-        if !last && skipped_of(&lines) > 0 {
-            return Some(skipped_of(&lines));
-        }
-        assert_wildcard(&lines, spid, port, "::1", "::");
-        None
-    });
+    wildcard_case("::", "::1", &["--v6only"], "v6o", "::1", "::");
 }
 
 /// A wildcard server drops the client's pure third-step ACK: the SYN-ACK
