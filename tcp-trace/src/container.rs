@@ -80,6 +80,17 @@ pub enum ContainerError {
     },
 }
 
+/// Process `pid`'s cgroup2 path (its `0::` line in /proc/PID/cgroup) and that cgroup's
+/// id, with the cgroup2 tree mounted at `mount`.
+pub fn cgroup2_of_pid(mount: &Path, pid: u32) -> Option<(String, u64)> {
+    let path = fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("0::").map(str::to_owned))?;
+    let id = cgroup_id_of_path(&mount.join(path.trim_start_matches('/'))).ok()?;
+    Some((path, id))
+}
+
 /// The cgroup id of a cgroup2 directory: its inode number.
 pub fn cgroup_id_of_path(path: &Path) -> io::Result<u64> {
     Ok(fs::metadata(path)?.ino())

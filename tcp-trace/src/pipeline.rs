@@ -436,12 +436,8 @@ impl Containers {
                 let mut info = match r.resolve(cgroup_id) {
                     Some(info) => info,
                     None => {
-                        let path = std::fs::read_to_string(format!("/proc/{}/cgroup", pid?))
-                            .ok()?
-                            .lines()
-                            .find_map(|l| l.strip_prefix("0::").map(str::to_owned))?;
-                        let dir = r.mount_point().join(path.trim_start_matches('/'));
-                        if crate::container::cgroup_id_of_path(&dir).ok()? != cgroup_id {
+                        let (path, id) = crate::container::cgroup2_of_pid(r.mount_point(), pid?)?;
+                        if id != cgroup_id {
                             return None;
                         }
                         crate::container::parse_cgroup_path(&path)

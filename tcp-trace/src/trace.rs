@@ -311,16 +311,21 @@ async fn live<W: Write>(
 /// listeners' owners go to the kernel side, everything to the correlator.
 fn learn_open_sockets<W: Write>(loaded: &mut loader::Loaded, out: &mut Output<W>) {
     let snap = crate::sockdiag::snapshot();
-    let mut cgroups = crate::container::CgroupResolver::new().ok();
+    // Only where the cgroup2 tree is mounted: a resolver would scan the whole tree.
+    let cgroup_mount = std::fs::read_to_string("/proc/self/mountinfo")
+        .ok()
+        .and_then(|m| crate::container::find_cgroup2_mount(&m))
+        .map(|m| m.mount_point);
     let listeners: Vec<(u32, u16, tcp_trace_common::Owner)> = snap
         .sockets
         .iter()
         .filter(|s| s.state == crate::decode::TcpState::Listen)
         .filter_map(|s| {
             let (pid, comm) = s.owner?;
-            let cgroup_id = cgroups
-                .as_mut()
-                .and_then(|r| cgroup_id_of_pid(r, pid))
+            let cgroup_id = cgroup_mount
+                .as_deref()
+                .and_then(|m| crate::container::cgroup2_of_pid(m, pid))
+                .map(|(_, id)| id)
                 .unwrap_or(0);
             Some((
                 s.netns as u32,
@@ -354,15 +359,6 @@ fn learn_open_sockets<W: Write>(loaded: &mut loader::Loaded, out: &mut Output<W>
             })
             .collect(),
     );
-}
-
-/// The cgroup v2 id of process `pid` (its `0::` line in /proc/PID/cgroup).
-fn cgroup_id_of_pid(r: &mut CgroupResolver, pid: u32) -> Option<u64> {
-    let path = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("0::").map(str::to_owned))?;
-    cgroup_id_of_path(&r.mount_point().join(path.trim_start_matches('/'))).ok()
 }
 
 /// `tcp-trace replay FILE`: no privilege needed.
