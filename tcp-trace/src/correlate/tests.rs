@@ -1396,13 +1396,11 @@ fn advance_emits_closed_connections_without_new_events() {
     assert_eq!(c.stats().emitted, 2);
 }
 
-/// SO_REUSEPORT: two processes listen on the same address and port. The child was
-/// linked to the first listener by address and port; accept() by the second process
-/// moves it to that process's listener.
-#[test]
-fn reuseport_child_moves_to_the_acceptors_listener() {
-    const L2: u64 = LISTENER + 0x80;
-    let cl = "127.0.0.1:40600";
+/// Second listener of an SO_REUSEPORT pair (pid 18; the first is `LISTENER`, pid 17).
+const L2: u64 = LISTENER + 0x80;
+
+/// Two processes listening on 0.0.0.0:8080 (SO_REUSEPORT) and a client from `cl`.
+fn reuseport_pair_and_client(cl: &str) -> Vec<Event> {
     let mut ev = vec![listen(T0, LISTENER, "0.0.0.0:8080")];
     ev.push(
         Ev::tr(T0 + US, L2, Close, Listen)
@@ -1412,6 +1410,16 @@ fn reuseport_child_moves_to_the_acceptors_listener() {
             .ev(),
     );
     ev.extend(client_open(T0 + MS, CLIENT, cl, SV));
+    ev
+}
+
+/// SO_REUSEPORT: two processes listen on the same address and port. The child was
+/// linked to the first listener by address and port; accept() by the second process
+/// moves it to that process's listener.
+#[test]
+fn reuseport_child_moves_to_the_acceptors_listener() {
+    let cl = "127.0.0.1:40600";
+    let mut ev = reuseport_pair_and_client(cl);
     ev.extend(child_open(T0 + MS + 50 * US, CHILD, SV, cl));
     ev.push(
         Ev::accept(T0 + 2 * MS, CHILD, 6, 9)
@@ -1455,17 +1463,8 @@ fn listener_lookup_is_per_namespace() {
 /// the child is linked to it at birth, before any accept().
 #[test]
 fn exact_listener_links_the_child_at_birth() {
-    const L2: u64 = LISTENER + 0x80;
     let cl = "127.0.0.1:40800";
-    let mut ev = vec![listen(T0, LISTENER, "0.0.0.0:8080")];
-    ev.push(
-        Ev::tr(T0 + US, L2, Close, Listen)
-            .tuple("0.0.0.0:8080", "0.0.0.0:0")
-            .owner(18, "nginx")
-            .task()
-            .ev(),
-    );
-    ev.extend(client_open(T0 + MS, CLIENT, cl, SV));
+    let mut ev = reuseport_pair_and_client(cl);
     let mut child = child_open(T0 + MS + 50 * US, CHILD, SV, cl);
     child[0].listener = L2;
     child[0].listener_exact = true;
