@@ -9,6 +9,7 @@
 //! ([`verdict`]); see docs/lab.md.
 pub mod capture;
 pub mod env;
+pub mod raw;
 pub mod scenarios;
 pub mod verdict;
 
