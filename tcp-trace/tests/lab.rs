@@ -98,6 +98,9 @@ lab_test!(
     ["C3"]
 );
 lab_test!(syn_retries_v4, syn_retries_v6, "syn-retries", ["S1"]);
+lab_test!(stale_syn_v4, stale_syn_v6, "stale-syn", ["C4"]);
+lab_test!(duplicate_syn_v4, duplicate_syn_v6, "duplicate-syn", ["C8"]);
+lab_test!(reorder_dup_v4, reorder_dup_v6, "reorder-dup", ["C6"]);
 
 #[test]
 fn list_and_unknown_scenario() {
@@ -112,6 +115,9 @@ fn list_and_unknown_scenario() {
         "lost-last-ack",
         "synack-retries",
         "syn-retries",
+        "stale-syn",
+        "duplicate-syn",
+        "reorder-dup",
     ] {
         assert!(s.contains(name), "{s}");
     }

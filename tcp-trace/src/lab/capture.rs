@@ -15,7 +15,7 @@ use tcp_trace_common::{Filter, MAX_PORTS};
 use crate::clock::monotonic_ns;
 use crate::correlate::{Config, Connection, Correlator};
 use crate::decode::{self, Event};
-use crate::loader::{self, Loaded, Options};
+use crate::loader::{self, AttachMode, Loaded, Options};
 
 /// A TIME_WAIT socket as sock_diag (`ss -tano state time-wait`) reported it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -72,7 +72,7 @@ pub struct Tracer {
 }
 
 impl Tracer {
-    pub fn start(port: u16) -> anyhow::Result<Tracer> {
+    pub fn start(port: u16, attach: AttachMode) -> anyhow::Result<Tracer> {
         let mut ports = [0u16; MAX_PORTS];
         ports[0] = port;
         let filter = Filter {
@@ -82,6 +82,7 @@ impl Tracer {
         };
         let (loaded, ring) = loader::load(&Options {
             filter,
+            attach,
             ..Default::default()
         })?;
         for w in &loaded.warnings {

@@ -9,6 +9,7 @@
 //! ([`verdict`]); see docs/lab.md.
 pub mod capture;
 pub mod env;
+pub mod injected;
 pub mod raw;
 pub mod scenarios;
 pub mod verdict;
@@ -107,7 +108,7 @@ pub fn run(args: &LabArgs) -> anyhow::Result<u8> {
 /// Runs one scenario: network, tracer, traffic, capture, verdicts.
 pub fn run_one(s: &Scenario, ipv6: bool) -> anyhow::Result<(Capture, Vec<Verdict>)> {
     let net = LabNet::new(ipv6)?;
-    let tracer = Tracer::start(s.port)?;
+    let tracer = Tracer::start(s.port, s.attach)?;
     let mut extra = Capture::default();
     (s.drive)(&net, s.port, &mut extra)?;
     let (events, lost, skipped) = tracer.stop()?;

@@ -11,8 +11,10 @@ use anyhow::Context;
 
 use super::capture::{Capture, query_time_wait};
 use super::env::{LabNet, join};
+use super::injected;
 use super::verdict::{self, VerdictFn};
 use crate::clock::monotonic_ns;
+use crate::loader::AttachMode;
 
 /// One lab scenario.
 pub struct Scenario {
@@ -22,6 +24,9 @@ pub struct Scenario {
     /// Port the server listens on (the tracer is filtered to it).
     pub port: u16,
     pub drive: fn(&LabNet, u16, &mut Capture) -> anyhow::Result<()>,
+    /// How the tracer's hooks are attached (`Auto` but where a scenario needs what
+    /// only another path records).
+    pub attach: AttachMode,
     pub verdicts: &'static [VerdictFn],
 }
 
@@ -32,6 +37,7 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "the server drops the client's pure third-step ACK; the client's data, 1.5 s later, completes the handshake",
         port: 47101,
         drive: connect_vs_accept,
+        attach: AttachMode::Auto,
         verdicts: &[verdict::c13, verdict::c1],
     },
     Scenario {
@@ -40,6 +46,7 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "one plain connection: both ends ESTABLISHED before data and close",
         port: 47102,
         drive: handshake,
+        attach: AttachMode::Auto,
         verdicts: &[verdict::c2],
     },
     Scenario {
@@ -48,6 +55,7 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "two connections, client closes first then server closes first; sock_diag read right after",
         port: 47103,
         drive: time_wait,
+        attach: AttachMode::Auto,
         verdicts: &[verdict::c9, verdict::c11],
     },
     Scenario {
@@ -56,6 +64,7 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "the client sends its FIN (shutdown(SHUT_WR)) and then still receives the server's reply",
         port: 47105,
         drive: half_close,
+        attach: AttachMode::Auto,
         verdicts: &[verdict::c10],
     },
     Scenario {
@@ -64,6 +73,7 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "the client's last ACK is dropped: once with tcp_max_tw_buckets=0 (no TIME_WAIT), once with TIME_WAIT",
         port: 47106,
         drive: lost_last_ack,
+        attach: AttachMode::Auto,
         verdicts: &[verdict::c12],
     },
     Scenario {
@@ -72,6 +82,7 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "tcp_synack_retries=2 on the server, every pure ACK to it dropped, the client silent 8 s, then it sends",
         port: 47104,
         drive: synack_retries,
+        attach: AttachMode::Auto,
         verdicts: &[verdict::c3],
     },
     Scenario {
@@ -80,7 +91,37 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "tcp_syn_retries=2 on the client, every SYN to the server dropped; the blocking connect() times out",
         port: 47107,
         drive: syn_retries,
+        attach: AttachMode::Auto,
         verdicts: &[verdict::s1],
+    },
+    Scenario {
+        name: "stale-syn",
+        claims: &["C4"],
+        about: "a hand-made SYN from a client port with no socket (a delayed old SYN) and an unanswered control SYN; a real connection 2 s later",
+        port: 47108,
+        drive: injected::stale_syn,
+        // tp_btf's tcp_send_reset gives a socket-less reset no 4-tuple (the port
+        // filter then drops it); the classic tracepoint's record has it.
+        attach: AttachMode::Tracepoint,
+        verdicts: &[verdict::c4],
+    },
+    Scenario {
+        name: "duplicate-syn",
+        claims: &["C8"],
+        about: "tcp_synack_retries=0 on the server; the same hand-made SYN twice, then the ACK of the SYN-ACK",
+        port: 47109,
+        drive: injected::duplicate_syn,
+        attach: AttachMode::Auto,
+        verdicts: &[verdict::c8],
+    },
+    Scenario {
+        name: "reorder-dup",
+        claims: &["C6"],
+        about: "every client segment duplicated by nftables; then a hand-made sender's FIN and second half before its first half, all sent twice",
+        port: 47110,
+        drive: injected::reorder_dup,
+        attach: AttachMode::Auto,
+        verdicts: &[verdict::c6],
     },
 ];
 

@@ -699,3 +699,353 @@ fn s1_holds_and_needs_the_retransmits_close_and_etimedout() {
     }
     s1_fails(syn_cap(v), "returned before");
 }
+
+const STALE: &str = "10.64.1.1:31001";
+const CONTROL: &str = "10.64.1.1:31002";
+const RAW: &str = "10.64.1.1:31003";
+
+fn no_socket_reset(ts: u64, reason: Option<u32>) -> Event {
+    let mut e = ev(
+        ts,
+        0,
+        EventKind::ResetSent {
+            state: None,
+            reason,
+        },
+        STALE,
+        S,
+    );
+    e.owner = None;
+    e
+}
+
+/// stale-syn: the client's socket-less reset at 10 ms, the control request's SYN-ACK
+/// retransmit at 1010 ms, a real connection at 2000 ms.
+fn stale_events() -> Vec<Event> {
+    let mut v = vec![
+        listener_open(),
+        no_socket_reset(10 * MS, Some(1)),
+        ev(
+            1010 * MS,
+            LISTENER,
+            EventKind::SynAckRetransmit { req: 0x9100 },
+            S,
+            CONTROL,
+        ),
+    ];
+    v.extend(connection(
+        2000 * MS,
+        CLIENT,
+        CHILD,
+        C,
+        2000 * MS + MS / 10 + 5000,
+        &[],
+        true,
+    ));
+    v
+}
+
+fn c4_fails(events: Vec<Event>, why: &str) {
+    let v = verdict::c4(&build(events));
+    assert!(!v.holds, "C4 held: {}", v.text);
+    assert!(
+        v.text.contains(why),
+        "C4 failed for another reason: {}",
+        v.text
+    );
+}
+
+#[test]
+fn c4_holds_and_needs_the_reset_no_child_and_the_controls() {
+    assert!(holds(verdict::c4(&build(stale_events()))));
+    // Older kernels report no reason: still a socket-less reset.
+    let mut v = stale_events();
+    v[1] = no_socket_reset(10 * MS, None);
+    assert!(holds(verdict::c4(&build(v))));
+    // No reset from the client: nothing shows the SYN-ACK met no socket.
+    let v = without(stale_events(), |e| {
+        matches!(e.kind, EventKind::ResetSent { .. })
+    });
+    c4_fails(v, "no reset sent with no socket");
+    // A reset from a socket, or for another reason, is not the answer of a port
+    // without one.
+    let mut v = stale_events();
+    v[1].skaddr = CLIENT2;
+    c4_fails(v, "no reset sent with no socket");
+    let mut v = stale_events();
+    v[1] = no_socket_reset(10 * MS, Some(2));
+    c4_fails(v, "no reset sent with no socket");
+    // The stale SYN made a child, was accepted, or its request was retransmitted.
+    let mut v = stale_events();
+    v.push(tr(20 * MS, CHILD2, Listen, SynRecv, S, STALE));
+    c4_fails(v, "the stale request made a child");
+    let mut v = stale_events();
+    v.push(ev(
+        30 * MS,
+        CHILD2,
+        EventKind::AcceptReturn {
+            listen_fd: 3,
+            ret: 5,
+            accept4: true,
+        },
+        S,
+        STALE,
+    ));
+    c4_fails(v, "the stale request made a child");
+    let mut v = stale_events();
+    v.push(ev(
+        1005 * MS,
+        LISTENER,
+        EventKind::SynAckRetransmit { req: 0x9200 },
+        S,
+        STALE,
+    ));
+    c4_fails(v, "the stale request made a child");
+    // The capture ended too soon after the reset for a retransmit to be due.
+    let v: Vec<Event> = stale_events()
+        .into_iter()
+        .map(|mut e| {
+            if e.ts_ns >= 2000 * MS {
+                e.ts_ns -= 1000 * MS;
+            }
+            e
+        })
+        .collect();
+    c4_fails(v, "capture ended less than");
+    // No control retransmit: nothing shows a request would have been retransmitted.
+    let v = without(stale_events(), |e| {
+        matches!(e.kind, EventKind::SynAckRetransmit { .. })
+    });
+    c4_fails(v, "no control request");
+    // No accepted child anywhere: nothing shows one would have been seen.
+    let v = without(stale_events(), |e| {
+        matches!(e.kind, EventKind::AcceptReturn { .. })
+    });
+    c4_fails(v, "no child socket returned by accept()");
+    // No listener.
+    let v = without(stale_events(), |e| e.skaddr == LISTENER);
+    c4_fails(v, "no listening socket");
+}
+
+/// duplicate-syn: the duplicate's SYN-ACK retransmit at 10 ms, the child at 210 ms,
+/// accept() at 210.05 ms, the peer's RST.
+fn dup_events() -> Vec<Event> {
+    let t = 210 * MS;
+    vec![
+        listener_open(),
+        ev(
+            10 * MS,
+            LISTENER,
+            EventKind::SynAckRetransmit { req: 0x9300 },
+            S,
+            RAW,
+        ),
+        tr(t, CHILD, Listen, SynRecv, S, RAW),
+        tr(t + 10_000, CHILD, SynRecv, Established, S, RAW),
+        ev(
+            t + 50_000,
+            CHILD,
+            EventKind::AcceptReturn {
+                listen_fd: 3,
+                ret: 5,
+                accept4: true,
+            },
+            S,
+            RAW,
+        ),
+        ev(t + 70_000, CHILD, EventKind::ResetReceived, S, RAW),
+        tr(t + 71_000, CHILD, Established, Close, S, RAW),
+    ]
+}
+
+fn dup_cap(events: Vec<Event>) -> Capture {
+    let mut cap = build(events);
+    cap.sysctls
+        .insert("server:net.ipv4.tcp_synack_retries".into(), "0".into());
+    cap
+}
+
+fn c8_fails(cap: Capture, why: &str) {
+    let v = verdict::c8(&cap);
+    assert!(!v.holds, "C8 held: {}", v.text);
+    assert!(
+        v.text.contains(why),
+        "C8 failed for another reason: {}",
+        v.text
+    );
+}
+
+#[test]
+fn c8_holds_and_needs_the_duplicate_and_one_child() {
+    assert!(holds(verdict::c8(&dup_cap(dup_events()))));
+    // The timer may retransmit: the retransmit no longer shows a duplicate SYN.
+    let mut cap = dup_cap(dup_events());
+    cap.sysctls
+        .insert("server:net.ipv4.tcp_synack_retries".into(), "2".into());
+    c8_fails(cap, "not 0");
+    c8_fails(build(dup_events()), "unknown");
+    // No duplicate reached the request.
+    let v = without(dup_events(), |e| {
+        matches!(e.kind, EventKind::SynAckRetransmit { .. })
+    });
+    c8_fails(dup_cap(v), "no 4-tuple");
+    // A retransmit only after the child: not a duplicate meeting the request.
+    let mut v = dup_events();
+    v[1].ts_ns = 300 * MS;
+    c8_fails(dup_cap(v), "no 4-tuple");
+    // A second child for the same 4-tuple.
+    let mut v = dup_events();
+    v.push(tr(250 * MS, CHILD2, Listen, SynRecv, S, RAW));
+    v.push(tr(250 * MS + 10_000, CHILD2, SynRecv, Established, S, RAW));
+    c8_fails(dup_cap(v), "no 4-tuple");
+    // A second accept() of it.
+    let mut v = dup_events();
+    v.push(ev(
+        260 * MS,
+        CHILD,
+        EventKind::AcceptReturn {
+            listen_fd: 3,
+            ret: 6,
+            accept4: true,
+        },
+        S,
+        RAW,
+    ));
+    c8_fails(dup_cap(v), "no 4-tuple");
+    // Never accepted, or never ESTABLISHED.
+    let v = without(dup_events(), |e| {
+        matches!(e.kind, EventKind::AcceptReturn { .. })
+    });
+    c8_fails(dup_cap(v), "no 4-tuple");
+    let v = without(dup_events(), |e| {
+        matches!(
+            e.kind,
+            EventKind::Transition {
+                new: Established,
+                ..
+            }
+        )
+    });
+    c8_fails(dup_cap(v), "no 4-tuple");
+    // Another 4-tuple with two children makes it fail even with a good one.
+    let mut v = dup_events();
+    v.push(tr(400 * MS, CLIENT, Listen, SynRecv, S, C));
+    v.push(tr(401 * MS, CLIENT2, Listen, SynRecv, S, C));
+    c8_fails(dup_cap(v), "got 2 children");
+}
+
+const R2: &str = "10.64.1.1:31004";
+
+/// reorder-dup: round 1 a plain kernel connection (CLIENT/CHILD); round 2 a child
+/// (CHILD2) of a hand-made peer: FIN sent at 500.5 ms, the missing half at 800 ms,
+/// CLOSE_WAIT at 800.05 ms, duplicates from 820 ms.
+fn reorder_events() -> Vec<Event> {
+    let mut v = vec![listener_open()];
+    v.extend(connection(
+        10 * MS,
+        CLIENT,
+        CHILD,
+        C,
+        10 * MS + MS / 10 + 5000,
+        &[],
+        true,
+    ));
+    v.extend([
+        tr(500 * MS, CHILD2, Listen, SynRecv, S, R2),
+        tr(500 * MS + 10_000, CHILD2, SynRecv, Established, S, R2),
+        ev(
+            500 * MS + 50_000,
+            CHILD2,
+            EventKind::AcceptReturn {
+                listen_fd: 3,
+                ret: 6,
+                accept4: true,
+            },
+            S,
+            R2,
+        ),
+        tr(800 * MS + 50_000, CHILD2, Established, CloseWait, S, R2),
+        tr(800 * MS + 200_000, CHILD2, CloseWait, LastAck, S, R2),
+        tr(800 * MS + 300_000, CHILD2, LastAck, Close, S, R2),
+    ]);
+    v
+}
+
+fn reorder_cap(events: Vec<Event>) -> Capture {
+    let mut cap = build(events);
+    for (k, v) in [
+        ("round1_dup_packets", 14),
+        ("round1_sent_bytes", 64),
+        ("round1_read_bytes", 64),
+        ("round1_read_exact", 1),
+        ("raw_fin_sent", 500 * MS + 500_000),
+        ("raw_gap_fill_sent", 800 * MS),
+        ("raw_duplicates_sent", 820 * MS),
+        ("round2_sent_bytes", 16),
+        ("round2_read_bytes", 16),
+        ("round2_read_exact", 1),
+    ] {
+        cap.marks.insert(k.into(), v);
+    }
+    cap
+}
+
+fn move_close_wait(v: &mut [Event], to: u64) {
+    for e in v.iter_mut() {
+        if e.skaddr == CHILD2 && matches!(e.kind, EventKind::Transition { new: CloseWait, .. }) {
+            e.ts_ns = to;
+        }
+    }
+}
+
+fn c6_fails(cap: Capture, why: &str) {
+    let v = verdict::c6(&cap);
+    assert!(!v.holds, "C6 held: {}", v.text);
+    assert!(
+        v.text.contains(why),
+        "C6 failed for another reason: {}",
+        v.text
+    );
+}
+
+#[test]
+fn c6_holds_and_needs_the_held_fin_and_the_orderly_rounds() {
+    assert!(holds(verdict::c6(&reorder_cap(reorder_events()))));
+    // The FIN taken on arrival (CLOSE_WAIT right after it was sent): not held.
+    let mut v = reorder_events();
+    move_close_wait(&mut v, 500 * MS + 600_000);
+    c6_fails(reorder_cap(v), "round 2");
+    // CLOSE_WAIT only after the duplicates: the first copy of the FIN may have been lost.
+    let mut v = reorder_events();
+    move_close_wait(&mut v, 820 * MS + 50_000);
+    c6_fails(reorder_cap(v), "round 2");
+    // A reset on the round-2 child.
+    let mut v = reorder_events();
+    v.push(ev(
+        800 * MS + 100_000,
+        CHILD2,
+        EventKind::ResetReceived,
+        S,
+        R2,
+    ));
+    c6_fails(reorder_cap(v), "round 2");
+    // The application did not read exactly what was sent.
+    let mut cap = reorder_cap(reorder_events());
+    cap.marks.insert("round2_read_exact".into(), 0);
+    c6_fails(cap, "round 2");
+    let mut cap = reorder_cap(reorder_events());
+    cap.marks.insert("round1_read_exact".into(), 0);
+    c6_fails(cap, "round 1");
+    // No duplicate made by nftables in round 1.
+    let mut cap = reorder_cap(reorder_events());
+    cap.marks.insert("round1_dup_packets".into(), 0);
+    c6_fails(cap, "round 1");
+    // The round-1 sender's FIN never acknowledged (no FIN_WAIT1 → FIN_WAIT2).
+    let v = without(reorder_events(), |e| {
+        e.skaddr == CLIENT && matches!(e.kind, EventKind::Transition { new: FinWait2, .. })
+    });
+    c6_fails(reorder_cap(v), "round 1");
+    // No round 2 child at all.
+    let v = without(reorder_events(), |e| e.skaddr == CHILD2);
+    c6_fails(reorder_cap(v), "round 2");
+}

@@ -859,3 +859,402 @@ pub fn c12(cap: &Capture) -> Verdict {
         text,
     }
 }
+
+type Ep = (IpAddr, u16);
+
+fn ep_str(e: Ep) -> String {
+    SocketAddr::new(e.0, e.1).to_string()
+}
+
+/// The listening socket's (address, port), from its CLOSE → LISTEN.
+fn listener(cap: &Capture) -> Option<Ep> {
+    cap.connections
+        .iter()
+        .find(|c| c.role == Role::Listener)
+        .and_then(|c| Some((c.saddr?, c.sport)))
+}
+
+/// What the server side did for requests from `peer`: its children (LISTEN →
+/// SYN_RECV, socket and time), successful accept() returns, SYN-ACK retransmits.
+#[derive(Debug, Default)]
+struct PeerStory {
+    children: Vec<(u64, u64)>,
+    accepts: Vec<u64>,
+    synack_rtx: Vec<u64>,
+}
+
+fn peer_story(cap: &Capture, server: Ep, peer: Ep) -> PeerStory {
+    let mut st = PeerStory::default();
+    for e in &cap.events {
+        if e.local != Some(server) || e.remote != Some(peer) {
+            continue;
+        }
+        match e.kind {
+            EventKind::Transition {
+                old: TcpState::Listen,
+                new: TcpState::SynRecv,
+            } => st.children.push((e.skaddr, e.ts_ns)),
+            EventKind::SynAckRetransmit { .. } => st.synack_rtx.push(e.ts_ns),
+            _ => {}
+        }
+    }
+    // An accept() return names the new socket; its tuple may be missing on some
+    // paths, so the child's socket address counts too.
+    for e in &cap.events {
+        if let EventKind::AcceptReturn { ret, .. } = e.kind {
+            let on_child = st.children.iter().any(|&(sk, _)| sk == e.skaddr && sk != 0);
+            let on_tuple = e.local == Some(server) && e.remote == Some(peer);
+            if ret >= 0 && (on_child || on_tuple) {
+                st.accepts.push(e.ts_ns);
+            }
+        }
+    }
+    st.synack_rtx.sort_unstable();
+    st
+}
+
+/// `SK_RST_REASON_NO_SOCKET`, the reason 6.12+ kernels report for a reset sent
+/// because no socket matched the segment.
+const RST_REASON_NO_SOCKET: u32 = 1;
+
+/// How long after the stale request's reset the capture must go on (its SYN-ACK
+/// would be retransmitted ~1 s after it was sent, which was before the reset).
+const STALE_WINDOW_NS: u64 = 1_500_000_000;
+
+/// C4: a delayed old SYN makes no connection with three steps. The listener answers
+/// a SYN from a client port with no socket behind it; the client's kernel resets the
+/// SYN-ACK (a reset sent with no socket); the listener makes no child for it, accept()
+/// never returns it, and its request is not retransmitted afterwards (it was
+/// dropped) — while a control request whose SYN-ACK went unanswered is retransmitted,
+/// and a real connection in the same capture shows children and accept() are seen.
+pub fn c4(cap: &Capture) -> Verdict {
+    const ID: &str = "C4";
+    let not_shown = "not shown: the SYN-ACK itself (no tracepoint sees it sent; the client's reset is the answer to it) and the removal of the request (not traced; shown by the missing retransmits)";
+    let Some(srv) = listener(cap) else {
+        return fail(ID, "no listening socket was captured", json!({}));
+    };
+    let last_ts = cap.events.iter().map(|e| e.ts_ns).max().unwrap_or(0);
+    // Resets sent with no socket towards the listener: a client's kernel answering
+    // a segment for a port it has no socket on.
+    let stale: Vec<(Ep, u64, Option<u32>)> = cap
+        .events
+        .iter()
+        .filter_map(|e| match e.kind {
+            // The reason, where the kernel reports one, must be "no socket".
+            EventKind::ResetSent { reason, .. }
+                if e.skaddr == 0
+                    && e.remote == Some(srv)
+                    && reason.is_none_or(|r| r == RST_REASON_NO_SOCKET) =>
+            {
+                Some((e.local?, e.ts_ns, reason))
+            }
+            _ => None,
+        })
+        .collect();
+    let mut stale_ev = Vec::new();
+    let mut stale_ok = None;
+    for &(peer, t, reason) in &stale {
+        let st = peer_story(cap, srv, peer);
+        let ok = st.children.is_empty()
+            && st.accepts.is_empty()
+            && st.synack_rtx.is_empty()
+            && last_ts >= t.saturating_add(STALE_WINDOW_NS);
+        stale_ev.push(json!({
+            "peer": ep_str(peer),
+            "reset_sent_ns": t,
+            "reset_reason": reason,
+            "children": st.children.len(),
+            "accepts": st.accepts.len(),
+            "synack_retransmits_ns": st.synack_rtx,
+            "capture_after_reset_ms": ms(d(t, last_ts)),
+        }));
+        if ok && stale_ok.is_none() {
+            stale_ok = Some((peer, t));
+        }
+    }
+    // The control: requests whose SYN-ACK was retransmitted (never answered) and that
+    // never became a child.
+    let mut controls: Vec<(Ep, Vec<u64>)> = Vec::new();
+    for e in &cap.events {
+        if let (EventKind::SynAckRetransmit { .. }, Some(peer)) = (e.kind, e.remote)
+            && e.local == Some(srv)
+            && !controls.iter().any(|c| c.0 == peer)
+        {
+            let st = peer_story(cap, srv, peer);
+            if st.children.is_empty() && !stale.iter().any(|s| s.0 == peer) {
+                controls.push((peer, st.synack_rtx));
+            }
+        }
+    }
+    // The real connection: a child that accept() returned.
+    let real = cap
+        .connections
+        .iter()
+        .find(|c| {
+            c.role == Role::Server
+                && c.accept.is_some_and(|a| a.ret >= 0)
+                && entered_from(c, TcpState::Listen, TcpState::SynRecv).is_some()
+        })
+        .map(tuple);
+    let evidence = json!({
+        "listener": ep_str(srv),
+        "stale": stale_ev,
+        "controls": controls.iter().map(|(p, r)| json!({"peer": ep_str(*p), "synack_retransmits_ns": r})).collect::<Vec<_>>(),
+        "accepted_connection": real,
+        "not_shown": "the SYN-ACK to the stale SYN; the request's removal",
+    });
+    let control = controls.first();
+    let holds = stale_ok.is_some() && control.is_some() && real.is_some();
+    let text = match (stale_ok, control, &real) {
+        (Some((peer, t)), Some((cpeer, crtx)), Some(real)) => format!(
+            "the client's kernel answered the listener's SYN-ACK to the stale SYN from {} with a reset sent with no socket (tcp_send_reset, no sk); the listener made no child for it (no LISTEN→SYN_RECV), accept() never returned it, and its SYN-ACK was never retransmitted in the {:.2} s the capture goes on — while the control request from {} (its SYN-ACK unanswered) was retransmitted {}× and the real connection {} was a child accept() returned: the old SYN cost a request sock and one SYN-ACK, no connection; {not_shown}",
+            ep_str(peer),
+            ms(d(t, last_ts)) / 1e3,
+            ep_str(*cpeer),
+            crtx.len(),
+            real
+        ),
+        (None, _, _) if stale.is_empty() => format!(
+            "no reset sent with no socket towards the listener {}: the client's kernel was not seen answering a SYN-ACK for a port it has no socket on",
+            ep_str(srv)
+        ),
+        (None, _, _) => format!(
+            "the stale request made a child, was accept()ed, was retransmitted after the reset, or the capture ended less than {:.1} s after the reset",
+            STALE_WINDOW_NS as f64 / 1e9
+        ),
+        (_, None, _) => "no control request with a SYN-ACK retransmit: nothing shows an unanswered request would have been retransmitted".to_string(),
+        (_, _, None) => "no child socket returned by accept() in the capture: nothing shows children and accept() returns would have been seen".to_string(),
+    };
+    Verdict {
+        id: ID,
+        holds,
+        evidence,
+        text,
+    }
+}
+
+/// C8: duplicated SYNs build one connection. With `tcp_synack_retries=0` read back
+/// (the listener's timer retransmits no SYN-ACK), a SYN-ACK retransmit before the
+/// child exists can only answer a second copy of the SYN that reached the same
+/// request; that 4-tuple must then have exactly one child and one accept() return,
+/// and no 4-tuple more than one child.
+pub fn c8(cap: &Capture) -> Verdict {
+    const ID: &str = "C8";
+    let retries = cap
+        .sysctls
+        .get("server:net.ipv4.tcp_synack_retries")
+        .cloned();
+    let Some(srv) = listener(cap) else {
+        return fail(ID, "no listening socket was captured", json!({}));
+    };
+    let mut peers: Vec<Ep> = Vec::new();
+    for e in &cap.events {
+        if e.local != Some(srv) {
+            continue;
+        }
+        let relevant = matches!(
+            e.kind,
+            EventKind::SynAckRetransmit { .. }
+                | EventKind::Transition {
+                    old: TcpState::Listen,
+                    new: TcpState::SynRecv
+                }
+        );
+        if let (true, Some(p)) = (relevant, e.remote)
+            && !peers.contains(&p)
+        {
+            peers.push(p);
+        }
+    }
+    let mut ev = Vec::new();
+    let mut dup_case = None;
+    let mut max_children = 0;
+    for &p in &peers {
+        let st = peer_story(cap, srv, p);
+        let first_child = st.children.iter().map(|c| c.1).min();
+        let dup_rtx: Vec<u64> = st
+            .synack_rtx
+            .iter()
+            .copied()
+            .filter(|&t| first_child.is_some_and(|c| t < c))
+            .collect();
+        let established = cap.connections.iter().any(|c| {
+            st.children.iter().any(|ch| ch.0 == c.skaddr)
+                && entered_from(c, TcpState::SynRecv, TcpState::Established).is_some()
+        });
+        max_children = max_children.max(st.children.len());
+        if !dup_rtx.is_empty()
+            && st.children.len() == 1
+            && st.accepts.len() == 1
+            && established
+            && dup_case.is_none()
+        {
+            dup_case = Some((p, dup_rtx.len(), st.children[0].1, st.accepts[0]));
+        }
+        ev.push(json!({
+            "peer": ep_str(p),
+            "synack_retransmits_ns": st.synack_rtx,
+            "synack_retransmits_before_child": dup_rtx.len(),
+            "children": st.children.iter().map(|c| c.1).collect::<Vec<_>>(),
+            "child_established": established,
+            "accepts_ns": st.accepts,
+        }));
+    }
+    let evidence = json!({
+        "listener": ep_str(srv),
+        "tcp_synack_retries": retries,
+        "peers": ev,
+    });
+    if retries.as_deref() != Some("0") {
+        return fail(
+            ID,
+            format!(
+                "tcp_synack_retries of the server namespace is {}, not 0: a SYN-ACK retransmit could be the timer's, not the answer to a duplicate SYN",
+                retries.as_deref().unwrap_or("unknown")
+            ),
+            evidence,
+        );
+    }
+    let holds = dup_case.is_some() && max_children <= 1;
+    let text = match dup_case {
+        Some((p, n, child, acc)) if holds => format!(
+            "the listener answered a second copy of the SYN from {} with a SYN-ACK retransmit ({n}× before the child existed; tcp_synack_retries=0, so not its timer): the copies met the same request; one child was created ({:.2} ms after the first retransmit) and accept() returned once ({:.2} ms after it) — no second connection",
+            ep_str(p),
+            ms(d(
+                cap.events
+                    .iter()
+                    .filter(|e| matches!(e.kind, EventKind::SynAckRetransmit { .. })
+                        && e.remote == Some(p))
+                    .map(|e| e.ts_ns)
+                    .min()
+                    .unwrap_or(child),
+                child
+            )),
+            ms(d(child, acc)),
+        ),
+        Some(_) => format!("a 4-tuple got {max_children} children"),
+        None => "no 4-tuple whose duplicate SYN (a SYN-ACK retransmit before its child) was followed by exactly one child that was ESTABLISHED and accept()ed once".to_string(),
+    };
+    Verdict {
+        id: ID,
+        holds,
+        evidence,
+        text,
+    }
+}
+
+/// Smallest time the reordered FIN must have waited for the missing bytes.
+const FIN_HELD_MIN_NS: i128 = 100_000_000;
+
+fn no_resets(c: &Connection) -> bool {
+    c.resets_sent == 0 && c.resets_received == 0
+}
+
+/// C6: duplicates are dropped, data is delivered in order, the sender learns what was
+/// received. What the tracepoints show: (round 1, the kernel on both ends, every
+/// segment after the SYN duplicated by nftables — its counter read back) the sender
+/// went FIN_WAIT1→FIN_WAIT2, i.e. a cumulative ACK covered all its data and its FIN,
+/// the receiver reached CLOSE_WAIT (its FIN in sequence), no resets; (round 2, a
+/// hand-made sender whose FIN and second half came first) the receiver went
+/// ESTABLISHED→CLOSE_WAIT only after the missing first half was sent and before any
+/// duplicate was, the FIN having been sent ≥ 100 ms earlier: the kernel took the FIN
+/// (held out of order) only once the bytes before it were in.
+/// That each byte reached the application once and in order is the lab's own read().
+pub fn c6(cap: &Capture) -> Verdict {
+    const ID: &str = "C6";
+    let not_shown = "not shown by any tracepoint: sequence and ACK numbers, the duplicates being discarded and the bytes reaching the application once and in order (that is the lab's own read())";
+    let mark = |k: &str| cap.marks.get(k).copied();
+    // Round 1: a kernel client and its server child.
+    let r1 = clients(cap).find_map(|c| server_of(cap, c).map(|s| (c, s)));
+    let dup_packets = mark("round1_dup_packets").unwrap_or(0);
+    let r1_ev = r1.map(|(c, s)| {
+        json!({
+            "client": tuple(c),
+            "client_states": transitions(c),
+            "server_states": transitions(s),
+            "client_retransmits": c.retransmits,
+            "server_retransmits": s.retransmits,
+            "resets": c.resets_sent + c.resets_received + s.resets_sent + s.resets_received,
+        })
+    });
+    let r1_ok = r1.is_some_and(|(c, s)| {
+        entered_from(c, TcpState::Established, TcpState::FinWait1).is_some()
+            && entered_from(c, TcpState::FinWait1, TcpState::FinWait2).is_some()
+            && entered_from(s, TcpState::Established, TcpState::CloseWait).is_some()
+            && entered_from(s, TcpState::LastAck, TcpState::Close).is_some()
+            && no_resets(c)
+            && no_resets(s)
+    }) && dup_packets > 0
+        && mark("round1_read_exact") == Some(1);
+    // Round 2: a child whose peer is no captured client socket.
+    let r2 = cap.connections.iter().find(|s| {
+        s.role == Role::Server
+            && !clients(cap).any(|c| server_of(cap, c).is_some_and(|x| x.skaddr == s.skaddr))
+    });
+    let (fin_sent, gap, dups) = (
+        mark("raw_fin_sent"),
+        mark("raw_gap_fill_sent"),
+        mark("raw_duplicates_sent"),
+    );
+    let cw = r2.and_then(|s| entered_from(s, TcpState::Established, TcpState::CloseWait));
+    let before_gap = r2
+        .zip(gap)
+        .and_then(|(s, g)| s.state_at(g.saturating_sub(1)));
+    let r2_ev = json!({
+        "server": r2.map(tuple),
+        "server_states": r2.map(transitions),
+        "fin_sent_ns": fin_sent,
+        "gap_fill_sent_ns": gap,
+        "duplicates_sent_ns": dups,
+        "close_wait_ns": cw,
+        "state_before_gap_filled": before_gap.map(|s| s.name()),
+        "resets": r2.map(|s| s.resets_sent + s.resets_received),
+    });
+    let r2_ok = match (r2, fin_sent, gap, dups, cw) {
+        (Some(s), Some(f), Some(g), Some(dp), Some(cw)) => {
+            cw >= g
+                && cw < dp
+                && d(f, g) >= FIN_HELD_MIN_NS
+                && before_gap == Some(TcpState::Established)
+                && entered_from(s, TcpState::LastAck, TcpState::Close).is_some()
+                && no_resets(s)
+                && mark("round2_read_exact") == Some(1)
+        }
+        _ => false,
+    };
+    let evidence = json!({
+        "round1": r1_ev,
+        "round1_dup_packets_nft_counter": dup_packets,
+        "round1_read": {"sent": mark("round1_sent_bytes"), "read": mark("round1_read_bytes"), "exact": mark("round1_read_exact")},
+        "round2": r2_ev,
+        "round2_read": {"sent": mark("round2_sent_bytes"), "read": mark("round2_read_bytes"), "exact": mark("round2_read_exact")},
+        "not_shown": "sequence/ACK numbers; duplicates discarded; bytes delivered once in order (lab read() only)",
+    });
+    let holds = r1_ok && r2_ok;
+    let text = if holds {
+        let (f, g, cw) = (fin_sent.unwrap_or(0), gap.unwrap_or(0), cw.unwrap_or(0));
+        format!(
+            "round 1 ({dup_packets} segments duplicated by nftables, counter read back): the sender retransmitted {}× and went FIN_WAIT1→FIN_WAIT2 (an ACK number covered all its data and its FIN), the receiver CLOSE_WAIT→LAST_ACK→CLOSE, no reset; round 2 (FIN and second half sent first, the first half {:.0} ms later, then everything again): the receiver stayed ESTABLISHED while it held the FIN and entered CLOSE_WAIT {:.3} ms after the first half was sent, before any duplicate was: the FIN was taken only once the bytes before it were in; no reset; the server application read {} and {} bytes, equal to what was sent, in order (lab read()); {not_shown}",
+            r1.map_or(0, |(c, _)| c.retransmits),
+            ms(d(f, g)),
+            ms(d(g, cw)),
+            mark("round1_read_bytes").unwrap_or(0),
+            mark("round2_read_bytes").unwrap_or(0),
+        )
+    } else if !r1_ok {
+        format!(
+            "round 1 (duplicated segments, kernel sender) not shown: need the nftables dup counter > 0 (it is {dup_packets}), the sender's FIN_WAIT1→FIN_WAIT2, the receiver's CLOSE_WAIT…LAST_ACK→CLOSE, no reset and the exact bytes read; {not_shown}"
+        )
+    } else {
+        format!(
+            "round 2 (reordered by hand) not shown: need the receiver ESTABLISHED until the first half was sent and CLOSE_WAIT after it but before the duplicates, the FIN sent ≥ {} ms before, LAST_ACK→CLOSE, no reset and the exact bytes read; {not_shown}",
+            FIN_HELD_MIN_NS / 1_000_000
+        )
+    };
+    Verdict {
+        id: ID,
+        holds,
+        evidence,
+        text,
+    }
+}
