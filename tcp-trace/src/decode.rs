@@ -478,7 +478,10 @@ mod tests {
         r.ret = ((0xdead_beef_u64 << 32) | 0x1234_5678) as i64;
         assert_eq!(decode_raw(&r).unwrap().isn, None);
         r.flags |= flags::ISN;
-        assert_eq!(decode_raw(&r).unwrap().isn, Some((0x1234_5678, 0xdead_beef)));
+        assert_eq!(
+            decode_raw(&r).unwrap().isn,
+            Some((0x1234_5678, 0xdead_beef))
+        );
         // `ret` of a syscall return is its return value, never ISNs.
         let mut c = raw(kind::CONNECT_RETURN);
         c.flags |= flags::ISN;

@@ -1499,12 +1499,18 @@ fn isns_are_carried_from_established_and_mirror_between_ends() {
     let mut evs = design_sequence();
     for e in evs.iter_mut() {
         match (e.skaddr, &e.kind) {
-            (CLIENT, EventKind::Transition { new: Established, .. }) => {
-                e.isn = Some((1000, 7_000_000))
-            }
-            (CHILD, EventKind::Transition { new: Established, .. }) => {
-                e.isn = Some((7_000_000, 1000))
-            }
+            (
+                CLIENT,
+                EventKind::Transition {
+                    new: Established, ..
+                },
+            ) => e.isn = Some((1000, 7_000_000)),
+            (
+                CHILD,
+                EventKind::Transition {
+                    new: Established, ..
+                },
+            ) => e.isn = Some((7_000_000, 1000)),
             (CHILD, EventKind::Transition { new: CloseWait, .. }) => e.isn = Some((1, 2)),
             _ => {}
         }
