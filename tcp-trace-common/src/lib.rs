@@ -46,6 +46,10 @@ pub mod flags {
     /// The listener in `aux` is the one the kernel cloned the child from (socket local
     /// storage, exact even in an SO_REUSEPORT group), not a lookup by port.
     pub const LISTENER_EXACT: u16 = 1 << 6;
+    /// A transition to ESTABLISHED from SYN_SENT or SYN_RECV: `ret` holds the two
+    /// initial sequence numbers, the socket's own in the low 32 bits and its peer's in
+    /// the high 32 (`snd_una − 1` and `rcv_nxt − 1` of the `tcp_sock` at that moment).
+    pub const ISN: u16 = 1 << 7;
 }
 
 pub const AF_INET: u8 = 2;
@@ -201,6 +205,10 @@ pub struct KernelOffsets {
     /// accept-queue length and limit.
     pub sk_ack_backlog: u32,
     pub sk_max_ack_backlog: u32,
+    /// `tcp_sock.snd_una` and `tcp_sock.rcv_nxt` (u32 each): the initial sequence
+    /// numbers at ESTABLISHED, before any data moved.
+    pub tcp_snd_una: u32,
+    pub tcp_rcv_nxt: u32,
 }
 
 /// Volume filters applied in the kernel, set before load.

@@ -77,6 +77,8 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     net_ns_inum: 0,
     sk_ack_backlog: 0,
     sk_max_ack_backlog: 0,
+    tcp_snd_una: 0,
+    tcp_rcv_nxt: 0,
 };
 #[unsafe(no_mangle)]
 static FILTER: Filter = Filter {
@@ -180,6 +182,28 @@ fn read_accept_queue(ev: &mut RawEvent, listener: u64) {
         ev.ret = rd::<u32>(listener, o.sk_max_ack_backlog as u64) as i64;
     }
     ev.flags |= flags::ACCEPT_QUEUE;
+}
+
+/// The two initial sequence numbers of a socket that has just become ESTABLISHED,
+/// into `ev.ret`: no data has moved yet, so `snd_una` and `rcv_nxt` are each ISN + 1
+/// (the SYN takes one sequence number).
+#[inline(always)]
+fn read_isns(ev: &mut RawEvent) {
+    let o = opaque(&raw const OFFSETS);
+    if o.valid == 0 || o.tcp_snd_una == 0 {
+        return;
+    }
+    // SAFETY: kernel reads through the helper (zero on a fault).
+    let (una, nxt) = unsafe {
+        (
+            rd::<u32>(ev.skaddr, o.tcp_snd_una as u64),
+            rd::<u32>(ev.skaddr, o.tcp_rcv_nxt as u64),
+        )
+    };
+    let local = una.wrapping_sub(1) as u64;
+    let remote = nxt.wrapping_sub(1) as u64;
+    ev.ret = (local | (remote << 32)) as i64;
+    ev.flags |= flags::ISN;
 }
 
 #[inline(always)]
@@ -789,6 +813,12 @@ fn on_state(ev: &mut RawEvent, task: bool, inherited: Option<ListenerLink>) {
                 }
             }
         }
+    }
+
+    if ev.newstate == TCP_ESTABLISHED
+        && (ev.oldstate == TCP_SYN_SENT || ev.oldstate == TCP_SYN_RECV)
+    {
+        read_isns(ev);
     }
 
     // The thread inside connect() has just sent the SYN: remember which socket.

@@ -242,6 +242,9 @@ pub struct Event {
     /// A child's LISTEN → SYN_RECV or a SYN-ACK retransmit: the listener's accept
     /// queue (length, limit) at that moment.
     pub accept_queue: Option<(u32, u32)>,
+    /// A transition to ESTABLISHED: the socket's own initial sequence number and its
+    /// peer's, read from the kernel's `tcp_sock` (None when not read).
+    pub isn: Option<(u32, u32)>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -354,6 +357,8 @@ pub fn decode_raw(r: &RawEvent) -> Result<Event, DecodeError> {
         listener: if r.kind == kind::STATE { r.aux } else { 0 },
         listener_exact: r.flags & flags::LISTENER_EXACT != 0,
         accept_queue: (r.flags & flags::ACCEPT_QUEUE != 0).then_some((r.fd as u32, r.ret as u32)),
+        isn: (r.flags & flags::ISN != 0 && r.kind == kind::STATE)
+            .then_some((r.ret as u64 as u32, (r.ret as u64 >> 32) as u32)),
     })
 }
 
@@ -465,6 +470,22 @@ mod tests {
         assert!(!o.from_listener);
         assert_eq!((ev.cgroup_id, ev.ns_pid, ev.netns), (5, 3, 4026531833));
         assert_eq!(ev.pid(), Some(100));
+    }
+
+    #[test]
+    fn isns_are_split_from_ret_only_with_the_flag() {
+        let mut r = raw(kind::STATE);
+        r.ret = ((0xdead_beef_u64 << 32) | 0x1234_5678) as i64;
+        assert_eq!(decode_raw(&r).unwrap().isn, None);
+        r.flags |= flags::ISN;
+        assert_eq!(
+            decode_raw(&r).unwrap().isn,
+            Some((0x1234_5678, 0xdead_beef))
+        );
+        // `ret` of a syscall return is its return value, never ISNs.
+        let mut c = raw(kind::CONNECT_RETURN);
+        c.flags |= flags::ISN;
+        assert_eq!(decode_raw(&c).unwrap().isn, None);
     }
 
     #[test]

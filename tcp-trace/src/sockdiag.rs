@@ -108,8 +108,23 @@ pub fn summary_line(s: &Snapshot) -> String {
 /// thread, never the caller's thread), plus the caller's own namespace. Never
 /// panics; a namespace that cannot be entered is named in `errors`.
 pub fn snapshot() -> Snapshot {
+    snapshot_states(ALL_STATES)
+}
+
+/// Every TCP state, as `ss -a` asks (the kernel ignores bits it has no state for, and
+/// the SYN_RECV bit also selects the NEW_SYN_RECV request socks).
+pub const ALL_STATES: u32 = u32::MAX;
+/// Every state but TIME_WAIT: what the tracer learns at start. A timewait socket has
+/// no owner and no further transition to name; a busy host holds tens of thousands
+/// (a connection storm left 120 k here, whose dump and seeding took long enough for
+/// the ring to overflow meanwhile).
+pub const NOT_TIME_WAIT: u32 = !(1 << 6);
+
+/// Like [`snapshot`], of the sockets in `states` only (a bit per kernel TCP state
+/// number, `1 << TCP_ESTABLISHED` …).
+pub fn snapshot_states(states: u32) -> Snapshot {
     let mut snap = Snapshot::default();
-    match catch_unwind(AssertUnwindSafe(|| fill(&mut snap))) {
+    match catch_unwind(AssertUnwindSafe(|| fill(&mut snap, states))) {
         Ok(()) => {}
         Err(_) => snap
             .errors
@@ -118,7 +133,7 @@ pub fn snapshot() -> Snapshot {
     snap
 }
 
-fn fill(snap: &mut Snapshot) {
+fn fill(snap: &mut Snapshot, states: u32) {
     // The caller's own namespace, from the caller's thread: no setns needed.
     let own = match fs::metadata("/proc/thread-self/ns/net") {
         Ok(m) => Some(m.ino()),
@@ -130,7 +145,7 @@ fn fill(snap: &mut Snapshot) {
         }
     };
     let own_ino = own.unwrap_or(0);
-    match dump_current_netns(own_ino, &mut snap.sockets) {
+    match dump_current_netns(own_ino, &mut snap.sockets, states) {
         Ok(warn) => {
             snap.namespaces += 1;
             snap.errors.extend(warn);
@@ -145,7 +160,7 @@ fn fill(snap: &mut Snapshot) {
     if !others.is_empty() {
         let spawned = std::thread::Builder::new()
             .name("tt-sockdiag".into())
-            .spawn(move || dump_foreign(others));
+            .spawn(move || dump_foreign(others, states));
         match spawned {
             Ok(handle) => match handle.join() {
                 Ok(r) => {
@@ -257,7 +272,7 @@ struct ForeignDump {
 
 /// Runs on the dedicated thread: setns into each namespace, dump it. The thread's
 /// namespace is left wherever the last setns put it; the thread exits right after.
-fn dump_foreign(namespaces: Vec<Namespace>) -> ForeignDump {
+fn dump_foreign(namespaces: Vec<Namespace>, states: u32) -> ForeignDump {
     let mut r = ForeignDump {
         sockets: Vec::new(),
         namespaces: 0,
@@ -274,7 +289,7 @@ fn dump_foreign(namespaces: Vec<Namespace>) -> ForeignDump {
                 .push(format!("netns {} ({}): setns: {e}", ns.inode, ns.via));
             continue;
         }
-        match dump_current_netns(ns.inode, &mut r.sockets) {
+        match dump_current_netns(ns.inode, &mut r.sockets, states) {
             Ok(warn) => {
                 r.namespaces += 1;
                 r.errors.extend(warn);
@@ -291,7 +306,11 @@ fn dump_foreign(namespaces: Vec<Namespace>) -> ForeignDump {
 /// Dumps the TCP sockets (both families, all states) of the calling thread's
 /// network namespace into `out`, tagged `netns`. `Ok` carries warnings (an
 /// interrupted dump, unparsable messages).
-fn dump_current_netns(netns: u64, out: &mut Vec<ExistingSocket>) -> Result<Vec<String>, String> {
+fn dump_current_netns(
+    netns: u64,
+    out: &mut Vec<ExistingSocket>,
+    states: u32,
+) -> Result<Vec<String>, String> {
     let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(|e| format!("socket: {e}"))?;
     socket.bind_auto().map_err(|e| format!("bind: {e}"))?;
     socket
@@ -302,7 +321,7 @@ fn dump_current_netns(netns: u64, out: &mut Vec<ExistingSocket>) -> Result<Vec<S
     let mut warnings = Vec::new();
     let mut buf = vec![0u8; RECV_BUF];
     for (seq, family) in [(1u32, AF_INET), (2, AF_INET6)] {
-        let req = dump_request(family, seq);
+        let req = dump_request(family, seq, states);
         socket.send(&req, 0).map_err(|e| format!("send: {e}"))?;
         let mut stats = ChunkStats::default();
         loop {
@@ -372,8 +391,8 @@ fn set_recv_timeout(socket: &Socket, t: Duration) -> io::Result<()> {
     }
 }
 
-/// The bytes of an inet_diag dump request: TCP, `family`, every state.
-fn dump_request(family: u8, seq: u32) -> Vec<u8> {
+/// The bytes of an inet_diag dump request: TCP, `family`, the states in `states`.
+fn dump_request(family: u8, seq: u32, states: u32) -> Vec<u8> {
     let mut hdr = NetlinkHeader::default();
     hdr.flags = NLM_F_REQUEST | NLM_F_DUMP;
     hdr.sequence_number = seq;
@@ -388,9 +407,7 @@ fn dump_request(family: u8, seq: u32) -> Vec<u8> {
             family,
             protocol: IPPROTO_TCP,
             extensions: ExtensionFlags::empty(),
-            // Every bit, as `ss -a` does: the kernel ignores bits it has no state
-            // for, and SYN_RECV also selects the NEW_SYN_RECV request socks.
-            states: StateFlags::from_bits_retain(u32::MAX),
+            states: StateFlags::from_bits_retain(states),
             socket_id,
         })
         .into(),
@@ -832,7 +849,7 @@ mod tests {
 
     #[test]
     fn dump_request_bytes() {
-        let req = dump_request(AF_INET6, 7);
+        let req = dump_request(AF_INET6, 7, ALL_STATES);
         // nlmsghdr (16) + inet_diag_req_v2 (56).
         assert_eq!(req.len(), 72);
         assert_eq!(u32::from_ne_bytes(req[0..4].try_into().unwrap()), 72);
@@ -847,6 +864,13 @@ mod tests {
         assert_eq!(
             u32::from_ne_bytes(req[20..24].try_into().unwrap()),
             u32::MAX
+        );
+        let req = dump_request(AF_INET, 8, NOT_TIME_WAIT);
+        let mask = u32::from_ne_bytes(req[20..24].try_into().unwrap());
+        assert_eq!(mask & (1 << 6), 0, "TIME_WAIT is left out");
+        assert_eq!(
+            mask & (1 << 1 | 1 << 10 | 1 << 8),
+            1 << 1 | 1 << 10 | 1 << 8
         );
     }
 }

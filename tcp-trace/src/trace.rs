@@ -221,10 +221,12 @@ async fn live<W: Write>(
     );
     let mut source = Source::new(ring)?;
     // The socket table now that the hooks run: what opened before is named from it,
-    // what opens from here on is seen by the hooks.
-    if matches!(out, Output::Render(_)) {
-        learn_open_sockets(&mut loaded, &mut out);
-    }
+    // what opens from here on is seen by the hooks. Read on a blocking thread while
+    // this one keeps draining the ring (a busy host's table takes a while to dump),
+    // holding the events until the table is in the correlator.
+    let mut table =
+        matches!(out, Output::Render(_)).then(|| tokio::task::spawn_blocking(read_open_sockets));
+    let mut held: Vec<tcp_trace_common::RawEvent> = Vec::new();
 
     let mut stats = RunStats::default();
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -243,8 +245,13 @@ async fn live<W: Write>(
     let result: io::Result<()> = async {
         loop {
             let mut stop = false;
+            let mut learned = None;
             tokio::select! {
                 r = source.readable() => r?,
+                t = async { table.as_mut().expect("guarded").await }, if table.is_some() => {
+                    table = None;
+                    learned = Some(t);
+                }
                 _ = tick.tick() => {}
                 _ = sigint.recv() => stop = true,
                 _ = sigterm.recv() => stop = true,
@@ -255,11 +262,16 @@ async fn live<W: Write>(
             // programs still running on another CPU).
             let now = monotonic_ns();
             let mut err = None;
+            if stop && let Some(t) = table.take() {
+                learned = Some(t.await);
+            }
+            let holding = table.is_some();
             source.drain(|bytes| {
                 if err.is_some() || stats.events >= limit {
                     return;
                 }
                 match raw_from_bytes(bytes) {
+                    Ok(raw) if holding => held.push(raw),
                     Ok(raw) => {
                         if let Err(e) = out.raw(&raw, &mut stats) {
                             err = Some(e);
@@ -270,6 +282,23 @@ async fn live<W: Write>(
             });
             if let Some(e) = err {
                 return Err(e);
+            }
+            if let Some(t) = learned {
+                match t {
+                    Ok(open) => apply_open_sockets(open, &mut loaded, &mut out),
+                    Err(e) => eprintln!("tcp-trace: note: socket table: not read ({e})"),
+                }
+                for raw in held.drain(..) {
+                    if stats.events >= limit {
+                        break;
+                    }
+                    out.raw(&raw, &mut stats)?;
+                }
+                held.shrink_to_fit();
+            }
+            if table.is_some() {
+                // Time must not pass the held events.
+                continue;
             }
             loaded.flush_log();
             let done = stats.events >= limit;
@@ -307,10 +336,16 @@ async fn live<W: Write>(
     }
 }
 
-/// Reads the TCP sockets open at start in every network namespace (sock_diag):
-/// listeners' owners go to the kernel side, everything to the correlator.
-fn learn_open_sockets<W: Write>(loaded: &mut loader::Loaded, out: &mut Output<W>) {
-    let snap = crate::sockdiag::snapshot();
+/// The TCP sockets open at start in every network namespace (sock_diag, TIME_WAIT
+/// left out), and the listeners among them with their owners.
+struct OpenSockets {
+    snap: crate::sockdiag::Snapshot,
+    listeners: Vec<(u32, u16, tcp_trace_common::Owner)>,
+}
+
+/// Reads [`OpenSockets`] (blocking: netlink dumps, /proc walks).
+fn read_open_sockets() -> OpenSockets {
+    let snap = crate::sockdiag::snapshot_states(crate::sockdiag::NOT_TIME_WAIT);
     // Only where the cgroup2 tree is mounted: a resolver would scan the whole tree.
     let cgroup_mount = std::fs::read_to_string("/proc/self/mountinfo")
         .ok()
@@ -341,6 +376,16 @@ fn learn_open_sockets<W: Write>(loaded: &mut loader::Loaded, out: &mut Output<W>
             ))
         })
         .collect();
+    OpenSockets { snap, listeners }
+}
+
+/// Listeners' owners go to the kernel side, every socket to the correlator.
+fn apply_open_sockets<W: Write>(
+    open: OpenSockets,
+    loaded: &mut loader::Loaded,
+    out: &mut Output<W>,
+) {
+    let OpenSockets { snap, listeners } = open;
     loaded.seed_listeners(&listeners);
     // Said once everything learned is in place (a test waits for this line).
     eprintln!("tcp-trace: {}", crate::sockdiag::summary_line(&snap));

@@ -150,6 +150,16 @@ pub struct AcceptQueue {
     pub max: u32,
 }
 
+/// The two initial sequence numbers of a connection, as this end's `tcp_sock` held
+/// them when it became ESTABLISHED.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Isn {
+    /// This end's ISN (its SYN or SYN-ACK carried it).
+    pub local: u32,
+    /// The peer's ISN, which this end's ACKs covered (acknowledged as `remote + 1`).
+    pub remote: u32,
+}
+
 impl AcceptQueue {
     /// The queue was at or past its limit.
     pub fn full(&self) -> bool {
@@ -343,6 +353,8 @@ pub struct Connection {
     /// Server: the listener's accept-queue length and limit when this child was
     /// queued; null when the kernel side did not read them.
     pub accept_queue: Option<AcceptQueue>,
+    /// Both initial sequence numbers, read at ESTABLISHED (null when not read).
+    pub isn: Option<Isn>,
     /// cgroup v2 id of the owner (from process-context events).
     pub cgroup_id: Option<u64>,
     /// Filled by the container enrichment stage (null on the host / until then).
@@ -412,6 +424,7 @@ impl Connection {
             listener: (role == Role::Listener).then(ListenerInfo::default),
             peer_request: None,
             accept_queue: None,
+            isn: None,
             cgroup_id: None,
             netns: None,
             container_id: None,

@@ -42,9 +42,9 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-pub use connection::AcceptQueue;
 use connection::PeerView;
 pub(crate) use connection::StackStr;
+pub use connection::{AcceptQueue, Isn};
 pub use connection::{
     Connection, EINPROGRESS, Endpoint, HalfOpenRequest, ListenerInfo, Outcome, PidSource, Role,
     StateEntry, SyscallReturn,
@@ -745,6 +745,11 @@ impl Correlator {
                 state: new,
                 t_ns: ev.ts_ns,
             });
+            if let Some((local, remote)) = ev.isn
+                && new == Established
+            {
+                c.isn = Some(Isn { local, remote });
+            }
             if c.role == Role::Unknown {
                 if matches!(new, SynSent) {
                     c.role = Role::Client;

@@ -1490,3 +1490,38 @@ fn exact_listener_links_the_child_at_birth() {
         .unwrap();
     assert_eq!(s.listener_id, Some(l17.id));
 }
+
+/// The ISNs read at ESTABLISHED land on each end; an ISN on any other transition is
+/// not taken (only ESTABLISHED reads them), and without them the field stays null.
+#[test]
+fn isns_are_carried_from_established_and_mirror_between_ends() {
+    use TcpState::*;
+    let mut evs = design_sequence();
+    for e in evs.iter_mut() {
+        match (e.skaddr, &e.kind) {
+            (
+                CLIENT,
+                EventKind::Transition {
+                    new: Established, ..
+                },
+            ) => e.isn = Some((1000, 7_000_000)),
+            (
+                CHILD,
+                EventKind::Transition {
+                    new: Established, ..
+                },
+            ) => e.isn = Some((7_000_000, 1000)),
+            (CHILD, EventKind::Transition { new: CloseWait, .. }) => e.isn = Some((1, 2)),
+            _ => {}
+        }
+    }
+    let conns = run(&evs);
+    let client = conns.iter().find(|c| c.role == Role::Client).unwrap();
+    let server = conns.iter().find(|c| c.role == Role::Server).unwrap();
+    let ci = client.isn.expect("client isn");
+    let si = server.isn.expect("server isn");
+    assert_eq!((ci.local, ci.remote), (1000, 7_000_000));
+    assert_eq!((ci.local, ci.remote), (si.remote, si.local));
+    let plain = run(&design_sequence());
+    assert!(plain.iter().all(|c| c.isn.is_none()));
+}

@@ -33,6 +33,7 @@ impl Ev {
             listener: 0,
             listener_exact: false,
             accept_queue: None,
+            isn: None,
         })
     }
     pub fn tr(ts_ns: u64, skaddr: u64, old: TcpState, new: TcpState) -> Ev {

@@ -50,6 +50,7 @@ fn ev(ts: u64, sk: u64, kind: EventKind, local: &str, remote: &str) -> Event {
         listener: 0,
         listener_exact: false,
         accept_queue: None,
+        isn: None,
     }
 }
 

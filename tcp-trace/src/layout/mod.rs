@@ -405,6 +405,8 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, LayoutError> {
         net_ns_inum: btf_field(btf, "net.ns.inum", 4)?,
         sk_ack_backlog: btf_field(btf, "sock.sk_ack_backlog", 4)?,
         sk_max_ack_backlog: btf_field(btf, "sock.sk_max_ack_backlog", 4)?,
+        tcp_snd_una: btf_field(btf, "tcp_sock.snd_una", 4)?,
+        tcp_rcv_nxt: btf_field(btf, "tcp_sock.rcv_nxt", 4)?,
     })
 }
 
@@ -870,6 +872,8 @@ mod tests {
             ("sock.__sk_common.skc_v6_rcv_saddr", o.skc_v6_rcv_saddr),
             ("sock.__sk_common.skc_v6_daddr", o.skc_v6_daddr),
             ("inet_sock.inet_sport", o.inet_sport),
+            ("tcp_sock.snd_una", o.tcp_snd_una),
+            ("tcp_sock.rcv_nxt", o.tcp_rcv_nxt),
         ]
     }
 

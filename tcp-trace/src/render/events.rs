@@ -135,6 +135,7 @@ mod tests {
             listener: 0,
             listener_exact: false,
             accept_queue: None,
+            isn: None,
         }
     }
 

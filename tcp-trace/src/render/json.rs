@@ -694,6 +694,17 @@ pub fn connection_in_pod(
         }
         None => s.put(b"null"),
     }
+    s.put(b",\"isn\":");
+    match &c.isn {
+        Some(n) => {
+            s.put(b"{\"local\":");
+            put_u64(s, u64::from(n.local));
+            s.put(b",\"remote\":");
+            put_u64(s, u64::from(n.remote));
+            s.put(b"}");
+        }
+        None => s.put(b"null"),
+    }
     s.put(b",\"cgroup_id\":");
     put_opt(s, c.cgroup_id, put_u64);
     s.put(b",\"netns\":");
@@ -714,7 +725,7 @@ mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     use super::*;
-    use crate::correlate::AcceptQueue;
+    use crate::correlate::{AcceptQueue, Isn};
     use crate::decode::{Comm, Family, Owner, TcpState};
 
     /// The formatting this module had before it was written without `core::fmt`: the
@@ -1050,6 +1061,10 @@ mod tests {
             len: r.num() as u32,
             max: r.num() as u32,
         });
+        c.isn = opt(r, |r| Isn {
+            local: r.num() as u32,
+            remote: r.num() as u32,
+        });
         c.cgroup_id = opt(r, Rng::num);
         c.netns = opt(r, Rng::num);
         c.container_id = opt(r, |r| {
@@ -1232,6 +1247,7 @@ mod tests {
             listener: 0,
             listener_exact: false,
             accept_queue: None,
+            isn: None,
         }
     }
 

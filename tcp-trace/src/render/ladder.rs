@@ -84,6 +84,15 @@ enum Dir {
 type Text = Cow<'static, str>;
 
 /// An arrow with its label.
+/// A handshake arrow's label with the sequence number it carries, when the kernel
+/// side read the ISNs: `SYN seq=…` (without them, the label's first word).
+fn isn_label(prefix: &str, n: Option<u32>) -> String {
+    match n {
+        Some(n) => format!("{prefix}{n}"),
+        None => prefix.split(' ').next().unwrap_or(prefix).to_string(),
+    }
+}
+
 fn arw(d: Dir, label: impl Into<Text>) -> Option<(Dir, Text)> {
     Some((d, label.into()))
 }
@@ -397,15 +406,26 @@ fn side_rows(rows: &mut Rows, c: &Connection, side: Side, other: Option<&Connect
         let at_close = new == Close && tw_close == Some(t);
         let tw = at_close && c.time_wait && !handover && c.time_wait_t_ns == Some(t);
         match (old, new) {
-            (Close, SynSent) => rows.add(t, side, "SYN_SENT", arw(send, "SYN")),
+            (Close, SynSent) => rows.add(
+                t,
+                side,
+                "SYN_SENT",
+                arw(send, isn_label("SYN seq=", c.isn.map(|n| n.local))),
+            ),
             (SynSent, Established) => {
                 let note = if other_visible { "(request sock)" } else { "" };
-                rows.add_both(t, side, "ESTABLISHED", note, arw(recv, "SYN-ACK"));
+                let synack = isn_label("SYN-ACK seq=", c.isn.map(|n| n.remote));
+                rows.add_both(t, side, "ESTABLISHED", note, arw(recv, synack));
                 if !other_visible {
-                    rows.add(t, side, "", arw(send, "ACK"));
+                    let ack = isn_label("ACK ack=", c.isn.map(|n| n.remote.wrapping_add(1)));
+                    rows.add(t, side, "", arw(send, ack));
                 }
             }
-            (Listen, SynRecv) => rows.add(t, side, "SYN_RECV (child)", arw(recv, "ACK")),
+            (Listen, SynRecv) => {
+                // The third segment acknowledges this end's ISN (read at ESTABLISHED).
+                let ack = isn_label("ACK ack=", c.isn.map(|n| n.local.wrapping_add(1)));
+                rows.add(t, side, "SYN_RECV (child)", arw(recv, ack))
+            }
             (SynRecv, Established) => match c.accept_queue {
                 // The child joins the listener's accept queue as it is established.
                 Some(q) => rows.add(
