@@ -87,7 +87,7 @@ lab_test!(
     "connect-vs-accept",
     ["C13", "C1"]
 );
-lab_test!(handshake_v4, handshake_v6, "handshake", ["C2"]);
+lab_test!(handshake_v4, handshake_v6, "handshake", ["C2", "C5"]);
 lab_test!(time_wait_v4, time_wait_v6, "time-wait", ["C9", "C11"]);
 lab_test!(half_close_v4, half_close_v6, "half-close", ["C10"]);
 lab_test!(lost_last_ack_v4, lost_last_ack_v6, "lost-last-ack", ["C12"]);
@@ -101,6 +101,7 @@ lab_test!(syn_retries_v4, syn_retries_v6, "syn-retries", ["S1"]);
 lab_test!(stale_syn_v4, stale_syn_v6, "stale-syn", ["C4"]);
 lab_test!(duplicate_syn_v4, duplicate_syn_v6, "duplicate-syn", ["C8"]);
 lab_test!(reorder_dup_v4, reorder_dup_v6, "reorder-dup", ["C6"]);
+lab_test!(isn_reuse_v4, isn_reuse_v6, "isn-reuse", ["C7", "C5"]);
 
 #[test]
 fn list_and_unknown_scenario() {
@@ -118,6 +119,7 @@ fn list_and_unknown_scenario() {
         "stale-syn",
         "duplicate-syn",
         "reorder-dup",
+        "isn-reuse",
     ] {
         assert!(s.contains(name), "{s}");
     }

@@ -1,11 +1,11 @@
 //! The scenarios with a hand-made peer ([`super::raw`]): SYNs with an ISN no socket
 //! of the client knows (stale-syn, C4), the same SYN twice (duplicate-syn, C8), and
-//! data duplicated by nftables and reordered by hand (reorder-dup, C6). Like the
-//! others they only make traffic and record what they observed; the verdicts read
-//! the capture.
+//! data duplicated by nftables and reordered by hand (reorder-dup, C6); and two
+//! connections from one fixed client port (isn-reuse, C7). Like the others they only
+//! make traffic and record what they observed; the verdicts read the capture.
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 
 use super::capture::Capture;
 use super::env::{LabNet, join};
-use super::raw::{ACK, FIN, Injector, PSH, RST, SYN, Segment, Sniffer};
+use super::raw::{ACK, FIN, Injector, PSH, RST, SYN, Segment, Sniffer, sockaddr_of};
 use crate::clock::monotonic_ns;
 
 /// Client ports of the hand-made segments: below the ephemeral range (32768–60999),
@@ -22,6 +22,7 @@ pub const STALE_PORT: u16 = 31001;
 pub const CONTROL_PORT: u16 = 31002;
 pub const DUP_PORT: u16 = 31003;
 pub const REORDER_PORT: u16 = 31004;
+pub const REUSE_PORT: u16 = 31005;
 
 const WAIT: Duration = Duration::from_secs(3);
 
@@ -462,4 +463,112 @@ pub fn parse_counter(out: &str) -> Option<u64> {
         .next()?
         .parse()
         .ok()
+}
+
+fn setsockopt<T>(
+    fd: &impl AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    v: &T,
+) -> anyhow::Result<()> {
+    // SAFETY: valid fd; `v` points to a value of the size given.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (v as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        bail!(
+            "setsockopt({level}, {name}): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
+/// A blocking connect() from the fixed local address `from` (SO_REUSEADDR).
+fn connect_from(from: SocketAddr, to: SocketAddr) -> anyhow::Result<TcpStream> {
+    let family = if from.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain socket(2) call.
+    let raw = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        bail!("socket: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd we own.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+    setsockopt(
+        &fd,
+        libc::SOL_SOCKET,
+        libc::SO_REUSEADDR,
+        &(1 as libc::c_int),
+    )?;
+    let (sa, len) = sockaddr_of(from);
+    // SAFETY: sa is a valid sockaddr of length len.
+    if unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sa as *const libc::sockaddr_storage).cast(),
+            len,
+        )
+    } != 0
+    {
+        bail!("bind {from}: {}", std::io::Error::last_os_error());
+    }
+    let (sa, len) = sockaddr_of(to);
+    // SAFETY: as above.
+    if unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (&sa as *const libc::sockaddr_storage).cast(),
+            len,
+        )
+    } != 0
+    {
+        bail!("connect {from} → {to}: {}", std::io::Error::last_os_error());
+    }
+    Ok(TcpStream::from(fd))
+}
+
+/// isn-reuse (C7, C5): two connections from the same client port to the same server
+/// port, one after the other. Each is closed by the client with a reset
+/// (SO_LINGER 0) once the server accepted it, so neither end keeps the 4-tuple in
+/// TIME_WAIT and the second connect() reuses it at once.
+pub fn isn_reuse(net: &LabNet, port: u16, cap: &mut Capture) -> anyhow::Result<()> {
+    let srv = server(net, port)?;
+    let (from, to) = (
+        sock(net.client_addr, REUSE_PORT),
+        sock(net.server_addr, port),
+    );
+    for round in 1..=2 {
+        let s = join(
+            net.spawn_in(&net.client_ns, move || connect_from(from, to)),
+            "client connect",
+        )?;
+        srv.accepted
+            .recv_timeout(WAIT)
+            .with_context(|| format!("round {round}: the server accepted nothing"))?;
+        std::io::Write::write_all(&mut &s, b"isn")?;
+        std::thread::sleep(Duration::from_millis(20));
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        setsockopt(&s, libc::SOL_SOCKET, libc::SO_LINGER, &linger)?;
+        drop(s);
+        cap.marks
+            .insert(format!("round{round}_client_reset_close"), monotonic_ns());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let accepted = srv.finish()?;
+    cap.marks
+        .insert("server_accepts_seen_by_lab".into(), accepted.len() as u64);
+    Ok(())
 }

@@ -170,13 +170,19 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
 
 /// `sockaddr_in` / `sockaddr_in6` for `a` with port 0 (a raw socket has none).
 fn sockaddr(a: IpAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    sockaddr_of(SocketAddr::new(a, 0))
+}
+
+/// `sockaddr_in` / `sockaddr_in6` for `a`.
+pub fn sockaddr_of(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: sockaddr_storage is plain data; all-zero is valid.
     let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let len = match a {
+    let len = match a.ip() {
         IpAddr::V4(v4) => {
             // SAFETY: sockaddr_storage is large enough and aligned for sockaddr_in.
             let sin = unsafe { &mut *(&mut ss as *mut _ as *mut libc::sockaddr_in) };
             sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
             sin.sin_addr.s_addr = u32::from_ne_bytes(v4.octets());
             std::mem::size_of::<libc::sockaddr_in>()
         }
@@ -184,6 +190,7 @@ fn sockaddr(a: IpAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
             // SAFETY: as above, for sockaddr_in6.
             let sin6 = unsafe { &mut *(&mut ss as *mut _ as *mut libc::sockaddr_in6) };
             sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
             sin6.sin6_addr.s6_addr = v6.octets();
             std::mem::size_of::<libc::sockaddr_in6>()
         }

@@ -42,12 +42,12 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "handshake",
-        claims: &["C2"],
-        about: "one plain connection: both ends ESTABLISHED before data and close",
+        claims: &["C2", "C5"],
+        about: "one plain connection: both ends ESTABLISHED before data and close; both ISNs",
         port: 47102,
         drive: handshake,
         attach: AttachMode::Auto,
-        verdicts: &[verdict::c2],
+        verdicts: &[verdict::c2, verdict::c5],
     },
     Scenario {
         name: "time-wait",
@@ -122,6 +122,15 @@ pub const SCENARIOS: &[Scenario] = &[
         drive: injected::reorder_dup,
         attach: AttachMode::Auto,
         verdicts: &[verdict::c6],
+    },
+    Scenario {
+        name: "isn-reuse",
+        claims: &["C7", "C5"],
+        about: "two connections from one fixed client port, each closed by a reset (no TIME_WAIT): the same 4-tuple twice",
+        port: 47111,
+        drive: injected::isn_reuse,
+        attach: AttachMode::Auto,
+        verdicts: &[verdict::c7, verdict::c5],
     },
 ];
 

@@ -1050,3 +1050,145 @@ fn c6_holds_and_needs_the_held_fin_and_the_orderly_rounds() {
     let v = without(reorder_events(), |e| e.skaddr == CHILD2);
     c6_fails(reorder_cap(v), "round 2");
 }
+
+/// Sets the ISNs carried by `sk`'s transition to ESTABLISHED.
+fn set_isn(v: &mut [Event], sk: u64, isn: Option<(u32, u32)>) {
+    for e in v.iter_mut() {
+        if e.skaddr == sk
+            && matches!(
+                e.kind,
+                EventKind::Transition {
+                    new: Established,
+                    ..
+                }
+            )
+        {
+            e.isn = isn;
+        }
+    }
+}
+
+fn isn_plain() -> Vec<Event> {
+    let mut v = plain();
+    set_isn(&mut v, CLIENT, Some((1000, 7000)));
+    set_isn(&mut v, CHILD, Some((7000, 1000)));
+    v
+}
+
+fn c5_fails(events: Vec<Event>, why: &str) {
+    let v = verdict::c5(&build(events));
+    assert!(!v.holds, "C5 held: {}", v.text);
+    assert!(
+        v.text.contains(why),
+        "C5 failed for another reason: {}",
+        v.text
+    );
+}
+
+#[test]
+fn c5_holds_and_needs_mirrored_isns_and_the_order() {
+    assert!(holds(verdict::c5(&build(isn_plain()))));
+    // The server's remote ISN is not the client's local one (or the reverse).
+    let mut v = isn_plain();
+    set_isn(&mut v, CHILD, Some((7000, 1001)));
+    c5_fails(v, "did not mirror");
+    let mut v = isn_plain();
+    set_isn(&mut v, CLIENT, Some((1000, 7001)));
+    c5_fails(v, "did not mirror");
+    // An ISN not read.
+    let mut v = isn_plain();
+    set_isn(&mut v, CHILD, None);
+    c5_fails(v, "did not mirror");
+    // The server ESTABLISHED before the client: not the three-step order.
+    let mut v = isn_plain();
+    for e in v.iter_mut() {
+        if e.skaddr == CHILD
+            && matches!(
+                e.kind,
+                EventKind::Transition {
+                    new: Established,
+                    ..
+                }
+            )
+        {
+            e.ts_ns = 10 * MS + 1000;
+        }
+    }
+    c5_fails(v, "did not mirror");
+    // No server child.
+    let v = without(isn_plain(), |e| e.skaddr == CHILD);
+    c5_fails(v, "no client/server pair");
+}
+
+/// isn-reuse: two connections from C, at 10 ms and 200 ms, with different ISNs.
+fn reuse_events() -> Vec<Event> {
+    let mut v = vec![listener_open()];
+    v.extend(connection(
+        10 * MS,
+        CLIENT,
+        CHILD,
+        C,
+        10 * MS + MS / 5,
+        &[],
+        true,
+    ));
+    v.extend(connection(
+        200 * MS,
+        CLIENT2,
+        CHILD2,
+        C,
+        200 * MS + MS / 5,
+        &[],
+        true,
+    ));
+    set_isn(&mut v, CLIENT, Some((1000, 7000)));
+    set_isn(&mut v, CHILD, Some((7000, 1000)));
+    set_isn(&mut v, CLIENT2, Some((4_000_000, 9_000_000)));
+    set_isn(&mut v, CHILD2, Some((9_000_000, 4_000_000)));
+    v
+}
+
+fn c7_fails(events: Vec<Event>, why: &str) {
+    let v = verdict::c7(&build(events));
+    assert!(!v.holds, "C7 held: {}", v.text);
+    assert!(
+        v.text.contains(why),
+        "C7 failed for another reason: {}",
+        v.text
+    );
+}
+
+#[test]
+fn c7_holds_and_needs_two_isns_on_one_tuple() {
+    assert!(holds(verdict::c7(&build(reuse_events()))));
+    assert!(holds(verdict::c5(&build(reuse_events()))));
+    // The same client ISN twice, or the same server ISN twice.
+    let mut v = reuse_events();
+    set_isn(&mut v, CLIENT2, Some((1000, 9_000_000)));
+    c7_fails(v, "ISN repeated");
+    let mut v = reuse_events();
+    set_isn(&mut v, CHILD2, Some((7000, 4_000_000)));
+    c7_fails(v, "ISN repeated");
+    // An ISN not read.
+    let mut v = reuse_events();
+    set_isn(&mut v, CHILD2, None);
+    c7_fails(v, "ISN not read");
+    // The second connection began before the first closed.
+    let mut v = without(reuse_events(), |e| {
+        e.skaddr == CLIENT2 || e.skaddr == CHILD2
+    });
+    let mut second = connection(30 * MS, CLIENT2, CHILD2, C, 30 * MS + MS / 5, &[], true);
+    set_isn(&mut second, CLIENT2, Some((4_000_000, 9_000_000)));
+    set_isn(&mut second, CHILD2, Some((9_000_000, 4_000_000)));
+    v.extend(second);
+    c7_fails(v, "not one after the other");
+    // Another client port: not the same 4-tuple.
+    let mut v = without(reuse_events(), |e| {
+        e.skaddr == CLIENT2 || e.skaddr == CHILD2
+    });
+    let mut second = connection(200 * MS, CLIENT2, CHILD2, C2, 200 * MS + MS / 5, &[], true);
+    set_isn(&mut second, CLIENT2, Some((4_000_000, 9_000_000)));
+    set_isn(&mut second, CHILD2, Some((9_000_000, 4_000_000)));
+    v.extend(second);
+    c7_fails(v, "no two client connections");
+}

@@ -1258,3 +1258,167 @@ pub fn c6(cap: &Capture) -> Verdict {
         text,
     }
 }
+
+/// The server child of `client`'s connection that existed during it (several
+/// children may share the 4-tuple when a scenario reuses it).
+fn child_during<'a>(cap: &'a Capture, client: &Connection) -> Option<&'a Connection> {
+    let from = client
+        .state_ts(TcpState::SynSent)
+        .unwrap_or(client.first_ts_ns);
+    cap.connections.iter().find(|s| {
+        s.role == Role::Server
+            && s.sport == client.dport
+            && s.dport == client.sport
+            && s.saddr == client.daddr
+            && s.daddr == client.saddr
+            && s.state_ts(TcpState::SynRecv)
+                .is_some_and(|t| t >= from && t <= client.last_ts_ns)
+    })
+}
+
+/// C5: three steps synchronise both ISNs. Each end's `tcp_sock` at its transition to
+/// ESTABLISHED (read by the tracer: `snd_una - 1`, `rcv_nxt - 1`) holds its own ISN
+/// and the peer's: the client's remote ISN must be the server's local one and the
+/// other way round, and the client (whose ISN the SYN-ACK acknowledged) becomes
+/// ESTABLISHED before the server (whose ISN only the third segment acknowledges).
+pub fn c5(cap: &Capture) -> Verdict {
+    const ID: &str = "C5";
+    let not_shown = "not shown: the sequence and ACK numbers on the wire (the tracer reads the two ISNs from each end's tcp_sock when it becomes ESTABLISHED, not from segments)";
+    let mut pairs = Vec::new();
+    let mut ok = true;
+    let mut first = None;
+    for c in clients(cap) {
+        let Some(s) = child_during(cap, c) else {
+            continue;
+        };
+        let c_est = entered_from(c, TcpState::SynSent, TcpState::Established);
+        let s_est = entered_from(s, TcpState::SynRecv, TcpState::Established);
+        let pair_ok = match (c.isn, s.isn, c_est, s_est) {
+            (Some(ci), Some(si), Some(ce), Some(se)) => {
+                ci.remote == si.local && si.remote == ci.local && ce <= se
+            }
+            _ => false,
+        };
+        ok &= pair_ok;
+        if pair_ok && first.is_none() {
+            first = Some((c, s, c_est.unwrap_or(0), s_est.unwrap_or(0)));
+        }
+        pairs.push(json!({
+            "client": tuple(c),
+            "client_isn": c.isn,
+            "server_isn": s.isn,
+            "client_established_ns": c_est,
+            "server_established_ns": s_est,
+            "mirrored": pair_ok,
+        }));
+    }
+    let holds = ok && !pairs.is_empty();
+    let text = match first {
+        Some((c, s, ce, se)) if holds => {
+            let (ci, si) = (
+                c.isn.unwrap_or_else(zero_isn),
+                s.isn.unwrap_or_else(zero_isn),
+            );
+            format!(
+                "in {} connection(s) each end's remote ISN was the other's local ISN (e.g. client ISN {} = server's remote ISN, server ISN {} = client's remote ISN): the client became ESTABLISHED when the SYN-ACK acknowledged its ISN, the server {:.3} ms later, only when the third segment acknowledged its own — with two steps the server's ISN would never have been confirmed; {not_shown}",
+                pairs.len(),
+                ci.local,
+                si.local,
+                ms(d(ce, se)),
+            )
+        }
+        _ if pairs.is_empty() => {
+            format!("no client/server pair with both ends captured; {not_shown}")
+        }
+        _ => format!(
+            "a pair's ISNs did not mirror (client remote ≠ server local or server remote ≠ client local), an ISN was not read, or the server became ESTABLISHED before the client; {not_shown}"
+        ),
+    };
+    Verdict {
+        id: ID,
+        holds,
+        evidence: json!({ "connections": pairs }),
+        text,
+    }
+}
+
+fn zero_isn() -> crate::correlate::Isn {
+    crate::correlate::Isn {
+        local: 0,
+        remote: 0,
+    }
+}
+
+/// C7: each connection starts from a different ISN. Two client connections on the
+/// same 4-tuple, the second begun after the first closed: both ends' ISNs (read by
+/// the tracer at ESTABLISHED) differ between them.
+pub fn c7(cap: &Capture) -> Verdict {
+    const ID: &str = "C7";
+    let not_shown = "not shown: that an old segment would be refused by the new connection (no segment of the first was replayed into the second)";
+    let cl: Vec<&Connection> = clients(cap).collect();
+    let mut found = None;
+    let mut ev = Vec::new();
+    for (i, a) in cl.iter().enumerate() {
+        for b in &cl[i + 1..] {
+            let same = a.saddr == b.saddr
+                && a.sport == b.sport
+                && a.daddr == b.daddr
+                && a.dport == b.dport;
+            if !same {
+                continue;
+            }
+            let (a, b) = if a.first_ts_ns <= b.first_ts_ns {
+                (*a, *b)
+            } else {
+                (*b, *a)
+            };
+            let a_closed = a.states.last().filter(|s| s.state == TcpState::Close);
+            let b_start = b.state_ts(TcpState::SynSent);
+            let consecutive = matches!((a_closed, b_start), (Some(x), Some(y)) if x.t_ns < y);
+            let (sa, sb) = (child_during(cap, a), child_during(cap, b));
+            let isns = (a.isn, b.isn, sa.and_then(|s| s.isn), sb.and_then(|s| s.isn));
+            let differ = match isns {
+                (Some(ca), Some(cb), Some(xa), Some(xb)) => {
+                    ca.local != cb.local && xa.local != xb.local
+                }
+                _ => false,
+            };
+            ev.push(json!({
+                "tuple": tuple(a),
+                "first_client_states": transitions(a),
+                "second_client_states": transitions(b),
+                "first_closed_before_second_syn": consecutive,
+                "client_isns": [isns.0.map(|i| i.local), isns.1.map(|i| i.local)],
+                "server_isns": [isns.2.map(|i| i.local), isns.3.map(|i| i.local)],
+            }));
+            if consecutive && differ && found.is_none() {
+                found = Some((a, isns));
+            }
+        }
+    }
+    let holds = found.is_some();
+    let text = match found {
+        Some((a, (Some(ca), Some(cb), Some(xa), Some(xb)))) => format!(
+            "two connections on {} one after the other (the first CLOSE before the second SYN_SENT): the client's ISN went {} → {} (Δ {}), the server's {} → {} (Δ {}), each read from the tcp_sock at ESTABLISHED; {not_shown}",
+            tuple(a),
+            ca.local,
+            cb.local,
+            cb.local.wrapping_sub(ca.local),
+            xa.local,
+            xb.local,
+            xb.local.wrapping_sub(xa.local),
+        ),
+        _ if ev.is_empty() => {
+            format!("no two client connections on the same 4-tuple were captured; {not_shown}")
+        }
+        _ => format!(
+            "two connections on one 4-tuple, but not one after the other, an ISN not read, or an ISN repeated; {not_shown}"
+        ),
+    };
+    Verdict {
+        id: ID,
+        holds,
+        evidence: json!({ "pairs": ev }),
+        text,
+    }
+}
