@@ -537,38 +537,101 @@ fn connect_from(from: SocketAddr, to: SocketAddr) -> anyhow::Result<TcpStream> {
     Ok(TcpStream::from(fd))
 }
 
+/// Bytes the isn-reuse client sends on each connection.
+const REUSE_DATA: &[u8] = b"isn";
+
 /// isn-reuse (C7, C5): two connections from the same client port to the same server
-/// port, one after the other. Each is closed by the client with a reset
-/// (SO_LINGER 0) once the server accepted it, so neither end keeps the 4-tuple in
-/// TIME_WAIT and the second connect() reuses it at once.
+/// port, one after the other; the first is closed by the client with a reset
+/// (SO_LINGER 0), so neither end keeps the 4-tuple in TIME_WAIT and the second
+/// connect() reuses it at once. A packet socket in the server namespace records the
+/// sequence numbers of what arrives there. Into the second connection the lab then
+/// injects an old segment — a RST at the first connection's next sequence number —
+/// and 200 ms later a RST at the second connection's.
 pub fn isn_reuse(net: &LabNet, port: u16, cap: &mut Capture) -> anyhow::Result<()> {
     let srv = server(net, port)?;
     let (from, to) = (
         sock(net.client_addr, REUSE_PORT),
         sock(net.server_addr, port),
     );
+    let ipv6 = net.ipv6;
+    let tap = join(
+        net.spawn_in(&net.server_ns, move || {
+            Sniffer::open("lab0", ipv6).context("packet socket on the server's lab0")
+        }),
+        "server packet socket",
+    )?;
+    let c = net.client_addr;
+    let inj = join(
+        net.spawn_in(&net.client_ns, move || {
+            Injector::open(c).context("raw TCP socket")
+        }),
+        "raw socket",
+    )?;
+    let from_client = move |s: &Segment| s.src == from && s.dst == to;
+    let mut next_seq = Vec::new();
+    let mut conns = Vec::new();
     for round in 1..=2 {
         let s = join(
             net.spawn_in(&net.client_ns, move || connect_from(from, to)),
             "client connect",
         )?;
+        let syn = tap
+            .next(WAIT, |s| from_client(s) && s.flags & SYN != 0)?
+            .with_context(|| format!("round {round}: the server's interface saw no SYN"))?;
+        cap.marks
+            .insert(format!("round{round}_syn_seq_at_server"), syn.seq.into());
+        // The sequence number after the SYN and the data.
+        next_seq.push(syn.seq.wrapping_add(1 + REUSE_DATA.len() as u32));
         srv.accepted
             .recv_timeout(WAIT)
             .with_context(|| format!("round {round}: the server accepted nothing"))?;
-        std::io::Write::write_all(&mut &s, b"isn")?;
+        std::io::Write::write_all(&mut &s, REUSE_DATA)?;
         std::thread::sleep(Duration::from_millis(20));
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        setsockopt(&s, libc::SOL_SOCKET, libc::SO_LINGER, &linger)?;
-        drop(s);
+        conns.push(s);
+        if round == 1 {
+            reset_close(conns.remove(0))?;
+            cap.marks
+                .insert("round1_client_reset_close".into(), monotonic_ns());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // The old segment, then the current one, each seen arriving at the server.
+    for (name, seq) in [("old", next_seq[0]), ("current", next_seq[1])] {
+        let t = monotonic_ns();
+        inj.send(&Segment {
+            src: from,
+            dst: to,
+            seq,
+            ack: 0,
+            flags: RST,
+            payload: Vec::new(),
+        })?;
+        cap.marks.insert(format!("{name}_rst_sent"), t);
+        let seen = tap
+            .next(WAIT, |s| {
+                from_client(s) && s.flags & RST != 0 && s.seq == seq
+            })?
+            .with_context(|| format!("the server's interface did not see the {name} RST"))?;
         cap.marks
-            .insert(format!("round{round}_client_reset_close"), monotonic_ns());
-        std::thread::sleep(Duration::from_millis(50));
+            .insert(format!("{name}_rst_seq_at_server"), seen.seq.into());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for s in conns {
+        reset_close(s)?;
     }
     let accepted = srv.finish()?;
     cap.marks
         .insert("server_accepts_seen_by_lab".into(), accepted.len() as u64);
+    Ok(())
+}
+
+/// Closes with a reset (SO_LINGER 0): no TIME_WAIT on either end.
+fn reset_close(s: TcpStream) -> anyhow::Result<()> {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    setsockopt(&s, libc::SOL_SOCKET, libc::SO_LINGER, &linger)?;
+    drop(s);
     Ok(())
 }

@@ -1120,7 +1120,9 @@ fn c5_holds_and_needs_mirrored_isns_and_the_order() {
     c5_fails(v, "no client/server pair");
 }
 
-/// isn-reuse: two connections from C, at 10 ms and 200 ms, with different ISNs.
+/// isn-reuse: two connections from C, at 10 ms and 200 ms, with different ISNs; the
+/// old RST (first connection's ISN + 4) at 205 ms, the current one at 207 ms, which
+/// resets the second child.
 fn reuse_events() -> Vec<Event> {
     let mut v = vec![listener_open()];
     v.extend(connection(
@@ -1145,11 +1147,33 @@ fn reuse_events() -> Vec<Event> {
     set_isn(&mut v, CHILD, Some((7000, 1000)));
     set_isn(&mut v, CLIENT2, Some((4_000_000, 9_000_000)));
     set_isn(&mut v, CHILD2, Some((9_000_000, 4_000_000)));
+    v.push(ev(
+        207 * MS + 70_000,
+        CHILD2,
+        EventKind::ResetReceived,
+        S,
+        C,
+    ));
     v
 }
 
-fn c7_fails(events: Vec<Event>, why: &str) {
-    let v = verdict::c7(&build(events));
+fn reuse(events: Vec<Event>) -> Capture {
+    let mut cap = build(events);
+    for (k, v) in [
+        ("round1_syn_seq_at_server", 1000),
+        ("round2_syn_seq_at_server", 4_000_000),
+        ("old_rst_sent", 205 * MS),
+        ("old_rst_seq_at_server", 1004),
+        ("current_rst_sent", 207 * MS),
+        ("current_rst_seq_at_server", 4_000_004),
+    ] {
+        cap.marks.insert(k.into(), v);
+    }
+    cap
+}
+
+fn c7_fails(cap: Capture, why: &str) {
+    let v = verdict::c7(&cap);
     assert!(!v.holds, "C7 held: {}", v.text);
     assert!(
         v.text.contains(why),
@@ -1159,20 +1183,20 @@ fn c7_fails(events: Vec<Event>, why: &str) {
 }
 
 #[test]
-fn c7_holds_and_needs_two_isns_on_one_tuple() {
-    assert!(holds(verdict::c7(&build(reuse_events()))));
-    assert!(holds(verdict::c5(&build(reuse_events()))));
+fn c7_holds_and_needs_two_isns_on_one_tuple_and_the_old_rst_ignored() {
+    assert!(holds(verdict::c7(&reuse(reuse_events()))));
+    assert!(holds(verdict::c5(&reuse(reuse_events()))));
     // The same client ISN twice, or the same server ISN twice.
     let mut v = reuse_events();
     set_isn(&mut v, CLIENT2, Some((1000, 9_000_000)));
-    c7_fails(v, "ISN repeated");
+    c7_fails(reuse(v), "ISN repeated");
     let mut v = reuse_events();
     set_isn(&mut v, CHILD2, Some((7000, 4_000_000)));
-    c7_fails(v, "ISN repeated");
+    c7_fails(reuse(v), "ISN repeated");
     // An ISN not read.
     let mut v = reuse_events();
     set_isn(&mut v, CHILD2, None);
-    c7_fails(v, "ISN not read");
+    c7_fails(reuse(v), "ISN not read");
     // The second connection began before the first closed.
     let mut v = without(reuse_events(), |e| {
         e.skaddr == CLIENT2 || e.skaddr == CHILD2
@@ -1181,7 +1205,7 @@ fn c7_holds_and_needs_two_isns_on_one_tuple() {
     set_isn(&mut second, CLIENT2, Some((4_000_000, 9_000_000)));
     set_isn(&mut second, CHILD2, Some((9_000_000, 4_000_000)));
     v.extend(second);
-    c7_fails(v, "not one after the other");
+    c7_fails(reuse(v), "not one after the other");
     // Another client port: not the same 4-tuple.
     let mut v = without(reuse_events(), |e| {
         e.skaddr == CLIENT2 || e.skaddr == CHILD2
@@ -1190,5 +1214,29 @@ fn c7_holds_and_needs_two_isns_on_one_tuple() {
     set_isn(&mut second, CLIENT2, Some((4_000_000, 9_000_000)));
     set_isn(&mut second, CHILD2, Some((9_000_000, 4_000_000)));
     v.extend(second);
-    c7_fails(v, "no two client connections");
+    c7_fails(reuse(v), "no two client connections");
+    // The old RST reset the second connection.
+    let mut v = reuse_events();
+    v.push(ev(
+        205 * MS + 70_000,
+        CHILD2,
+        EventKind::ResetReceived,
+        S,
+        C,
+    ));
+    c7_fails(reuse(v), "the old RST");
+    // The current RST did not: nothing shows a reset would have been seen.
+    let v = without(reuse_events(), |e| e.kind == EventKind::ResetReceived);
+    c7_fails(reuse(v), "was not seen resetting it");
+    // The SYNs at the server were not the traced ISNs.
+    let mut cap = reuse(reuse_events());
+    cap.marks
+        .insert("round2_syn_seq_at_server".into(), 4_000_001);
+    c7_fails(cap, "not the ISNs the tracer read");
+    // The "old" RST was in the second connection's sequence space.
+    let mut cap = reuse(reuse_events());
+    cap.marks.insert("old_rst_seq_at_server".into(), 4_000_002);
+    c7_fails(cap, "not at the first");
+    // Not recorded at all.
+    c7_fails(build(reuse_events()), "were not recorded");
 }

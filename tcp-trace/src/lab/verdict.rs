@@ -1349,12 +1349,26 @@ fn zero_isn() -> crate::correlate::Isn {
     }
 }
 
-/// C7: each connection starts from a different ISN. Two client connections on the
-/// same 4-tuple, the second begun after the first closed: both ends' ISNs (read by
-/// the tracer at ESTABLISHED) differ between them.
+/// How soon after the current RST was sent the reset must be seen.
+const RST_SEEN_MAX_NS: u64 = 100_000_000;
+
+/// Sequence numbers from `base` to `base + 65535` (a connection's first window).
+fn near(seq: u32, base: u32) -> bool {
+    (1..=65535).contains(&seq.wrapping_sub(base))
+}
+
+/// C7: each connection starts from a different ISN, so old segments are not accepted
+/// by a new connection on the same 4-tuple. Two client connections on one 4-tuple,
+/// the second begun after the first closed: both ends' ISNs (read by the tracer at
+/// ESTABLISHED, and equal to the SYN sequence numbers the server's interface saw)
+/// differ between them; a RST at the first connection's next sequence number (an old
+/// segment), seen arriving at the server, does not reset the second connection (no
+/// `tcp_receive_reset` on its child), while a RST at the second's own next sequence
+/// number does.
 pub fn c7(cap: &Capture) -> Verdict {
     const ID: &str = "C7";
-    let not_shown = "not shown: that an old segment would be refused by the new connection (no segment of the first was replayed into the second)";
+    let not_shown = "not shown: other old segments (data, ACKs) being dropped — that leaves no tracepoint; the RST is the old segment whose acceptance a tracepoint shows";
+    let mark = |k: &str| cap.marks.get(k).copied();
     let cl: Vec<&Connection> = clients(cap).collect();
     let mut found = None;
     let mut ev = Vec::new();
@@ -1392,14 +1406,86 @@ pub fn c7(cap: &Capture) -> Verdict {
                 "server_isns": [isns.2.map(|i| i.local), isns.3.map(|i| i.local)],
             }));
             if consecutive && differ && found.is_none() {
-                found = Some((a, isns));
+                found = Some((a, b, sb, isns));
             }
         }
     }
-    let holds = found.is_some();
+    // The old and the current RST, against the second connection's child.
+    let (old_t, cur_t) = (mark("old_rst_sent"), mark("current_rst_sent"));
+    let (old_seq, cur_seq) = (
+        mark("old_rst_seq_at_server").map(|v| v as u32),
+        mark("current_rst_seq_at_server").map(|v| v as u32),
+    );
+    let syn_seqs = (
+        mark("round1_syn_seq_at_server").map(|v| v as u32),
+        mark("round2_syn_seq_at_server").map(|v| v as u32),
+    );
+    let resets: Vec<u64> = found
+        .and_then(|f| f.2)
+        .map(|sb| {
+            cap.events
+                .iter()
+                .filter(|e| e.kind == EventKind::ResetReceived && e.skaddr == sb.skaddr)
+                .map(|e| e.ts_ns)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut checks = json!({});
+    let mut rst_ok = false;
+    let mut rst_text = String::new();
+    if let (
+        Some((_, _, Some(_), (Some(ca), Some(cb), _, _))),
+        Some(ot),
+        Some(ct),
+        Some(os),
+        Some(cs),
+    ) = (found, old_t, cur_t, old_seq, cur_seq)
+    {
+        let wire = syn_seqs == (Some(ca.local), Some(cb.local));
+        let old_is_first = near(os, ca.local) && !near(os, cb.local);
+        let cur_is_second = near(cs, cb.local);
+        let ignored = !resets.iter().any(|&t| t >= ot && t < ct);
+        let reset_at = resets
+            .iter()
+            .copied()
+            .find(|&t| t >= ct && t <= ct.saturating_add(RST_SEEN_MAX_NS));
+        checks = json!({
+            "syn_seqs_at_server": [syn_seqs.0, syn_seqs.1],
+            "syn_seqs_equal_traced_isns": wire,
+            "old_rst_seq": os,
+            "old_rst_from_first_isn": os.wrapping_sub(ca.local),
+            "old_rst_from_second_isn": os.wrapping_sub(cb.local) as i32,
+            "current_rst_seq": cs,
+            "current_rst_from_second_isn": cs.wrapping_sub(cb.local),
+            "old_rst_sent_ns": ot,
+            "current_rst_sent_ns": ct,
+            "second_child_resets_received_ns": resets,
+        });
+        rst_ok = wire && old_is_first && cur_is_second && ignored && reset_at.is_some();
+        rst_text = if rst_ok {
+            format!(
+                "a RST at the first connection's next sequence number (its ISN + {}, seen arriving at the server; {} from the second's ISN) did not reset the second connection (no tcp_receive_reset on its child in the {:.0} ms that followed), while a RST at the second's own next sequence number did, {:.3} ms after it was sent",
+                os.wrapping_sub(ca.local),
+                os.wrapping_sub(cb.local) as i32,
+                ms(d(ot, ct)),
+                ms(d(ct, reset_at.unwrap_or(ct))),
+            )
+        } else if !wire {
+            "the SYN sequence numbers seen at the server's interface are not the ISNs the tracer read".to_string()
+        } else if !(old_is_first && cur_is_second) {
+            "the injected RSTs were not at the first / the second connection's sequence numbers"
+                .to_string()
+        } else if !ignored {
+            "the old RST (the first connection's sequence number) reset the second connection"
+                .to_string()
+        } else {
+            "the RST at the second connection's own sequence number was not seen resetting it: nothing shows a RST would have been seen".to_string()
+        };
+    }
+    let holds = found.is_some() && rst_ok;
     let text = match found {
-        Some((a, (Some(ca), Some(cb), Some(xa), Some(xb)))) => format!(
-            "two connections on {} one after the other (the first CLOSE before the second SYN_SENT): the client's ISN went {} → {} (Δ {}), the server's {} → {} (Δ {}), each read from the tcp_sock at ESTABLISHED; {not_shown}",
+        Some((a, _, _, (Some(ca), Some(cb), Some(xa), Some(xb)))) if holds => format!(
+            "two connections on {} one after the other (the first CLOSE before the second SYN_SENT): the client's ISN went {} → {} (Δ {}), the server's {} → {} (Δ {}), each read from the tcp_sock at ESTABLISHED and equal to the SYNs seen at the server; {rst_text}; {not_shown}",
             tuple(a),
             ca.local,
             cb.local,
@@ -1408,17 +1494,21 @@ pub fn c7(cap: &Capture) -> Verdict {
             xb.local,
             xb.local.wrapping_sub(xa.local),
         ),
-        _ if ev.is_empty() => {
+        Some(_) if rst_text.is_empty() => format!(
+            "two connections with different ISNs, but the old and current RSTs (their times and sequence numbers as seen at the server) were not recorded; {not_shown}"
+        ),
+        Some(_) => format!("two connections with different ISNs, but {rst_text}; {not_shown}"),
+        None if ev.is_empty() => {
             format!("no two client connections on the same 4-tuple were captured; {not_shown}")
         }
-        _ => format!(
+        None => format!(
             "two connections on one 4-tuple, but not one after the other, an ISN not read, or an ISN repeated; {not_shown}"
         ),
     };
     Verdict {
         id: ID,
         holds,
-        evidence: json!({ "pairs": ev }),
+        evidence: json!({ "pairs": ev, "old_segment": checks }),
         text,
     }
 }
