@@ -22,9 +22,16 @@ fn require_root(test: &str) -> bool {
     false
 }
 
-/// Runs `tcp-trace lab SCENARIO --json [-6]`, asserts exit 0, every expected claim
-/// present and every claim line holding.
-fn lab(scenario: &str, ipv6: bool, claims: &[&str]) {
+/// What `tcp-trace lab SCENARIO --json [-6]` printed: the JSON lines, stdout, stderr
+/// and the exit code.
+struct Run {
+    lines: Vec<Value>,
+    stdout: String,
+    stderr: String,
+    code: Option<i32>,
+}
+
+fn run_lab(scenario: &str, ipv6: bool) -> Run {
     let mut cmd = Command::new(TRACER);
     cmd.args(["lab", scenario, "--json"]);
     if ipv6 {
@@ -38,6 +45,23 @@ fn lab(scenario: &str, ipv6: bool, claims: &[&str]) {
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
         .collect();
+    Run {
+        lines,
+        stdout: stdout.into_owned(),
+        stderr: stderr.into_owned(),
+        code: out.status.code(),
+    }
+}
+
+/// Runs `tcp-trace lab SCENARIO --json [-6]`, asserts exit 0, every expected claim
+/// present and every claim line holding.
+fn lab(scenario: &str, ipv6: bool, claims: &[&str]) {
+    let Run {
+        lines,
+        stdout,
+        stderr,
+        code,
+    } = run_lab(scenario, ipv6);
     let claim_lines: Vec<&Value> = lines.iter().filter(|l| l["type"] == "claim").collect();
     for c in &claim_lines {
         assert_eq!(
@@ -58,7 +82,7 @@ fn lab(scenario: &str, ipv6: bool, claims: &[&str]) {
         "{scenario}: no connection lines"
     );
     assert_eq!(
-        out.status.code(),
+        code,
         Some(0),
         "{scenario} (ipv6={ipv6}) exit code\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
@@ -98,7 +122,61 @@ lab_test!(
     ["C3"]
 );
 lab_test!(syn_retries_v4, syn_retries_v6, "syn-retries", ["S1"]);
-lab_test!(stale_syn_v4, stale_syn_v6, "stale-syn", ["C4"]);
+
+/// Whether this kernel's `tcp:tcp_send_reset` fires for a reset sent with no socket:
+/// 6.1 does not, 6.12 does, with the layout that has `reason` (docs/kernel-facts.md).
+/// None when the format cannot be read.
+fn send_reset_without_socket() -> Option<bool> {
+    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .find_map(|b| std::fs::read_to_string(format!("{b}/events/tcp/tcp_send_reset/format")).ok())
+        .map(|f| f.contains("reason"))
+}
+
+/// stale-syn: C4 rests on the client's socket-less reset. Where the kernel does not
+/// trace such a reset, C4 must fail and say that no such reset was seen.
+fn stale_syn(ipv6: bool) {
+    // The lab run mounts tracefs if needed (the scenario attaches classic tracepoints).
+    let run = run_lab("stale-syn", ipv6);
+    if send_reset_without_socket() == Some(false) {
+        let c4 = run
+            .lines
+            .iter()
+            .find(|l| l["type"] == "claim" && l["id"] == "C4")
+            .unwrap_or_else(|| {
+                panic!(
+                    "no C4 verdict\nstdout:\n{}\nstderr:\n{}",
+                    run.stdout, run.stderr
+                )
+            });
+        assert_eq!(c4["holds"], false, "{c4}");
+        assert!(
+            c4["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("no reset sent with no socket")),
+            "{c4}"
+        );
+        eprintln!(
+            "KNOWN LIMIT stale-syn: this kernel does not trace a reset sent with no socket; C4 fails saying so"
+        );
+        return;
+    }
+    lab("stale-syn", ipv6, &["C4"]);
+}
+
+#[test]
+fn stale_syn_v4() {
+    if require_root("stale_syn_v4") {
+        stale_syn(false);
+    }
+}
+
+#[test]
+fn stale_syn_v6() {
+    if require_root("stale_syn_v6") {
+        stale_syn(true);
+    }
+}
 lab_test!(duplicate_syn_v4, duplicate_syn_v6, "duplicate-syn", ["C8"]);
 lab_test!(reorder_dup_v4, reorder_dup_v6, "reorder-dup", ["C6"]);
 lab_test!(isn_reuse_v4, isn_reuse_v6, "isn-reuse", ["C7", "C5"]);

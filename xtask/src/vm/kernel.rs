@@ -88,6 +88,8 @@ pub const LINES: &[Line] = &[
 /// reset` (live, lab), sock_diag for TCP (`ss` in the lab). Dependencies (nfnetlink,
 /// libcrc32c, nf_reject_ipv4/6, nft_reject, inet_diag) come from `.modinfo`. Built-in
 /// ones are skipped. crc32c_generic is libcrc32c's soft dependency (a module on 6.12-rt).
+/// nft_dup_ipv4/6 (nftables `dup to`) and af_packet (packet sockets) for the lab's
+/// reorder-dup, duplicate-syn and isn-reuse scenarios.
 const MODULES: &[&str] = &[
     "crc32c_generic",
     "veth",
@@ -95,6 +97,9 @@ const MODULES: &[&str] = &[
     "nft_reject_inet",
     "nft_quota",
     "tcp_diag",
+    "nft_dup_ipv4",
+    "nft_dup_ipv6",
+    "af_packet",
 ];
 
 impl Line {
