@@ -165,6 +165,28 @@ struct RawPeer {
 }
 
 impl RawPeer {
+    /// Opens the raw peer's sockets in the client namespace (from a thread that
+    /// joined it; the sockets stay in that namespace).
+    fn open_in(net: &LabNet, me: SocketAddr, srv: SocketAddr) -> anyhow::Result<RawPeer> {
+        let ipv6 = net.ipv6;
+        let path = net.client_ns.clone();
+        let (sniff, inj) = join(
+            net.spawn_in(&path, move || {
+                Ok((
+                    Sniffer::open("lab0", ipv6).context("packet socket on lab0")?,
+                    Injector::open(me.ip()).context("raw TCP socket")?,
+                ))
+            }),
+            "raw sockets",
+        )?;
+        Ok(RawPeer {
+            inj,
+            sniff,
+            me,
+            srv,
+        })
+    }
+
     /// Sends one segment; returns the time just before the send (over a veth the
     /// receiver may have processed it before sendto() returns).
     fn send(&self, seq: u32, ack: u32, flags: u8, payload: &[u8]) -> anyhow::Result<u64> {
@@ -311,30 +333,6 @@ pub fn duplicate_syn(net: &LabNet, port: u16, cap: &mut Capture) -> anyhow::Resu
     cap.marks
         .insert("server_accepted_raw_peer".into(), u64::from(peer == me));
     Ok(())
-}
-
-impl RawPeer {
-    /// Opens the raw peer's sockets in the client namespace (from a thread that
-    /// joined it; the sockets stay in that namespace).
-    fn open_in(net: &LabNet, me: SocketAddr, srv: SocketAddr) -> anyhow::Result<RawPeer> {
-        let ipv6 = net.ipv6;
-        let path = net.client_ns.clone();
-        let (sniff, inj) = join(
-            net.spawn_in(&path, move || {
-                Ok((
-                    Sniffer::open("lab0", ipv6).context("packet socket on lab0")?,
-                    Injector::open(me.ip()).context("raw TCP socket")?,
-                ))
-            }),
-            "raw sockets",
-        )?;
-        Ok(RawPeer {
-            inj,
-            sniff,
-            me,
-            srv,
-        })
-    }
 }
 
 /// The payload of the reorder-dup rounds: 16 distinct bytes per round.

@@ -862,6 +862,16 @@ pub fn c12(cap: &Capture) -> Verdict {
 
 type Ep = (IpAddr, u16);
 
+/// What the lab recorded of its own actions and observations under `keys` (evidence
+/// only: no verdict below decides on these unless it says so).
+fn lab_marks(cap: &Capture, keys: &[&str]) -> Value {
+    Value::Object(
+        keys.iter()
+            .filter_map(|k| cap.marks.get(*k).map(|v| ((*k).to_string(), json!(v))))
+            .collect(),
+    )
+}
+
 fn ep_str(e: Ep) -> String {
     SocketAddr::new(e.0, e.1).to_string()
 }
@@ -1001,6 +1011,7 @@ pub fn c4(cap: &Capture) -> Verdict {
         "stale": stale_ev,
         "controls": controls.iter().map(|(p, r)| json!({"peer": ep_str(*p), "synack_retransmits_ns": r})).collect::<Vec<_>>(),
         "accepted_connection": real,
+        "lab": lab_marks(cap, &["raw_stale_isn", "raw_stale_syn_sent", "raw_control_syn_sent"]),
         "not_shown": "the SYN-ACK to the stale SYN; the request's removal",
     });
     let control = controls.first();
@@ -1104,6 +1115,7 @@ pub fn c8(cap: &Capture) -> Verdict {
         "listener": ep_str(srv),
         "tcp_synack_retries": retries,
         "peers": ev,
+        "lab": lab_marks(cap, &["raw_isn", "raw_syn_1_sent", "raw_syn_2_sent", "raw_synacks_seen", "raw_ack_sent"]),
     });
     if retries.as_deref() != Some("0") {
         return fail(
