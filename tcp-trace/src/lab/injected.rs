@@ -357,27 +357,14 @@ pub fn reorder_dup(net: &LabNet, port: u16, cap: &mut Capture) -> anyhow::Result
     // Round 1: the kernel on both ends, every segment to the server twice.
     let addr = sock(s, port);
     let sent1: Vec<u8> = PAYLOAD.repeat(4);
-    let data = sent1.clone();
-    join(
-        net.spawn_in(&net.client_ns, move || {
-            let mut t = TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
-            t.set_nodelay(true)?;
-            for chunk in data.chunks(PAYLOAD.len()) {
-                std::io::Write::write_all(&mut t, chunk)?;
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            t.shutdown(std::net::Shutdown::Write)?;
-            let mut sink = Vec::new();
-            let _ = t.read_to_end(&mut sink);
-            Ok(())
-        }),
-        "client",
-    )?;
+    kernel_client(net, addr, sent1.clone(), Duration::from_millis(5))?;
     srv.accepted
         .recv_timeout(WAIT)
         .context("round 1: the server accepted nothing")?;
-    cap.marks
-        .insert("round1_dup_packets".into(), nft_counter(net)?.unwrap_or(0));
+    cap.marks.insert(
+        "round1_dup_packets".into(),
+        nft_counter(&net.client_ns, dup_family(net), "ttlabdup")?.unwrap_or(0),
+    );
     // Round 2: reordered and duplicated by hand.
     let (me, to) = (sock(net.client_addr, REORDER_PORT), sock(s, port));
     let raw = RawPeer::open_in(net, me, to)?;
@@ -415,11 +402,42 @@ pub fn reorder_dup(net: &LabNet, port: u16, cap: &mut Capture) -> anyhow::Result
         &[],
     )?;
     marks.push(("raw_last_ack_sent".into(), t));
+    // Round 3: the kernel on both ends again, no duplicates; the first data segment
+    // is dropped once at the server (a quota of 100 bytes covers one 16-byte segment
+    // and not its retransmit), the three after it arrive.
+    super::env::sh(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &net.client_ns,
+            "nft",
+            "delete",
+            "table",
+            dup_family(net),
+            "ttlabdup",
+        ],
+    )?;
+    net.nft(
+        &net.server_ns,
+        &format!(
+            "table inet ttlab {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    tcp dport {port} tcp sport != {REORDER_PORT} tcp flags & psh == psh quota until 100 bytes counter drop\n  }}\n}}\n"
+        ),
+    )?;
+    let sent3: Vec<u8> = PAYLOAD.repeat(4);
+    kernel_client(net, addr, sent3.clone(), Duration::ZERO)?;
+    srv.accepted
+        .recv_timeout(WAIT)
+        .context("round 3: the server accepted nothing")?;
+    cap.marks.insert(
+        "round3_dropped_packets".into(),
+        nft_counter(&net.server_ns, "inet", "ttlab")?.unwrap_or(0),
+    );
     let accepted = srv.finish()?;
     cap.marks.extend(marks);
     for (i, (acc, sent)) in accepted
         .iter()
-        .zip([sent1.as_slice(), PAYLOAD.as_slice()])
+        .zip([sent1.as_slice(), PAYLOAD.as_slice(), sent3.as_slice()])
         .enumerate()
     {
         let r = i + 1;
@@ -435,22 +453,41 @@ pub fn reorder_dup(net: &LabNet, port: u16, cap: &mut Capture) -> anyhow::Result
     Ok(())
 }
 
-/// The `counter packets N` of the `dup` rule in the client namespace.
-fn nft_counter(net: &LabNet) -> anyhow::Result<Option<u64>> {
+/// The first `counter packets N` of nftables table `family name` in namespace `ns`.
+fn nft_counter(ns: &str, family: &str, name: &str) -> anyhow::Result<Option<u64>> {
     let out = super::env::sh(
         "ip",
-        &[
-            "netns",
-            "exec",
-            &net.client_ns,
-            "nft",
-            "list",
-            "table",
-            dup_family(net),
-            "ttlabdup",
-        ],
+        &["netns", "exec", ns, "nft", "list", "table", family, name],
     )?;
     Ok(parse_counter(&out))
+}
+
+/// A real client in the client namespace: connects to `addr`, writes `data` in
+/// 16-byte writes (`TCP_NODELAY`, `gap` apart), shuts down its sending side and reads
+/// until the server closes.
+fn kernel_client(
+    net: &LabNet,
+    addr: SocketAddr,
+    data: Vec<u8>,
+    gap: Duration,
+) -> anyhow::Result<()> {
+    join(
+        net.spawn_in(&net.client_ns, move || {
+            let mut t = TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
+            t.set_nodelay(true)?;
+            for chunk in data.chunks(PAYLOAD.len()) {
+                std::io::Write::write_all(&mut t, chunk)?;
+                if !gap.is_zero() {
+                    std::thread::sleep(gap);
+                }
+            }
+            t.shutdown(std::net::Shutdown::Write)?;
+            let mut sink = Vec::new();
+            let _ = t.read_to_end(&mut sink);
+            Ok(())
+        }),
+        "client",
+    )
 }
 
 /// The first `counter packets N` in nft's listing.

@@ -117,7 +117,7 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "reorder-dup",
         claims: &["C6"],
-        about: "every client segment duplicated by nftables; then a hand-made sender's FIN and second half before its first half, all sent twice",
+        about: "every client segment duplicated by nftables; a hand-made sender's FIN and second half before its first half, all sent twice; one client segment dropped once",
         port: 47110,
         drive: injected::reorder_dup,
         attach: AttachMode::Auto,

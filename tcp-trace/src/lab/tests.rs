@@ -12,6 +12,8 @@ const CLIENT: u64 = 0x2000;
 const CHILD: u64 = 0x3000;
 const CLIENT2: u64 = 0x4000;
 const CHILD2: u64 = 0x5000;
+const CLIENT3: u64 = 0x6000;
+const CHILD3: u64 = 0x7000;
 const PID: u32 = 4242;
 
 const C: &str = "10.64.1.1:40000";
@@ -936,6 +938,7 @@ fn c8_holds_and_needs_the_duplicate_and_one_child() {
 }
 
 const R2: &str = "10.64.1.1:31004";
+const R3: &str = "10.64.1.1:40002";
 
 /// reorder-dup: round 1 a plain kernel connection (CLIENT/CHILD); round 2 a child
 /// (CHILD2) of a hand-made peer: FIN sent at 500.5 ms, the missing half at 800 ms,
@@ -969,6 +972,23 @@ fn reorder_events() -> Vec<Event> {
         tr(800 * MS + 200_000, CHILD2, CloseWait, LastAck, S, R2),
         tr(800 * MS + 300_000, CHILD2, LastAck, Close, S, R2),
     ]);
+    // Round 3 at 1000 ms: one retransmit of the dropped segment.
+    v.extend(connection(
+        1000 * MS,
+        CLIENT3,
+        CHILD3,
+        R3,
+        1000 * MS + MS / 10 + 5000,
+        &[],
+        true,
+    ));
+    v.push(ev(
+        1005 * MS,
+        CLIENT3,
+        EventKind::Retransmit { state: Established },
+        R3,
+        S,
+    ));
     v
 }
 
@@ -985,6 +1005,10 @@ fn reorder_cap(events: Vec<Event>) -> Capture {
         ("round2_sent_bytes", 16),
         ("round2_read_bytes", 16),
         ("round2_read_exact", 1),
+        ("round3_dropped_packets", 1),
+        ("round3_sent_bytes", 64),
+        ("round3_read_bytes", 64),
+        ("round3_read_exact", 1),
     ] {
         cap.marks.insert(k.into(), v);
     }
@@ -1049,6 +1073,32 @@ fn c6_holds_and_needs_the_held_fin_and_the_orderly_rounds() {
     // No round 2 child at all.
     let v = without(reorder_events(), |e| e.skaddr == CHILD2);
     c6_fails(reorder_cap(v), "round 2");
+    // Round 3: no retransmit of the dropped segment, or more than were dropped.
+    let v = without(reorder_events(), |e| {
+        matches!(e.kind, EventKind::Retransmit { .. })
+    });
+    c6_fails(reorder_cap(v), "round 3");
+    let mut v = reorder_events();
+    v.push(ev(
+        1006 * MS,
+        CLIENT3,
+        EventKind::Retransmit { state: Established },
+        R3,
+        S,
+    ));
+    c6_fails(reorder_cap(v), "round 3");
+    // Nothing dropped (counter 0), or the bytes read not those sent.
+    let mut cap = reorder_cap(reorder_events());
+    cap.marks.insert("round3_dropped_packets".into(), 0);
+    c6_fails(cap, "round 3");
+    let mut cap = reorder_cap(reorder_events());
+    cap.marks.insert("round3_read_exact".into(), 0);
+    c6_fails(cap, "round 3");
+    // No round 3 at all.
+    let v = without(reorder_events(), |e| {
+        e.skaddr == CLIENT3 || e.skaddr == CHILD3
+    });
+    c6_fails(reorder_cap(v), "round 3");
 }
 
 /// Sets the ISNs carried by `sk`'s transition to ESTABLISHED.

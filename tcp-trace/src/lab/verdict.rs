@@ -1170,14 +1170,22 @@ fn no_resets(c: &Connection) -> bool {
 /// hand-made sender whose FIN and second half came first) the receiver went
 /// ESTABLISHED→CLOSE_WAIT only after the missing first half was sent and before any
 /// duplicate was, the FIN having been sent ≥ 100 ms earlier: the kernel took the FIN
-/// (held out of order) only once the bytes before it were in.
-/// That each byte reached the application once and in order is the lab's own read().
+/// (held out of order) only once the bytes before it were in; (round 3, the kernel
+/// on both ends, the first of four data segments dropped once at the receiver — the
+/// counter read back) the sender retransmitted exactly as many segments as were
+/// dropped, not the ones after it that the ACKs reported received. That each byte
+/// reached the application once and in order is the lab's own read().
 pub fn c6(cap: &Capture) -> Verdict {
     const ID: &str = "C6";
     let not_shown = "not shown by any tracepoint: sequence and ACK numbers, the duplicates being discarded and the bytes reaching the application once and in order (that is the lab's own read())";
     let mark = |k: &str| cap.marks.get(k).copied();
-    // Round 1: a kernel client and its server child.
-    let r1 = clients(cap).find_map(|c| server_of(cap, c).map(|s| (c, s)));
+    // Rounds 1 and 3: kernel clients and their server children, in order.
+    let mut kernel: Vec<(&Connection, &Connection)> = clients(cap)
+        .filter_map(|c| server_of(cap, c).map(|s| (c, s)))
+        .collect();
+    kernel.sort_by_key(|(c, _)| c.first_ts_ns);
+    let r1 = kernel.first().copied();
+    let r3 = kernel.get(1).copied();
     let dup_packets = mark("round1_dup_packets").unwrap_or(0);
     let r1_ev = r1.map(|(c, s)| {
         json!({
@@ -1189,15 +1197,31 @@ pub fn c6(cap: &Capture) -> Verdict {
             "resets": c.resets_sent + c.resets_received + s.resets_sent + s.resets_received,
         })
     });
-    let r1_ok = r1.is_some_and(|(c, s)| {
+    let orderly = |(c, s): (&Connection, &Connection)| {
         entered_from(c, TcpState::Established, TcpState::FinWait1).is_some()
             && entered_from(c, TcpState::FinWait1, TcpState::FinWait2).is_some()
             && entered_from(s, TcpState::Established, TcpState::CloseWait).is_some()
             && entered_from(s, TcpState::LastAck, TcpState::Close).is_some()
             && no_resets(c)
             && no_resets(s)
-    }) && dup_packets > 0
-        && mark("round1_read_exact") == Some(1);
+    };
+    let r1_ok = r1.is_some_and(orderly) && dup_packets > 0 && mark("round1_read_exact") == Some(1);
+    // Round 3: one data segment dropped at the receiver; the sender must have
+    // retransmitted exactly as many segments as were dropped, not those after them.
+    let drops = mark("round3_dropped_packets").unwrap_or(0);
+    let r3_ev = r3.map(|(c, s)| {
+        json!({
+            "client": tuple(c),
+            "client_states": transitions(c),
+            "server_states": transitions(s),
+            "client_retransmits": c.retransmits,
+            "client_retransmits_ns": c.retransmit_ts_ns,
+            "resets": c.resets_sent + c.resets_received + s.resets_sent + s.resets_received,
+        })
+    });
+    let r3_ok = r3.is_some_and(|p| orderly(p) && u64::from(p.0.retransmits) == drops)
+        && drops > 0
+        && mark("round3_read_exact") == Some(1);
     // Round 2: a child whose peer is no captured client socket.
     let r2 = cap.connections.iter().find(|s| {
         s.role == Role::Server
@@ -1240,22 +1264,32 @@ pub fn c6(cap: &Capture) -> Verdict {
         "round1_read": {"sent": mark("round1_sent_bytes"), "read": mark("round1_read_bytes"), "exact": mark("round1_read_exact")},
         "round2": r2_ev,
         "round2_read": {"sent": mark("round2_sent_bytes"), "read": mark("round2_read_bytes"), "exact": mark("round2_read_exact")},
+        "round3": r3_ev,
+        "round3_dropped_packets_nft_counter": drops,
+        "round3_read": {"sent": mark("round3_sent_bytes"), "read": mark("round3_read_bytes"), "exact": mark("round3_read_exact")},
         "not_shown": "sequence/ACK numbers; duplicates discarded; bytes delivered once in order (lab read() only)",
     });
-    let holds = r1_ok && r2_ok;
+    let holds = r1_ok && r2_ok && r3_ok;
     let text = if holds {
         let (f, g, cw) = (fin_sent.unwrap_or(0), gap.unwrap_or(0), cw.unwrap_or(0));
         format!(
-            "round 1 ({dup_packets} segments duplicated by nftables, counter read back): the sender retransmitted {}× and went FIN_WAIT1→FIN_WAIT2 (an ACK number covered all its data and its FIN), the receiver CLOSE_WAIT→LAST_ACK→CLOSE, no reset; round 2 (FIN and second half sent first, the first half {:.0} ms later, then everything again): the receiver stayed ESTABLISHED while it held the FIN and entered CLOSE_WAIT {:.3} ms after the first half was sent, before any duplicate was: the FIN was taken only once the bytes before it were in; no reset; the server application read {} and {} bytes, equal to what was sent, in order (lab read()); {not_shown}",
+            "round 1 ({dup_packets} segments duplicated by nftables, counter read back): the sender retransmitted {}× and went FIN_WAIT1→FIN_WAIT2 (an ACK number covered all its data and its FIN), the receiver CLOSE_WAIT→LAST_ACK→CLOSE, no reset; round 2 (FIN and second half sent first, the first half {:.0} ms later, then everything again): the receiver stayed ESTABLISHED while it held the FIN and entered CLOSE_WAIT {:.3} ms after the first half was sent, before any duplicate was: the FIN was taken only once the bytes before it were in; no reset; round 3 ({drops} of 4 data segments dropped once at the receiver, counter read back): the sender retransmitted {}× — not the segments after the lost one, which the receiver's ACKs reported received — and its FIN was acknowledged, no reset; the server application read {}, {} and {} bytes, equal to what was sent, in order (lab read()); {not_shown}",
             r1.map_or(0, |(c, _)| c.retransmits),
             ms(d(f, g)),
             ms(d(g, cw)),
+            r3.map_or(0, |(c, _)| c.retransmits),
             mark("round1_read_bytes").unwrap_or(0),
             mark("round2_read_bytes").unwrap_or(0),
+            mark("round3_read_bytes").unwrap_or(0),
         )
     } else if !r1_ok {
         format!(
             "round 1 (duplicated segments, kernel sender) not shown: need the nftables dup counter > 0 (it is {dup_packets}), the sender's FIN_WAIT1→FIN_WAIT2, the receiver's CLOSE_WAIT…LAST_ACK→CLOSE, no reset and the exact bytes read; {not_shown}"
+        )
+    } else if !r3_ok {
+        format!(
+            "round 3 (one segment dropped, kernel sender) not shown: need the nftables drop counter > 0 (it is {drops}), the sender's retransmits equal to it (they are {}), its FIN_WAIT1→FIN_WAIT2, the receiver's CLOSE_WAIT…LAST_ACK→CLOSE, no reset and the exact bytes read; {not_shown}",
+            r3.map_or(0, |(c, _)| c.retransmits)
         )
     } else {
         format!(
