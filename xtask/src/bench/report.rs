@@ -374,6 +374,9 @@ pub(super) fn print_close(args: &BenchArgs, c: &CloseReport, runs: &[Run]) {
                 .collect();
             println!("soak: VmRSS MB, one a second: {}", mb.join(" "));
         }
+        if let Some(n) = storm.map(|r| r.foreign_progs).filter(|&n| n > 0) {
+            println!("warning: other processes had {n} tracing programs loaded during the soak");
+        }
         print_verdicts(&c.targets);
         return;
     }
@@ -441,6 +444,16 @@ pub(super) fn print_close(args: &BenchArgs, c: &CloseReport, runs: &[Run]) {
             s.disturbed,
             s.runs + s.stats_runs,
             s.config.label()
+        );
+    }
+    let stats_on = runs
+        .iter()
+        .filter(|r| r.close == c.close && r.phase == Phase::Ratio)
+        .filter(|r| r.bpf_stats_enabled == Some(true))
+        .count();
+    if stats_on > 0 {
+        println!(
+            "warning: {stats_on} ratio runs ended with kernel.bpf_stats_enabled=1 (set by another process?)"
         );
     }
     for p in &c.peers {

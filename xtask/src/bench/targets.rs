@@ -166,6 +166,7 @@ pub(super) fn verdicts(summaries: &[Summary]) -> Vec<Verdict> {
     }
     if !ours.is_empty() {
         v.push(ready_verdict(
+            "",
             median_of(ours.iter().filter_map(|s| s.ready_s_median)),
             ours.iter().filter_map(|s| s.ready_s_max).reduce(f64::max),
         ));
@@ -183,9 +184,9 @@ fn median_of(it: impl Iterator<Item = f64>) -> Option<f64> {
     super::report::median(it.collect())
 }
 
-fn ready_verdict(median: Option<f64>, max: Option<f64>) -> Verdict {
+fn ready_verdict(prefix: &str, median: Option<f64>, max: Option<f64>) -> Verdict {
     Verdict::new(
-        format!("start-to-ready <= {READY_S} s (median)"),
+        format!("{prefix}start-to-ready <= {READY_S} s (median)"),
         match (median, max) {
             (Some(m), Some(x)) => format!("median {m:.3} s, max {x:.3} s"),
             _ => "unknown".into(),
@@ -265,7 +266,7 @@ pub(super) fn soak_verdicts(run: &Run) -> Vec<Verdict> {
         format!("{peak:.1} MB"),
         (t.hwm_kb > 0).then_some(peak <= RSS_MB),
     ));
-    v.push(ready_verdict(Some(t.ready_s), Some(t.ready_s)));
+    v.push(ready_verdict("soak: ", Some(t.ready_s), Some(t.ready_s)));
     v
 }
 
