@@ -118,6 +118,18 @@ pub enum CloseArg {
     Both,
 }
 
+impl BenchArgs {
+    /// The closes to run, in order: `--close`, else both (one for a soak: fin).
+    fn closes(&self) -> Vec<Close> {
+        let default = if self.soak.is_some() {
+            CloseArg::Fin
+        } else {
+            CloseArg::Both
+        };
+        self.close.unwrap_or(default).closes()
+    }
+}
+
 impl CloseArg {
     fn closes(self) -> Vec<Close> {
         match self {
@@ -149,9 +161,9 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
     threads: u32,
     /// How the storm's clients close their connections; `both`: the bench once per
-    /// close, each reported.
-    #[arg(long, value_enum, default_value_t = CloseArg::Both)]
-    close: CloseArg,
+    /// close, each reported. Default: both; with --soak, fin.
+    #[arg(long, value_enum)]
+    close: Option<CloseArg>,
     /// Configurations to run, in this order each round.
     #[arg(
         long,
@@ -281,7 +293,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
     let mut runs: Vec<Run> = Vec::new();
     let mut closes: Vec<report::CloseReport> = Vec::new();
-    for close in args.close.closes() {
+    for close in args.closes() {
         // Warm up (page cache, TIME_WAIT population) with a short untraced storm.
         let warm = args.secs.min(2.0);
         eprintln!("bench: close {}: warm-up, {warm} s untraced", close.key());
@@ -351,7 +363,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             rounds: args.rounds,
             stats_secs: args.stats_secs,
             threads: args.threads,
-            closes: args.close.closes(),
+            closes: args.closes(),
             configs: &args.configs,
             soak_secs: args.soak,
             soak_config: args.soak.map(|_| args.soak_config),
@@ -396,4 +408,39 @@ struct Bins {
     bpftrace: Option<PathBuf>,
     bpftool: Option<PathBuf>,
     clk_tck: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    fn closes(args: &[&str]) -> Vec<Close> {
+        let argv = std::iter::once("bench").chain(args.iter().copied());
+        Cli::try_parse_from(argv).unwrap().bench.closes()
+    }
+
+    /// Both closes by default; one (FIN) for a soak unless --close says otherwise.
+    #[test]
+    fn default_closes() {
+        assert_eq!(closes(&[]), [Close::Fin, Close::Rst]);
+        assert_eq!(closes(&["--close", "rst"]), [Close::Rst]);
+        assert_eq!(closes(&["--soak", "600"]), [Close::Fin]);
+        assert_eq!(
+            closes(&["--soak", "600", "--close", "both"]),
+            [Close::Fin, Close::Rst]
+        );
+        let cli = Cli::try_parse_from(["bench", "--configs", "untraced,events,bpftrace-life"]);
+        assert_eq!(
+            cli.unwrap().bench.configs,
+            [Config::Untraced, Config::Events, Config::BpftraceLife]
+        );
+    }
 }
