@@ -357,7 +357,7 @@ pub mod book_flags {
 /// The books a socket keeps in the kernel (socket local storage, per-connection
 /// design), and the record they leave in when flushed: the connection's identity
 /// once, and the steps since the last flush. Flushed at SYN_SENT, ESTABLISHED,
-/// CLOSE_WAIT, FIN_WAIT2, LISTEN and CLOSE, and when `steps` is full; 248 bytes,
+/// CLOSE_WAIT, LISTEN and CLOSE, and when `steps` is full; 248 bytes,
 /// which tells it apart from a [`RawEvent`] in the ring.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

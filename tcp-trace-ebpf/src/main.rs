@@ -278,9 +278,9 @@ static ACCEPTS: LruHashMap<u64, PendingCall> = LruHashMap::with_max_entries(1638
 
 use tcp_trace_common::tcp_state::{
     CLOSE as TCP_CLOSE, CLOSE_WAIT as TCP_CLOSE_WAIT, ESTABLISHED as TCP_ESTABLISHED,
-    FIN_WAIT1 as TCP_FIN_WAIT1, FIN_WAIT2 as TCP_FIN_WAIT2, LAST_ACK as TCP_LAST_ACK,
-    LISTEN as TCP_LISTEN, NEW_SYN_RECV as TCP_NEW_SYN_RECV, SYN_RECV as TCP_SYN_RECV,
-    SYN_SENT as TCP_SYN_SENT, TIME_WAIT as TCP_TIME_WAIT,
+    FIN_WAIT1 as TCP_FIN_WAIT1, LAST_ACK as TCP_LAST_ACK, LISTEN as TCP_LISTEN,
+    NEW_SYN_RECV as TCP_NEW_SYN_RECV, SYN_RECV as TCP_SYN_RECV, SYN_SENT as TCP_SYN_SENT,
+    TIME_WAIT as TCP_TIME_WAIT,
 };
 const EAGAIN: i64 = 11;
 const SOCK_STREAM: u16 = 1;
@@ -1185,15 +1185,14 @@ fn books_on() -> bool {
 
 /// After these transitions the book leaves the kernel: a `connect()` return may follow
 /// SYN_SENT and ESTABLISHED, an `accept()` return a child's ESTABLISHED (the reader
-/// orders records by time only within a short window); CLOSE_WAIT and FIN_WAIT2 may
-/// last (a leak, a silent peer); LISTEN names a listener for its children; CLOSE ends
-/// the book.
+/// orders records by time only within a short window); CLOSE_WAIT may last (the
+/// application has not closed: a leak is seen while it lasts); LISTEN names a listener
+/// for its children; CLOSE ends the book.
 #[inline(always)]
 fn flush_after(new: u8) -> bool {
     new == TCP_SYN_SENT
         || new == TCP_ESTABLISHED
         || new == TCP_CLOSE_WAIT
-        || new == TCP_FIN_WAIT2
         || new == TCP_CLOSE
         || new == TCP_LISTEN
 }
@@ -1245,7 +1244,11 @@ fn book_flush(o: &KernelOffsets, sk: u64, b: &mut ConnRecord) {
     if b.nsteps == 0 {
         return;
     }
-    book_tuple(o, sk, b);
+    if b.sport == 0 || b.dport == 0 || b.seq == 0 {
+        // Not complete yet (a client's local port comes at SYN_SENT, a child's remote
+        // end before 6.15 after its birth), or the first flush: read again.
+        book_tuple(o, sk, b);
+    }
     let tgid = if b.flags & book_flags::OWNER_KNOWN != 0 {
         b.owner.tgid
     } else {

@@ -53,6 +53,10 @@ pub enum Config {
     Json,
     /// `tcp-trace > /dev/null` (the default ladder view).
     Default,
+    /// `tcp-trace --json --per-event > /dev/null`: the per-event kernel design (the
+    /// one before issue #13, and the one of 5.10 and the raw/classic attach paths),
+    /// for a before/after beside `json`.
+    JsonPerEvent,
     /// `tcp-trace --view events --json > /dev/null`: one line per event.
     Events,
     /// bpftrace, one printf line per `sock:inet_sock_set_state` hit.
@@ -67,6 +71,7 @@ impl Config {
             Config::Untraced => "untraced",
             Config::Json => "tcp-trace --json",
             Config::Default => "tcp-trace (ladder)",
+            Config::JsonPerEvent => "--json --per-event",
             Config::Events => "tcp-trace events",
             Config::Bpftrace => "bpftrace printf",
             Config::BpftraceLife => "bpftrace-life",
@@ -74,7 +79,10 @@ impl Config {
     }
 
     fn is_ours(self) -> bool {
-        matches!(self, Config::Json | Config::Default | Config::Events)
+        matches!(
+            self,
+            Config::Json | Config::Default | Config::Events | Config::JsonPerEvent
+        )
     }
 
     fn is_bpftrace(self) -> bool {

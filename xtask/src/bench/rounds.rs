@@ -217,11 +217,14 @@ impl Drop for Tracer {
 
 fn spawn_tracer(bins: &Bins, config: Config) -> Result<Tracer> {
     let (mut c, output) = match config {
-        Config::Json | Config::Default | Config::Events => {
+        Config::Json | Config::Default | Config::Events | Config::JsonPerEvent => {
             let mut c = Command::new(&bins.tracer);
             match config {
                 Config::Json => {
                     c.arg("--json");
+                }
+                Config::JsonPerEvent => {
+                    c.args(["--json", "--per-event"]);
                 }
                 Config::Events => {
                     c.args(["--view", "events", "--json"]);
