@@ -52,6 +52,22 @@ pub mod flags {
     pub const ISN: u16 = 1 << 7;
 }
 
+/// TCP states, the kernel's numbering (`include/net/tcp_states.h`).
+pub mod tcp_state {
+    pub const ESTABLISHED: u8 = 1;
+    pub const SYN_SENT: u8 = 2;
+    pub const SYN_RECV: u8 = 3;
+    pub const FIN_WAIT1: u8 = 4;
+    pub const FIN_WAIT2: u8 = 5;
+    pub const TIME_WAIT: u8 = 6;
+    pub const CLOSE: u8 = 7;
+    pub const CLOSE_WAIT: u8 = 8;
+    pub const LAST_ACK: u8 = 9;
+    pub const LISTEN: u8 = 10;
+    pub const CLOSING: u8 = 11;
+    pub const NEW_SYN_RECV: u8 = 12;
+}
+
 pub const AF_INET: u8 = 2;
 pub const AF_INET6: u8 = 10;
 pub const IPPROTO_TCP: u16 = 6;
@@ -290,6 +306,93 @@ pub struct PendingCall {
     pub daddr: [u8; 16],
 }
 
+/// Steps a [`ConnRecord`] holds before it must leave the kernel.
+pub const BOOK_STEPS: usize = 8;
+
+/// One step of a connection's book: a state transition, or a retransmit or reset on
+/// the socket (16 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Step {
+    /// `bpf_ktime_get_ns()`.
+    pub ts_ns: u64,
+    /// [`kind::STATE`], [`kind::RETRANSMIT`], [`kind::RESET_SENT`] or
+    /// [`kind::RESET_RECEIVED`].
+    pub kind: u8,
+    /// Old and new TCP state (transitions); the socket's state (retransmits, resets)
+    /// in `new`.
+    pub old: u8,
+    pub new: u8,
+    /// [`step_flags`] bits.
+    pub flags: u8,
+    /// Resets sent: the reason (`u32::MAX` when not read); task-context steps: the
+    /// tgid of the task that ran the hook.
+    pub aux: u32,
+}
+
+/// Bits of [`Step::flags`].
+pub mod step_flags {
+    /// The hook ran in the task that made the transition (connect, listen, close).
+    pub const TASK_CTX: u8 = 1 << 0;
+}
+
+/// Bits of [`ConnRecord::flags`].
+pub mod book_flags {
+    /// `family`, ports and addresses are valid.
+    pub const HAS_TUPLE: u16 = 1 << 0;
+    /// `owner` is valid.
+    pub const OWNER_KNOWN: u16 = 1 << 1;
+    /// `owner` is the listener's (a child before `accept()`).
+    pub const OWNER_FROM_LISTENER: u16 = 1 << 2;
+    /// `listener` is the socket the kernel cloned this child from (socket storage).
+    pub const LISTENER_EXACT: u16 = 1 << 3;
+    /// `aq_len`/`aq_max` hold the listener's accept queue at the child's birth.
+    pub const ACCEPT_QUEUE: u16 = 1 << 4;
+    /// `isn_local`/`isn_remote` were read at the transition to ESTABLISHED.
+    pub const ISN: u16 = 1 << 5;
+    /// The socket reached CLOSE: its book is gone with this record.
+    pub const FINAL: u16 = 1 << 6;
+}
+
+/// The books a socket keeps in the kernel (socket local storage, per-connection
+/// design), and the record they leave in when flushed: the connection's identity
+/// once, and the steps since the last flush. Flushed at SYN_SENT, ESTABLISHED,
+/// CLOSE_WAIT, LISTEN and CLOSE, and when `steps` is full; 248 bytes,
+/// which tells it apart from a [`RawEvent`] in the ring.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnRecord {
+    /// Flushes of this book so far (0 for its first record).
+    pub seq: u32,
+    /// Valid entries in `steps`.
+    pub nsteps: u8,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u8,
+    /// [`book_flags`] bits.
+    pub flags: u16,
+    /// Kernel address of the `struct sock`.
+    pub skaddr: u64,
+    /// A child: its listener's address (0 = unknown).
+    pub listener: u64,
+    pub owner: Owner,
+    pub sport: u16,
+    pub dport: u16,
+    /// A child: its listener's accept-queue length and limit when it was queued.
+    pub aq_len: u32,
+    pub aq_max: u32,
+    /// This end's and the peer's initial sequence numbers.
+    pub isn_local: u32,
+    pub isn_remote: u32,
+    pub _pad: u32,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub steps: [Step; BOOK_STEPS],
+}
+
+pub const CONN_RECORD_SIZE: usize = core::mem::size_of::<ConnRecord>();
+const _: () = assert!(CONN_RECORD_SIZE == 248);
+const _: () = assert!(CONN_RECORD_SIZE != RAW_EVENT_SIZE && CONN_RECORD_SIZE != RAW_EVENT_SIZE_V1);
+
 /// Indexes of the per-CPU counter array `COUNTERS`.
 pub mod counter {
     /// Events that could not be reserved in the ring buffer (lost).
@@ -317,4 +420,5 @@ mod pod {
     unsafe impl aya::Pod for PendingCall {}
     unsafe impl aya::Pod for ListenKey {}
     unsafe impl aya::Pod for ListenerLink {}
+    unsafe impl aya::Pod for ConnRecord {}
 }

@@ -21,8 +21,9 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
 use tcp_trace_common::{
-    AF_INET, AF_INET6, Filter, IPPROTO_TCP, KernelOffsets, ListenKey, ListenerLink, NO_FIELD,
-    Owner, PendingCall, RawEvent, TpLayout, counter, flags, kind,
+    AF_INET, AF_INET6, BOOK_STEPS, ConnRecord, Filter, IPPROTO_TCP, KernelOffsets, ListenKey,
+    ListenerLink, NO_FIELD, Owner, PendingCall, RawEvent, TpLayout, book_flags, counter, flags,
+    kind, step_flags,
 };
 
 // ---------------------------------------------------------------------------
@@ -99,6 +100,11 @@ static FILTER: Filter = Filter {
 /// docs/kernel-facts.md) and the reader drains on a 10 ms timer.
 #[unsafe(no_mangle)]
 static WAKEUP_BYTES: u64 = 2 * 1024 * 1024;
+/// 1: the per-connection design (a book per socket in `CONN_OF`, flushed as
+/// [`ConnRecord`]s) in the programs that may use socket storage; 0: one record per
+/// event everywhere.
+#[unsafe(no_mangle)]
+static BOOKS: u32 = 0;
 
 // ---------------------------------------------------------------------------
 // Maps.
@@ -148,6 +154,50 @@ static LISTENER_OF: SkStorageClone<ListenerLink> = SkStorageClone {
     max_entries: core::ptr::null(),
     map_flags: core::ptr::null(),
 };
+
+/// Socket local storage without `BPF_F_CLONE` (`BPF_F_NO_PREALLOC` only): a book
+/// belongs to one socket and dies with it; a child starts its own.
+#[repr(C)]
+pub struct SkStorage<V> {
+    r#type: *const [i32; 24],
+    key: *const i32,
+    value: *const V,
+    max_entries: *const [i32; 0],
+    map_flags: *const [i32; 1],
+}
+
+// SAFETY: as for SkStorageClone.
+unsafe impl<V> Sync for SkStorage<V> {}
+
+/// Each socket's book (per-connection design): its identity once and its steps since
+/// the last flush.
+#[unsafe(link_section = ".maps")]
+#[unsafe(export_name = "CONN_OF")]
+static CONN_OF: SkStorage<ConnRecord> = SkStorage {
+    r#type: core::ptr::null(),
+    key: core::ptr::null(),
+    value: core::ptr::null(),
+    max_entries: core::ptr::null(),
+    map_flags: core::ptr::null(),
+};
+
+/// The book of `sk`; created (zeroed) when `create`. None for a socket that is not a
+/// full one (request, timewait) or when the kernel cannot allocate.
+#[inline(always)]
+fn book_of(sk: u64, create: bool) -> Option<&'static mut ConnRecord> {
+    // SAFETY: as in `listener_of`.
+    let p = unsafe {
+        helper::bpf_sk_storage_get(
+            &raw const CONN_OF as *mut c_void,
+            sk as *mut c_void,
+            core::ptr::null_mut(),
+            if create { 1 } else { 0 },
+        )
+    } as *mut ConnRecord;
+    // SAFETY: a map value of this socket, valid while the program runs; the socket's
+    // transitions, retransmits and resets run under its lock, one at a time.
+    unsafe { p.as_mut() }
+}
 
 /// The storage of `sk` in `LISTENER_OF`; created (zeroed) when `create`.
 #[inline(always)]
@@ -226,16 +276,12 @@ static ACCEPTS: LruHashMap<u64, PendingCall> = LruHashMap::with_max_entries(1638
 // ---------------------------------------------------------------------------
 // Small helpers.
 
-const TCP_ESTABLISHED: u8 = 1;
-const TCP_SYN_SENT: u8 = 2;
-const TCP_SYN_RECV: u8 = 3;
-const TCP_FIN_WAIT1: u8 = 4;
-const TCP_CLOSE: u8 = 7;
-const TCP_TIME_WAIT: u8 = 6;
-const TCP_CLOSE_WAIT: u8 = 8;
-const TCP_LAST_ACK: u8 = 9;
-const TCP_LISTEN: u8 = 10;
-const TCP_NEW_SYN_RECV: u8 = 12;
+use tcp_trace_common::tcp_state::{
+    CLOSE as TCP_CLOSE, CLOSE_WAIT as TCP_CLOSE_WAIT, ESTABLISHED as TCP_ESTABLISHED,
+    FIN_WAIT1 as TCP_FIN_WAIT1, LAST_ACK as TCP_LAST_ACK, LISTEN as TCP_LISTEN,
+    NEW_SYN_RECV as TCP_NEW_SYN_RECV, SYN_RECV as TCP_SYN_RECV, SYN_SENT as TCP_SYN_SENT,
+    TIME_WAIT as TCP_TIME_WAIT,
+};
 const EAGAIN: i64 = 11;
 const SOCK_STREAM: u16 = 1;
 
@@ -575,21 +621,35 @@ fn sock_of_fd(o: &KernelOffsets, fd: i64) -> Option<u64> {
 /// In-kernel volume filters. `tgid` is the resolved owner (0 = unknown).
 #[inline(always)]
 fn filtered_out(ev: &RawEvent) -> bool {
+    filter_miss(
+        ev.family,
+        ev.owner_tgid,
+        ev.ns_pid,
+        ev.cgroup_id,
+        ev.sport,
+        ev.dport,
+    )
+}
+
+/// The filters on one record's family, owner (tgid, pid in our namespace, cgroup) and
+/// ports.
+#[inline(always)]
+fn filter_miss(family: u8, tgid: u32, ns_pid: u32, cgroup_id: u64, sport: u16, dport: u16) -> bool {
     let f = opaque(&raw const FILTER);
-    if f.family != 0 && ev.family != 0 && f.family != ev.family {
+    if f.family != 0 && family != 0 && f.family != family {
         return true;
     }
-    if f.tgid != 0 && ev.owner_tgid != f.tgid {
+    if f.tgid != 0 && tgid != f.tgid {
         return true;
     }
-    if f.this_container != 0 && ev.ns_pid == 0 {
+    if f.this_container != 0 && ns_pid == 0 {
         return true;
     }
     if f.ncgroups != 0 {
         let mut hit = false;
         let mut i = 0;
         while i < tcp_trace_common::MAX_CGROUPS {
-            if (i as u32) < f.ncgroups && f.cgroups[i] == ev.cgroup_id && ev.cgroup_id != 0 {
+            if (i as u32) < f.ncgroups && f.cgroups[i] == cgroup_id && cgroup_id != 0 {
                 hit = true;
             }
             i += 1;
@@ -602,7 +662,7 @@ fn filtered_out(ev: &RawEvent) -> bool {
         let mut hit = false;
         let mut i = 0;
         while i < tcp_trace_common::MAX_PORTS {
-            if (i as u32) < f.nports && (f.ports[i] == ev.sport || f.ports[i] == ev.dport) {
+            if (i as u32) < f.nports && (f.ports[i] == sport || f.ports[i] == dport) {
                 hit = true;
             }
             i += 1;
@@ -651,14 +711,21 @@ fn emit(ev: &mut RawEvent) {
         return;
     }
     ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+    output(&*ev, RECORD_BYTES);
+}
+
+/// Puts `rec` (`bytes` with the ring's header) into the ring, waking the reader only
+/// when this record takes the backlog past `WAKEUP_BYTES`.
+#[inline(always)]
+fn output<T>(rec: &T, bytes: u64) {
     let threshold = unsafe { read_volatile(&WAKEUP_BYTES) };
-    let avail = EVENTS.query(0 /* BPF_RB_AVAIL_DATA */);
-    let flags = if avail < threshold && avail + RECORD_BYTES >= threshold {
+    let avail = EVENTS.query(aya_ebpf::bindings::BPF_RB_AVAIL_DATA as u64);
+    let flags = if avail < threshold && avail + bytes >= threshold {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
     };
-    match EVENTS.output::<RawEvent>(&*ev, flags as u64) {
+    match EVENTS.output::<T>(rec, flags as u64) {
         Ok(()) => count(counter::SUBMITTED),
         Err(_) => count(counter::RINGBUF_FULL),
     }
@@ -1108,6 +1175,240 @@ pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
 }
 
 // ---------------------------------------------------------------------------
+// The per-connection design: a socket's book (socket local storage), flushed into the
+// ring at the transitions a reader must see in time, and when full.
+
+#[inline(always)]
+fn books_on() -> bool {
+    unsafe { read_volatile(&BOOKS) != 0 }
+}
+
+/// After these transitions the book leaves the kernel: a `connect()` return may follow
+/// SYN_SENT and ESTABLISHED, an `accept()` return a child's ESTABLISHED (the reader
+/// orders records by time only within a short window); CLOSE_WAIT may last (the
+/// application has not closed: a leak is seen while it lasts); LISTEN names a listener
+/// for its children; CLOSE ends the book.
+#[inline(always)]
+fn flush_after(new: u8) -> bool {
+    new == TCP_SYN_SENT
+        || new == TCP_ESTABLISHED
+        || new == TCP_CLOSE_WAIT
+        || new == TCP_CLOSE
+        || new == TCP_LISTEN
+}
+
+/// Family, ports and addresses of `sk` into its book; kept as they were when the
+/// socket no longer has a remote port (a failed connect() is disconnected).
+#[inline(always)]
+fn book_tuple(o: &KernelOffsets, sk: u64, b: &mut ConnRecord) {
+    unsafe {
+        let family = rd::<u16>(sk, o.skc_family as u64) as u8;
+        let dport = u16::from_be(rd::<u16>(sk, o.skc_dport as u64));
+        if family == 0 || (dport == 0 && b.flags & book_flags::HAS_TUPLE != 0) {
+            return;
+        }
+        b.family = family;
+        b.dport = dport;
+        b.sport = u16::from_be(rd::<u16>(sk, o.inet_sport as u64));
+        if family == AF_INET {
+            rd_into(v4_of(&mut b.saddr), sk, o.skc_rcv_saddr as u64);
+            rd_into(v4_of(&mut b.daddr), sk, o.skc_daddr as u64);
+        } else {
+            rd_into(&mut b.saddr, sk, o.skc_v6_rcv_saddr as u64);
+            rd_into(&mut b.daddr, sk, o.skc_v6_daddr as u64);
+        }
+    }
+    b.flags |= book_flags::HAS_TUPLE;
+}
+
+/// Appends a step; false when the book is full (the caller flushes first).
+#[inline(always)]
+fn book_step(b: &mut ConnRecord, k: u8, old: u8, new: u8, sflags: u8, aux: u32) -> bool {
+    let n = b.nsteps as usize;
+    let Some(st) = b.steps.get_mut(n) else {
+        return false;
+    };
+    st.ts_ns = unsafe { bpf_ktime_get_ns() };
+    st.kind = k;
+    st.old = old;
+    st.new = new;
+    st.flags = sflags;
+    st.aux = aux;
+    b.nsteps = (n + 1) as u8;
+    true
+}
+
+/// The book into the ring (unless filtered out), then empty for the next steps.
+#[inline(always)]
+fn book_flush(o: &KernelOffsets, sk: u64, b: &mut ConnRecord) {
+    if b.nsteps == 0 {
+        return;
+    }
+    if b.sport == 0 || b.dport == 0 || b.seq == 0 {
+        // Not complete yet (a client's local port comes at SYN_SENT, a child's remote
+        // end before 6.15 after its birth), or the first flush: read again.
+        book_tuple(o, sk, b);
+    }
+    let tgid = if b.flags & book_flags::OWNER_KNOWN != 0 {
+        b.owner.tgid
+    } else {
+        0
+    };
+    if filter_miss(
+        b.family,
+        tgid,
+        b.owner.ns_tgid,
+        b.owner.cgroup_id,
+        b.sport,
+        b.dport,
+    ) {
+        count(counter::FILTERED);
+    } else {
+        output(&*b, core::mem::size_of::<ConnRecord>() as u64 + 8);
+    }
+    b.seq += 1;
+    b.nsteps = 0;
+}
+
+/// A transition in the per-connection design. False when the socket has no book (the
+/// kernel could not allocate one): the caller reports the event on its own.
+#[inline(always)]
+fn state_book(o: &KernelOffsets, sk: u64, old: u8, new: u8) -> bool {
+    let Some(b) = book_of(sk, true) else {
+        return false;
+    };
+    let task = process_transition(old, new);
+    let child = old == TCP_LISTEN && new == TCP_SYN_RECV;
+    if b.skaddr == 0 {
+        b.skaddr = sk;
+        book_tuple(o, sk, b);
+    }
+    if task && (new == TCP_SYN_SENT || new == TCP_LISTEN || b.flags & book_flags::OWNER_KNOWN == 0)
+    {
+        b.owner = owner_of(sk);
+        b.flags = (b.flags | book_flags::OWNER_KNOWN) & !book_flags::OWNER_FROM_LISTENER;
+    } else if b.flags & book_flags::OWNER_KNOWN == 0
+        && (child || new == TCP_SYN_RECV || new == TCP_ESTABLISHED)
+    {
+        // A child born in softirq: its listener's process owns it until accept().
+        // The listener it was cloned from (socket storage), else the one on its
+        // namespace and port.
+        let inherited = if child {
+            listener_of(sk, false).map(|l| *l).filter(|l| l.sk != 0)
+        } else {
+            None
+        };
+        let (link, exact) = match inherited {
+            Some(l) => (Some(l), book_flags::LISTENER_EXACT),
+            None => {
+                let netns = netns_of(o, sk);
+                let l = unsafe { LISTENERS.get(&listen_key(netns, b.sport)) };
+                (l.copied(), 0)
+            }
+        };
+        if let Some(l) = link {
+            b.owner = l.owner;
+            b.flags |= book_flags::OWNER_KNOWN | book_flags::OWNER_FROM_LISTENER | exact;
+            if child {
+                b.listener = l.sk;
+                if l.sk != 0 && o.valid != 0 {
+                    // SAFETY: kernel reads through the helper (zero on a fault).
+                    unsafe {
+                        b.aq_len = rd::<u32>(l.sk, o.sk_ack_backlog as u64);
+                        b.aq_max = rd::<u32>(l.sk, o.sk_max_ack_backlog as u64);
+                    }
+                    b.flags |= book_flags::ACCEPT_QUEUE;
+                }
+            }
+        }
+    }
+    if new == TCP_ESTABLISHED && (old == TCP_SYN_SENT || old == TCP_SYN_RECV) && o.tcp_snd_una != 0
+    {
+        // SAFETY: kernel reads through the helper (zero on a fault).
+        unsafe {
+            b.isn_local = rd::<u32>(sk, o.tcp_snd_una as u64).wrapping_sub(1);
+            b.isn_remote = rd::<u32>(sk, o.tcp_rcv_nxt as u64).wrapping_sub(1);
+        }
+        b.flags |= book_flags::ISN;
+    }
+    let (sflags, aux) = if task {
+        (
+            step_flags::TASK_CTX,
+            (bpf_get_current_pid_tgid() >> 32) as u32,
+        )
+    } else {
+        (0, 0)
+    };
+    if !book_step(b, kind::STATE, old, new, sflags, aux) {
+        book_flush(o, sk, b);
+        book_step(b, kind::STATE, old, new, sflags, aux);
+    }
+
+    // What the per-event design does around a transition, for the other hooks.
+    if task && new == TCP_SYN_SENT {
+        let id = bpf_get_current_pid_tgid();
+        if let Some(p) = CONNECTS.get_ptr_mut(&id) {
+            unsafe {
+                (*p).skaddr = sk;
+                (*p).dport = b.dport;
+                (*p).family = b.family;
+                copy16(&mut (*p).daddr, &b.daddr);
+            }
+        }
+    }
+    if task && new == TCP_LISTEN {
+        let link = ListenerLink { sk, owner: b.owner };
+        let _ = LISTENERS.insert(&listen_key(b.owner.netns, b.sport), &link, 0);
+        if let Some(l) = listener_of(sk, true) {
+            *l = link;
+        }
+    }
+    if new == TCP_CLOSE {
+        b.flags |= book_flags::FINAL;
+    }
+    if flush_after(new) || b.nsteps as usize == BOOK_STEPS {
+        book_flush(o, sk, b);
+    }
+    if new == TCP_CLOSE {
+        if old == TCP_LISTEN {
+            let key = listen_key(b.owner.netns, b.sport);
+            if let Some(l) = unsafe { LISTENERS.get(&key) } {
+                if l.sk == sk {
+                    let _ = LISTENERS.remove(&key);
+                }
+            }
+        }
+        // SAFETY: the map and this program's socket argument, as for the get.
+        unsafe {
+            helper::bpf_sk_storage_delete(&raw const CONN_OF as *mut c_void, sk as *mut c_void)
+        };
+    }
+    true
+}
+
+/// A retransmit or reset on a socket with a book: a step in it. False when `sk` has
+/// none (a request or timewait sock, or a socket from before the trace).
+#[inline(always)]
+fn step_book(o: &KernelOffsets, k: u8, sk: u64) -> bool {
+    let Some(b) = book_of(sk, false) else {
+        return false;
+    };
+    if b.skaddr == 0 {
+        return false;
+    }
+    let state = unsafe { rd::<u8>(sk, o.skc_state as u64) };
+    let aux = if k == kind::RESET_SENT { u32::MAX } else { 0 };
+    if !book_step(b, k, 0, state, 0, aux) {
+        book_flush(o, sk, b);
+        book_step(b, k, 0, state, 0, aux);
+    }
+    if b.nsteps as usize == BOOK_STEPS {
+        book_flush(o, sk, b);
+    }
+    true
+}
+
+// ---------------------------------------------------------------------------
 // The same hooks without tracefs: BTF-typed (tp_btf) and raw tracepoints. Both
 // contexts are an array of u64 arguments; the socket's fields are read through
 // BTF offsets. Userspace picks one path per hook (`--attach`).
@@ -1125,6 +1426,9 @@ fn state_args(slot: u32, sk: u64, old: u64, new: u64, storage: bool) {
         return;
     }
     let (old, new) = (old as u8, new as u8);
+    if storage && books_on() && state_book(&o, sk, old, new) {
+        return;
+    }
     let task = process_transition(old, new);
     // A child's storage is its listener's, cloned by the kernel (see LISTENER_OF).
     let inherited = if storage && old == TCP_LISTEN && new == TCP_SYN_RECV {
@@ -1178,9 +1482,12 @@ fn synack_args(sk: u64, req: u64) {
 }
 
 #[inline(always)]
-fn sock_args(k: u8, sk: u64) {
+fn sock_args(k: u8, sk: u64, storage: bool) {
     let o = opaque(&raw const OFFSETS);
     if o.valid == 0 {
+        return;
+    }
+    if storage && books_on() && sk != 0 && step_book(&o, k, sk) {
         return;
     }
     let Some(ev) = new_event(slot_of(k), k, sk, false) else {
@@ -1316,20 +1623,37 @@ both_paths!(
     btf_tcp_retransmit_skb,
     raw_tcp_retransmit_skb,
     "tcp_retransmit_skb",
-    |c| { sock_args(kind::RETRANSMIT, c.arg::<u64>(0)) }
+    |c| { sock_args(kind::RETRANSMIT, c.arg::<u64>(0), false) }
 );
 both_paths!(
     btf_tcp_send_reset,
     raw_tcp_send_reset,
     "tcp_send_reset",
-    |c| { sock_args(kind::RESET_SENT, c.arg::<u64>(0)) }
+    |c| { sock_args(kind::RESET_SENT, c.arg::<u64>(0), false) }
 );
 both_paths!(
     btf_tcp_receive_reset,
     raw_tcp_receive_reset,
     "tcp_receive_reset",
-    |c| { sock_args(kind::RESET_RECEIVED, c.arg::<u64>(0)) }
+    |c| { sock_args(kind::RESET_RECEIVED, c.arg::<u64>(0), false) }
 );
+/// The retransmit and reset hooks with socket storage (tp_btf only, 5.11+): a step
+/// in the socket's book when it has one.
+#[btf_tracepoint(function = "tcp_retransmit_skb")]
+pub fn btf_tcp_retransmit_skb_sk(c: BtfTracePointContext) -> i32 {
+    sock_args(kind::RETRANSMIT, c.arg::<u64>(0), true);
+    0
+}
+#[btf_tracepoint(function = "tcp_send_reset")]
+pub fn btf_tcp_send_reset_sk(c: BtfTracePointContext) -> i32 {
+    sock_args(kind::RESET_SENT, c.arg::<u64>(0), true);
+    0
+}
+#[btf_tracepoint(function = "tcp_receive_reset")]
+pub fn btf_tcp_receive_reset_sk(c: BtfTracePointContext) -> i32 {
+    sock_args(kind::RESET_RECEIVED, c.arg::<u64>(0), true);
+    0
+}
 both_paths!(btf_sys_enter, raw_sys_enter, "sys_enter", |c| {
     sys_enter_args(c.arg::<u64>(0), c.arg::<u64>(1))
 });

@@ -250,6 +250,10 @@ pub struct FilterArgs {
     /// How to attach the kernel hooks.
     #[arg(long, value_enum, default_value_t = crate::loader::AttachMode::Auto)]
     pub attach: crate::loader::AttachMode,
+    /// One kernel record per event even where socket storage allows one per connection
+    /// flush (tp_btf, Linux 5.11+); `--view events` and `record` always use it.
+    #[arg(long)]
+    pub per_event: bool,
     /// Ring buffer size in KiB (a power of two, at least 4): events that do not fit
     /// are counted and reported as lost.
     #[arg(long, value_name = "KIB", default_value_t = 8192, value_parser = parse_ring_kib)]

@@ -5,7 +5,10 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use tcp_trace_common::{AF_INET, AF_INET6, RAW_EVENT_SIZE, RawEvent, flags, kind};
+use tcp_trace_common::{
+    AF_INET, AF_INET6, BOOK_STEPS, CONN_RECORD_SIZE, ConnRecord, RAW_EVENT_SIZE, RawEvent,
+    book_flags, flags, kind, step_flags, tcp_state,
+};
 
 /// TCP states with the kernel's numbering (`include/net/tcp_states.h`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -30,18 +33,18 @@ impl TcpState {
     pub fn from_raw(v: u8) -> TcpState {
         use TcpState::*;
         match v {
-            1 => Established,
-            2 => SynSent,
-            3 => SynRecv,
-            4 => FinWait1,
-            5 => FinWait2,
-            6 => TimeWait,
-            7 => Close,
-            8 => CloseWait,
-            9 => LastAck,
-            10 => Listen,
-            11 => Closing,
-            12 => NewSynRecv,
+            tcp_state::ESTABLISHED => Established,
+            tcp_state::SYN_SENT => SynSent,
+            tcp_state::SYN_RECV => SynRecv,
+            tcp_state::FIN_WAIT1 => FinWait1,
+            tcp_state::FIN_WAIT2 => FinWait2,
+            tcp_state::TIME_WAIT => TimeWait,
+            tcp_state::CLOSE => Close,
+            tcp_state::CLOSE_WAIT => CloseWait,
+            tcp_state::LAST_ACK => LastAck,
+            tcp_state::LISTEN => Listen,
+            tcp_state::CLOSING => Closing,
+            tcp_state::NEW_SYN_RECV => NewSynRecv,
             n => Unknown(n),
         }
     }
@@ -49,18 +52,18 @@ impl TcpState {
     pub fn raw(self) -> u8 {
         use TcpState::*;
         match self {
-            Established => 1,
-            SynSent => 2,
-            SynRecv => 3,
-            FinWait1 => 4,
-            FinWait2 => 5,
-            TimeWait => 6,
-            Close => 7,
-            CloseWait => 8,
-            LastAck => 9,
-            Listen => 10,
-            Closing => 11,
-            NewSynRecv => 12,
+            Established => tcp_state::ESTABLISHED,
+            SynSent => tcp_state::SYN_SENT,
+            SynRecv => tcp_state::SYN_RECV,
+            FinWait1 => tcp_state::FIN_WAIT1,
+            FinWait2 => tcp_state::FIN_WAIT2,
+            TimeWait => tcp_state::TIME_WAIT,
+            Close => tcp_state::CLOSE,
+            CloseWait => tcp_state::CLOSE_WAIT,
+            LastAck => tcp_state::LAST_ACK,
+            Listen => tcp_state::LISTEN,
+            Closing => tcp_state::CLOSING,
+            NewSynRecv => tcp_state::NEW_SYN_RECV,
             Unknown(n) => n,
         }
     }
@@ -253,6 +256,8 @@ pub enum DecodeError {
     Short(usize),
     #[error("unknown event kind {0}")]
     UnknownKind(u8),
+    #[error("connection record with {0} steps (at most {BOOK_STEPS})")]
+    BookSteps(u8),
 }
 
 fn addr(family: u8, raw: &[u8; 16]) -> IpAddr {
@@ -279,6 +284,97 @@ pub fn raw_from_bytes(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
     // the slice holds at least size_of::<RawEvent>() bytes; read_unaligned copes
     // with any alignment.
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<RawEvent>()) })
+}
+
+/// One ring record: a [`RawEvent`] (per-event design), or a socket's book
+/// ([`ConnRecord`], per-connection design: told apart by its size) unfolded into the
+/// events the per-event design would have written for its steps, in order. Returns
+/// how many events `f` got.
+pub fn ring_record(bytes: &[u8], mut f: impl FnMut(RawEvent)) -> Result<usize, DecodeError> {
+    if bytes.len() != CONN_RECORD_SIZE {
+        f(raw_from_bytes(bytes)?);
+        return Ok(1);
+    }
+    // SAFETY: ConnRecord is repr(C) plain old data (every bit pattern is valid) and the
+    // slice holds exactly its size; read_unaligned copes with any alignment.
+    let book = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ConnRecord>()) };
+    unfold_book(&book, f)
+}
+
+/// The events of a book's steps (see [`ring_record`]).
+pub fn unfold_book(b: &ConnRecord, mut f: impl FnMut(RawEvent)) -> Result<usize, DecodeError> {
+    let n = b.nsteps as usize;
+    if n > BOOK_STEPS {
+        return Err(DecodeError::BookSteps(b.nsteps));
+    }
+    let has = |bit| b.flags & bit != 0;
+    let mut base = RawEvent {
+        skaddr: b.skaddr,
+        family: b.family,
+        sport: b.sport,
+        dport: b.dport,
+        saddr: b.saddr,
+        daddr: b.daddr,
+        netns: b.owner.netns,
+        ..RawEvent::default()
+    };
+    if has(book_flags::HAS_TUPLE) {
+        base.flags |= flags::HAS_TUPLE;
+    }
+    if has(book_flags::OWNER_KNOWN) {
+        base.owner_tgid = b.owner.tgid;
+        base.owner_pid = b.owner.pid;
+        base.comm = b.owner.comm;
+        base.cgroup_id = b.owner.cgroup_id;
+        base.ns_pid = b.owner.ns_tgid;
+        base.flags |= flags::OWNER_KNOWN;
+        if has(book_flags::OWNER_FROM_LISTENER) {
+            base.flags |= flags::OWNER_FROM_LISTENER;
+        }
+    }
+    for st in &b.steps[..n] {
+        let mut ev = base;
+        ev.ts_ns = st.ts_ns;
+        ev.kind = st.kind;
+        ev.oldstate = st.old;
+        ev.newstate = st.new;
+        if st.flags & step_flags::TASK_CTX != 0 {
+            ev.flags |= flags::TASK_CTX;
+            ev.ctx_pid_tgid = (u64::from(st.aux) << 32) | u64::from(st.aux);
+        }
+        match st.kind {
+            kind::RESET_SENT => {
+                ev.aux = if st.aux == u32::MAX {
+                    u64::MAX
+                } else {
+                    u64::from(st.aux)
+                }
+            }
+            kind::STATE if st.old == tcp_state::LISTEN && st.new == tcp_state::SYN_RECV => {
+                // The child's birth (LISTEN → SYN_RECV): its listener and queue.
+                ev.aux = b.listener;
+                if has(book_flags::LISTENER_EXACT) {
+                    ev.flags |= flags::LISTENER_EXACT;
+                }
+                if has(book_flags::ACCEPT_QUEUE) {
+                    ev.flags |= flags::ACCEPT_QUEUE;
+                    ev.fd = b.aq_len as i32;
+                    ev.ret = i64::from(b.aq_max);
+                }
+            }
+            kind::STATE
+                if st.new == tcp_state::ESTABLISHED
+                    && (st.old == tcp_state::SYN_SENT || st.old == tcp_state::SYN_RECV)
+                    && has(book_flags::ISN) =>
+            {
+                ev.flags |= flags::ISN;
+                ev.ret = ((u64::from(b.isn_remote) << 32) | u64::from(b.isn_local)) as i64;
+            }
+            _ => {}
+        }
+        f(ev);
+    }
+    Ok(n)
 }
 
 /// The bytes of a [`RawEvent`], as the kernel wrote them (used by `record`).
@@ -470,6 +566,164 @@ mod tests {
         assert!(!o.from_listener);
         assert_eq!((ev.cgroup_id, ev.ns_pid, ev.netns), (5, 3, 4026531833));
         assert_eq!(ev.pid(), Some(100));
+    }
+
+    /// A child's book as the kernel flushes it at ESTABLISHED: birth and
+    /// establishment, each as the per-event design would have written it.
+    fn child_book() -> ConnRecord {
+        use tcp_trace_common::{Owner, Step};
+        let mut b = ConnRecord {
+            seq: 0,
+            nsteps: 2,
+            family: AF_INET,
+            flags: book_flags::HAS_TUPLE
+                | book_flags::OWNER_KNOWN
+                | book_flags::OWNER_FROM_LISTENER
+                | book_flags::LISTENER_EXACT
+                | book_flags::ACCEPT_QUEUE
+                | book_flags::ISN,
+            skaddr: 0xffff_0000_1234,
+            listener: 0xffff_0000_9999,
+            owner: Owner {
+                tgid: 17,
+                pid: 18,
+                comm: *b"nginx\0\0\0\0\0\0\0\0\0\0\0",
+                cgroup_id: 5,
+                ns_tgid: 0,
+                netns: 4026531840,
+            },
+            sport: 8080,
+            dport: 51234,
+            aq_len: 3,
+            aq_max: 128,
+            isn_local: 7,
+            isn_remote: 9,
+            ..ConnRecord::default()
+        };
+        b.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        b.daddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        b.steps[0] = Step {
+            ts_ns: 100,
+            kind: kind::STATE,
+            old: tcp_state::LISTEN,
+            new: tcp_state::SYN_RECV,
+            flags: 0,
+            aux: 0,
+        };
+        b.steps[1] = Step {
+            ts_ns: 110,
+            kind: kind::STATE,
+            old: tcp_state::SYN_RECV,
+            new: tcp_state::ESTABLISHED,
+            flags: 0,
+            aux: 0,
+        };
+        b
+    }
+
+    fn book_bytes(b: &ConnRecord) -> Vec<u8> {
+        // SAFETY: ConnRecord is repr(C) POD with explicit padding.
+        unsafe {
+            std::slice::from_raw_parts((b as *const ConnRecord).cast::<u8>(), CONN_RECORD_SIZE)
+        }
+        .to_vec()
+    }
+
+    #[test]
+    fn a_book_unfolds_into_the_events_of_its_steps() {
+        let mut evs = Vec::new();
+        assert_eq!(
+            ring_record(&book_bytes(&child_book()), |r| evs.push(r)),
+            Ok(2)
+        );
+        let evs: Vec<Event> = evs.iter().map(|r| decode_raw(r).unwrap()).collect();
+        assert_eq!(evs[0].ts_ns, 100);
+        assert_eq!(
+            evs[0].kind,
+            EventKind::Transition {
+                old: TcpState::Listen,
+                new: TcpState::SynRecv
+            }
+        );
+        assert_eq!(evs[0].listener, 0xffff_0000_9999);
+        assert!(evs[0].listener_exact);
+        assert_eq!(evs[0].accept_queue, Some((3, 128)));
+        assert_eq!(evs[0].isn, None);
+        assert_eq!(evs[1].isn, Some((7, 9)));
+        assert_eq!(evs[1].accept_queue, None);
+        assert_eq!(evs[1].listener, 0);
+        for e in &evs {
+            assert_eq!(e.local, Some(("127.0.0.1".parse().unwrap(), 8080)));
+            assert_eq!(e.remote, Some(("127.0.0.1".parse().unwrap(), 51234)));
+            let o = e.owner.unwrap();
+            assert_eq!((o.pid, o.tid, o.from_listener), (17, 18, true));
+            assert_eq!(e.netns, 4026531840);
+            assert_eq!(e.cgroup_id, 5);
+            assert!(!e.task_ctx);
+        }
+    }
+
+    #[test]
+    fn book_steps_keep_their_context_kind_and_reason() {
+        let mut b = child_book();
+        b.flags &= !(book_flags::OWNER_KNOWN | book_flags::ISN | book_flags::ACCEPT_QUEUE);
+        b.nsteps = 3;
+        b.steps[0].flags = step_flags::TASK_CTX;
+        b.steps[0].aux = 4242;
+        b.steps[1].old = tcp_state::ESTABLISHED;
+        b.steps[1].new = tcp_state::FIN_WAIT1;
+        b.steps[2] = tcp_trace_common::Step {
+            ts_ns: 120,
+            kind: kind::RESET_SENT,
+            old: 0,
+            new: tcp_state::FIN_WAIT1,
+            flags: 0,
+            aux: u32::MAX,
+        };
+        let mut evs = Vec::new();
+        unfold_book(&b, |r| evs.push(decode_raw(&r).unwrap())).unwrap();
+        assert!(evs[0].task_ctx);
+        assert_eq!(evs[0].ctx_pid, 4242);
+        assert_eq!(evs[0].accept_queue, None);
+        assert!(evs.iter().all(|e| e.owner.is_none()));
+        assert_eq!(
+            evs[2].kind,
+            EventKind::ResetSent {
+                state: Some(TcpState::FinWait1),
+                reason: None
+            }
+        );
+        b.steps[2].aux = 3;
+        let mut last = None;
+        unfold_book(&b, |r| last = Some(decode_raw(&r).unwrap())).unwrap();
+        assert!(matches!(
+            last.unwrap().kind,
+            EventKind::ResetSent {
+                reason: Some(3),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_book_with_too_many_steps_is_an_error_not_a_panic() {
+        let mut b = child_book();
+        b.nsteps = BOOK_STEPS as u8 + 1;
+        let mut n = 0;
+        assert_eq!(
+            ring_record(&book_bytes(&b), |_| n += 1),
+            Err(DecodeError::BookSteps(BOOK_STEPS as u8 + 1))
+        );
+        assert_eq!(n, 0);
+        // Any other size is an event record (or too short for one).
+        assert_eq!(
+            ring_record(&[0u8; 10], |_| n += 1),
+            Err(DecodeError::Short(10))
+        );
+        assert_eq!(
+            ring_record(&raw_to_bytes(&raw(kind::STATE)), |_| n += 1),
+            Ok(1)
+        );
     }
 
     #[test]

@@ -480,6 +480,14 @@ fn conversation_selected(
 }
 
 impl<W: Write> Renderer<W> {
+    /// The view prints each event as it happens (`--view events`): the kernel side
+    /// must then write one record per event.
+    pub fn event_stream(&self) -> bool {
+        self.view == View::Events
+    }
+}
+
+impl<W: Write> Renderer<W> {
     /// `t0_ns`: start of the relative time column (None = first event). `live`: the
     /// events come from this host now, so cgroup ids can be resolved to containers.
     pub fn new(

@@ -11,8 +11,8 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::{ExplainArgs, FilterArgs, RecordArgs, ReplayArgs, TraceArgs};
 use crate::clock::{WallClock, monotonic_ns};
-use crate::decode::raw_from_bytes;
-use crate::loader::{self, AttachMode, Options};
+use crate::decode::ring_record;
+use crate::loader::{self, Options};
 use crate::pipeline::{Output, Renderer, RunStats, Select};
 use crate::record;
 use crate::source::{POLL_INTERVAL, Source};
@@ -98,16 +98,7 @@ pub async fn run(args: &TraceArgs, mut filter: Filter) -> anyhow::Result<u8> {
         renderer = renderer.with_metrics(m);
     }
     let out = Output::Render(Box::new(renderer));
-    live(
-        filter,
-        args.filter.attach,
-        args.filter.ring_kib,
-        args.duration,
-        args.count,
-        t0,
-        out,
-    )
-    .await
+    live(filter, &args.filter, args.duration, args.count, t0, out).await
 }
 
 /// The local port range and `tcp_tw_reuse` of this host (for TIME_WAIT pressure).
@@ -132,8 +123,7 @@ pub async fn explain(args: &ExplainArgs, mut filter: Filter) -> anyhow::Result<u
         Renderer::new(stdout, &args.output(), wall, Some(t0), true).with_explain(cfg, port_range());
     live(
         filter,
-        args.filter.attach,
-        args.filter.ring_kib,
+        &args.filter,
         args.duration,
         args.count,
         t0,
@@ -160,8 +150,7 @@ pub async fn record(args: &RecordArgs, mut filter: Filter) -> anyhow::Result<u8>
     let w = record::Writer::new(BufWriter::with_capacity(256 * 1024, file), &header)?;
     live(
         filter,
-        args.filter.attach,
-        args.filter.ring_kib,
+        &args.filter,
         args.duration,
         args.count,
         t0,
@@ -193,8 +182,7 @@ impl Reported {
 
 async fn live<W: Write>(
     filter: Filter,
-    attach: AttachMode,
-    ring_kib: u32,
+    kernel: &crate::cli::FilterArgs,
     duration: Option<f64>,
     count: Option<u64>,
     t0: u64,
@@ -202,8 +190,15 @@ async fn live<W: Write>(
 ) -> anyhow::Result<u8> {
     let (mut loaded, ring) = loader::load(&Options {
         filter,
-        attach,
-        ring_bytes: ring_kib * 1024,
+        attach: kernel.attach,
+        ring_bytes: kernel.ring_kib * 1024,
+        // One record per connection flush wherever nothing needs each event as it
+        // happens: not for `--view events` nor for a recording.
+        books: !kernel.per_event
+            && match &out {
+                Output::Render(r) => !r.event_stream(),
+                Output::Record(_) => false,
+            },
     })?;
     for w in &loaded.warnings {
         eprintln!("tcp-trace: warning: {w}");
@@ -214,8 +209,13 @@ async fn live<W: Write>(
         .iter()
         .map(|(hook, path)| format!("{hook}={}", path.name()))
         .collect();
+    let design = if loaded.books {
+        "one record per connection"
+    } else {
+        "one record per event"
+    };
     eprintln!(
-        "tcp-trace: {} hooks attached in {ready_ms:.0} ms ({}); Ctrl-C to stop",
+        "tcp-trace: {} hooks attached in {ready_ms:.0} ms ({}; {design}); Ctrl-C to stop",
         loaded.attached.len(),
         paths.join(" ")
     );
@@ -270,14 +270,17 @@ async fn live<W: Write>(
                 if err.is_some() || stats.events >= limit {
                     return;
                 }
-                match raw_from_bytes(bytes) {
-                    Ok(raw) if holding => held.push(raw),
-                    Ok(raw) => {
-                        if let Err(e) = out.raw(&raw, &mut stats) {
-                            err = Some(e);
-                        }
+                let r = ring_record(bytes, |raw| {
+                    if holding {
+                        held.push(raw);
+                    } else if err.is_none()
+                        && let Err(e) = out.raw(&raw, &mut stats)
+                    {
+                        err = Some(e);
                     }
-                    Err(_) => stats.decode_errors += 1,
+                });
+                if r.is_err() {
+                    stats.decode_errors += 1;
                 }
             });
             if let Some(e) = err {

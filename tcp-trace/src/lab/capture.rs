@@ -81,6 +81,7 @@ impl Tracer {
             ..Filter::default()
         };
         let (loaded, ring) = loader::load(&Options {
+            books: false,
             filter,
             attach,
             ..Default::default()

@@ -53,9 +53,9 @@ pub(super) struct Hook {
     /// report the runs the kernel skips for it (it does not re-enter a program on
     /// a CPU where it is running): (btf, raw).
     pub(super) nested: Option<(&'static str, &'static str)>,
-    /// tp_btf programs (main, nested) that also use socket local storage (5.11+),
-    /// tried before `btf_program` and its twin.
-    pub(super) btf_storage: Option<(&'static str, &'static str)>,
+    /// tp_btf programs (main, nested twin if any) that also use socket local storage
+    /// (5.11+), tried before `btf_program` and its twin.
+    pub(super) btf_storage: Option<(&'static str, Option<&'static str>)>,
 }
 
 pub(super) const TCP_HOOKS: &[Hook] = &[
@@ -71,7 +71,7 @@ pub(super) const TCP_HOOKS: &[Hook] = &[
         )),
         btf_storage: Some((
             "btf_inet_sock_set_state_sk",
-            "btf_inet_sock_set_state_sk_nested",
+            Some("btf_inet_sock_set_state_sk_nested"),
         )),
     },
     Hook {
@@ -90,7 +90,7 @@ pub(super) const TCP_HOOKS: &[Hook] = &[
         btf_program: "btf_tcp_retransmit_skb",
         raw_program: "raw_tcp_retransmit_skb",
         nested: None,
-        btf_storage: None,
+        btf_storage: Some(("btf_tcp_retransmit_skb_sk", None)),
     },
     Hook {
         tp: Tracepoint::TcpSendReset,
@@ -99,7 +99,7 @@ pub(super) const TCP_HOOKS: &[Hook] = &[
         btf_program: "btf_tcp_send_reset",
         raw_program: "raw_tcp_send_reset",
         nested: None,
-        btf_storage: None,
+        btf_storage: Some(("btf_tcp_send_reset_sk", None)),
     },
     Hook {
         tp: Tracepoint::TcpReceiveReset,
@@ -108,7 +108,7 @@ pub(super) const TCP_HOOKS: &[Hook] = &[
         btf_program: "btf_tcp_receive_reset",
         raw_program: "raw_tcp_receive_reset",
         nested: None,
-        btf_storage: None,
+        btf_storage: Some(("btf_tcp_receive_reset_sk", None)),
     },
 ];
 
@@ -260,12 +260,17 @@ impl Plan<'_> {
             let group = h.tp.group();
             if let (AttachPath::Btf, Some((main, twin))) = (path, h.btf_storage) {
                 match attach_one(ph, programs, self.btf, path, main, group, h.tp.name()).and_then(
-                    |()| attach_one(ph, programs, self.btf, path, twin, group, h.tp.name()),
+                    |()| match twin {
+                        Some(twin) => {
+                            attach_one(ph, programs, self.btf, path, twin, group, h.tp.name())
+                        }
+                        None => Ok(()),
+                    },
                 ) {
                     Ok(()) => return Ok(path),
                     Err(e) => {
                         // Never both variants at once: drop what did load.
-                        for name in [main, twin] {
+                        for name in [Some(main), twin].into_iter().flatten() {
                             if let Some(p) = programs.get_mut(name)
                                 && let Ok(p) = <&mut BtfTracePoint>::try_from(&mut **p)
                             {

@@ -78,6 +78,9 @@ pub struct Options {
     /// Ring buffer size in bytes (power of two, multiple of the page size); 0 = the
     /// object's default (8 MiB).
     pub ring_bytes: u32,
+    /// Ask for the per-connection design (a book per socket, flushed as one record)
+    /// where the state hook can use socket storage.
+    pub books: bool,
 }
 
 /// A loaded and attached tracer.
@@ -94,6 +97,9 @@ pub struct Loaded {
     /// The state hook uses socket local storage (tp_btf, 5.11+): a child names the
     /// very listener it was cloned from. Otherwise by namespace and port.
     pub listener_storage: bool,
+    /// The per-connection design is active: the state hook keeps a book per socket
+    /// and flushes it as [`tcp_trace_common::ConnRecord`]s.
+    pub books: bool,
     /// The kernel side's log records (aya-log), when the object has aya-log's map;
     /// [`Loaded::flush_log`] hands them to the `log` facade.
     pub log: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
@@ -341,6 +347,8 @@ pub fn load(opts: &Options) -> Result<(Loaded, RingBuf<MapData>), LoadError> {
         filter.pidns_ino = ino;
     }
     loader.override_global("FILTER", &filter, true);
+    let books: u32 = opts.books.into();
+    loader.override_global("BOOKS", &books, true);
     if opts.ring_bytes != 0 {
         loader.map_max_entries("EVENTS", opts.ring_bytes);
     }
@@ -372,8 +380,13 @@ pub fn load(opts: &Options) -> Result<(Loaded, RingBuf<MapData>), LoadError> {
                 TCP_HOOKS
                     .iter()
                     .filter_map(|h| h.nested)
-                    .chain(TCP_HOOKS.iter().filter_map(|h| h.btf_storage))
-                    .flat_map(|(b, r)| [b, r]),
+                    .flat_map(|(b, r)| [b, r])
+                    .chain(
+                        TCP_HOOKS
+                            .iter()
+                            .filter_map(|h| h.btf_storage)
+                            .flat_map(|(m, t)| [Some(m), t].into_iter().flatten()),
+                    ),
             ),
     );
     let mut sys_programs = take(&mut SYSCALL_HOOKS.iter().map(|(_, p, _)| *p).chain([
@@ -481,6 +494,7 @@ pub fn load(opts: &Options) -> Result<(Loaded, RingBuf<MapData>), LoadError> {
             log,
             skips_counted,
             listener_storage,
+            books: opts.books && listener_storage && state_on_btf,
         },
         ring,
     ))

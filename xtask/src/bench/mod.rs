@@ -1,21 +1,26 @@
 //! `cargo xtask bench`: paired, alternating throughput/overhead benchmark
-//! (issue #5, docs/performance.md; docs/kernel-facts.md, "A ring-buffer wakeup costs more
-//! than the event").
+//! (issues #5 and #13, docs/performance.md; docs/kernel-facts.md, "A ring-buffer
+//! wakeup costs more than the event").
 //!
-//! Each round runs every configuration once, in the same order (untraced,
-//! `tcp-trace --json > /dev/null`, `tcp-trace > /dev/null`, bpftrace), each time
-//! under the same loopback connection storm (`tcp-trace-storm`). Rates are compared
-//! within a round (paired) and summarised by medians over rounds, which cancels
-//! most of the noise of a shared machine. For each traced run it also measures the
-//! tracer's CPU seconds (from `/proc/PID/stat`, from "ready" to exit), its peak
-//! RSS (`VmHWM`, read until the process is a zombie), the time from spawn to ready,
-//! lost events, and the in-kernel cost per program hit from `kernel.bpf_stats_enabled`
-//! (restored afterwards) and `bpftool prog show --json`.
+//! For each close (`--close fin|rst|both`), each round runs every configuration once,
+//! in the same order (untraced, `tcp-trace --json`, `tcp-trace`, `tcp-trace --view
+//! events --json`, all `> /dev/null`, bpftrace printf, bpftrace-life), each time under
+//! the same loopback connection storm (`tcp-trace-storm`), with
+//! `kernel.bpf_stats_enabled=0`. Rates are compared within a round (paired) and
+//! summarised by medians over rounds, which cancels most of the noise of a shared
+//! machine. For each traced run it also measures the tracer's CPU seconds (from
+//! `/proc/PID/stat`, from "ready" to exit), its peak RSS (`VmHWM`, read until the
+//! process is a zombie), the time from spawn to ready and lost events. After the
+//! rounds, one short run per traced configuration with `kernel.bpf_stats_enabled=1`
+//! gives the programs' run_time_ns and run_cnt (`bpftool prog show --json`): ns per
+//! hit of the busiest program on `sock:inet_sock_set_state`, BPF time per
+//! connection. `--soak SECS` runs one tracer for SECS instead, its RSS sampled every
+//! second.
 //!
-//! The module is split by job: this file holds the arguments and runs the rounds in
+//! The module is split by job: this file holds the arguments and runs the phases in
 //! order; `rounds` runs one untraced or traced storm; `stats` samples `/proc` and
 //! the bpf statistics; `report` summarises, writes the JSON report and prints the
-//! table with the MET/MISSED verdicts.
+//! tables; `targets` holds issue #13's figures and the MET/MISSED verdicts.
 use std::{
     fs,
     path::PathBuf,
@@ -29,17 +34,18 @@ use serde::Serialize;
 use crate::cmd::{self, capture, workspace_root};
 
 use self::{
-    report::{Report, Summary},
-    rounds::Run,
+    report::Report,
+    rounds::{Phase, Run},
     stats::BpfStats,
 };
 
 mod report;
 mod rounds;
 mod stats;
+mod targets;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Config {
     /// The storm alone.
     Untraced,
@@ -47,8 +53,16 @@ pub enum Config {
     Json,
     /// `tcp-trace > /dev/null` (the default ladder view).
     Default,
+    /// `tcp-trace --json --per-event > /dev/null`: the per-event kernel design (the
+    /// one before issue #13, and the one of 5.10 and the raw/classic attach paths),
+    /// for a before/after beside `json`.
+    JsonPerEvent,
+    /// `tcp-trace --view events --json > /dev/null`: one line per event.
+    Events,
     /// bpftrace, one printf line per `sock:inet_sock_set_state` hit.
     Bpftrace,
+    /// bpftrace in the style of bcc's tcplife: one line per connection at close.
+    BpftraceLife,
 }
 
 impl Config {
@@ -57,16 +71,33 @@ impl Config {
             Config::Untraced => "untraced",
             Config::Json => "tcp-trace --json",
             Config::Default => "tcp-trace (ladder)",
+            Config::JsonPerEvent => "--json --per-event",
+            Config::Events => "tcp-trace events",
             Config::Bpftrace => "bpftrace printf",
+            Config::BpftraceLife => "bpftrace-life",
         }
     }
 
     fn is_ours(self) -> bool {
+        matches!(
+            self,
+            Config::Json | Config::Default | Config::Events | Config::JsonPerEvent
+        )
+    }
+
+    fn is_bpftrace(self) -> bool {
+        matches!(self, Config::Bpftrace | Config::BpftraceLife)
+    }
+
+    /// The views that aggregate (a line per connection or per conversation, not per
+    /// event): issue #13's CPU target and bpftrace-life as the peer apply to them.
+    fn is_aggregated(self) -> bool {
         matches!(self, Config::Json | Config::Default)
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+/// The close a storm uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Close {
     /// The client closes with a FIN.
@@ -84,31 +115,79 @@ impl Close {
     }
 }
 
+/// `--close`: one of the two, or both one after the other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CloseArg {
+    /// The client closes with a FIN.
+    Fin,
+    /// The client closes with a reset (SO_LINGER 0).
+    Rst,
+    /// The whole bench with FIN closes, then again with resets; each reported.
+    Both,
+}
+
+impl BenchArgs {
+    /// The closes to run, in order: `--close`, else both (one for a soak: fin).
+    fn closes(&self) -> Vec<Close> {
+        let default = if self.soak.is_some() {
+            CloseArg::Fin
+        } else {
+            CloseArg::Both
+        };
+        self.close.unwrap_or(default).closes()
+    }
+}
+
+impl CloseArg {
+    fn closes(self) -> Vec<Close> {
+        match self {
+            CloseArg::Fin => vec![Close::Fin],
+            CloseArg::Rst => vec![Close::Rst],
+            CloseArg::Both => vec![Close::Fin, Close::Rst],
+        }
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// Seconds of storm per run.
     #[arg(long, default_value_t = 5.0)]
     secs: f64,
-    /// Rounds; each round runs every configuration once, in order.
+    /// Rounds; each round runs every configuration once, in order
+    /// (`kernel.bpf_stats_enabled=0`).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
     rounds: u32,
+    /// Seconds of storm of the statistics run that follows the rounds, one per traced
+    /// configuration, with `kernel.bpf_stats_enabled=1` (ns per hit, BPF time per
+    /// connection); 0: none.
+    #[arg(long, default_value_t = 2.0)]
+    stats_secs: f64,
     /// Print the result as JSON on stdout instead of the table.
     #[arg(long)]
     json: bool,
     /// Client threads of the storm (as many server threads accept).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
     threads: u32,
-    /// How the storm's clients close their connections.
-    #[arg(long, value_enum, default_value_t = Close::Fin)]
-    close: Close,
+    /// How the storm's clients close their connections; `both`: the bench once per
+    /// close, each reported. Default: both; with --soak, fin.
+    #[arg(long, value_enum)]
+    close: Option<CloseArg>,
     /// Configurations to run, in this order each round.
     #[arg(
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "untraced,json,default,bpftrace"
+        default_value = "untraced,json,default,events,bpftrace,bpftrace-life"
     )]
     configs: Vec<Config>,
+    /// Instead of the rounds: one tracer (`--soak-config`, default ring) under the
+    /// storm for SECS seconds (600: issue #13's ten minutes), its RSS sampled every
+    /// second; checks 0 lost, flat RSS after a 10 s warm-up, peak RSS and ready.
+    #[arg(long, value_name = "SECS")]
+    soak: Option<f64>,
+    /// The tracer of `--soak`.
+    #[arg(long, value_enum, default_value_t = Config::Json)]
+    soak_config: Config,
     /// Do not run setup and `cargo build --release` first.
     #[arg(long)]
     no_build: bool,
@@ -123,9 +202,50 @@ pub struct BenchArgs {
 /// with what our events carry (time, pid, comm, both ends, both states).
 const BPFTRACE_SCRIPT: &str = r#"tracepoint:sock:inet_sock_set_state /args->protocol == 6/ { printf("%llu %d %s %s:%d %s:%d %d %d\n", nsecs, pid, comm, ntop(args->saddr), args->sport, ntop(args->daddr), args->dport, args->oldstate, args->newstate); }"#;
 
+/// The aggregated peer, in the style of bcc's tcplife (tracepoint version): birth
+/// time on every state below FIN_WAIT1 (ESTABLISHED 1, SYN_SENT 2, SYN_RECV 3), pid
+/// and comm on SYN_SENT and LAST_ACK (9), and at TCP_CLOSE (7) one line per socket
+/// (pid, comm, both ends, lifetime in µs; the current task when none was kept),
+/// after which the socket's entries are deleted. `END` empties the maps so that
+/// bpftrace does not print them at exit.
+const BPFTRACE_LIFE_SCRIPT: &str = r#"tracepoint:sock:inet_sock_set_state /args->protocol == 6/ {
+  $sk = args->skaddr;
+  if (args->newstate < 4) { @birth[$sk] = nsecs; }
+  if (args->newstate == 2 || args->newstate == 9) { @pid[$sk] = pid; @comm[$sk] = comm; }
+  if (args->newstate == 7) {
+    $b = @birth[$sk];
+    if ($b != 0) {
+      $p = @pid[$sk];
+      if ($p == 0) {
+        printf("%d %s %s %d %s %d %d\n", pid, comm, ntop(args->saddr), args->sport, ntop(args->daddr), args->dport, (nsecs - $b) / 1000);
+      } else {
+        printf("%d %s %s %d %s %d %d\n", $p, @comm[$sk], ntop(args->saddr), args->sport, ntop(args->daddr), args->dport, (nsecs - $b) / 1000);
+      }
+    }
+    delete(@birth[$sk]); delete(@pid[$sk]); delete(@comm[$sk]);
+  }
+}
+END { clear(@birth); clear(@pid); clear(@comm); }
+"#;
+
+/// Room in bpftrace-life's maps (bpftrace's default is 4096 keys): the sockets
+/// open at a time under the storm stay far below it.
+const BPFTRACE_MAP_KEYS_MAX: &str = "65536";
+
 pub fn run(args: &BenchArgs) -> Result<()> {
     if !(args.secs.is_finite() && args.secs > 0.0 && args.secs <= 3600.0) {
         bail!("--secs must be in (0, 3600]");
+    }
+    if !(args.stats_secs.is_finite() && (0.0..=3600.0).contains(&args.stats_secs)) {
+        bail!("--stats-secs must be in [0, 3600]");
+    }
+    if let Some(s) = args.soak
+        && !(s.is_finite() && s > 0.0 && s <= 86400.0)
+    {
+        bail!("--soak must be in (0, 86400]");
+    }
+    if args.soak.is_some() && !args.soak_config.is_ours() {
+        bail!("--soak-config must be a tcp-trace configuration (json, default, events)");
     }
     if args.configs.is_empty() {
         bail!("--configs is empty");
@@ -159,7 +279,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             );
         }
     }
-    if args.configs.contains(&Config::Bpftrace) && bins.bpftrace.is_none() {
+    if args.soak.is_none()
+        && args.configs.iter().any(|c| c.is_bpftrace())
+        && bins.bpftrace.is_none()
+    {
         bail!("bpftrace is not installed: run `cargo xtask setup`");
     }
     if bins.bpftool.is_none() {
@@ -173,28 +296,71 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         .unwrap_or(0);
     let machine = report::machine_info(true);
     let stats = BpfStats::new()?;
-
-    // Warm up (page cache, TIME_WAIT population) with a short untraced storm.
-    let warm = args.secs.min(2.0);
-    eprintln!("bench: warm-up, {warm} s untraced");
-    rounds::storm(&bins, args, warm)?;
+    // Off for the ratio rounds and the soak, whatever it was; restored when dropped.
+    stats.set(false)?;
 
     let mut runs: Vec<Run> = Vec::new();
-    for round in 1..=args.rounds {
-        for &config in &args.configs {
-            let run = rounds::run_one(&bins, args, config, round, &stats)?;
-            eprintln!("bench: round {round}/{} {}", args.rounds, run.progress());
+    let mut closes: Vec<report::CloseReport> = Vec::new();
+    for close in args.closes() {
+        // Warm up (page cache, TIME_WAIT population) with a short untraced storm.
+        let warm = args.secs.min(2.0);
+        eprintln!("bench: close {}: warm-up, {warm} s untraced", close.key());
+        rounds::storm(&bins, args.threads, close, warm)?;
+        let first = runs.len();
+        if let Some(secs) = args.soak {
+            let spec = RunSpec {
+                round: 1,
+                close,
+                phase: Phase::Soak,
+                config: args.soak_config,
+                secs,
+            };
+            eprintln!(
+                "bench: soak, {} for {secs} s, RSS every second",
+                args.soak_config.label()
+            );
+            let run = rounds::run_one(&bins, args, &spec, &stats)?;
+            eprintln!("bench: soak {}", run.progress());
             runs.push(run);
+        } else {
+            for round in 1..=args.rounds {
+                for &config in &args.configs {
+                    let spec = RunSpec {
+                        round,
+                        close,
+                        phase: Phase::Ratio,
+                        config,
+                        secs: args.secs,
+                    };
+                    let run = rounds::run_one(&bins, args, &spec, &stats)?;
+                    eprintln!(
+                        "bench: close {} round {round}/{} {}",
+                        close.key(),
+                        args.rounds,
+                        run.progress()
+                    );
+                    runs.push(run);
+                }
+            }
+            if args.stats_secs > 0.0 {
+                for &config in args.configs.iter().filter(|&&c| c != Config::Untraced) {
+                    let spec = RunSpec {
+                        round: 1,
+                        close,
+                        phase: Phase::Stats,
+                        config,
+                        secs: args.stats_secs,
+                    };
+                    let run = rounds::run_one(&bins, args, &spec, &stats)?;
+                    eprintln!("bench: close {} bpf_stats {}", close.key(), run.progress());
+                    runs.push(run);
+                }
+            }
         }
+        closes.push(report::CloseReport::of(close, args, &runs[first..]));
     }
     drop(stats);
 
-    let summaries: Vec<Summary> = args
-        .configs
-        .iter()
-        .map(|&c| Summary::of(c, &runs))
-        .collect();
-    let verdicts = report::verdicts(&summaries);
     let report = Report {
         unix_time: started,
         source: report::source_info(&root, &bins),
@@ -203,13 +369,18 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         params: report::Params {
             secs: args.secs,
             rounds: args.rounds,
+            stats_secs: args.stats_secs,
             threads: args.threads,
-            close: args.close,
+            closes: args.closes(),
             configs: &args.configs,
+            soak_secs: args.soak,
+            soak_config: args.soak.map(|_| args.soak_config),
             bpftrace_script: BPFTRACE_SCRIPT,
+            bpftrace_life_script: BPFTRACE_LIFE_SCRIPT,
+            bpftrace_map_keys_max: BPFTRACE_MAP_KEYS_MAX,
+            targets: targets::TARGETS,
         },
-        summary: &summaries,
-        targets: &verdicts,
+        closes: &closes,
         runs: &runs,
     };
     let path = out_dir.join(format!("bench-{started}.json"));
@@ -222,10 +393,21 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             serde_json::to_string(&report).context("encoding the report")?
         );
     } else {
-        report::print_table(args, &summaries, &verdicts);
+        for c in &closes {
+            report::print_close(args, c, &runs);
+        }
     }
     eprintln!("bench: wrote {}", path.display());
     Ok(())
+}
+
+/// What one run is: which close, phase and configuration, and for how long.
+struct RunSpec {
+    round: u32,
+    close: Close,
+    phase: Phase,
+    config: Config,
+    secs: f64,
 }
 
 struct Bins {
@@ -234,4 +416,39 @@ struct Bins {
     bpftrace: Option<PathBuf>,
     bpftool: Option<PathBuf>,
     clk_tck: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    fn closes(args: &[&str]) -> Vec<Close> {
+        let argv = std::iter::once("bench").chain(args.iter().copied());
+        Cli::try_parse_from(argv).unwrap().bench.closes()
+    }
+
+    /// Both closes by default; one (FIN) for a soak unless --close says otherwise.
+    #[test]
+    fn default_closes() {
+        assert_eq!(closes(&[]), [Close::Fin, Close::Rst]);
+        assert_eq!(closes(&["--close", "rst"]), [Close::Rst]);
+        assert_eq!(closes(&["--soak", "600"]), [Close::Fin]);
+        assert_eq!(
+            closes(&["--soak", "600", "--close", "both"]),
+            [Close::Fin, Close::Rst]
+        );
+        let cli = Cli::try_parse_from(["bench", "--configs", "untraced,events,bpftrace-life"]);
+        assert_eq!(
+            cli.unwrap().bench.configs,
+            [Config::Untraced, Config::Events, Config::BpftraceLife]
+        );
+    }
 }

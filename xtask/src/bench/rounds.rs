@@ -5,7 +5,11 @@ use std::{
     io::{BufRead, BufReader, Read},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::mpsc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -14,7 +18,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    BPFTRACE_SCRIPT, BenchArgs, Bins, Config,
+    BPFTRACE_LIFE_SCRIPT, BPFTRACE_MAP_KEYS_MAX, BPFTRACE_SCRIPT, BenchArgs, Bins, Close, Config,
+    RunSpec,
     stats::{self, BpfStats, ProgStat},
 };
 use crate::cmd::{self, capture};
@@ -48,20 +53,41 @@ pub(super) struct TracerResult {
     pub(super) exit_code: Option<i32>,
     #[serde(rename = "bpf_progs")]
     pub(super) progs: Vec<ProgStat>,
+    /// VmRSS (kB) once a second from the start of the storm (soak runs only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(super) rss_samples_kb: Vec<u64>,
     /// Other processes' tracing programs loaded at the end of the storm.
     #[serde(skip)]
-    foreign_progs: usize,
+    pub(super) foreign_progs: usize,
+}
+
+/// Why a run was made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum Phase {
+    /// A round's run, `kernel.bpf_stats_enabled=0`: rate, ratio, lost, CPU, RSS.
+    Ratio,
+    /// The short run after the rounds with `kernel.bpf_stats_enabled=1`: the
+    /// programs' run_time_ns and run_cnt.
+    Stats,
+    /// `--soak`: one long run, RSS sampled every second.
+    Soak,
 }
 
 /// One run as the report lists it: the storm's fields, then the tracer's, flat.
 #[derive(Serialize)]
 pub(super) struct Run {
     pub(super) round: u32,
+    pub(super) close: Close,
+    pub(super) phase: Phase,
     pub(super) config: Config,
     #[serde(flatten)]
     pub(super) storm: StormResult,
     /// Most tracing programs of other processes seen before or after the storm.
     pub(super) foreign_progs: usize,
+    /// `kernel.bpf_stats_enabled` read at the end of the storm (someone else may
+    /// have changed it); `None` without the sysctl.
+    pub(super) bpf_stats_enabled: Option<bool>,
     #[serde(flatten)]
     pub(super) tracer: Option<TracerResult>,
 }
@@ -89,47 +115,65 @@ impl Run {
     }
 }
 
-pub(super) fn storm(bins: &Bins, args: &BenchArgs, secs: f64) -> Result<StormResult> {
+pub(super) fn storm(bins: &Bins, threads: u32, close: Close, secs: f64) -> Result<StormResult> {
     let mut c = Command::new(&bins.storm);
     c.args([
         "--threads",
-        &args.threads.to_string(),
+        &threads.to_string(),
         "--secs",
         &secs.to_string(),
         "--close",
-        args.close.key(),
+        close.key(),
     ]);
     let out = capture(&mut c)?;
     serde_json::from_str(out.trim()).map_err(|e| anyhow!("storm printed {out:?}: {e}"))
 }
 
+/// One run; bpf_stats is on only for the statistics runs (and off again after).
 pub(super) fn run_one(
     bins: &Bins,
     args: &BenchArgs,
-    config: Config,
-    round: u32,
+    spec: &RunSpec,
     stats: &BpfStats,
 ) -> Result<Run> {
     let before = stats::wait_quiet(bins, args);
+    let RunSpec {
+        round,
+        close,
+        phase,
+        config,
+        secs,
+    } = *spec;
     if config == Config::Untraced {
-        let storm = storm(bins, args, args.secs)?;
+        let storm = storm(bins, args.threads, close, secs)?;
         return Ok(Run {
             round,
+            close,
+            phase,
             config,
             storm,
             tracer: None,
             foreign_progs: before.max(stats::foreign_progs(bins)),
+            bpf_stats_enabled: stats::bpf_stats_enabled(),
         });
     }
-    stats.set(true)?;
-    let res = traced(bins, args, config);
-    stats.set(false)?;
-    let (storm, tracer) = res?;
+    let on = phase == Phase::Stats;
+    if on {
+        stats.set(true)?;
+    }
+    let res = traced(bins, args.threads, spec);
+    if on {
+        stats.set(false)?;
+    }
+    let (storm, tracer, bpf_stats_enabled) = res?;
     Ok(Run {
         round,
+        close,
+        phase,
         config,
         storm,
         foreign_progs: before.max(tracer.foreign_progs),
+        bpf_stats_enabled,
         tracer: Some(tracer),
     })
 }
@@ -173,15 +217,24 @@ impl Drop for Tracer {
 
 fn spawn_tracer(bins: &Bins, config: Config) -> Result<Tracer> {
     let (mut c, output) = match config {
-        Config::Json | Config::Default => {
+        Config::Json | Config::Default | Config::Events | Config::JsonPerEvent => {
             let mut c = Command::new(&bins.tracer);
-            if config == Config::Json {
-                c.arg("--json");
+            match config {
+                Config::Json => {
+                    c.arg("--json");
+                }
+                Config::JsonPerEvent => {
+                    c.args(["--json", "--per-event"]);
+                }
+                Config::Events => {
+                    c.args(["--view", "events", "--json"]);
+                }
+                _ => {}
             }
             c.stdout(Stdio::null());
             (c, None)
         }
-        Config::Bpftrace => {
+        Config::Bpftrace | Config::BpftraceLife => {
             let bt = bins
                 .bpftrace
                 .as_ref()
@@ -190,7 +243,13 @@ fn spawn_tracer(bins: &Bins, config: Config) -> Result<Tracer> {
             let file =
                 fs::File::create(&out).with_context(|| format!("creating {}", out.display()))?;
             let mut c = Command::new(bt);
-            c.args(["-e", BPFTRACE_SCRIPT]).stdout(file);
+            let script = if config == Config::Bpftrace {
+                BPFTRACE_SCRIPT
+            } else {
+                c.env("BPFTRACE_MAP_KEYS_MAX", BPFTRACE_MAP_KEYS_MAX);
+                BPFTRACE_LIFE_SCRIPT
+            };
+            c.args(["-e", script]).stdout(file);
             (c, Some(out))
         }
         Config::Untraced => unreachable!("untraced has no tracer"),
@@ -253,7 +312,7 @@ fn wait_ready(t: &mut Tracer, config: Config) -> Result<(f64, Option<f64>, Vec<S
             );
         }
         match config {
-            Config::Bpftrace => {
+            Config::Bpftrace | Config::BpftraceLife => {
                 while let Ok((_, l)) = t.lines.try_recv() {
                     seen.push(l);
                 }
@@ -291,18 +350,53 @@ fn wait_ready(t: &mut Tracer, config: Config) -> Result<(f64, Option<f64>, Vec<S
     }
 }
 
-fn traced(bins: &Bins, args: &BenchArgs, config: Config) -> Result<(StormResult, TracerResult)> {
+/// VmRSS of `pid` once a second (the first at once) until `stop`.
+fn sample_rss(pid: u32, stop: Arc<AtomicBool>) -> thread::JoinHandle<Vec<u64>> {
+    thread::spawn(move || {
+        let start = Instant::now();
+        let mut samples = Vec::new();
+        for n in 1u32.. {
+            if let Some(kb) = stats::vm_rss_kb(pid) {
+                samples.push(kb);
+            }
+            let next = start + Duration::from_secs(n.into());
+            while Instant::now() < next {
+                if stop.load(Ordering::Relaxed) {
+                    return samples;
+                }
+                thread::sleep(Duration::from_millis(20).min(next - Instant::now()));
+            }
+        }
+        samples
+    })
+}
+
+/// The storm under a tracer; also returns bpf_stats_enabled as read at the end of
+/// the storm.
+fn traced(
+    bins: &Bins,
+    threads: u32,
+    spec: &RunSpec,
+) -> Result<(StormResult, TracerResult, Option<bool>)> {
+    let config = spec.config;
     let mut t = spawn_tracer(bins, config)?;
     let pid = t.child.id();
     let (ready_s, self_ready_ms, mut lines) = wait_ready(&mut t, config)?;
-    if config == Config::Bpftrace {
+    if config.is_bpftrace() {
         // "Attaching" comes just before the attach itself.
         thread::sleep(Duration::from_millis(200));
     }
     let cpu_ready = stats::proc_stat(pid, bins.clk_tck)
         .map(|s| s.cpu_s)
         .unwrap_or(0.0);
-    let storm_res = storm(bins, args, args.secs);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = (spec.phase == Phase::Soak).then(|| sample_rss(pid, stop.clone()));
+    let storm_res = storm(bins, threads, spec.close, spec.secs);
+    stop.store(true, Ordering::Relaxed);
+    let rss_samples_kb = sampler
+        .map(|h| h.join().unwrap_or_default())
+        .unwrap_or_default();
+    let bpf_stats_enabled = stats::bpf_stats_enabled();
     // While the tracer still holds its programs: their statistics.
     let (progs, foreign) = bins
         .bpftool
@@ -349,28 +443,12 @@ fn traced(bins: &Bins, args: &BenchArgs, config: Config) -> Result<(StormResult,
     lines.extend(t.lines.try_iter().map(|(_, l)| l));
     let storm = storm_res?;
 
-    let (events, lost) = match config {
-        Config::Bpftrace => {
-            let out = t.output.as_ref().context("bpftrace output")?;
-            let (events, lost) = count_bpftrace(out)?;
-            (Some(events), Some(lost))
-        }
-        _ => {
-            // "tcp-trace: N events, M lost, K filtered in the kernel, ..."
-            let summary = lines
-                .iter()
-                .rev()
-                .find(|l| l.starts_with("tcp-trace: ") && l.contains(" events, "));
-            let field = |what: &str| {
-                summary.and_then(|l| {
-                    l.trim_start_matches("tcp-trace: ")
-                        .split(", ")
-                        .find_map(|p| p.strip_suffix(what))
-                        .and_then(|n| n.trim().parse::<u64>().ok())
-                })
-            };
-            (field(" events"), field(" lost"))
-        }
+    let (events, lost) = if config.is_bpftrace() {
+        let out = t.output.as_ref().context("bpftrace output")?;
+        let (events, lost) = count_bpftrace(out)?;
+        (Some(events), Some(lost))
+    } else {
+        tracer_counts(&lines)
     };
     if !status.success() {
         eprintln!(
@@ -391,9 +469,29 @@ fn traced(bins: &Bins, args: &BenchArgs, config: Config) -> Result<(StormResult,
             lost,
             progs,
             exit_code: status.code(),
+            rss_samples_kb,
             foreign_progs: foreign,
         },
+        bpf_stats_enabled,
     ))
+}
+
+/// Events and lost events from tcp-trace's summary line on stderr:
+/// "tcp-trace: N events, M lost, K filtered in the kernel, ..." (the last one).
+fn tracer_counts(lines: &[String]) -> (Option<u64>, Option<u64>) {
+    let summary = lines
+        .iter()
+        .rev()
+        .find(|l| l.starts_with("tcp-trace: ") && l.contains(" events, "));
+    let field = |what: &str| {
+        summary.and_then(|l| {
+            l.trim_start_matches("tcp-trace: ")
+                .split(", ")
+                .find_map(|p| p.strip_suffix(what))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+        })
+    };
+    (field(" events"), field(" lost"))
 }
 
 /// Lines of bpftrace's output (events) and the sum of its "Lost N events" lines.
@@ -414,7 +512,7 @@ fn count_bpftrace(path: &Path) -> Result<(u64, u64)> {
                 .next()
                 .and_then(|n| n.parse::<u64>().ok())
                 .unwrap_or(0);
-        } else if !buf.starts_with(b"Attaching ") {
+        } else if !buf.starts_with(b"Attaching ") && !buf.trim_ascii().is_empty() {
             events += 1;
         }
     }
@@ -444,6 +542,8 @@ mod tests {
     fn run_layout() {
         let run = Run {
             round: 1,
+            close: Close::Rst,
+            phase: Phase::Ratio,
             config: Config::Json,
             storm: StormResult {
                 connections: 1000,
@@ -467,12 +567,14 @@ mod tests {
                     run_time_ns: 100000,
                     run_cnt: 400,
                 }],
+                rss_samples_kb: Vec::new(),
                 foreign_progs: 2,
             }),
+            bpf_stats_enabled: Some(false),
         };
         assert_eq!(
             serde_json::to_string(&run).unwrap(),
-            r#"{"round":1,"config":"json","connections":1000,"storm_secs":5.0,"rate":200.5,"connect_errors":1,"foreign_progs":2,"ready_s":0.05,"self_ready_ms":null,"cpu_s":0.5,"cpu_total_s":0.75,"vm_hwm_kb":20480,"events":5000,"lost":0,"exit_code":0,"bpf_progs":[{"id":7,"name":"inet_sock_set_s","run_time_ns":100000,"run_cnt":400}]}"#
+            r#"{"round":1,"close":"rst","phase":"ratio","config":"json","connections":1000,"storm_secs":5.0,"rate":200.5,"connect_errors":1,"foreign_progs":2,"bpf_stats_enabled":false,"ready_s":0.05,"self_ready_ms":null,"cpu_s":0.5,"cpu_total_s":0.75,"vm_hwm_kb":20480,"events":5000,"lost":0,"exit_code":0,"bpf_progs":[{"id":7,"name":"inet_sock_set_s","run_time_ns":100000,"run_cnt":400}]}"#
         );
         let untraced = Run {
             tracer: None,
@@ -481,7 +583,35 @@ mod tests {
         };
         assert_eq!(
             serde_json::to_string(&untraced).unwrap(),
-            r#"{"round":1,"config":"untraced","connections":1000,"storm_secs":5.0,"rate":200.5,"connect_errors":1,"foreign_progs":2}"#
+            r#"{"round":1,"close":"rst","phase":"ratio","config":"untraced","connections":1000,"storm_secs":5.0,"rate":200.5,"connect_errors":1,"foreign_progs":2,"bpf_stats_enabled":false}"#
         );
+    }
+
+    #[test]
+    fn tracer_summary_line() {
+        let lines: Vec<String> = [
+            "tcp-trace: 11 hooks attached in 57 ms; Ctrl-C to stop",
+            "tcp-trace: 120 events, 3 lost, 0 filtered in the kernel, 0 skipped",
+            "tcp-trace: 123456 events, 0 lost, 7 filtered in the kernel, 0 skipped",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(tracer_counts(&lines), (Some(123456), Some(0)));
+        assert_eq!(tracer_counts(&lines[..1]), (None, None));
+    }
+
+    #[test]
+    fn bpftrace_output_counts() {
+        let path =
+            std::env::temp_dir().join(format!("xtask-bench-test-{}.out", std::process::id()));
+        fs::write(
+            &path,
+            "Attaching 2 probes...\n1 a 127.0.0.1 1 127.0.0.1 2 10\nLost 17 events\n\
+             2 b 127.0.0.1 2 127.0.0.1 1 12\nLost 3 events\n\n\n",
+        )
+        .unwrap();
+        let counts = count_bpftrace(&path);
+        fs::remove_file(&path).unwrap();
+        assert_eq!(counts.unwrap(), (2, 20));
     }
 }

@@ -1,0 +1,135 @@
+//! The two kernel designs report the same connections: one tracer keeps a book per
+//! socket in the kernel and gets one record per flush (the default where socket
+//! storage works), the other gets one record per event (`--per-event`); both run at
+//! once on the same traffic, and their connection records must agree in everything
+//! but ids and times. Privileged (real BPF): `TCP_TRACE_PRIVILEGED_TESTS=1`.
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+/// A connection record without what differs between two tracers of the same traffic:
+/// ids (each tracer numbers its own), times (each program reads the clock itself) and
+/// the peer/listener links (ids again).
+fn comparable(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(k, _)| {
+                    !(k.ends_with("_ns")
+                        || matches!(k.as_str(), "time" | "id" | "peer" | "listener_id"))
+                })
+                .map(|(k, v)| (k.clone(), comparable(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(comparable).collect()),
+        other => other.clone(),
+    }
+}
+
+fn connections(lines: &[Value]) -> Vec<Value> {
+    let mut v: Vec<Value> = lines
+        .iter()
+        .filter(|l| l["type"] == "connection")
+        .map(comparable)
+        .collect();
+    v.sort_by_key(|c| c.to_string());
+    v
+}
+
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let r = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut it = r.trim().split(|c: char| !c.is_ascii_digit());
+    let a: u32 = it.next().and_then(|x| x.parse().ok()).unwrap_or(0);
+    let b: u32 = it.next().and_then(|x| x.parse().ok()).unwrap_or(0);
+    (a, b) >= (major, minor)
+}
+
+#[test]
+fn per_connection_and_per_event_designs_report_the_same_connections() {
+    if !require_root("per_connection_and_per_event_designs_report_the_same_connections") {
+        return;
+    }
+    let ns = Netns::new("designs");
+    let port = free_port();
+    let port6 = free_port();
+    let closed = free_port();
+    // The first SYN to `port` is dropped once: a SYN retransmit, folded into the
+    // client's book in one design and an event of its own in the other.
+    ns.drop_input(port, "tcp flags & (syn|ack) == syn quota until 100 bytes");
+    let ports = format!("{port},{port6},{closed}");
+    let args = ["--json", "--view", "conns", "-P", &ports];
+    let books = Tracer::start(&args);
+    let mut per_event_args = args.to_vec();
+    per_event_args.push("--per-event");
+    let per_event = Tracer::start(&per_event_args);
+    let design = |t: &Tracer| t.startup.last().cloned().unwrap_or_default();
+    assert!(
+        design(&per_event).contains("one record per event"),
+        "{}",
+        design(&per_event)
+    );
+    if kernel_at_least(5, 11) {
+        assert!(
+            design(&books).contains("one record per connection"),
+            "socket storage works from 5.11: {}",
+            design(&books)
+        );
+    }
+
+    // Wildcard servers (the pre-6.15 child tuple), v4 and v6.
+    let p = port.to_string();
+    let p6 = port6.to_string();
+    let mut server = Peer::spawn(peer_cmd(
+        Some(&ns.name),
+        &["server", "0.0.0.0", &p, "--accepts", "3"],
+    ));
+    server.line();
+    let mut server6 = Peer::spawn(peer_cmd(
+        Some(&ns.name),
+        &["server", "::", &p6, "--accepts", "2", "--v6only"],
+    ));
+    server6.line();
+    for extra in [&[][..], &["--nonblock"][..], &["--send", "100"][..]] {
+        let mut a = vec!["client", "127.0.0.1", &p];
+        a.extend_from_slice(extra);
+        assert_eq!(Peer::spawn(peer_cmd(Some(&ns.name), &a)).wait(), 0);
+    }
+    for extra in [&["--send", "10"][..], &["--nonblock"][..]] {
+        let mut a = vec!["client", "::1", &p6];
+        a.extend_from_slice(extra);
+        assert_eq!(Peer::spawn(peer_cmd(Some(&ns.name), &a)).wait(), 0);
+    }
+    // Refused: nothing listens there.
+    let c = closed.to_string();
+    let _ = Peer::spawn(peer_cmd(Some(&ns.name), &["client", "127.0.0.1", &c])).wait();
+    assert_eq!(server.wait(), 0);
+    assert_eq!(server6.wait(), 0);
+    // Let the closes finish (the servers' LAST_ACK → CLOSE) before stopping.
+    std::thread::sleep(Duration::from_millis(300));
+
+    let (a, code_a) = books.stop();
+    let (b, code_b) = per_event.stop();
+    assert_eq!((code_a, code_b), (0, 0));
+    let (ca, cb) = (connections(&a), connections(&b));
+    // 5 clients + 5 server children + 2 listeners + the refused client.
+    assert!(ca.len() >= 13, "{} connections: {ca:#?}", ca.len());
+    assert!(
+        ca.iter()
+            .any(|c| c["role"] == "client" && c["syn_retransmits"] == 1),
+        "no client with the dropped SYN retransmitted: {ca:#?}"
+    );
+    assert!(
+        ca.iter().any(|c| c["outcome"] == "refused"),
+        "no refused connect: {ca:#?}"
+    );
+    if ca != cb {
+        let only_a: Vec<_> = ca.iter().filter(|c| !cb.contains(c)).collect();
+        let only_b: Vec<_> = cb.iter().filter(|c| !ca.contains(c)).collect();
+        panic!(
+            "the designs disagree\nper-connection only: {only_a:#?}\nper-event only: {only_b:#?}"
+        );
+    }
+}
