@@ -804,6 +804,13 @@ fn c4_holds_and_needs_the_reset_no_child_and_the_controls() {
         STALE,
     ));
     c4_fails(v, "the stale request made a child");
+    // A second stale SYN (another port) that did make a child: one clean is not enough.
+    let mut v = stale_events();
+    let mut other = no_socket_reset(12 * MS, Some(1));
+    other.local = Some(ep("10.64.1.1:31009"));
+    v.push(other);
+    v.push(tr(20 * MS, CHILD2, Listen, SynRecv, S, "10.64.1.1:31009"));
+    c4_fails(v, "the stale request made a child");
     // The capture ended too soon after the reset for a retransmit to be due.
     let v: Vec<Event> = stale_events()
         .into_iter()

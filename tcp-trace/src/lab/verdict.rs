@@ -963,6 +963,7 @@ pub fn c4(cap: &Capture) -> Verdict {
         .collect();
     let mut stale_ev = Vec::new();
     let mut stale_ok = None;
+    let mut all_clean = true;
     for &(peer, t, reason) in &stale {
         let st = peer_story(cap, srv, peer);
         let ok = st.children.is_empty()
@@ -978,10 +979,13 @@ pub fn c4(cap: &Capture) -> Verdict {
             "synack_retransmits_ns": st.synack_rtx,
             "capture_after_reset_ms": ms(d(t, last_ts)),
         }));
+        all_clean &= ok;
         if ok && stale_ok.is_none() {
             stale_ok = Some((peer, t));
         }
     }
+    // Every stale request must have come to nothing, not just one of them.
+    let stale_ok = stale_ok.filter(|_| all_clean);
     // The control: requests whose SYN-ACK was retransmitted (never answered) and that
     // never became a child.
     let mut controls: Vec<(Ep, Vec<u64>)> = Vec::new();
