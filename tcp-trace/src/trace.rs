@@ -274,6 +274,7 @@ async fn live<W: Write>(
                     if holding {
                         held.push(raw);
                     } else if err.is_none()
+                        && stats.events < limit
                         && let Err(e) = out.raw(&raw, &mut stats)
                     {
                         err = Some(e);

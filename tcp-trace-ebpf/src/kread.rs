@@ -1,0 +1,357 @@
+//! Reads of kernel memory: tracepoint record fields, a socket's tuple, state,
+//! namespace, accept queue and ISNs, and the fd → socket walk.
+
+use crate::config::{OFFSETS, opaque};
+use aya_ebpf::EbpfContext;
+use aya_ebpf::helpers::bpf_get_current_task;
+use aya_ebpf::helpers::generated as helper;
+use aya_ebpf::programs::TracePointContext;
+use core::ffi::c_void;
+use core::mem::MaybeUninit;
+use tcp_trace_common::AF_INET;
+use tcp_trace_common::AF_INET6;
+use tcp_trace_common::ConnRecord;
+use tcp_trace_common::IPPROTO_TCP;
+use tcp_trace_common::KernelOffsets;
+use tcp_trace_common::NO_FIELD;
+use tcp_trace_common::Owner;
+use tcp_trace_common::PendingCall;
+use tcp_trace_common::RawEvent;
+use tcp_trace_common::TpLayout;
+use tcp_trace_common::flags;
+use tcp_trace_common::tcp_state::NEW_SYN_RECV as TCP_NEW_SYN_RECV;
+use tcp_trace_common::tcp_state::TIME_WAIT as TCP_TIME_WAIT;
+
+/// The listener's accept queue (length and limit) into `ev` (`fd`, `ret`).
+#[inline(always)]
+pub(crate) fn read_accept_queue(ev: &mut RawEvent, listener: u64) {
+    if listener == 0 {
+        return;
+    }
+    let o = opaque(&raw const OFFSETS);
+    if o.valid == 0 {
+        return;
+    }
+    // SAFETY: kernel reads through the helper (zero on a fault).
+    unsafe {
+        ev.fd = rd::<u32>(listener, o.sk_ack_backlog as u64) as i32;
+        ev.ret = rd::<u32>(listener, o.sk_max_ack_backlog as u64) as i64;
+    }
+    ev.flags |= flags::ACCEPT_QUEUE;
+}
+
+/// The two initial sequence numbers of a socket that has just become ESTABLISHED,
+/// into `ev.ret`: no data has moved yet, so `snd_una` and `rcv_nxt` are each ISN + 1
+/// (the SYN takes one sequence number).
+#[inline(always)]
+pub(crate) fn read_isns(ev: &mut RawEvent) {
+    let o = opaque(&raw const OFFSETS);
+    if o.valid == 0 || o.tcp_snd_una == 0 {
+        return;
+    }
+    // SAFETY: kernel reads through the helper (zero on a fault).
+    let (una, nxt) = unsafe {
+        (
+            rd::<u32>(ev.skaddr, o.tcp_snd_una as u64),
+            rd::<u32>(ev.skaddr, o.tcp_rcv_nxt as u64),
+        )
+    };
+    let local = una.wrapping_sub(1) as u64;
+    let remote = nxt.wrapping_sub(1) as u64;
+    ev.ret = (local | (remote << 32)) as i64;
+    ev.flags |= flags::ISN;
+}
+
+pub(crate) const SOCK_STREAM: u16 = 1;
+
+/// Reads a `T` at `base + off` of kernel memory; all zeroes when the read faults
+/// (the helper clears its destination then). No branch on the helper's result:
+/// a zero is what every caller treats as "unknown", and each such branch would
+/// double the paths the verifier walks through the rest of the program (the
+/// reason start-up spent ~250 ms verifying ~7 000 instructions).
+#[inline(always)]
+pub(crate) unsafe fn rd<T>(base: u64, off: u64) -> T {
+    let mut v = MaybeUninit::<T>::uninit();
+    unsafe {
+        probe_read(v.as_mut_ptr(), base + off);
+        v.assume_init()
+    }
+}
+
+/// Reads `size_of::<T>()` bytes at `base + off` straight into `dst` (zeroes when the
+/// read faults): for addresses, which as values went through a temporary that LLVM
+/// zeroed and copied with `memset`/`memmove` calls.
+#[inline(always)]
+pub(crate) unsafe fn rd_into<T>(dst: &mut T, base: u64, off: u64) {
+    unsafe { probe_read(dst, base + off) }
+}
+
+/// `bpf_probe_read_kernel` of a `T` at `src` into `dst`, whose result is not
+/// looked at (see `rd`): the helper writes all of `dst` either way.
+#[inline(always)]
+pub(crate) unsafe fn probe_read<T>(dst: *mut T, src: u64) {
+    unsafe {
+        helper::bpf_probe_read_kernel(
+            dst as *mut c_void,
+            core::mem::size_of::<T>() as u32,
+            src as *const c_void,
+        );
+    }
+}
+
+/// Zeroes the `T` at `p` with volatile word stores, which LLVM cannot merge into a
+/// call to compiler_builtins' byte-by-byte `memset` subprogram (which cost as much
+/// per hit as the rest of a program).
+///
+/// SAFETY: `p` is valid for writes, 8-byte aligned, and `T` is a whole number of
+/// words for which all zeroes is a valid value.
+#[inline(always)]
+pub(crate) unsafe fn zero_words<T>(p: *mut T) {
+    let words = p as *mut u64;
+    let mut i = 0;
+    while i < core::mem::size_of::<T>() / 8 {
+        unsafe { words.add(i).write_volatile(0) };
+        i += 1;
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<RawEvent>() % 8 == 0);
+
+const _: () = assert!(core::mem::size_of::<PendingCall>() % 8 == 0);
+
+const _: () = assert!(core::mem::size_of::<ConnRecord>() % 8 == 0);
+
+const _: () = assert!(core::mem::align_of::<ConnRecord>() == 8);
+
+/// Like `tp_read`, into `dst`; leaves `dst` as it is (zero) when the field is absent.
+#[inline(always)]
+pub(crate) fn tp_read_into<T>(dst: &mut T, ctx: &TracePointContext, off: u16) {
+    if off != NO_FIELD {
+        unsafe { rd_into(dst, ctx.as_ptr() as u64, off as u64) }
+    }
+}
+
+/// Copies a 16-byte `comm` or address between two 8-byte aligned places as two
+/// words (a `[u8; 16]` assignment is a `memmove` call on BPF).
+#[inline(always)]
+pub(crate) fn copy16(dst: &mut [u8; 16], src: &[u8; 16]) {
+    let (d, s) = (dst.as_mut_ptr() as *mut u64, src.as_ptr() as *const u64);
+    // SAFETY: both arrays are at 8-byte aligned offsets of 8-aligned structs
+    // (checked at compile time below).
+    unsafe {
+        d.write(s.read());
+        d.add(1).write(s.add(1).read());
+    }
+}
+
+const _: () = assert!(core::mem::offset_of!(RawEvent, comm) % 8 == 0);
+
+const _: () = assert!(core::mem::offset_of!(RawEvent, daddr) % 8 == 0);
+
+const _: () = assert!(core::mem::offset_of!(PendingCall, daddr) % 8 == 0);
+
+const _: () = assert!(core::mem::align_of::<PendingCall>() == 8);
+
+const _: () = assert!(core::mem::offset_of!(Owner, comm) % 8 == 0);
+
+const _: () = assert!(core::mem::align_of::<RawEvent>() == 8);
+
+const _: () = assert!(core::mem::align_of::<Owner>() == 8);
+
+/// A field of a classic tracepoint record (zero when absent on this kernel).
+#[inline(always)]
+pub(crate) fn tp_read<T>(ctx: &TracePointContext, off: u16) -> T {
+    if off == NO_FIELD {
+        // SAFETY: only plain integers and byte arrays are read this way.
+        return unsafe { MaybeUninit::<T>::zeroed().assume_init() };
+    }
+    unsafe { rd(ctx.as_ptr() as u64, off as u64) }
+}
+
+/// The first four bytes of an address field (where an IPv4 address goes).
+#[inline(always)]
+pub(crate) fn v4_of(a: &mut [u8; 16]) -> &mut [u8; 4] {
+    // SAFETY: a 16-byte array starts with 4 bytes; [u8; 4] has alignment 1.
+    unsafe { &mut *(a.as_mut_ptr() as *mut [u8; 4]) }
+}
+
+/// Reads family, ports and addresses of a classic tracepoint record into `ev`.
+#[inline(always)]
+pub(crate) fn read_tuple(ctx: &TracePointContext, l: &TpLayout, ev: &mut RawEvent) {
+    if l.sockaddr_form != 0 {
+        // `saddr`/`daddr` are struct sockaddr_in / sockaddr_in6 (tcp_send_reset, 6.12+):
+        // family at +0 (host order), port at +2 (network order), v4 at +4, v6 at +8.
+        let fam: u16 = tp_read(ctx, l.saddr);
+        ev.family = fam as u8;
+        ev.sport = u16::from_be(tp_read(ctx, l.saddr + 2));
+        ev.dport = u16::from_be(tp_read(ctx, l.daddr + 2));
+        if ev.family == AF_INET {
+            tp_read_into(v4_of(&mut ev.saddr), ctx, l.saddr + 4);
+            tp_read_into(v4_of(&mut ev.daddr), ctx, l.daddr + 4);
+        } else {
+            tp_read_into(&mut ev.saddr, ctx, l.saddr + 8);
+            tp_read_into(&mut ev.daddr, ctx, l.daddr + 8);
+        }
+    } else {
+        ev.family = if l.family == NO_FIELD {
+            // 5.10's tcp:* events have no family: an AF_INET socket's saddr_v6 holds its
+            // address v4-mapped (TP_STORE_ADDRS), ::ffff:a.b.c.d.
+            let prefix: u32 = tp_read(ctx, l.saddr_v6 + 8);
+            let head: u64 = tp_read(ctx, l.saddr_v6);
+            if head == 0 && prefix == u32::from_ne_bytes([0, 0, 0xff, 0xff]) {
+                AF_INET
+            } else {
+                AF_INET6
+            }
+        } else {
+            tp_read::<u16>(ctx, l.family) as u8
+        };
+        ev.sport = tp_read(ctx, l.sport);
+        ev.dport = tp_read(ctx, l.dport);
+        if ev.family == AF_INET {
+            tp_read_into(v4_of(&mut ev.saddr), ctx, l.saddr);
+            tp_read_into(v4_of(&mut ev.daddr), ctx, l.daddr);
+        } else {
+            tp_read_into(&mut ev.saddr, ctx, l.saddr_v6);
+            tp_read_into(&mut ev.daddr, ctx, l.daddr_v6);
+        }
+    }
+    ev.flags |= flags::HAS_TUPLE;
+}
+
+/// Reads family, ports and addresses of a socket that may not be a full `struct sock`:
+/// a timewait or request sock (`struct inet_timewait_sock`, `struct request_sock`)
+/// begins with the same `struct sock_common` but has no `inet_sport`, so its local
+/// port is `skc_num` (host order), which such socks keep.
+#[inline(always)]
+pub(crate) fn read_any_sock_tuple(
+    o: &KernelOffsets,
+    sk: u64,
+    state: u8,
+    ev: &mut RawEvent,
+) -> bool {
+    if state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV {
+        if !read_common_tuple(o, sk, ev) {
+            return false;
+        }
+        ev.sport = unsafe { rd::<u16>(sk, o.skc_num as u64) };
+        true
+    } else {
+        read_sock_tuple(o, sk, ev)
+    }
+}
+
+/// Family, remote port and addresses from `struct sock_common` (no local port).
+#[inline(always)]
+pub(crate) fn read_common_tuple(o: &KernelOffsets, sk: u64, ev: &mut RawEvent) -> bool {
+    unsafe {
+        let family = rd::<u16>(sk, o.skc_family as u64);
+        if family == 0 {
+            // The read faulted (no socket has AF_UNSPEC here).
+            return false;
+        }
+        ev.family = family as u8;
+        ev.dport = u16::from_be(rd::<u16>(sk, o.skc_dport as u64));
+        if ev.family == AF_INET {
+            rd_into(v4_of(&mut ev.saddr), sk, o.skc_rcv_saddr as u64);
+            rd_into(v4_of(&mut ev.daddr), sk, o.skc_daddr as u64);
+        } else {
+            rd_into(&mut ev.saddr, sk, o.skc_v6_rcv_saddr as u64);
+            rd_into(&mut ev.daddr, sk, o.skc_v6_daddr as u64);
+        }
+    }
+    ev.flags |= flags::HAS_TUPLE;
+    true
+}
+
+/// Reads family, ports and addresses from a `struct sock` (offsets from BTF).
+#[inline(always)]
+pub(crate) fn read_sock_tuple(o: &KernelOffsets, sk: u64, ev: &mut RawEvent) -> bool {
+    if !read_common_tuple(o, sk, ev) {
+        return false;
+    }
+    // inet_sport (network order) keeps the local port after the socket leaves its
+    // bind bucket, where skc_num is already 0 (docs/kernel-facts.md).
+    ev.sport = u16::from_be(unsafe { rd::<u16>(sk, o.inet_sport as u64) });
+    true
+}
+
+/// The local end of a `struct sock` (family already known).
+#[inline(always)]
+pub(crate) fn read_local(o: &KernelOffsets, sk: u64, ev: &mut RawEvent) {
+    unsafe {
+        ev.sport = u16::from_be(rd::<u16>(sk, o.inet_sport as u64));
+        if ev.family == AF_INET {
+            rd_into(v4_of(&mut ev.saddr), sk, o.skc_rcv_saddr as u64);
+        } else {
+            rd_into(&mut ev.saddr, sk, o.skc_v6_rcv_saddr as u64);
+        }
+    }
+}
+
+/// `current->files->fdt->fd[fd]->private_data->sk`, for a TCP socket only.
+/// The `struct socket` is checked to point back at the same `struct file`, so
+/// a non-socket fd (whose private_data is something else) is rejected.
+#[inline(always)]
+pub(crate) fn sock_of_fd(o: &KernelOffsets, fd: i64) -> Option<u64> {
+    if o.valid == 0 || fd < 0 {
+        return None;
+    }
+    unsafe {
+        let task = bpf_get_current_task();
+        // A faulting read gives 0, which fails the next check (max_fds 0, a NULL
+        // file or socket, a back-pointer mismatch, protocol 0).
+        let files: u64 = rd(task, o.task_files as u64);
+        let fdt: u64 = rd(files, o.files_fdt as u64);
+        let max_fds: u32 = rd(fdt, o.fdt_max_fds as u64);
+        if fd as u64 >= max_fds as u64 {
+            return None;
+        }
+        let fd_array: u64 = rd(fdt, o.fdt_fd as u64);
+        let file: u64 = rd(fd_array, (fd as u64) * 8);
+        if file == 0 {
+            return None;
+        }
+        let socket: u64 = rd(file, o.file_private_data as u64);
+        if socket == 0 {
+            return None;
+        }
+        let back: u64 = rd(socket, o.socket_file as u64);
+        if back != file {
+            return None;
+        }
+        let sk: u64 = rd(socket, o.socket_sk as u64);
+        if sk == 0 {
+            return None;
+        }
+        let proto: u16 = rd(sk, o.sk_protocol as u64);
+        let ty: u16 = rd(sk, o.sk_type as u64);
+        let family: u16 = rd(sk, o.skc_family as u64);
+        if proto != IPPROTO_TCP
+            || ty != SOCK_STREAM
+            || (family as u8 != AF_INET && family as u8 != AF_INET6)
+        {
+            return None;
+        }
+        Some(sk)
+    }
+}
+
+/// `sk->__sk_common.skc_net.net->ns.inum`.
+#[inline(always)]
+pub(crate) fn netns_of(o: &KernelOffsets, sk: u64) -> u32 {
+    if o.valid == 0 || sk == 0 {
+        return 0;
+    }
+    let net = unsafe { rd::<u64>(sk, o.skc_net as u64) };
+    if net == 0 {
+        return 0;
+    }
+    unsafe { rd::<u32>(net, o.net_ns_inum as u64) }
+}
+
+/// Sockets whose `sk_protocol` is not TCP (MPTCP subflows are TCP; SCTP is not).
+#[inline(always)]
+pub(crate) fn tcp_sock(o: &KernelOffsets, sk: u64) -> bool {
+    o.valid != 0 && sk != 0 && unsafe { rd::<u16>(sk, o.sk_protocol as u64) } == IPPROTO_TCP
+}

@@ -1,0 +1,253 @@
+//! The maps: the ring, counters, owners and listeners, calls in progress, per-CPU
+//! scratch events, and the per-socket books and listener links.
+
+use aya_ebpf::helpers::generated as helper;
+use aya_ebpf::macros::map;
+use aya_ebpf::maps::HashMap;
+use aya_ebpf::maps::LruHashMap;
+use aya_ebpf::maps::PerCpuArray;
+use aya_ebpf::maps::RingBuf;
+use core::ffi::c_void;
+use tcp_trace_common::BOOK_STEPS;
+use tcp_trace_common::ConnRecord;
+use tcp_trace_common::ListenKey;
+use tcp_trace_common::ListenerLink;
+use tcp_trace_common::Owner;
+use tcp_trace_common::PendingCall;
+use tcp_trace_common::RawEvent;
+use tcp_trace_common::counter;
+use tcp_trace_common::kind;
+
+#[map]
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
+
+#[map]
+pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Socket → owning process, learned where a hook runs in the owner's task.
+#[map]
+pub(crate) static OWNERS: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(65536, 0);
+
+/// Network namespace and local port of a listening socket → its owner, so that a
+/// child socket created in softirq (LISTEN → SYN_RECV) is attributed before accept()
+/// returns. Keyed by namespace too: containers listen on the same ports.
+#[map]
+pub(crate) static LISTENERS: LruHashMap<ListenKey, ListenerLink> =
+    LruHashMap::with_max_entries(4096, 0);
+
+/// Socket local storage (`BPF_MAP_TYPE_SK_STORAGE`) with `BPF_F_CLONE`: written on a
+/// listener at CLOSE → LISTEN, and copied by the kernel into every child it clones
+/// from that listener (`sk_clone_lock` → `bpf_sk_storage_clone`) before the child's
+/// LISTEN → SYN_RECV. So a child knows the very listener it was queued on, even in an
+/// SO_REUSEPORT group where the port names several. Only tp_btf programs may use it
+/// (5.11+); it is freed with the socket. aya-ebpf's `SkStorage` cannot set
+/// `BPF_F_CLONE`, so the BTF map definition is written out here in the same shape.
+#[repr(C)]
+pub struct SkStorageClone<V> {
+    r#type: *const [i32; 24],
+    key: *const i32,
+    value: *const V,
+    max_entries: *const [i32; 0],
+    /// `BPF_F_NO_PREALLOC | BPF_F_CLONE`.
+    map_flags: *const [i32; 513],
+}
+
+// SAFETY: placeholder pointers the loader patches; never dereferenced from Rust.
+unsafe impl<V> Sync for SkStorageClone<V> {}
+
+#[unsafe(link_section = ".maps")]
+#[unsafe(export_name = "LISTENER_OF")]
+pub(crate) static LISTENER_OF: SkStorageClone<ListenerLink> = SkStorageClone {
+    r#type: core::ptr::null(),
+    key: core::ptr::null(),
+    value: core::ptr::null(),
+    max_entries: core::ptr::null(),
+    map_flags: core::ptr::null(),
+};
+
+/// Socket local storage without `BPF_F_CLONE` (`BPF_F_NO_PREALLOC` only): a book
+/// belongs to one socket and dies with it; a child starts its own.
+#[repr(C)]
+pub struct SkStorage<V> {
+    r#type: *const [i32; 24],
+    key: *const i32,
+    value: *const V,
+    max_entries: *const [i32; 0],
+    map_flags: *const [i32; 1],
+}
+
+// SAFETY: as for SkStorageClone.
+unsafe impl<V> Sync for SkStorage<V> {}
+
+/// Each socket's book (per-connection design): its identity once and its steps since
+/// the last flush.
+#[unsafe(link_section = ".maps")]
+#[unsafe(export_name = "CONN_OF")]
+pub(crate) static CONN_OF: SkStorage<ConnRecord> = SkStorage {
+    r#type: core::ptr::null(),
+    key: core::ptr::null(),
+    value: core::ptr::null(),
+    max_entries: core::ptr::null(),
+    map_flags: core::ptr::null(),
+};
+
+/// Books by socket address, preallocated: taking an entry from the map's free list
+/// costs less than allocating socket storage for every socket (measured: the busiest
+/// program took ~580 ns per hit with socket storage, against ~490 for the per-event
+/// design). A socket's book is removed at its CLOSE; when the map is full the socket
+/// is reported event by event instead.
+#[map]
+pub(crate) static BOOK_MAP: HashMap<u64, ConnRecord> = HashMap::with_max_entries(16384, 0);
+
+/// An empty book, copied into the map for a new socket.
+pub(crate) static EMPTY_BOOK: ConnRecord = ConnRecord {
+    seq: 0,
+    nsteps: 0,
+    family: 0,
+    flags: 0,
+    skaddr: 0,
+    listener: 0,
+    owner: Owner {
+        tgid: 0,
+        pid: 0,
+        comm: [0; 16],
+        cgroup_id: 0,
+        ns_tgid: 0,
+        netns: 0,
+    },
+    sport: 0,
+    dport: 0,
+    aq_len: 0,
+    aq_max: 0,
+    isn_local: 0,
+    isn_remote: 0,
+    _pad: 0,
+    saddr: [0; 16],
+    daddr: [0; 16],
+    steps: [tcp_trace_common::Step {
+        ts_ns: 0,
+        kind: 0,
+        old: 0,
+        new: 0,
+        flags: 0,
+        aux: 0,
+    }; BOOK_STEPS],
+};
+
+/// The book of `sk`; created (empty) when `create`. None when there is none, or no
+/// room for a new one.
+#[inline(always)]
+pub(crate) fn book_of(sk: u64, create: bool) -> Option<&'static mut ConnRecord> {
+    if let Some(p) = BOOK_MAP.get_ptr_mut(&sk) {
+        // SAFETY: a map value, valid while the program runs; a socket's transitions,
+        // retransmits and resets run under its lock, one at a time.
+        return unsafe { p.as_mut() };
+    }
+    if !create {
+        return None;
+    }
+    const BPF_NOEXIST: u64 = 1;
+    BOOK_MAP.insert(&sk, &EMPTY_BOOK, BPF_NOEXIST).ok()?;
+    // SAFETY: as above.
+    BOOK_MAP
+        .get_ptr_mut(&sk)
+        .and_then(|p| unsafe { p.as_mut() })
+}
+
+/// The socket-storage variant of [`book_of`] (kept to measure against).
+#[allow(dead_code)]
+#[inline(always)]
+pub(crate) fn book_of_storage(sk: u64, create: bool) -> Option<&'static mut ConnRecord> {
+    // SAFETY: as in `listener_of`.
+    let p = unsafe {
+        helper::bpf_sk_storage_get(
+            &raw const CONN_OF as *mut c_void,
+            sk as *mut c_void,
+            core::ptr::null_mut(),
+            if create { 1 } else { 0 },
+        )
+    } as *mut ConnRecord;
+    // SAFETY: a map value of this socket, valid while the program runs; the socket's
+    // transitions, retransmits and resets run under its lock, one at a time.
+    unsafe { p.as_mut() }
+}
+
+/// The storage of `sk` in `LISTENER_OF`; created (zeroed) when `create`.
+#[inline(always)]
+pub(crate) fn listener_of(sk: u64, create: bool) -> Option<&'static mut ListenerLink> {
+    // SAFETY: the map is a BTF map definition in .maps; `sk` is the BTF-typed socket
+    // argument of a tp_btf program (the helper refuses anything else at load).
+    let p = unsafe {
+        helper::bpf_sk_storage_get(
+            &raw const LISTENER_OF as *mut c_void,
+            sk as *mut c_void,
+            core::ptr::null_mut(),
+            if create { 1 } else { 0 },
+        )
+    } as *mut ListenerLink;
+    // SAFETY: a map value of this socket, valid while the program runs.
+    unsafe { p.as_mut() }
+}
+
+#[inline(always)]
+pub(crate) fn listen_key(netns: u32, port: u16) -> ListenKey {
+    ListenKey {
+        netns,
+        port,
+        _pad: 0,
+    }
+}
+
+/// Thread → connect() in progress (fd at enter, socket at SYN_SENT).
+#[map]
+pub(crate) static CONNECTS: LruHashMap<u64, PendingCall> = LruHashMap::with_max_entries(16384, 0);
+
+/// Thread → accept() in progress (listener fd).
+#[map]
+pub(crate) static ACCEPTS: LruHashMap<u64, PendingCall> = LruHashMap::with_max_entries(16384, 0);
+
+#[inline(always)]
+pub(crate) fn count(idx: u32) {
+    if let Some(c) = COUNTERS.get_ptr_mut(idx) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *c += 1 };
+    }
+}
+
+/// Per-CPU scratch events, one per program: an event is built there rather than on
+/// the 512-byte stack. (On the stack, LLVM zeroed it through calls to
+/// compiler_builtins' byte-by-byte `memset` subprogram, which cost as much per hit
+/// as the rest of the program: perf showed `bpf_prog_…_memset`.) One slot per
+/// program because a program may be interrupted on its CPU by another one (a
+/// syscall exit by a softirq's state transition); a program does not nest in itself.
+#[map]
+pub(crate) static SCRATCH: PerCpuArray<RawEvent> = PerCpuArray::with_max_entries(slot::COUNT, 0);
+
+pub(crate) mod slot {
+    pub const STATE: u32 = 0;
+    pub const SYNACK: u32 = 1;
+    pub const RETRANSMIT: u32 = 2;
+    pub const RESET_SENT: u32 = 3;
+    pub const RESET_RECEIVED: u32 = 4;
+    pub const SYSCALL: u32 = 5;
+    pub const STATE_NESTED: u32 = 6;
+    pub const COUNT: u32 = 7;
+}
+
+/// The scratch slot of the program that reports events of kind `k`.
+#[inline(always)]
+pub(crate) fn slot_of(k: u8) -> u32 {
+    match k {
+        kind::RETRANSMIT => slot::RETRANSMIT,
+        kind::RESET_SENT => slot::RESET_SENT,
+        _ => slot::RESET_RECEIVED,
+    }
+}
+
+/// Set on a CPU while `*_inet_sock_set_state` runs there. The kernel does not run a
+/// program again on a CPU where it is already running (a softirq's transition
+/// interrupting a process-context one: `recursion_misses`); the `*_nested` program,
+/// attached after it to the same tracepoint, sees the flag and reports that
+/// transition instead. Outside such nesting it returns at once.
+#[map]
+pub(crate) static STATE_BUSY: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);

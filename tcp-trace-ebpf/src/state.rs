@@ -1,0 +1,243 @@
+//! `sock:inet_sock_set_state`, on the three attach paths (classic tracepoint,
+//! tp_btf, raw), with the `_nested` twins that report the runs the kernel skips.
+
+use crate::books::state_book;
+use crate::config::{LAYOUT_SET_STATE, OFFSETS, books_on, opaque};
+use crate::emit::{emit, new_event};
+use crate::kread::{
+    copy16, netns_of, read_accept_queue, read_isns, read_sock_tuple, read_tuple, tcp_sock, tp_read,
+};
+use crate::maps::{CONNECTS, LISTENERS, OWNERS, STATE_BUSY, count, listen_key, listener_of, slot};
+use crate::owner::{owner_of, process_transition, set_owner};
+use aya_ebpf::helpers::bpf_get_current_pid_tgid;
+use aya_ebpf::macros::btf_tracepoint;
+use aya_ebpf::macros::raw_tracepoint;
+use aya_ebpf::macros::tracepoint;
+use aya_ebpf::programs::BtfTracePointContext;
+use aya_ebpf::programs::RawTracePointContext;
+use aya_ebpf::programs::TracePointContext;
+use tcp_trace_common::IPPROTO_TCP;
+use tcp_trace_common::ListenerLink;
+use tcp_trace_common::Owner;
+use tcp_trace_common::RawEvent;
+use tcp_trace_common::counter;
+use tcp_trace_common::flags;
+use tcp_trace_common::kind;
+use tcp_trace_common::tcp_state::CLOSE as TCP_CLOSE;
+use tcp_trace_common::tcp_state::ESTABLISHED as TCP_ESTABLISHED;
+use tcp_trace_common::tcp_state::LISTEN as TCP_LISTEN;
+use tcp_trace_common::tcp_state::SYN_RECV as TCP_SYN_RECV;
+use tcp_trace_common::tcp_state::SYN_SENT as TCP_SYN_SENT;
+
+#[tracepoint(category = "sock", name = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    let l = opaque(&raw const LAYOUT_SET_STATE);
+    let proto: u16 = if l.protocol_size == 1 {
+        tp_read::<u8>(&ctx, l.protocol) as u16
+    } else {
+        tp_read::<u16>(&ctx, l.protocol)
+    };
+    if proto != IPPROTO_TCP {
+        return 0;
+    }
+    let skaddr = tp_read::<u64>(&ctx, l.skaddr);
+    if skaddr == 0 {
+        return 0;
+    }
+    let oldstate = tp_read::<i32>(&ctx, l.oldstate) as u8;
+    let newstate = tp_read::<i32>(&ctx, l.newstate) as u8;
+    let task = process_transition(oldstate, newstate);
+    let Some(ev) = new_event(slot::STATE, kind::STATE, skaddr, task) else {
+        return 0;
+    };
+    ev.oldstate = oldstate;
+    ev.newstate = newstate;
+    read_tuple(&ctx, &l, ev);
+    on_state(ev, task, None);
+    0
+}
+
+/// What every attach path does with a TCP state transition once its fields are read.
+#[inline(always)]
+pub(crate) fn on_state(ev: &mut RawEvent, task: bool, inherited: Option<ListenerLink>) {
+    let skaddr = ev.skaddr;
+    let child = ev.oldstate == TCP_LISTEN && ev.newstate == TCP_SYN_RECV;
+    let known = if child {
+        // A new socket: an owner under its address is a stale one of a freed socket.
+        None
+    } else {
+        unsafe { OWNERS.get(&skaddr) }.copied()
+    };
+    match known {
+        // connect() and listen() run in the owner's task and (re)start a socket's
+        // life: bind the owner there, overriding any stale entry for a reused address.
+        _ if task && (ev.newstate == TCP_SYN_SENT || ev.newstate == TCP_LISTEN) => {
+            let o = owner_of(skaddr);
+            let _ = OWNERS.insert(&skaddr, &o, 0);
+            if ev.newstate == TCP_LISTEN {
+                let link = ListenerLink {
+                    sk: skaddr,
+                    owner: o,
+                };
+                let _ = LISTENERS.insert(&listen_key(o.netns, ev.sport), &link, 0);
+            }
+            set_owner(ev, &o, 0);
+        }
+        Some(o) => set_owner(ev, &o, 0),
+        None if task => {
+            let o = owner_of(skaddr);
+            let _ = OWNERS.insert(&skaddr, &o, 0);
+            set_owner(ev, &o, 0);
+        }
+        None => {
+            // A child socket born in softirq from a request (LISTEN → SYN_RECV):
+            // until accept() returns, it belongs to the listener's process. Its
+            // listener: the one it was cloned from (socket storage, tp_btf), else the
+            // one on its namespace and port.
+            if child || ev.newstate == TCP_SYN_RECV || ev.newstate == TCP_ESTABLISHED {
+                let (link, exact) = match inherited {
+                    Some(l) => (Some(l), flags::LISTENER_EXACT),
+                    None => {
+                        // The child is in its listener's namespace.
+                        let netns = netns_of(opaque(&raw const OFFSETS), skaddr);
+                        let l = unsafe { LISTENERS.get(&listen_key(netns, ev.sport)) };
+                        (l.copied(), 0)
+                    }
+                };
+                if let Some(l) = link {
+                    let _ = OWNERS.insert(&skaddr, &l.owner, 0);
+                    set_owner(ev, &l.owner, flags::OWNER_FROM_LISTENER | exact);
+                    if child {
+                        ev.aux = l.sk;
+                        read_accept_queue(ev, l.sk);
+                    }
+                }
+            }
+        }
+    }
+
+    if ev.newstate == TCP_ESTABLISHED
+        && (ev.oldstate == TCP_SYN_SENT || ev.oldstate == TCP_SYN_RECV)
+    {
+        read_isns(ev);
+    }
+
+    // The thread inside connect() has just sent the SYN: remember which socket.
+    if task && ev.newstate == TCP_SYN_SENT {
+        let id = bpf_get_current_pid_tgid();
+        if let Some(p) = CONNECTS.get_ptr_mut(&id) {
+            unsafe {
+                (*p).skaddr = skaddr;
+                (*p).dport = ev.dport;
+                (*p).family = ev.family;
+                copy16(&mut (*p).daddr, &ev.daddr);
+            }
+        }
+    }
+
+    emit(ev);
+
+    if ev.newstate == TCP_CLOSE {
+        // The address may be reused by a new socket: forget this one's owner.
+        let _ = OWNERS.remove(&skaddr);
+        if ev.oldstate == TCP_LISTEN {
+            let key = listen_key(ev.netns, ev.sport);
+            if let Some(l) = unsafe { LISTENERS.get(&key) } {
+                if l.sk == skaddr || l.owner.tgid == ev.owner_tgid {
+                    let _ = LISTENERS.remove(&key);
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+pub(crate) fn state_args(slot: u32, sk: u64, old: u64, new: u64, storage: bool) {
+    let o = opaque(&raw const OFFSETS);
+    if !tcp_sock(&o, sk) {
+        return;
+    }
+    let (old, new) = (old as u8, new as u8);
+    if storage && books_on() && state_book(&o, sk, old, new) {
+        return;
+    }
+    let task = process_transition(old, new);
+    // A child's storage is its listener's, cloned by the kernel (see LISTENER_OF).
+    let inherited = if storage && old == TCP_LISTEN && new == TCP_SYN_RECV {
+        listener_of(sk, false).map(|l| *l).filter(|l| l.sk != 0)
+    } else {
+        None
+    };
+    let Some(ev) = new_event(slot, kind::STATE, sk, task) else {
+        return;
+    };
+    ev.oldstate = old;
+    ev.newstate = new;
+    read_sock_tuple(&o, sk, ev);
+    on_state(ev, task, inherited);
+    if storage && task && new == TCP_LISTEN {
+        // listen(): what every child of this socket will inherit.
+        if let Some(l) = listener_of(sk, true) {
+            l.sk = sk;
+            l.owner = Owner {
+                tgid: ev.owner_tgid,
+                pid: ev.owner_pid,
+                comm: ev.comm,
+                cgroup_id: ev.cgroup_id,
+                ns_tgid: ev.ns_pid,
+                netns: ev.netns,
+            };
+        }
+    }
+}
+
+#[inline(always)]
+pub(crate) fn state_outer(sk: u64, old: u64, new: u64, storage: bool) {
+    let busy = STATE_BUSY.get_ptr_mut(0);
+    if let Some(b) = busy {
+        unsafe { b.write_volatile(1) };
+    }
+    state_args(slot::STATE, sk, old, new, storage);
+    if let Some(b) = busy {
+        unsafe { b.write_volatile(0) };
+    }
+}
+
+#[inline(always)]
+pub(crate) fn state_nested(sk: u64, old: u64, new: u64, storage: bool) {
+    match STATE_BUSY.get_ptr_mut(0) {
+        Some(b) if unsafe { b.read_volatile() } != 0 => {
+            count(counter::NESTED_CAUGHT);
+            state_args(slot::STATE_NESTED, sk, old, new, storage)
+        }
+        _ => {}
+    }
+}
+
+both_paths!(
+    btf_inet_sock_set_state,
+    raw_inet_sock_set_state,
+    "inet_sock_set_state",
+    |c| { state_outer(c.arg::<u64>(0), c.arg::<u64>(1), c.arg::<u64>(2), false) }
+);
+
+/// The state hook with socket local storage (tp_btf only, 5.11+): the loader tries
+/// these first and falls back to the pair above where the kernel refuses them.
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn btf_inet_sock_set_state_sk(c: BtfTracePointContext) -> i32 {
+    state_outer(c.arg::<u64>(0), c.arg::<u64>(1), c.arg::<u64>(2), true);
+    0
+}
+
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn btf_inet_sock_set_state_sk_nested(c: BtfTracePointContext) -> i32 {
+    state_nested(c.arg::<u64>(0), c.arg::<u64>(1), c.arg::<u64>(2), true);
+    0
+}
+
+both_paths!(
+    btf_inet_sock_set_state_nested,
+    raw_inet_sock_set_state_nested,
+    "inet_sock_set_state",
+    |c| { state_nested(c.arg::<u64>(0), c.arg::<u64>(1), c.arg::<u64>(2), false) }
+);

@@ -1,0 +1,266 @@
+//! `connect()`, `accept()` and `accept4()`: enter/exit tracepoints, or raw_syscalls
+//! filtered by syscall number.
+
+use crate::config::{
+    FILTER, LAYOUT_ENTER_ACCEPT, LAYOUT_ENTER_ACCEPT4, LAYOUT_ENTER_CONNECT, LAYOUT_EXIT_ACCEPT,
+    LAYOUT_EXIT_ACCEPT4, LAYOUT_EXIT_CONNECT, OFFSETS, opaque,
+};
+use crate::emit::{emit, new_event};
+use crate::kread::{copy16, rd, read_local, read_sock_tuple, sock_of_fd, tp_read, zero_words};
+use crate::maps::{ACCEPTS, CONNECTS, OWNERS, count, slot};
+use crate::owner::{current_owner, owner_of, set_owner};
+use aya_ebpf::helpers::bpf_get_current_pid_tgid;
+use aya_ebpf::macros::btf_tracepoint;
+use aya_ebpf::macros::raw_tracepoint;
+use aya_ebpf::macros::tracepoint;
+use aya_ebpf::maps::LruHashMap;
+use aya_ebpf::programs::BtfTracePointContext;
+use aya_ebpf::programs::RawTracePointContext;
+use aya_ebpf::programs::TracePointContext;
+use core::mem::MaybeUninit;
+use tcp_trace_common::NO_FIELD;
+use tcp_trace_common::PendingCall;
+use tcp_trace_common::TpLayout;
+use tcp_trace_common::counter;
+use tcp_trace_common::flags;
+use tcp_trace_common::kind;
+
+pub(crate) const EAGAIN: i64 = 11;
+
+#[inline(always)]
+pub(crate) fn sys_arg(ctx: &TracePointContext, l: &TpLayout) -> i64 {
+    if l.sys_arg == NO_FIELD {
+        return -1;
+    }
+    tp_read::<i64>(ctx, l.sys_arg)
+}
+
+/// Pid filter for syscalls: the caller is the owner.
+#[inline(always)]
+pub(crate) fn caller_filtered(id: u64) -> bool {
+    let f = opaque(&raw const FILTER);
+    f.tgid != 0 && (id >> 32) as u32 != f.tgid
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_connect")]
+pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
+    let l = opaque(&raw const LAYOUT_ENTER_CONNECT);
+    enter_connect(sys_arg(&ctx, &l));
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_connect")]
+pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
+    let l = opaque(&raw const LAYOUT_EXIT_CONNECT);
+    exit_connect(sys_arg(&ctx, &l));
+    0
+}
+
+/// Remembers a call in progress of thread `id` on `fd`. The record is zeroed in
+/// place and inserted from there (zeroing a value and moving it made LLVM call the
+/// byte-by-byte `memset` subprogram).
+#[inline(always)]
+pub(crate) fn insert_pending(map: &LruHashMap<u64, PendingCall>, id: u64, fd: i64) {
+    let mut c = MaybeUninit::<PendingCall>::uninit();
+    // SAFETY: 8-byte aligned (asserted above); fully written by zero_words, and all
+    // zeroes is a valid PendingCall.
+    unsafe {
+        zero_words(c.as_mut_ptr());
+        (*c.as_mut_ptr()).fd = fd as i32;
+        let _ = map.insert(&id, &*c.as_ptr(), 0);
+    }
+}
+
+#[inline(always)]
+pub(crate) fn enter_connect(fd: i64) {
+    let id = bpf_get_current_pid_tgid();
+    if caller_filtered(id) {
+        return;
+    }
+    insert_pending(&CONNECTS, id, fd);
+}
+
+#[inline(always)]
+pub(crate) fn exit_connect(ret: i64) {
+    let id = bpf_get_current_pid_tgid();
+    let Some(call) = (unsafe { CONNECTS.get(&id) }).copied() else {
+        return;
+    };
+    let _ = CONNECTS.remove(&id);
+    let o = opaque(&raw const OFFSETS);
+    // The socket: the one that went SYN_SENT inside this call, else (a connect that
+    // sent no SYN: EALREADY, EISCONN, an early error) found through the fd, TCP only.
+    let skaddr = if call.skaddr != 0 {
+        call.skaddr
+    } else {
+        match sock_of_fd(&o, call.fd as i64) {
+            Some(sk) => sk,
+            None => return,
+        }
+    };
+    let Some(ev) = new_event(slot::SYSCALL, kind::CONNECT_RETURN, skaddr, true) else {
+        return;
+    };
+    ev.ret = ret;
+    ev.fd = call.fd;
+    if call.skaddr != 0 {
+        // The remote end as it was when the SYN left (a failed connect is
+        // disconnected, its dport zeroed, before it returns); only the local end,
+        // bound after SYN_SENT was reported, is read from the socket.
+        ev.dport = call.dport;
+        ev.family = call.family;
+        copy16(&mut ev.daddr, &call.daddr);
+        ev.flags |= flags::HAS_TUPLE;
+        if o.valid != 0 {
+            read_local(&o, skaddr, ev);
+        }
+    } else if o.valid != 0 {
+        read_sock_tuple(&o, skaddr, ev);
+    }
+    // The caller is the owner bound at SYN_SENT (same task); reuse that entry.
+    let owner = match unsafe { OWNERS.get(&skaddr) } {
+        Some(o) if o.pid == id as u32 => *o,
+        _ => owner_of(skaddr),
+    };
+    set_owner(ev, &owner, 0);
+    emit(ev);
+}
+
+#[inline(always)]
+pub(crate) fn enter_accept(fd: i64) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    if caller_filtered(id) {
+        return 0;
+    }
+    insert_pending(&ACCEPTS, id, fd);
+    0
+}
+
+#[inline(always)]
+pub(crate) fn exit_accept(ret: i64, accept4: bool) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    let Some(call) = (unsafe { ACCEPTS.get(&id) }).copied() else {
+        return 0;
+    };
+    let _ = ACCEPTS.remove(&id);
+    // A non-blocking accept with nothing queued is not an event.
+    if ret == -EAGAIN {
+        return 0;
+    }
+    let o = opaque(&raw const OFFSETS);
+    // The accepted child socket, found through the returned fd: works for
+    // accept4(fd, NULL, NULL), which most servers call.
+    let fd = if ret >= 0 { ret } else { call.fd as i64 };
+    let sk = sock_of_fd(&o, fd);
+    let Some(sk) = sk else {
+        if o.valid != 0 {
+            // Not a TCP socket (unix, …): not ours. With valid offsets a failed
+            // walk on a TCP fd is rare; it is counted in userspace-visible stats.
+            if ret >= 0 {
+                count(counter::FD_WALK_FAILED);
+            }
+            return 0;
+        }
+        // No BTF: report the return without a socket.
+        let Some(ev) = new_event(slot::SYSCALL, kind::ACCEPT_RETURN, 0, true) else {
+            return 0;
+        };
+        ev.ret = ret;
+        ev.fd = call.fd;
+        if accept4 {
+            ev.flags |= flags::ACCEPT4;
+        }
+        let owner = current_owner();
+        set_owner(ev, &owner, 0);
+        emit(ev);
+        return 0;
+    };
+    let skaddr = if ret >= 0 { sk } else { 0 };
+    let Some(ev) = new_event(slot::SYSCALL, kind::ACCEPT_RETURN, skaddr, true) else {
+        return 0;
+    };
+    ev.ret = ret;
+    ev.fd = call.fd;
+    if accept4 {
+        ev.flags |= flags::ACCEPT4;
+    }
+    read_sock_tuple(&o, sk, ev);
+    let owner = owner_of(sk);
+    if ret >= 0 {
+        let _ = OWNERS.insert(&sk, &owner, 0);
+    }
+    set_owner(ev, &owner, 0);
+    emit(ev);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_accept")]
+pub fn sys_enter_accept(ctx: TracePointContext) -> u32 {
+    let l = opaque(&raw const LAYOUT_ENTER_ACCEPT);
+    enter_accept(sys_arg(&ctx, &l))
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_accept")]
+pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
+    let l = opaque(&raw const LAYOUT_EXIT_ACCEPT);
+    exit_accept(sys_arg(&ctx, &l), false)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_accept4")]
+pub fn sys_enter_accept4(ctx: TracePointContext) -> u32 {
+    let l = opaque(&raw const LAYOUT_ENTER_ACCEPT4);
+    enter_accept(sys_arg(&ctx, &l))
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_accept4")]
+pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
+    let l = opaque(&raw const LAYOUT_EXIT_ACCEPT4);
+    exit_accept(sys_arg(&ctx, &l), true)
+}
+
+pub(crate) const NR_CONNECT: u64 = 42;
+
+pub(crate) const NR_ACCEPT: u64 = 43;
+
+pub(crate) const NR_ACCEPT4: u64 = 288;
+
+/// raw_syscalls:sys_enter(regs, id), filtered by syscall number in the kernel.
+#[inline(always)]
+pub(crate) fn sys_enter_args(regs: u64, id: u64) {
+    if id != NR_CONNECT && id != NR_ACCEPT && id != NR_ACCEPT4 {
+        return;
+    }
+    let o = opaque(&raw const OFFSETS);
+    let fd: i64 = unsafe { rd(regs, o.regs_di as u64) };
+    if id == NR_CONNECT {
+        enter_connect(fd);
+    } else {
+        enter_accept(fd);
+    }
+}
+
+/// raw_syscalls:sys_exit(regs, ret): the syscall number is `regs->orig_ax`.
+#[inline(always)]
+pub(crate) fn sys_exit_args(regs: u64, ret: u64) {
+    let o = opaque(&raw const OFFSETS);
+    // 0 (read) when the read faults: not one of ours.
+    let nr: u64 = unsafe { rd(regs, o.regs_orig_ax as u64) };
+    match nr {
+        NR_CONNECT => exit_connect(ret as i64),
+        NR_ACCEPT => {
+            exit_accept(ret as i64, false);
+        }
+        NR_ACCEPT4 => {
+            exit_accept(ret as i64, true);
+        }
+        _ => {}
+    }
+}
+
+both_paths!(btf_sys_enter, raw_sys_enter, "sys_enter", |c| {
+    sys_enter_args(c.arg::<u64>(0), c.arg::<u64>(1))
+});
+
+both_paths!(btf_sys_exit, raw_sys_exit, "sys_exit", |c| {
+    sys_exit_args(c.arg::<u64>(0), c.arg::<u64>(1))
+});
