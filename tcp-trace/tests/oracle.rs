@@ -80,7 +80,20 @@ fn bpftrace_rows(port: u16, expect: usize, traffic: impl FnOnce()) -> Vec<Row> {
             ));
         }
     }
-    unsafe { libc::kill(bt.id() as i32, libc::SIGINT) };
+    // bpftrace can miss a SIGINT (seen on a loaded host: it went on waiting for events
+    // until a later connection on the port woke it, minutes later): sent again every
+    // second until it has exited.
+    loop {
+        unsafe { libc::kill(bt.id() as i32, libc::SIGINT) };
+        let exited = (0..50).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            bt.try_wait().expect("wait for bpftrace").is_some()
+        });
+        if exited {
+            break;
+        }
+        eprintln!("bpftrace still runs 1 s after SIGINT: sending it again");
+    }
     let _ = bt.wait();
     rows
 }
