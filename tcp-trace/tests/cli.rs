@@ -1,18 +1,12 @@
 //! The CLI as users meet it, through the built binary and real recordings: bcc-style
 //! filters on replay, colour only when asked (never into a pipe), `"time"` on every
 //! JSON line, the hidden `completions` / `man` subcommands, exit code 2 on bad values.
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::process::{Command, Output};
 
+use common::{LOOPBACK_V4, REFUSED_V6, TRACER, fresh_dir, recording, replay};
 use serde_json::Value;
-
-const TRACER: &str = env!("CARGO_BIN_EXE_tcp-trace");
-
-fn recording(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/recordings")
-        .join(name)
-}
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(TRACER);
@@ -23,16 +17,9 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     c.output().unwrap()
 }
 
-fn replay(rec: &str, args: &[&str]) -> (String, String) {
-    let rec = recording(rec);
-    let mut all = vec!["replay", rec.to_str().unwrap()];
-    all.extend_from_slice(args);
-    let o = run(&all, &[]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    (
-        String::from_utf8(o.stdout).unwrap(),
-        String::from_utf8(o.stderr).unwrap(),
-    )
+/// The stdout of a successful `tcp-trace replay REC ARGS…`.
+fn replayed(rec: &str, args: &[&str]) -> String {
+    replay(rec, args).ok().stdout
 }
 
 fn roles(conns_view: &str) -> Vec<String> {
@@ -45,26 +32,22 @@ fn roles(conns_view: &str) -> Vec<String> {
 
 #[test]
 fn local_and_remote_port_filters() {
-    let all = replay("loopback-v4-6.18.ttr", &["--view", "conns"]).0;
+    let all = replayed(LOOPBACK_V4, &["--view", "conns"]);
     assert_eq!(roles(&all), ["listener", "client", "server"]);
     // The server's port is local to the listener and the server side only.
-    let l = replay("loopback-v4-6.18.ttr", &["--view", "conns", "-L", "8123"]).0;
+    let l = replayed(LOOPBACK_V4, &["--view", "conns", "-L", "8123"]);
     assert_eq!(roles(&l), ["listener", "server"]);
     // ... and remote to the client.
-    let d = replay(
-        "loopback-v4-6.18.ttr",
-        &["--view", "conns", "-D", "80,8123"],
-    )
-    .0;
+    let d = replayed(LOOPBACK_V4, &["--view", "conns", "-D", "80,8123"]);
     assert_eq!(roles(&d), ["client"]);
-    let none = replay("loopback-v4-6.18.ttr", &["--view", "conns", "-L", "80,443"]).0;
+    let none = replayed(LOOPBACK_V4, &["--view", "conns", "-L", "80,443"]);
     assert!(roles(&none).is_empty(), "{none}");
     // The ladder keeps a conversation when either end is selected: both lanes.
-    let ladder = replay("loopback-v4-6.18.ttr", &["-D", "8123"]).0;
+    let ladder = replayed(LOOPBACK_V4, &["-D", "8123"]);
     assert!(ladder.contains("client 127.0.0.1:33320"), "{ladder}");
     assert!(ladder.contains("server 127.0.0.1:8123"), "{ladder}");
     // --view events: per event, on its own local/remote ports.
-    let ev = replay("loopback-v4-6.18.ttr", &["--view", "events", "-L", "8123"]).0;
+    let ev = replayed(LOOPBACK_V4, &["--view", "events", "-L", "8123"]);
     for line in ev.lines().skip(1) {
         let local = line.split_whitespace().nth(3).unwrap();
         assert!(local.ends_with(":8123"), "{line}");
@@ -73,25 +56,17 @@ fn local_and_remote_port_filters() {
 
 #[test]
 fn failed_min_ms_and_netns() {
-    let ok = replay("loopback-v4-6.18.ttr", &["--view", "conns", "--failed"]).0;
+    let ok = replayed(LOOPBACK_V4, &["--view", "conns", "--failed"]);
     assert!(roles(&ok).is_empty(), "{ok}");
-    let refused = replay("refused-v6-6.18.ttr", &["--view", "conns", "--failed"]).0;
+    let refused = replayed(REFUSED_V6, &["--view", "conns", "--failed"]);
     assert_eq!(roles(&refused), ["client"]);
     assert!(refused.contains("refused"));
     // Handshakes of 0.008 and 0.062 ms, connect() latency 0.093 ms.
-    let slow = replay(
-        "loopback-v4-6.18.ttr",
-        &["--view", "conns", "--min-ms", "0.05"],
-    )
-    .0;
+    let slow = replayed(LOOPBACK_V4, &["--view", "conns", "--min-ms", "0.05"]);
     assert_eq!(roles(&slow), ["client"]);
-    let none = replay(
-        "loopback-v4-6.18.ttr",
-        &["--view", "conns", "--min-ms", "1"],
-    )
-    .0;
+    let none = replayed(LOOPBACK_V4, &["--view", "conns", "--min-ms", "1"]);
     assert!(roles(&none).is_empty(), "{none}");
-    let json = replay("loopback-v4-6.18.ttr", &["--json", "--min-ms", "0.05"]).0;
+    let json = replayed(LOOPBACK_V4, &["--json", "--min-ms", "0.05"]);
     let lines: Vec<Value> = json
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -104,11 +79,7 @@ fn failed_min_ms_and_netns() {
     // These recordings predate the namespace field: with --netns nothing is
     // selected (the selection itself is unit-tested in pipeline.rs).
     assert!(lines.iter().all(|v| v["netns"].is_null()));
-    let other = replay(
-        "loopback-v4-6.18.ttr",
-        &["--view", "conns", "--netns", "12345"],
-    )
-    .0;
+    let other = replayed(LOOPBACK_V4, &["--view", "conns", "--netns", "12345"]);
     assert!(roles(&other).is_empty(), "{other}");
 }
 
@@ -141,9 +112,9 @@ fn bad_values_exit_2_with_a_message() {
 #[test]
 fn colour_only_when_asked() {
     // stdout is a pipe here: auto means none.
-    let plain = replay("loopback-v4-6.18.ttr", &[]).0;
+    let plain = replayed(LOOPBACK_V4, &[]);
     assert!(!plain.contains('\x1b'), "{plain}");
-    let forced = replay("loopback-v4-6.18.ttr", &["--color", "always"]).0;
+    let forced = replayed(LOOPBACK_V4, &["--color", "always"]);
     assert!(forced.contains("\x1b[36m-- SYN -"), "{forced}");
     assert!(forced.contains("\x1b[1mconnect() = 0\x1b[0m"), "{forced}");
     assert!(forced.contains("\x1b[1maccept4() = 5\x1b[0m"), "{forced}");
@@ -158,20 +129,16 @@ fn colour_only_when_asked() {
         }
     }
     assert_eq!(stripped, plain);
-    let never = replay("loopback-v4-6.18.ttr", &["--color", "never"]).0;
+    let never = replayed(LOOPBACK_V4, &["--color", "never"]);
     assert_eq!(never, plain);
-    let ev = replay(
-        "refused-v6-6.18.ttr",
-        &["--view", "events", "--color", "always"],
-    )
-    .0;
+    let ev = replayed(REFUSED_V6, &["--view", "events", "--color", "always"]);
     assert!(ev.contains("\x1b[31mRST received\x1b[0m"), "{ev}");
     assert!(
         ev.contains("\x1b[1;31mconnect() = -ECONNREFUSED\x1b[0m"),
         "{ev}"
     );
     // NO_COLOR only affects auto (and stdout is no terminal anyway).
-    let rec = recording("loopback-v4-6.18.ttr");
+    let rec = recording(LOOPBACK_V4);
     let o = run(&["replay", rec.to_str().unwrap()], &[("NO_COLOR", "1")]);
     assert!(!String::from_utf8_lossy(&o.stdout).contains('\x1b'));
 }
@@ -200,7 +167,7 @@ fn every_json_line_has_a_wall_clock_time() {
         &["--json", "--view", "conns"],
         &["--json", "-T"],
     ] {
-        let (out, _) = replay("loopback-v4-6.18.ttr", args);
+        let out = replayed(LOOPBACK_V4, args);
         let mut types = std::collections::BTreeSet::new();
         let mut last = String::new();
         for l in out.lines() {
@@ -287,8 +254,7 @@ fn completions_and_man_page() {
         .output()
         .is_ok_and(|o| o.status.success())
     {
-        let dir = std::env::temp_dir().join(format!("tcp-trace-man-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = fresh_dir("man");
         let page = dir.join("tcp-trace.1");
         std::fs::write(&page, &roff).unwrap();
         let o = Command::new("man")
@@ -319,7 +285,7 @@ fn colour_on_a_terminal_unless_no_color() {
         eprintln!("SKIPPED colour_on_a_terminal_unless_no_color: no util-linux `script`");
         return;
     }
-    let rec = recording("loopback-v4-6.18.ttr");
+    let rec = recording(LOOPBACK_V4);
     let line = format!("{TRACER} replay {} 2>/dev/null", rec.display());
     let on_tty = |no_color: Option<&str>| {
         let mut c = Command::new("script");

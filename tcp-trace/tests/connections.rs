@@ -12,36 +12,18 @@ fn accept4_null_burst_pairs_accept_and_connect_returns() {
     }
     const N: usize = 1000;
     let port = free_port();
-    let ps = port.to_string();
     let n = N.to_string();
-    let t = Tracer::start(&["--json", "--view", "conns", "-P", &ps]);
-    let mut server = Peer::spawn(peer_cmd(
-        None,
-        &[
-            "server",
-            "127.0.0.1",
-            &ps,
-            "--accepts",
-            &n,
-            "--close-delay-ms",
-            "0",
-            "--null-accept",
-        ],
-    ));
-    assert_eq!(server.line(), format!("listening {port}"));
-    let (spid, client) = (
-        server.pid as u64,
-        Peer::spawn(peer_cmd(
+    let (lines, x) = traced(port, &["--json", "--view", "conns"], |_| {
+        server_and_client(
             None,
-            &["client", "127.0.0.1", &ps, "--count", &n, "--send", "1"],
-        )),
-    );
-    let cpid = client.pid as u64;
-    assert_eq!(client.wait(), 0);
-    assert_eq!(server.wait(), 0);
-    let (lines, code) = t.stop();
-    assert_eq!(code, 0);
-    let conns: Vec<&Value> = lines.iter().filter(|l| l["type"] == "connection").collect();
+            "127.0.0.1",
+            port,
+            &["--accepts", &n, "--close-delay-ms", "0", "--null-accept"],
+            &["--count", &n, "--send", "1"],
+        )
+    });
+    let (spid, cpid) = (x.server_pid, x.client_pid);
+    let conns = conns(&lines);
     let servers: Vec<&&Value> = conns.iter().filter(|c| c["role"] == "server").collect();
     let clients: Vec<&&Value> = conns.iter().filter(|c| c["role"] == "client").collect();
     // A child that lost the race between two segments completing the same request
@@ -64,7 +46,7 @@ fn accept4_null_burst_pairs_accept_and_connect_returns() {
     assert_eq!(clients.len(), N, "client connections");
     let accepted = servers
         .iter()
-        .filter(|c| c["accept"]["ret"].as_i64().is_some_and(|r| r >= 0) && c["pid"] == spid)
+        .filter(|c| accepted(c) && c["pid"] == spid)
         .count();
     let connected = clients
         .iter()
@@ -91,6 +73,5 @@ fn accept4_null_burst_pairs_accept_and_connect_returns() {
         peered * 100 >= N * 99,
         "client/server pairing: {peered}/{N}"
     );
-    let stats = lines.iter().find(|l| l["type"] == "stats").expect("stats");
-    assert_eq!(stats["lost"], 0);
+    assert_eq!(stats(&lines)["lost"], 0);
 }

@@ -11,38 +11,13 @@ mod common;
 
 use std::{
     fs,
-    os::unix::fs::{PermissionsExt, symlink},
-    path::{Path, PathBuf},
+    os::unix::fs::PermissionsExt,
+    path::PathBuf,
     process::{Command, Stdio},
 };
 
 use common::*;
 use tcp_trace::container::{CgroupResolver, cgroup_id_of_path};
-
-const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-
-fn workspace_path(p: &str) -> PathBuf {
-    Path::new(WORKSPACE).join(p)
-}
-
-/// target/dist/tcp-trace, built by `cargo xtask dist` (not by this test: it would take
-/// minutes and a second cargo inside `cargo test`).
-fn dist_binary() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .filter(|d| !d.is_empty())
-        .map_or_else(
-            || workspace_path("target"),
-            |d| Path::new(WORKSPACE).join(d),
-        );
-    let bin = target.join("dist/tcp-trace");
-    assert!(
-        bin.is_file(),
-        "{} does not exist: the container tests run the static binary; build it first with \
-         `cargo xtask dist`",
-        bin.display()
-    );
-    bin
-}
 
 fn seccomp_profile() -> PathBuf {
     let p = workspace_path("deploy/seccomp.json");
@@ -50,45 +25,16 @@ fn seccomp_profile() -> PathBuf {
     p.canonicalize().unwrap()
 }
 
-/// `podman` must exist with runc; otherwise a clear failure (setup installs them).
-fn require_podman() {
-    let ok = Command::new("podman")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "podman is not installed (`cargo xtask setup` installs podman, runc, busybox-static)"
-    );
-    assert!(
-        Path::new("/bin/busybox").is_file(),
-        "/bin/busybox is missing (busybox-static)"
-    );
-}
-
 /// A container root directory: /tcp-trace, /bin/busybox and applet links. Removed on drop.
-struct Rootfs(PathBuf);
+struct Rootfs(TempDir);
 
 impl Rootfs {
     fn new(tag: &str) -> Rootfs {
-        let dir = std::env::temp_dir().join(format!("tt-rootfs-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(dir.join("bin")).unwrap();
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
-        fs::copy(dist_binary(), dir.join("tcp-trace")).unwrap();
-        fs::set_permissions(dir.join("tcp-trace"), fs::Permissions::from_mode(0o755)).unwrap();
-        fs::copy("/bin/busybox", dir.join("bin/busybox")).unwrap();
-        for applet in ["sh", "nc", "sleep", "cat"] {
-            symlink("busybox", dir.join("bin").join(applet)).unwrap();
-        }
+        let dir = TempDir::new(&format!("rootfs-{tag}"));
+        busybox_bin(&dir.0, &["sh", "nc", "sleep", "cat"]);
+        fs::set_permissions(&dir.0, fs::Permissions::from_mode(0o755)).unwrap();
+        copy_executable(&dist_binary(), &dir.0.join("tcp-trace"));
         Rootfs(dir)
-    }
-}
-
-impl Drop for Rootfs {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
     }
 }
 
@@ -126,7 +72,7 @@ fn podman_run(rootfs: &Rootfs, caps: &[&str], extra: &[&str], cmd: &[&str]) -> C
         "host",
     ]);
     c.args(extra);
-    c.arg("--rootfs").arg(&rootfs.0).args(cmd);
+    c.arg("--rootfs").arg(&rootfs.0.0).args(cmd);
     c
 }
 
@@ -152,60 +98,20 @@ fn tracer_in_container_with_cap_bpf_perfmon() {
         &["--rm", "--security-opt", &seccomp],
         &["/tcp-trace", "--json", "-P", &ps, "--duration", "60"],
     );
-    let t = Tracer::start_cmd(&mut cmd);
-    // No tracefs in the container: auto chose tp_btf (or raw) tracepoints.
-    let attached = t.startup.last().unwrap();
-    assert!(
-        !attached.contains("=tracepoint"),
-        "classic tracepoints without tracefs? {attached}"
-    );
-
-    let mut server = Peer::spawn(peer_cmd(
-        None,
-        &[
-            "server",
-            "127.0.0.1",
-            &ps,
-            "--accepts",
-            "1",
-            "--close-delay-ms",
-            "40",
-            "--null-accept",
-        ],
-    ));
-    assert_eq!(server.line(), format!("listening {port}"));
-    let mut client = Peer::spawn(peer_cmd(None, &["client", "127.0.0.1", &ps]));
-    let l = client.line();
-    let cport: u64 = l.strip_prefix("connect ok ").expect(&l).parse().unwrap();
-    let (cpid, spid) = (client.pid as u64, server.pid as u64);
-    assert_eq!(client.wait(), 0);
-    assert_eq!(server.wait(), 0);
-    // SIGINT to podman, which proxies it to the tracer; it detaches and exits 0.
-    let (lines, code) = t.stop();
-    assert_eq!(code, 0, "tracer in the container: exit code");
-    let evs = events(&lines);
-
-    let (client_sk, child_sk) = assert_design_sequences(&evs, port, cport);
-    // Host pids, although the tracer has its own pid namespace.
-    let conn = evs
-        .iter()
-        .find(|e| e["kind"] == "connect_return")
-        .expect("connect return");
-    assert_eq!(s(conn, "skaddr"), client_sk);
-    assert_eq!(conn["ret"], 0);
-    assert_eq!(conn["pid"], cpid);
-    let acc = evs
-        .iter()
-        .find(|e| e["kind"] == "accept_return")
-        .expect("accept return");
-    assert_eq!(s(acc, "skaddr"), child_sk);
-    assert!(acc["ret"].as_i64().unwrap() >= 0);
-    assert_eq!(acc["pid"], spid);
-    let stats = lines
-        .iter()
-        .find(|l| l["type"] == "stats")
-        .expect("stats line");
-    assert_eq!(stats["lost"], 0);
+    // Stopped by SIGINT to podman, which proxies it to the tracer; it detaches and
+    // exits 0.
+    let (lines, x) = traced_cmd(&mut cmd, |t| {
+        // No tracefs in the container: auto chose tp_btf (or raw) tracepoints.
+        let attached = t.startup.last().unwrap();
+        assert!(
+            !attached.contains("=tracepoint"),
+            "classic tracepoints without tracefs? {attached}"
+        );
+        server_and_client(None, "127.0.0.1", port, &DESIGN_SERVER, &[])
+    });
+    // Both sequences, both returns with host pids (although the tracer has its own pid
+    // namespace), nothing lost.
+    assert_design_connection(&lines, &events(&lines), port, &x);
 }
 
 /// With the runtime's default seccomp profile bpf() is EPERM for CAP_BPF alone: the
@@ -246,13 +152,8 @@ fn container_connection_resolves_to_podman_container_id() {
     require_podman();
     let rootfs = Rootfs::new("nc");
     let port = free_port();
-    let ps = port.to_string();
-    let t = Tracer::start(&["--json", "-P", &ps]);
-    let mut server = Peer::spawn(peer_cmd(
-        None,
-        &["server", "127.0.0.1", &ps, "--accepts", "1"],
-    ));
-    assert_eq!(server.line(), format!("listening {port}"));
+    let t = Tracer::on_port(port, &["--json"]);
+    let server = start_server(None, "127.0.0.1", port, &["--accepts", "1"]);
 
     // Stays alive after the connection so that its cgroup still exists when resolved.
     // nc stays 1 s after connecting, as a real client would: short enough, and long
@@ -276,9 +177,8 @@ fn container_connection_resolves_to_podman_container_id() {
         "container id {id:?}"
     );
     // The host server returns once nc has connected and closed.
-    assert_eq!(server.wait(), 0, "host server");
-    let (lines, code) = t.stop();
-    assert_eq!(code, 0);
+    server.exits_ok();
+    let lines = t.finish();
     let evs = events(&lines);
 
     // podman agrees on the id.
@@ -363,22 +263,14 @@ fn container_connection_resolves_to_podman_container_id() {
 
     // --container <short id>: in the kernel, only that container's sockets pass. A
     // host client and a client in the container connect to the same host server.
-    let t = Tracer::start(&["--json", "-P", &ps, "--container", &id[..12]]);
-    let mut server = Peer::spawn(peer_cmd(
+    let t = Tracer::on_port(port, &["--json", "--container", &id[..12]]);
+    let server = start_server(
         None,
-        &[
-            "server",
-            "127.0.0.1",
-            &ps,
-            "--accepts",
-            "2",
-            "--close-delay-ms",
-            "0",
-        ],
-    ));
-    assert_eq!(server.line(), format!("listening {port}"));
-    let host_client = Peer::spawn(peer_cmd(None, &["client", "127.0.0.1", &ps]));
-    assert_eq!(host_client.wait(), 0);
+        "127.0.0.1",
+        port,
+        &["--accepts", "2", "--close-delay-ms", "0"],
+    );
+    run_client(None, "127.0.0.1", port, &[]);
     let exec = Command::new("podman")
         .args([
             "exec",
@@ -395,9 +287,8 @@ fn container_connection_resolves_to_podman_container_id() {
         "podman exec: {}",
         String::from_utf8_lossy(&exec.stderr)
     );
-    assert_eq!(server.wait(), 0);
-    let (lines, code) = t.stop();
-    assert_eq!(code, 0);
+    server.exits_ok();
+    let lines = t.finish();
     let evs = events(&lines);
     assert!(!evs.is_empty(), "the container's connection must show");
     for e in &evs {

@@ -5,7 +5,6 @@
 //! Each test asserts the cause and its numbers, never only that a line came out.
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -15,12 +14,17 @@ fn diagnoses(lines: &[Value]) -> Vec<&Value> {
     lines.iter().filter(|l| l["type"] == "diagnosis").collect()
 }
 
-/// Starts `tcp-trace explain --json -P PORT EXTRA…`.
-fn explain(port: u16, extra: &[&str]) -> Tracer {
-    let ps = port.to_string();
-    let mut args = vec!["explain", "--json", "-P", &ps];
-    args.extend_from_slice(extra);
-    Tracer::start(&args)
+/// `server_and_client` in `ns` on 127.0.0.1:PORT under `tcp-trace explain --json -P
+/// PORT` (exit 0); returns its diagnosis lines and the traffic.
+fn explained(
+    ns: &Netns,
+    port: u16,
+    server_extra: &[&str],
+    client_extra: &[&str],
+) -> (Vec<Value>, Exchange) {
+    traced(port, &["explain", "--json"], |_| {
+        server_and_client(Some(ns), "127.0.0.1", port, server_extra, client_extra)
+    })
 }
 
 fn one<'a>(ds: &[&'a Value], cause: &str) -> &'a Value {
@@ -47,22 +51,9 @@ fn explain_lost_first_syn() {
     }
     let ns = Netns::new("xsyn");
     let port = free_port();
-    let ps = port.to_string();
     ns.drop_input(port, "tcp flags & (syn|ack) == syn quota until 100 bytes");
-    let t = explain(port, &[]);
-    let mut server = Peer::spawn(peer_cmd(
-        Some(&ns.name),
-        &["server", "127.0.0.1", &ps, "--close-delay-ms", "0"],
-    ));
-    assert_eq!(server.line(), format!("listening {port}"));
-    let mut client = Peer::spawn(peer_cmd(Some(&ns.name), &["client", "127.0.0.1", &ps]));
-    let l = client.line();
-    let cport: u64 = l.strip_prefix("connect ok ").expect(&l).parse().unwrap();
-    let cpid = client.pid;
-    assert_eq!(client.wait(), 0);
-    assert_eq!(server.wait(), 0);
-    let (lines, code) = t.stop();
-    assert_eq!(code, 0);
+    let (lines, x) = explained(&ns, port, &["--close-delay-ms", "0"], &[]);
+    let (cport, cpid) = (x.cport, x.client_pid);
     let ds = diagnoses(&lines);
     let d = one(&ds, "lost_syn");
     assert_eq!(d["role"], "client", "{d}");
@@ -100,27 +91,17 @@ fn explain_dropped_third_ack() {
     }
     let ns = Netns::new("xack");
     let port = free_port();
-    let ps = port.to_string();
     ns.drop_input(
         port,
         "tcp flags & (fin|syn|rst|psh|ack) == ack quota until 110 bytes",
     );
-    let t = explain(port, &[]);
-    let mut server = Peer::spawn(peer_cmd(
-        Some(&ns.name),
-        &["server", "127.0.0.1", &ps, "--close-delay-ms", "0"],
-    ));
-    assert_eq!(server.line(), format!("listening {port}"));
-    let spid = server.pid;
-    let mut client = Peer::spawn(peer_cmd(
-        Some(&ns.name),
-        &["client", "127.0.0.1", &ps, "--delay-before-send-ms", "1500"],
-    ));
-    let l = client.line();
-    let cport: u64 = l.strip_prefix("connect ok ").expect(&l).parse().unwrap();
-    assert_eq!(client.wait(), 0);
-    assert_eq!(server.wait(), 0);
-    let (lines, _) = t.stop();
+    let (lines, x) = explained(
+        &ns,
+        port,
+        &["--close-delay-ms", "0"],
+        &["--delay-before-send-ms", "1500"],
+    );
+    let (cport, spid) = (x.cport, x.server_pid);
     let ds = diagnoses(&lines);
     let d = one(&ds, "lost_synack");
     assert_eq!(d["role"], "server", "{d}");
@@ -164,31 +145,13 @@ fn explain_late_accept() {
     }
     let ns = Netns::new("xacc");
     let port = free_port();
-    let ps = port.to_string();
-    let t = explain(port, &[]);
-    let mut server = Peer::spawn(peer_cmd(
-        Some(&ns.name),
-        &[
-            "server",
-            "127.0.0.1",
-            &ps,
-            "--accept-delay-ms",
-            "600",
-            "--close-delay-ms",
-            "0",
-        ],
-    ));
-    assert_eq!(server.line(), format!("listening {port}"));
-    let spid = server.pid;
-    let mut client = Peer::spawn(peer_cmd(
-        Some(&ns.name),
-        &["client", "127.0.0.1", &ps, "--send", "0"],
-    ));
-    let l = client.line();
-    let cport: u64 = l.strip_prefix("connect ok ").expect(&l).parse().unwrap();
-    assert_eq!(client.wait(), 0);
-    assert_eq!(server.wait(), 0);
-    let (lines, _) = t.stop();
+    let (lines, x) = explained(
+        &ns,
+        port,
+        &["--accept-delay-ms", "600", "--close-delay-ms", "0"],
+        &["--send", "0"],
+    );
+    let (cport, spid) = (x.cport, x.server_pid);
     let ds = diagnoses(&lines);
     let d = one(&ds, "slow_accept");
     assert_eq!(d["role"], "server", "{d}");
@@ -218,30 +181,20 @@ fn explain_close_wait_leak() {
     }
     let ns = Netns::new("xcw");
     let port = free_port();
-    let ps = port.to_string();
-    let mut t = explain(port, &["--close-wait-secs", "1"]);
+    let mut t = Tracer::on_port(port, &["explain", "--json", "--close-wait-secs", "1"]);
     let rx = t.stream_stdout();
-    let mut server = Peer::spawn(peer_cmd(
-        Some(&ns.name),
-        &[
-            "server",
-            "127.0.0.1",
-            &ps,
-            "--accepts",
-            "3",
-            "--never-close",
-        ],
-    ));
-    assert_eq!(server.line(), format!("listening {port}"));
+    let mut server = start_server(
+        Some(&ns),
+        "127.0.0.1",
+        port,
+        &["--accepts", "3", "--never-close"],
+    );
     let spid = server.pid;
-    let mut client = Peer::spawn(peer_cmd(
-        Some(&ns.name),
-        &["client", "127.0.0.1", &ps, "--count", "3"],
-    ));
+    let mut client = start_client(Some(&ns), "127.0.0.1", port, &["--count", "3"]);
     for _ in 0..3 {
-        assert!(client.line().starts_with("connect ok "));
+        client.connect_ok();
     }
-    assert_eq!(client.wait(), 0);
+    client.exits_ok();
     for _ in 0..3 {
         assert!(server.line().starts_with("kept "));
     }
@@ -284,20 +237,8 @@ fn explain_slow_close() {
     }
     let ns = Netns::new("xclose");
     let port = free_port();
-    let ps = port.to_string();
-    let t = explain(port, &[]);
-    let mut server = Peer::spawn(peer_cmd(
-        Some(&ns.name),
-        &["server", "127.0.0.1", &ps, "--close-delay-ms", "600"],
-    ));
-    assert_eq!(server.line(), format!("listening {port}"));
-    let spid = server.pid;
-    let mut client = Peer::spawn(peer_cmd(Some(&ns.name), &["client", "127.0.0.1", &ps]));
-    let l = client.line();
-    let cport: u64 = l.strip_prefix("connect ok ").expect(&l).parse().unwrap();
-    assert_eq!(client.wait(), 0);
-    assert_eq!(server.wait(), 0);
-    let (lines, _) = t.stop();
+    let (lines, x) = explained(&ns, port, &["--close-delay-ms", "600"], &[]);
+    let (cport, spid) = (x.cport, x.server_pid);
     let ds = diagnoses(&lines);
     let d = one(&ds, "slow_close_wait");
     assert_eq!(d["role"], "server", "{d}");
@@ -321,13 +262,9 @@ fn explain_refused_connect() {
     }
     let ns = Netns::new("xref");
     let port = free_port();
-    let ps = port.to_string();
-    let t = explain(port, &[]);
-    let mut client = Peer::spawn(peer_cmd(Some(&ns.name), &["client", "127.0.0.1", &ps]));
-    assert_eq!(client.line(), "connect err 111");
-    let cpid = client.pid;
-    assert_eq!(client.wait(), 0);
-    let (lines, _) = t.stop();
+    let (lines, cpid) = traced(port, &["explain", "--json"], |_| {
+        run_refused_client(Some(&ns), "127.0.0.1", port, 1)
+    });
     let ds = diagnoses(&lines);
     let d = one(&ds, "refused");
     assert_eq!(d["role"], "client", "{d}");
@@ -347,25 +284,9 @@ fn explain_refused_connect() {
 const RECORDING: &str = "explain-v4-6.18.ttr";
 
 fn replay_explain(args: &[&str]) -> Vec<Value> {
-    let file = format!(
-        "{}/tests/fixtures/recordings/{RECORDING}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let out = Command::new(TRACER)
-        .args(["replay", &file, "--explain", "--json"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    let mut all = vec!["--explain", "--json"];
+    all.extend_from_slice(args);
+    replay(RECORDING, &all).ok().json()
 }
 
 /// A recording (made with `tcp-trace record` on 6.18, see `docs/explain.md`) of a connect
@@ -410,38 +331,28 @@ fn explain_full_accept_queue() {
     }
     let ns = Netns::new("xfull");
     let port = free_port();
-    let ps = port.to_string();
-    let t = explain(port, &[]);
-    let mut server = Peer::spawn(peer_cmd(
-        Some(&ns.name),
-        &[
-            "server",
+    let (lines, _) = traced(port, &["explain", "--json"], |_| {
+        let server = start_server(
+            Some(&ns),
             "127.0.0.1",
-            &ps,
-            "--backlog",
-            "1",
-            "--accepts",
-            "4",
-            "--accept-delay-ms",
-            "2500",
-            "--close-delay-ms",
-            "0",
-        ],
-    ));
-    assert_eq!(server.line(), format!("listening {port}"));
-    let clients: Vec<Peer> = (0..4)
-        .map(|_| {
-            Peer::spawn(peer_cmd(
-                Some(&ns.name),
-                &["client", "127.0.0.1", &ps, "--send", "1"],
-            ))
-        })
-        .collect();
-    for c in clients {
-        assert_eq!(c.wait(), 0);
-    }
-    assert_eq!(server.wait(), 0);
-    let (lines, _) = t.stop();
+            port,
+            &[
+                "--backlog",
+                "1",
+                "--accepts",
+                "4",
+                "--accept-delay-ms",
+                "2500",
+                "--close-delay-ms",
+                "0",
+            ],
+        );
+        let clients: Vec<Peer> = (0..4)
+            .map(|_| start_client(Some(&ns), "127.0.0.1", port, &["--send", "1"]))
+            .collect();
+        all_exit_ok(clients);
+        server.exits_ok();
+    });
     let ds = diagnoses(&lines);
     let full: Vec<&&Value> = ds
         .iter()

@@ -29,7 +29,7 @@ mod common;
 
 use std::{
     fs,
-    os::unix::fs::{PermissionsExt, symlink},
+    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
     time::{Duration, Instant},
@@ -37,46 +37,6 @@ use std::{
 
 use common::*;
 use serde_json::Value;
-
-const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-
-fn workspace_path(p: &str) -> PathBuf {
-    Path::new(WORKSPACE).join(p)
-}
-
-fn dist_binary() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .filter(|d| !d.is_empty())
-        .map_or_else(
-            || workspace_path("target"),
-            |d| Path::new(WORKSPACE).join(d),
-        );
-    let bin = target.join("dist/tcp-trace");
-    assert!(
-        bin.is_file(),
-        "{} does not exist: build it first with `cargo xtask dist`",
-        bin.display()
-    );
-    bin
-}
-
-/// A scratch directory, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Scratch {
-        let d = std::env::temp_dir().join(format!("tt-k8s-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        fs::create_dir_all(&d).unwrap();
-        Scratch(d)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// podman with the test's containers.conf.
 fn podman(conf: &Path) -> Command {
@@ -201,35 +161,19 @@ fn daemonset_pod_attributes_a_second_pods_connection() {
     if !require_root("daemonset_pod_attributes_a_second_pods_connection") {
         return;
     }
-    assert!(
-        Command::new("podman")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success()),
-        "podman is not installed (`cargo xtask setup`)"
-    );
-    assert!(
-        Path::new("/bin/busybox").is_file(),
-        "busybox-static missing"
-    );
+    require_podman();
     let tag = std::process::id();
-    let scratch = Scratch::new();
+    let scratch = TempDir::new("k8s");
     let dir = &scratch.0;
 
     // The tracer's image, built from deploy/Containerfile as docs/kubernetes.md says
     // (context: a directory holding the static binary).
     let dist = dir.join("dist");
     fs::create_dir_all(&dist).unwrap();
-    fs::copy(dist_binary(), dist.join("tcp-trace")).unwrap();
-    fs::set_permissions(dist.join("tcp-trace"), fs::Permissions::from_mode(0o755)).unwrap();
+    copy_executable(&dist_binary(), &dist.join("tcp-trace"));
     // The other pods' image and every pod's infra image: busybox and /pause.
     let ctx = dir.join("ctx");
-    fs::create_dir_all(ctx.join("bin")).unwrap();
-    fs::copy("/bin/busybox", ctx.join("bin/busybox")).unwrap();
-    for applet in ["sh", "nc", "sleep", "cat", "wget", "echo"] {
-        symlink("busybox", ctx.join("bin").join(applet)).unwrap();
-    }
+    busybox_bin(&ctx, &["sh", "nc", "sleep", "cat", "wget", "echo"]);
     fs::write(ctx.join("pause"), "#!/bin/sh\nexec /bin/sleep 1000000\n").unwrap();
     fs::set_permissions(ctx.join("pause"), fs::Permissions::from_mode(0o755)).unwrap();
     fs::write(
@@ -541,36 +485,20 @@ fn daemonset_pod_attributes_a_second_pods_connection() {
     // and seccomp profile) sees connections of both containers to one port and keeps
     // only those of pod shop/web-1.
     let p4 = free_port();
-    let mut sel = podman(&conf)
-        .args([
-            "exec",
-            &tracer_ctr,
-            "/tcp-trace",
-            "--json",
-            "-P",
-            &p4.to_string(),
-            "--pod",
-            "web-1",
-            "--namespace",
-            "shop",
-            "--duration",
-            "10",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("podman exec tcp-trace --pod");
-    let mut err = std::io::BufReader::new(sel.stderr.take().unwrap());
-    let mut seen = String::new();
-    loop {
-        let mut l = String::new();
-        let n = std::io::BufRead::read_line(&mut err, &mut l).unwrap();
-        assert!(n > 0, "the selecting tracer ended before attaching: {seen}");
-        seen.push_str(&l);
-        if l.contains("hooks attached") {
-            break;
-        }
-    }
+    let sel = Tracer::start_cmd(podman(&conf).args([
+        "exec",
+        &tracer_ctr,
+        "/tcp-trace",
+        "--json",
+        "-P",
+        &p4.to_string(),
+        "--pod",
+        "web-1",
+        "--namespace",
+        "shop",
+        "--duration",
+        "10",
+    ]));
     let once =
         format!("nc -l -p {p4} >/dev/null & sleep 0.5; echo hi | nc -w 2 127.0.0.1 {p4}; wait");
     for ctr in [&web_ctr, &kube_ctr] {
@@ -582,16 +510,9 @@ fn daemonset_pod_attributes_a_second_pods_connection() {
             "podman exec nc",
         );
     }
-    let out = sel.wait_with_output().expect("selecting tracer");
-    assert!(out.status.success(), "selecting tracer: {:?}", out.status);
-    let sel_lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    let conns: Vec<&Value> = sel_lines
-        .iter()
-        .filter(|l| l["type"] == "connection")
-        .collect();
+    let (sel_lines, code) = sel.collect();
+    assert_eq!(code, 0, "selecting tracer: exit code");
+    let conns = conns(&sel_lines);
     // The kube container's client (and its server and listener), nothing of the web
     // pod's.
     assert!(client_conn(&sel_lines, p4).is_some(), "{sel_lines:#?}");

@@ -42,37 +42,19 @@ fn handshake_and_teardown(addr: &str, family: &str, attach: &str) {
 /// `last` is false.
 fn handshake_and_teardown_once(addr: &str, family: &str, attach: &str, last: bool) -> Option<u64> {
     let port = free_port();
-    let ps = port.to_string();
-    let t = Tracer::start(&["--json", "-P", &ps, "--attach", attach]);
-    let mut server = Peer::spawn(peer_cmd(
-        None,
-        &[
-            "server",
-            addr,
-            &ps,
-            "--accepts",
-            "1",
-            "--close-delay-ms",
-            "40",
-            "--null-accept",
-        ],
-    ));
-    assert_eq!(server.line(), format!("listening {port}"));
-    let mut client = Peer::spawn(peer_cmd(None, &["client", addr, &ps]));
-    let l = client.line();
-    let cport: u64 = l.strip_prefix("connect ok ").expect(&l).parse().unwrap();
-    let (cpid, spid) = (client.pid as u64, server.pid as u64);
-    assert_eq!(client.wait(), 0);
-    assert_eq!(server.wait(), 0);
-    let (lines, code) = t.stop();
-    assert_eq!(code, 0, "tracer exit code");
+    let (lines, x) = traced(port, &["--json", "--attach", attach], |_| {
+        server_and_client(None, addr, port, &DESIGN_SERVER, &[])
+    });
     if !last && skipped_of(&lines) > 0 {
         return Some(skipped_of(&lines));
     }
     let evs = events(&lines);
     assert!(evs.iter().all(|e| e["family"] == family), "family {family}");
 
-    let (client_sk, child_sk) = assert_design_sequences(&evs, port, cport);
+    // Both sequences; connect() returns 0 in the client, accept4(fd, NULL, NULL) in the
+    // server on the child; nothing was lost.
+    let ((client_sk, child_sk), (conn, acc)) = assert_design_connection(&lines, &evs, port, &x);
+    let (cport, cpid, spid) = (x.cport, x.client_pid, x.server_pid);
     let listener_sk = find_socket(&evs, "CLOSE", "LISTEN", port as u64, 0);
     assert_eq!(
         transitions_of(&evs, &listener_sk),
@@ -94,29 +76,14 @@ fn handshake_and_teardown_once(addr: &str, family: &str, attach: &str, last: boo
         }
     }
 
-    // connect() returns 0 in the client, after its SYN_SENT → ESTABLISHED.
-    let conn = first(&evs, |e| e["kind"] == "connect_return").expect("connect return");
-    assert_eq!(s(conn, "skaddr"), client_sk);
-    assert_eq!(conn["ret"], 0);
-    assert_eq!(conn["pid"], cpid);
+    // connect() returns after the client's SYN_SENT → ESTABLISHED.
     assert_eq!(conn["sport"], cport);
     assert!(ts(conn) > transition_ts(&evs, &client_sk, "SYN_SENT", "ESTABLISHED"));
 
-    // accept4(fd, NULL, NULL) returns in the server, on the child, after it is ESTABLISHED.
-    let acc = first(&evs, |e| e["kind"] == "accept_return").expect("accept return");
+    // accept4(fd, NULL, NULL) returns after the child is ESTABLISHED.
     assert_eq!(s(acc, "call"), "accept4");
-    assert_eq!(s(acc, "skaddr"), child_sk);
-    assert!(acc["ret"].as_i64().unwrap() >= 0);
-    assert_eq!(acc["pid"], spid);
     assert_eq!(acc["dport"], cport);
     assert!(ts(acc) > transition_ts(&evs, &child_sk, "SYN_RECV", "ESTABLISHED"));
-
-    // Nothing was lost.
-    let stats = lines
-        .iter()
-        .find(|l| l["type"] == "stats")
-        .expect("stats line");
-    assert_eq!(stats["lost"], 0);
     None
 }
 
@@ -155,19 +122,11 @@ fn refused_connect_gets_reset() {
 
 fn refused_connect(attach: &str) {
     let port = free_port();
-    let ps = port.to_string();
-    let t = Tracer::start(&["--json", "-P", &ps, "--attach", attach]);
-    let mut client = Peer::spawn(peer_cmd(None, &["client", "127.0.0.1", &ps]));
-    assert_eq!(client.line(), "connect err 111");
-    let cpid = client.pid as u64;
-    client.wait();
-    let (lines, _) = t.stop();
+    let (lines, cpid) = traced(port, &["--json", "--attach", attach], |_| {
+        run_refused_client(None, "127.0.0.1", port, 1)
+    });
     let evs = events(&lines);
-    let sk = find_socket(&evs, "CLOSE", "SYN_SENT", 0, port as u64);
-    assert_eq!(
-        transitions_of(&evs, &sk),
-        strs(&["CLOSE>SYN_SENT", "SYN_SENT>CLOSE"])
-    );
+    let sk = assert_refused_sequence(&evs, port);
     let rst = first(&evs, |e| {
         e["kind"] == "reset_received" && s(e, "skaddr") == sk
     })
@@ -196,24 +155,17 @@ fn synack_retransmit_when_third_ack_dropped() {
 fn synack_retransmit(attach: &str) {
     let ns = Netns::new("synack");
     let port = free_port();
-    let ps = port.to_string();
     ns.drop_input(port, "tcp flags & (fin|syn|rst|psh|ack) == ack");
-    let t = Tracer::start(&["--json", "-P", &ps, "--attach", attach]);
-    let mut server = Peer::spawn(peer_cmd(
-        Some(&ns.name),
-        &["server", "127.0.0.1", &ps, "--close-delay-ms", "0"],
-    ));
-    assert_eq!(server.line(), format!("listening {port}"));
-    let mut client = Peer::spawn(peer_cmd(
-        Some(&ns.name),
-        &["client", "127.0.0.1", &ps, "--delay-before-send-ms", "1500"],
-    ));
-    let l = client.line();
-    let cport: u64 = l.strip_prefix("connect ok ").expect(&l).parse().unwrap();
-    let spid = server.pid as u64;
-    assert_eq!(client.wait(), 0);
-    assert_eq!(server.wait(), 0);
-    let (lines, _) = t.stop();
+    let (lines, x) = traced(port, &["--json", "--attach", attach], |_| {
+        server_and_client(
+            Some(&ns),
+            "127.0.0.1",
+            port,
+            &["--close-delay-ms", "0"],
+            &["--delay-before-send-ms", "1500"],
+        )
+    });
+    let (cport, spid) = (x.cport, x.server_pid);
     let evs = events(&lines);
 
     let retx: Vec<&&Value> = evs
@@ -254,24 +206,13 @@ fn pid_filter_hides_other_processes() {
         return;
     }
     let port = free_port();
-    let ps = port.to_string();
-    let mut server = Peer::spawn(peer_cmd(
+    let server = start_server(
         None,
-        &[
-            "server",
-            "127.0.0.1",
-            &ps,
-            "--accepts",
-            "2",
-            "--close-delay-ms",
-            "0",
-        ],
-    ));
-    assert_eq!(server.line(), format!("listening {port}"));
-    let mut client = Peer::spawn(peer_cmd(
-        None,
-        &["client", "127.0.0.1", &ps, "--wait-stdin"],
-    ));
+        "127.0.0.1",
+        port,
+        &["--accepts", "2", "--close-delay-ms", "0"],
+    );
+    let mut client = start_client(None, "127.0.0.1", port, &["--wait-stdin"]);
     let cpid = client.pid;
     let t = Tracer::start(&["--json", "-p", &cpid.to_string()]);
     // Another process (this test) connects first: must not show.
@@ -281,11 +222,9 @@ fn pid_filter_hides_other_processes() {
         s.write_all(b"other").unwrap();
     }
     client.write_stdin("go\n");
-    let l = client.line();
-    let cport: u64 = l.strip_prefix("connect ok ").expect(&l).parse().unwrap();
-    client.wait();
-    server.wait();
-    let (lines, _) = t.stop();
+    let cport = client.connect_ok();
+    all_exit_ok([client, server]);
+    let lines = t.finish();
     let evs = events(&lines);
     assert!(!evs.is_empty());
     for e in &evs {
@@ -370,25 +309,13 @@ fn runs_with_cap_bpf_and_cap_perfmon_only() {
 fn unprivileged_run(caps: &str, attach: &str) -> Vec<String> {
     let port = free_port();
     let ps = port.to_string();
-    let t = Tracer::start_cmd(&mut setpriv(
-        caps,
-        &["--json", "-P", &ps, "--attach", attach],
-    ));
-    let mut server = Peer::spawn(peer_cmd(
-        None,
-        &["server", "127.0.0.1", &ps, "--close-delay-ms", "0"],
-    ));
-    server.line();
-    let mut client = Peer::spawn(peer_cmd(None, &["client", "127.0.0.1", &ps]));
-    let l = client.line();
-    let cport: u64 = l.strip_prefix("connect ok ").expect(&l).parse().unwrap();
-    client.wait();
-    server.wait();
-    let startup = t.startup.clone();
-    let (lines, code) = t.stop();
-    assert_eq!(code, 0, "{caps} {attach}");
+    let tracer = &mut setpriv(caps, &["--json", "-P", &ps, "--attach", attach]);
+    let (lines, (startup, x)) = traced_cmd(tracer, |t| {
+        let x = server_and_client(None, "127.0.0.1", port, &["--close-delay-ms", "0"], &[]);
+        (t.startup.clone(), x)
+    });
     let evs = events(&lines);
-    let sk = find_socket(&evs, "SYN_SENT", "ESTABLISHED", cport, port as u64);
+    let sk = find_socket(&evs, "SYN_SENT", "ESTABLISHED", x.cport, port as u64);
     assert_eq!(transitions_of(&evs, &sk).len(), 5, "{caps} {attach}");
     assert!(first(&evs, |e| e["kind"] == "accept_return").is_some());
     assert!(first(&evs, |e| e["kind"] == "connect_return").is_some());
@@ -422,13 +349,8 @@ fn duration_and_count_stop_the_run() {
         return;
     }
     let port = free_port();
-    let ps = port.to_string();
-    let t = Tracer::start(&["--json", "-P", &ps, "--count", "2", "--duration", "20"]);
-    let client = Peer::spawn(peer_cmd(
-        None,
-        &["client", "127.0.0.1", &ps, "--count", "3"],
-    ));
-    client.wait();
+    let t = Tracer::on_port(port, &["--json", "--count", "2", "--duration", "20"]);
+    run_refused_client(None, "127.0.0.1", port, 3);
     let start = std::time::Instant::now();
     let (lines, code) = t.collect();
     assert_eq!(code, 0);
@@ -437,7 +359,7 @@ fn duration_and_count_stop_the_run() {
         "--count did not stop the run"
     );
     assert_eq!(events(&lines).len(), 2);
-    let t = Tracer::start(&["--json", "-P", &ps, "--duration", "0.5"]);
+    let t = Tracer::on_port(port, &["--json", "--duration", "0.5"]);
     let (lines, code) = t.collect();
     assert_eq!(code, 0);
     assert!(lines.iter().any(|l| l["type"] == "stats"));
@@ -451,30 +373,20 @@ fn ring_overrun_is_counted_never_silent() {
         return;
     }
     let port = free_port();
-    let ps = port.to_string();
-    let t = Tracer::start(&["--json", "--view", "events", "-P", &ps, "--ring-kib", "4"]);
-    let mut server = Peer::spawn(peer_cmd(
-        None,
-        &[
-            "server",
-            "127.0.0.1",
-            &ps,
-            "--accepts",
-            "500",
-            "--close-delay-ms",
-            "0",
-        ],
-    ));
-    server.line();
-    let client = Peer::spawn(peer_cmd(
-        None,
-        &["client", "127.0.0.1", &ps, "--count", "500", "--send", "1"],
-    ));
-    assert_eq!(client.wait(), 0);
-    assert_eq!(server.wait(), 0);
-    let (lines, code) = t.stop();
-    assert_eq!(code, 0);
-    let stats = lines.iter().find(|l| l["type"] == "stats").expect("stats");
+    let (lines, _) = traced(
+        port,
+        &["--json", "--view", "events", "--ring-kib", "4"],
+        |_| {
+            server_and_client(
+                None,
+                "127.0.0.1",
+                port,
+                &["--accepts", "500", "--close-delay-ms", "0"],
+                &["--count", "500", "--send", "1"],
+            )
+        },
+    );
+    let stats = stats(&lines);
     let lost = stats["lost"].as_u64().unwrap();
     assert!(
         lost > 0,
@@ -508,7 +420,7 @@ fn skipped_runs_are_counted_never_silent() {
     }
     // Port 1: the storm's events are dropped by the in-kernel filter (nothing to
     // collect), but every hook still runs, so the kernel can still skip runs.
-    let t = Tracer::start(&["--json", "--view", "events", "-P", "1"]);
+    let t = Tracer::on_port(1, &["--json", "--view", "events"]);
     let storm = Command::new(env!("CARGO_BIN_EXE_tcp-trace-storm"))
         .args(["--threads", "2", "--secs", "2"])
         .output()
@@ -539,9 +451,8 @@ fn skipped_runs_are_counted_never_silent() {
         .filter(|p| !p["name"].as_str().unwrap_or("").ends_with("_nested"))
         .map(|p| p["recursion_misses"].as_u64().unwrap_or(0))
         .sum();
-    let (lines, code) = t.stop();
-    assert_eq!(code, 0);
-    let stats = lines.iter().find(|l| l["type"] == "stats").expect("stats");
+    let lines = t.finish();
+    let stats = stats(&lines);
     let skipped = stats["skipped"].as_u64().expect("stats.skipped");
     let caught = stats["caught_nested"]
         .as_u64()
@@ -600,16 +511,9 @@ fn mounts_tracefs_when_absent() {
         "{:?}",
         t.startup
     );
-    let client = Peer::spawn(peer_cmd(None, &["client", "127.0.0.1", &ps]));
-    client.wait();
-    let (lines, code) = t.stop();
-    assert_eq!(code, 0);
-    let evs = events(&lines);
-    let sk = find_socket(&evs, "CLOSE", "SYN_SENT", 0, port as u64);
-    assert_eq!(
-        transitions_of(&evs, &sk),
-        strs(&["CLOSE>SYN_SENT", "SYN_SENT>CLOSE"])
-    );
+    run_refused_client(None, "127.0.0.1", port, 1);
+    let lines = t.finish();
+    assert_refused_sequence(&events(&lines), port);
 }
 
 /// Kernels before 5.12 do not count the runs of a program they skip
@@ -629,7 +533,7 @@ fn skipped_runs_degrade_where_the_kernel_cannot_count_them() {
         .map(|s| s.parse::<u32>().unwrap());
     let version = (nums.next().unwrap(), nums.next().unwrap());
     let counted = version >= (5, 12);
-    let t = Tracer::start(&["--json", "-P", "9", "--duration", "0.3"]);
+    let t = Tracer::on_port(9, &["--json", "--duration", "0.3"]);
     let warned = t
         .startup
         .iter()
@@ -637,6 +541,6 @@ fn skipped_runs_degrade_where_the_kernel_cannot_count_them() {
     assert_eq!(warned, !counted, "kernel {release}: {:?}", t.startup);
     let (lines, code) = t.collect();
     assert_eq!(code, 0);
-    let stats = lines.iter().find(|l| l["type"] == "stats").expect("stats");
+    let stats = stats(&lines);
     assert_eq!(stats["skips_counted"], counted, "{stats}");
 }

@@ -9,7 +9,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -64,12 +63,7 @@ impl Prometheus {
             which.is_ok_and(|o| o.status.success()),
             "the `prometheus` binary is missing: `cargo xtask setup` installs Debian's package"
         );
-        let dir = std::env::temp_dir().join(format!(
-            "tcp-trace-prometheus-{}-{}",
-            std::process::id(),
-            target
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = fresh_dir(&format!("prometheus-{target}"));
         std::fs::create_dir_all(dir.join("data")).unwrap();
         let config = dir.join("prometheus.yml");
         std::fs::write(
@@ -194,7 +188,7 @@ fn prometheus_scrapes_connection_counts_per_outcome() {
     let (ps, cs) = (port.to_string(), closed.to_string());
     let maddr = format!("127.0.0.1:{mport}");
     // Headless; only the test's two ports are traced (not the scrapes).
-    let mut t = Tracer::start(&["--metrics", &maddr, "--view", "none", "-P", &ps, "-P", &cs]);
+    let mut t = Tracer::on_port(port, &["--metrics", &maddr, "--view", "none", "-P", &cs]);
     assert!(
         t.startup
             .iter()
@@ -210,32 +204,18 @@ fn prometheus_scrapes_connection_counts_per_outcome() {
     );
 
     let n = N.to_string();
-    let mut server = Peer::spawn(peer_cmd(
+    let server = start_server(
         None,
-        &[
-            "server",
-            "127.0.0.1",
-            &ps,
-            "--accepts",
-            &n,
-            "--close-delay-ms",
-            "0",
-        ],
-    ));
-    assert_eq!(server.line(), format!("listening {port}"));
-    let mut client = Peer::spawn(peer_cmd(None, &["client", "127.0.0.1", &ps, "--count", &n]));
+        "127.0.0.1",
+        port,
+        &["--accepts", &n, "--close-delay-ms", "0"],
+    );
+    let mut client = start_client(None, "127.0.0.1", port, &["--count", &n]);
     for _ in 0..N {
-        let l = client.line();
-        assert!(l.starts_with("connect ok "), "{l}");
+        client.connect_ok();
     }
-    assert_eq!(client.wait(), 0);
-    assert_eq!(server.wait(), 0);
-    let m = M.to_string();
-    let mut refused = Peer::spawn(peer_cmd(None, &["client", "127.0.0.1", &cs, "--count", &m]));
-    for _ in 0..M {
-        assert_eq!(refused.line(), "connect err 111"); // ECONNREFUSED
-    }
-    assert_eq!(refused.wait(), 0);
+    all_exit_ok([client, server]);
+    run_refused_client(None, "127.0.0.1", closed, M);
 
     let c = |labels: &str| format!("sum(tcp_trace_connections_total{{{labels}}})");
     prom.wait_for(
@@ -317,15 +297,10 @@ fn prometheus_scrapes_connection_counts_per_outcome() {
     prom.wait_for("count(tcp_trace_unplaced_events_total)", 4.0);
 
     // --view none: nothing on stdout; the summary on stderr at exit.
-    let stderr = std::mem::replace(&mut t.stderr_lines, mpsc::channel().1);
-    let (lines, code) = t.stop();
+    let (lines, code, err) = t.stop_with_stderr();
     assert_eq!(code, 0);
     assert!(lines.is_empty(), "stdout with --view none: {lines:?}");
     assert!(stdout.try_recv().is_err());
-    let mut err = Vec::new();
-    while let Ok(l) = stderr.recv_timeout(Duration::from_secs(5)) {
-        err.push(l);
-    }
     assert!(
         err.iter().any(|l| l.starts_with("connections: ")),
         "no summary on stderr: {err:?}"

@@ -1,40 +1,10 @@
 //! Replay of real recordings (made on 6.18, and in the 5.10, 6.1 and 6.12 guests): no
 //! privilege needed.
 //! The correlator and the views run on exactly what the kernel emitted.
-use std::process::Command;
+mod common;
 
+use common::*;
 use serde_json::Value;
-
-const TRACER: &str = env!("CARGO_BIN_EXE_tcp-trace");
-
-fn fixture(name: &str) -> String {
-    format!(
-        "{}/tests/fixtures/recordings/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    )
-}
-
-fn replay(name: &str, args: &[&str]) -> (String, String, i32) {
-    let out = Command::new(TRACER)
-        .arg("replay")
-        .arg(fixture(name))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-        out.status.code().unwrap_or(-1),
-    )
-}
-
-fn connections(stdout: &str) -> Vec<Value> {
-    stdout
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|v| v["type"] == "connection")
-        .collect()
-}
 
 fn states(c: &Value) -> Vec<String> {
     c["states"]
@@ -47,9 +17,10 @@ fn states(c: &Value) -> Vec<String> {
 
 #[test]
 fn loopback_recording_gives_three_connections() {
-    let (out, err, code) = replay("loopback-v4-6.18.ttr", &["--json", "--view", "conns"]);
-    assert_eq!(code, 0, "{err}");
-    let conns = connections(&out);
+    let lines = replay(LOOPBACK_V4, &["--json", "--view", "conns"])
+        .ok()
+        .json();
+    let conns = conns(&lines);
     assert_eq!(conns.len(), 3);
     let client = conns.iter().find(|c| c["role"] == "client").unwrap();
     let server = conns.iter().find(|c| c["role"] == "server").unwrap();
@@ -94,8 +65,11 @@ fn loopback_recording_gives_three_connections() {
 
 #[test]
 fn loopback_recording_ladder() {
-    let (out, err, code) = replay("loopback-v4-6.18.ttr", &["--view", "ladder"]);
-    assert_eq!(code, 0, "{err}");
+    let Replay {
+        stdout: out,
+        stderr: err,
+        ..
+    } = replay(LOOPBACK_V4, &["--view", "ladder"]).ok();
     let order = [
         "-- SYN --",
         "<-- SYN-ACK --",
@@ -119,11 +93,10 @@ fn loopback_recording_ladder() {
 
 #[test]
 fn refused_ipv6_recording() {
-    let (out, _, code) = replay("refused-v6-6.18.ttr", &["--json"]);
-    assert_eq!(code, 0);
-    let conns = connections(&out);
+    let lines = replay(REFUSED_V6, &["--json"]).ok().json();
+    let conns = conns(&lines);
     assert_eq!(conns.len(), 1);
-    let c = &conns[0];
+    let c = conns[0];
     assert_eq!(c["family"], "ipv6");
     assert_eq!(states(c), ["CLOSE", "SYN_SENT", "CLOSE"]);
     assert_eq!(c["connect"]["errno"], "ECONNREFUSED");
@@ -133,24 +106,15 @@ fn refused_ipv6_recording() {
 
 #[test]
 fn replay_rejects_bad_files() {
-    let dir = std::env::temp_dir().join(format!("tt-replay-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("replay");
     let bad = dir.join("bad.ttr");
     std::fs::write(&bad, b"this is not a recording").unwrap();
-    let out = Command::new(TRACER)
-        .arg("replay")
-        .arg(&bad)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not a tcp-trace recording"));
-    let out = Command::new(TRACER)
-        .arg("replay")
-        .arg(dir.join("missing.ttr"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot open"));
+    let out = replay_file(&bad, &[]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("not a tcp-trace recording"));
+    let out = replay_file(&dir.join("missing.ttr"), &[]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("cannot open"));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -169,55 +133,20 @@ fn wildcard_recordings_of_other_kernels() {
     ];
     let mut seen = 0;
     for (name, pre_6_15) in recordings {
-        if !std::path::Path::new(&fixture(name)).exists() {
+        if !recording(name).exists() {
             panic!("missing fixture {name}");
         }
         seen += 1;
-        let (out, err, code) = replay(name, &["--json", "--view", "events"]);
-        assert_eq!(code, 0, "{name}: {err}");
-        let wildcard_births = out
-            .lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        let events = replay(name, &["--json", "--view", "events"]).ok().json();
+        let wildcard_births = events
+            .iter()
             .filter(|e| e["old"] == "LISTEN" && e["new"] == "SYN_RECV")
             .filter(|e| e["saddr"] == "0.0.0.0" || e["saddr"] == "::")
             .count();
         assert_eq!(wildcard_births > 0, pre_6_15, "{name}: {wildcard_births}");
 
-        let (out, err, code) = replay(name, &["--json", "--view", "conns"]);
-        assert_eq!(code, 0, "{name}: {err}");
-        let conns = connections(&out);
-        let by_id: std::collections::HashMap<u64, &Value> = conns
-            .iter()
-            .map(|c| (c["id"].as_u64().unwrap(), c))
-            .collect();
-        let servers: Vec<&Value> = conns
-            .iter()
-            .filter(|c| c["role"] == "server" && c["established"] == true)
-            .collect();
-        assert_eq!(servers.len(), 5, "{name}: {conns:#?}");
-        for c in &servers {
-            let local = c["saddr"].as_str().unwrap();
-            assert!(
-                ["127.0.0.1", "::ffff:127.0.0.1", "::1"].contains(&local),
-                "{name}: server local address {local}"
-            );
-            assert!(
-                c["accept"]["ret"].as_i64().is_some_and(|r| r >= 0),
-                "{name}: {c}"
-            );
-            let p = by_id[&c["peer"]
-                .as_u64()
-                .unwrap_or_else(|| panic!("{name}: no peer: {c}"))];
-            assert_eq!(p["role"], "client");
-            assert_eq!(p["sport"], c["dport"]);
-        }
-        let mut accepted: Vec<u64> = conns
-            .iter()
-            .filter(|c| c["role"] == "listener")
-            .map(|l| l["listener"]["accepted"].as_u64().unwrap())
-            .collect();
-        accepted.sort();
-        assert_eq!(accepted, [2, 3], "{name}");
+        let lines = replay(name, &["--json", "--view", "conns"]).ok().json();
+        assert_recorded_wildcard(&lines, None, name);
     }
     assert_eq!(seen, recordings.len());
 }

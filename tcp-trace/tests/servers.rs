@@ -17,48 +17,25 @@ use serde_json::Value;
 
 const N: usize = 20;
 
-fn conns(lines: &[Value]) -> Vec<&Value> {
-    lines.iter().filter(|l| l["type"] == "connection").collect()
-}
-
-fn by_id<'a>(conns: &[&'a Value]) -> HashMap<u64, &'a Value> {
-    conns
-        .iter()
-        .map(|c| (c["id"].as_u64().unwrap(), *c))
-        .collect()
-}
-
 /// Runs a server on `listen` (+ `extra` options) and `N` clients to `connect`, all in
 /// a fresh network namespace; returns the tracer's JSON lines and the server pid.
 fn serve(listen: &str, connect: &str, extra: &[&str], tag: &str) -> (Vec<Value>, u64, u16) {
     let ns = Netns::new(tag);
     let port = free_port();
-    let ps = port.to_string();
     let n = N.to_string();
-    let t = Tracer::start(&["--json", "--view", "conns", "-P", &ps]);
-    let mut args = vec![
-        "server",
-        listen,
-        &ps,
-        "--accepts",
-        &n,
-        "--close-delay-ms",
-        "0",
-        "--null-accept",
-    ];
-    args.extend_from_slice(extra);
-    let mut server = Peer::spawn(peer_cmd(Some(&ns.name), &args));
-    assert_eq!(server.line(), format!("listening {port}"));
-    let client = Peer::spawn(peer_cmd(
-        Some(&ns.name),
-        &["client", connect, &ps, "--count", &n, "--send", "1"],
-    ));
-    assert_eq!(client.wait(), 0);
-    let spid = server.pid as u64;
-    assert_eq!(server.wait(), 0);
-    let (lines, code) = t.stop();
-    assert_eq!(code, 0);
-    (lines, spid, port)
+    let mut server_args = vec!["--accepts", &n, "--close-delay-ms", "0", "--null-accept"];
+    server_args.extend_from_slice(extra);
+    let (lines, x) = traced(port, &["--json", "--view", "conns"], |_| {
+        server_and_client_to(
+            Some(&ns),
+            listen,
+            connect,
+            port,
+            &server_args,
+            &["--count", &n, "--send", "1"],
+        )
+    });
+    (lines, x.server_pid, port)
 }
 
 /// Every server end carries its own local address (never the wildcard), its
@@ -67,31 +44,17 @@ fn serve(listen: &str, connect: &str, extra: &[&str], tag: &str) -> (Vec<Value>,
 fn assert_wildcard(lines: &[Value], spid: u64, port: u16, local: &str, listen: &str) {
     let all = conns(lines);
     let ids = by_id(&all);
-    let servers: Vec<&Value> = all
-        .iter()
-        .copied()
-        .filter(|c| c["role"] == "server" && c["established"] == true)
-        .collect();
+    let servers = established_servers(&all);
     assert_eq!(servers.len(), N, "established server connections: {all:#?}");
     for c in &servers {
         assert_eq!(c["saddr"], local, "server local address: {c}");
         assert_eq!(c["sport"], port, "{c}");
-        assert!(
-            c["accept"]["ret"].as_i64().is_some_and(|r| r >= 0),
-            "accept return: {c}"
-        );
+        assert!(accepted(c), "accept return: {c}");
         assert_eq!(c["pid"], spid, "{c}");
-        let peer = c["peer"].as_u64().unwrap_or_else(|| panic!("no peer: {c}"));
-        let p = ids[&peer];
-        assert_eq!(p["role"], "client", "{p}");
+        let p = client_peer_of(&ids, c);
         assert_eq!(p["dport"], port, "{p}");
-        assert_eq!(p["sport"], c["dport"], "{p}");
     }
-    let listeners: Vec<&Value> = all
-        .iter()
-        .copied()
-        .filter(|c| c["role"] == "listener" && c["sport"] == port)
-        .collect();
+    let listeners = listeners_on(&all, port);
     assert_eq!(listeners.len(), 1, "{listeners:#?}");
     let l = listeners[0];
     assert_eq!(l["saddr"], listen, "{l}");
@@ -165,23 +128,18 @@ fn wildcard_synack_retransmit_lands_on_the_child() {
     }
     let ns = Netns::new("wcsyn");
     let port = free_port();
-    let ps = port.to_string();
     ns.drop_input(port, "tcp flags & (fin|syn|rst|psh|ack) == ack");
-    let t = Tracer::start(&["--json", "--view", "conns", "-P", &ps]);
-    let mut server = Peer::spawn(peer_cmd(
-        Some(&ns.name),
-        &["server", "0.0.0.0", &ps, "--close-delay-ms", "0"],
-    ));
-    assert_eq!(server.line(), format!("listening {port}"));
-    let mut client = Peer::spawn(peer_cmd(
-        Some(&ns.name),
-        &["client", "127.0.0.1", &ps, "--delay-before-send-ms", "1500"],
-    ));
-    let l = client.line();
-    let cport: u64 = l.strip_prefix("connect ok ").expect(&l).parse().unwrap();
-    assert_eq!(client.wait(), 0);
-    assert_eq!(server.wait(), 0);
-    let (lines, _) = t.stop();
+    let (lines, x) = traced(port, &["--json", "--view", "conns"], |_| {
+        server_and_client_to(
+            Some(&ns),
+            "0.0.0.0",
+            "127.0.0.1",
+            port,
+            &["--close-delay-ms", "0"],
+            &["--delay-before-send-ms", "1500"],
+        )
+    });
+    let cport = x.cport;
     let all = conns(&lines);
     let child = all
         .iter()
@@ -192,10 +150,7 @@ fn wildcard_synack_retransmit_lands_on_the_child() {
         child["synack_retransmits"].as_u64().is_some_and(|n| n >= 1),
         "SYN-ACK retransmits on the server connection: {child}"
     );
-    assert!(
-        child["accept"]["ret"].as_i64().is_some_and(|r| r >= 0),
-        "{child}"
-    );
+    assert!(accepted(child), "{child}");
     let listener = all
         .iter()
         .find(|c| c["role"] == "listener" && c["sport"] == port)
@@ -216,51 +171,32 @@ fn two_namespaces_identical_tuples_never_cross_pair() {
         return;
     }
     let port = free_port();
-    let ps = port.to_string();
     let n = N.to_string();
     let (a, b) = (Netns::new("twa"), Netns::new("twb"));
-    let t = Tracer::start(&["--json", "--view", "conns", "-P", &ps]);
-    let mut servers = Vec::new();
-    for ns in [&a, &b] {
-        let mut s = Peer::spawn(peer_cmd(
-            Some(&ns.name),
-            &[
-                "server",
-                "127.0.0.1",
-                &ps,
-                "--accepts",
-                &n,
-                "--close-delay-ms",
-                "0",
-            ],
-        ));
-        assert_eq!(s.line(), format!("listening {port}"));
-        servers.push(s);
-    }
-    // The clients in both namespaces connect in lockstep: the same client ports are
-    // likely in both (each namespace has its own port allocator), which is the case
-    // that cross-pairs when the namespace is not part of the key.
-    let clients: Vec<Peer> = [&a, &b]
-        .iter()
-        .map(|ns| {
-            Peer::spawn(peer_cmd(
-                Some(&ns.name),
-                &["client", "127.0.0.1", &ps, "--count", &n, "--send", "1"],
-            ))
-        })
-        .collect();
-    let pids: Vec<(u64, u64)> = clients
-        .iter()
-        .zip(&servers)
-        .map(|(c, s)| (c.pid as u64, s.pid as u64))
-        .collect();
-    for c in clients {
-        assert_eq!(c.wait(), 0);
-    }
-    for s in servers {
-        assert_eq!(s.wait(), 0);
-    }
-    let (lines, _) = t.stop();
+    let (lines, pids) = traced(port, &["--json", "--view", "conns"], |_| {
+        let servers: Vec<Peer> = [&a, &b]
+            .iter()
+            .map(|ns| {
+                let accepts = ["--accepts", &n, "--close-delay-ms", "0"];
+                start_server(Some(ns), "127.0.0.1", port, &accepts)
+            })
+            .collect();
+        // The clients in both namespaces connect in lockstep: the same client ports
+        // are likely in both (each namespace has its own port allocator), which is the
+        // case that cross-pairs when the namespace is not part of the key.
+        let clients: Vec<Peer> = [&a, &b]
+            .iter()
+            .map(|ns| start_client(Some(ns), "127.0.0.1", port, &["--count", &n, "--send", "1"]))
+            .collect();
+        let pids: Vec<(u64, u64)> = clients
+            .iter()
+            .zip(&servers)
+            .map(|(c, s)| (c.pid as u64, s.pid as u64))
+            .collect();
+        all_exit_ok(clients);
+        all_exit_ok(servers);
+        pids
+    });
     let all = conns(&lines);
     let ids = by_id(&all);
     let mut netns_seen = std::collections::BTreeSet::new();
@@ -292,24 +228,18 @@ fn nonblocking_connect_with_lost_first_syn() {
     }
     let ns = Netns::new("nbsyn");
     let port = free_port();
-    let ps = port.to_string();
     // Drop the first SYN to this port only (a quota of one packet).
     ns.drop_input(port, "tcp flags & (syn|ack) == syn quota until 100 bytes");
-    let t = Tracer::start(&["--json", "--view", "conns", "-P", &ps]);
-    let mut server = Peer::spawn(peer_cmd(
-        Some(&ns.name),
-        &["server", "127.0.0.1", &ps, "--close-delay-ms", "0"],
-    ));
-    assert_eq!(server.line(), format!("listening {port}"));
-    let mut client = Peer::spawn(peer_cmd(
-        Some(&ns.name),
-        &["client", "127.0.0.1", &ps, "--nonblock"],
-    ));
-    let l = client.line();
-    let cport: u64 = l.strip_prefix("connect ok ").expect(&l).parse().unwrap();
-    assert_eq!(client.wait(), 0);
-    assert_eq!(server.wait(), 0);
-    let (lines, _) = t.stop();
+    let (lines, x) = traced(port, &["--json", "--view", "conns"], |_| {
+        server_and_client(
+            Some(&ns),
+            "127.0.0.1",
+            port,
+            &["--close-delay-ms", "0"],
+            &["--nonblock"],
+        )
+    });
+    let cport = x.cport;
     let all = conns(&lines);
     let c = all
         .iter()
@@ -356,44 +286,18 @@ fn curl_nonblocking_connect_with_lost_first_syn() {
     let port = free_port();
     let ps = port.to_string();
     ns.drop_input(port, "tcp flags & (syn|ack) == syn quota until 100 bytes");
-    let dir = std::env::temp_dir();
-    let mut http = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.name,
-            "python3",
-            "-m",
-            "http.server",
-            &ps,
-            "--bind",
-            "0.0.0.0",
-        ])
-        .current_dir(&dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("python3 -m http.server");
-    let _kill = KillOnDrop(&mut http);
-    wait_listening(&ns, port);
-    let t = Tracer::start(&["--json", "--view", "conns", "-P", &ps]);
-    let st = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.name,
-            "curl",
-            "-s",
-            "-o",
-            "/dev/null",
-            "--max-time",
-            "10",
-        ])
-        .arg(format!("http://127.0.0.1:{port}/"))
-        .status()
-        .expect("curl");
-    assert!(st.success(), "curl: {st}");
-    let (lines, _) = t.stop();
+    let _http = Daemon::start(
+        &ns,
+        port,
+        &std::env::temp_dir(),
+        &["python3", "-m", "http.server", &ps, "--bind", "0.0.0.0"],
+    );
+    let url = format!("http://127.0.0.1:{port}/");
+    let (lines, _) = traced(port, &["--json", "--view", "conns"], |_| {
+        let curl = ["-s", "-o", "/dev/null", "--max-time", "10", &url];
+        let st = in_netns(Some(&ns), "curl", &curl).status().expect("curl");
+        assert!(st.success(), "curl: {st}");
+    });
     let all = conns(&lines);
     let c = all
         .iter()
@@ -407,44 +311,7 @@ fn curl_nonblocking_connect_with_lost_first_syn() {
     let server = &by_id(&all)[&c["peer"].as_u64().expect("peer")];
     assert_eq!(server["comm"], "python3", "{server}");
     assert_eq!(server["saddr"], "127.0.0.1", "{server}");
-    assert!(
-        server["accept"]["ret"].as_i64().is_some_and(|r| r >= 0),
-        "{server}"
-    );
-}
-
-struct KillOnDrop<'a>(&'a mut std::process::Child);
-
-impl Drop for KillOnDrop<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn which(cmd: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| std::path::Path::new(d).join(cmd))
-        .find(|p| p.is_file())
-}
-
-/// Waits until something listens on `port` inside `ns` (connect succeeds).
-fn wait_listening(ns: &Netns, port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        let ok = std::process::Command::new("ip")
-            .args(["netns", "exec", &ns.name, "ss", "-Htln"])
-            .arg(format!("sport = :{port}"))
-            .output()
-            .is_ok_and(|o| !o.stdout.is_empty());
-        if ok {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("nothing listens on {port} in {}", ns.name);
+    assert!(accepted(server), "{server}");
 }
 
 /// On an idle host with a port filter, one finished connection is printed while the
@@ -455,17 +322,9 @@ fn idle_host_prints_a_finished_connection_while_running() {
         return;
     }
     let port = free_port();
-    let ps = port.to_string();
-    let mut t = Tracer::start(&["--json", "--view", "conns", "-P", &ps]);
+    let mut t = Tracer::on_port(port, &["--json", "--view", "conns"]);
     let rx = t.stream_stdout();
-    let mut server = Peer::spawn(peer_cmd(
-        None,
-        &["server", "127.0.0.1", &ps, "--close-delay-ms", "0"],
-    ));
-    assert_eq!(server.line(), format!("listening {port}"));
-    let client = Peer::spawn(peer_cmd(None, &["client", "127.0.0.1", &ps]));
-    assert_eq!(client.wait(), 0);
-    assert_eq!(server.wait(), 0);
+    server_and_client(None, "127.0.0.1", port, &["--close-delay-ms", "0"], &[]);
     let closed = Instant::now();
     // Both ends are closed: after the linger for late events (100 ms) nothing is left
     // to wait for. Allow the 0.5 s of the promise plus scheduling slack in a guest.
@@ -492,8 +351,7 @@ fn idle_host_prints_a_finished_connection_while_running() {
     );
     assert!(got.iter().any(|c| c["role"] == "client"));
     assert!(got.iter().any(|c| c["role"] == "server"));
-    let (_, code) = t.stop();
-    assert_eq!(code, 0);
+    t.finish();
 }
 
 /// SO_REUSEPORT: two server processes each listen on the same port; the kernel
@@ -510,55 +368,46 @@ fn reuseport_group_children_go_to_their_acceptor() {
 fn reuseport_once(last: bool) -> Option<u64> {
     let ns = Netns::new("rport");
     let port = free_port();
-    let ps = port.to_string();
-    let t = Tracer::start(&["--json", "-P", &ps]);
-    // With socket storage (tp_btf, 5.11+) the kernel names the very listener each
-    // child was queued on, at its birth.
-    let exact = !t.startup.iter().any(|l| l.contains("socket local storage"));
-    let mut servers = Vec::new();
-    for _ in 0..2 {
-        let mut s = Peer::spawn(peer_cmd(
-            Some(&ns.name),
-            &[
-                "server",
-                "0.0.0.0",
-                &ps,
-                "--accepts",
-                "1000000",
-                "--close-delay-ms",
-                "0",
-                "--reuseport",
-            ],
-        ));
-        assert_eq!(s.line(), format!("listening {port}"));
-        servers.push(s);
-    }
-    let spids: Vec<u64> = servers.iter().map(|s| s.pid as u64).collect();
-    let client = Peer::spawn(peer_cmd(
-        Some(&ns.name),
-        &["client", "127.0.0.1", &ps, "--count", "40", "--send", "1"],
-    ));
-    assert_eq!(client.wait(), 0);
-    std::thread::sleep(Duration::from_millis(300));
-    // Close the listeners (the servers end): their records come out too.
-    drop(servers);
-    let (lines, _) = t.stop();
+    let (lines, (exact, spids)) = traced(port, &["--json"], |t| {
+        // With socket storage (tp_btf, 5.11+) the kernel names the very listener each
+        // child was queued on, at its birth.
+        let exact = !t.startup.iter().any(|l| l.contains("socket local storage"));
+        let servers: Vec<Peer> = (0..2)
+            .map(|_| {
+                let reuse = [
+                    "--accepts",
+                    "1000000",
+                    "--close-delay-ms",
+                    "0",
+                    "--reuseport",
+                ];
+                start_server(Some(&ns), "0.0.0.0", port, &reuse)
+            })
+            .collect();
+        let spids: Vec<u64> = servers.iter().map(|s| s.pid as u64).collect();
+        run_client(
+            Some(&ns),
+            "127.0.0.1",
+            port,
+            &["--count", "40", "--send", "1"],
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        // Close the listeners (the servers end): their records come out too.
+        drop(servers);
+        (exact, spids)
+    });
     if !last && skipped_of(&lines) > 0 {
         return Some(skipped_of(&lines));
     }
     let all = conns(&lines);
     let ids = by_id(&all);
-    let srv: Vec<&Value> = all
-        .iter()
-        .copied()
-        .filter(|c| c["role"] == "server" && c["established"] == true)
-        .collect();
+    let srv = established_servers(&all);
     assert_eq!(srv.len(), 40, "{all:#?}");
     let mut per_pid: HashMap<u64, usize> = HashMap::new();
     for c in &srv {
         let pid = c["pid"].as_u64().expect("pid");
         assert!(spids.contains(&pid), "{c}");
-        assert!(c["accept"]["ret"].as_i64().is_some_and(|r| r >= 0), "{c}");
+        assert!(accepted(c), "{c}");
         assert_eq!(c["saddr"], "127.0.0.1", "{c}");
         let l = ids[&c["listener_id"]
             .as_u64()
@@ -589,11 +438,7 @@ fn reuseport_once(last: bool) -> Option<u64> {
             );
         }
     }
-    let listeners: Vec<&Value> = all
-        .iter()
-        .copied()
-        .filter(|c| c["role"] == "listener" && c["sport"] == port)
-        .collect();
+    let listeners = listeners_on(&all, port);
     assert_eq!(listeners.len(), 2, "{listeners:#?}");
     for l in listeners {
         let pid = l["pid"].as_u64().unwrap();
@@ -614,29 +459,17 @@ fn connections_open_before_start_are_named() {
         return;
     }
     let port = free_port();
-    let ps = port.to_string();
-    let mut server = Peer::spawn(peer_cmd(
+    let server = start_server(
         None,
-        &[
-            "server",
-            "0.0.0.0",
-            &ps,
-            "--accepts",
-            "2",
-            "--close-delay-ms",
-            "0",
-        ],
-    ));
-    assert_eq!(server.line(), format!("listening {port}"));
+        "0.0.0.0",
+        port,
+        &["--accepts", "2", "--close-delay-ms", "0"],
+    );
     // Connected now; it sends and closes only once the tracer runs (a guest may take
     // seconds to attach).
-    let mut early = Peer::spawn(peer_cmd(
-        None,
-        &["client", "127.0.0.1", &ps, "--send-on-stdin"],
-    ));
-    let l = early.line();
-    let early_port: u64 = l.strip_prefix("connect ok ").expect(&l).parse().unwrap();
-    let t = Tracer::start(&["--json", "-P", &ps]);
+    let mut early = start_client(None, "127.0.0.1", port, &["--send-on-stdin"]);
+    let early_port = early.connect_ok();
+    let t = Tracer::on_port(port, &["--json"]);
     // The socket table is read right after the hooks are attached.
     let learned = t
         .stderr_lines
@@ -647,12 +480,10 @@ fn connections_open_before_start_are_named() {
         "{learned}"
     );
     early.write_stdin("go\n");
-    let late = Peer::spawn(peer_cmd(None, &["client", "127.0.0.1", &ps]));
+    let late = start_client(None, "127.0.0.1", port, &[]);
     let (spid, epid, lpid) = (server.pid as u64, early.pid as u64, late.pid as u64);
-    assert_eq!(late.wait(), 0);
-    assert_eq!(early.wait(), 0);
-    assert_eq!(server.wait(), 0);
-    let (lines, _) = t.stop();
+    all_exit_ok([late, early, server]);
+    let lines = t.finish();
     let all = conns(&lines);
     let client = all
         .iter()
@@ -709,85 +540,28 @@ fn record_wildcard_traffic_for_replay() {
     let ns = Netns::new("rec");
     let port = free_port();
     let ps = port.to_string();
-    let t = Tracer::start_cmd(
-        std::process::Command::new(TRACER)
-            .args(["record", "-o"])
-            .arg(&file)
-            .args(["-P", &ps]),
-    );
-    // 0.0.0.0 with three IPv4 clients, then [::] with an IPv4 and an IPv6 client.
-    for (listen, clients) in [
-        ("0.0.0.0", &["127.0.0.1"; 3][..]),
-        ("::", &["127.0.0.1", "::1"][..]),
-    ] {
-        let n = clients.len().to_string();
-        let mut server = Peer::spawn(peer_cmd(
-            Some(&ns.name),
-            &[
-                "server",
-                listen,
-                &ps,
-                "--accepts",
-                &n,
-                "--close-delay-ms",
-                "0",
-            ],
-        ));
-        assert_eq!(server.line(), format!("listening {port}"));
-        for c in clients {
-            let client = Peer::spawn(peer_cmd(Some(&ns.name), &["client", c, &ps]));
-            assert_eq!(client.wait(), 0);
+    let mut record = std::process::Command::new(TRACER);
+    record.args(["record", "-o"]).arg(&file).args(["-P", &ps]);
+    traced_cmd(&mut record, |_| {
+        // 0.0.0.0 with three IPv4 clients, then [::] with an IPv4 and an IPv6 client.
+        for (listen, clients) in [
+            ("0.0.0.0", &["127.0.0.1"; 3][..]),
+            ("::", &["127.0.0.1", "::1"][..]),
+        ] {
+            let n = clients.len().to_string();
+            let accepts = ["--accepts", &n, "--close-delay-ms", "0"];
+            let server = start_server(Some(&ns), listen, port, &accepts);
+            for c in clients {
+                run_client(Some(&ns), c, port, &[]);
+            }
+            server.exits_ok();
         }
-        assert_eq!(server.wait(), 0);
-    }
-    let (_, code) = t.stop();
-    assert_eq!(code, 0);
-    let out = std::process::Command::new(TRACER)
-        .args(["replay", "--json", "--view", "conns"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let lines: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_recorded_wildcard(&lines, port);
+    });
+    let lines = replay_file(&file, &["--json", "--view", "conns"])
+        .ok()
+        .json();
+    assert_recorded_wildcard(&lines, Some(port), "recorded here");
     if std::env::var_os("TCP_TRACE_VM_OUT").is_none() {
         let _ = std::fs::remove_file(&file);
     }
-}
-
-/// What `record_wildcard_traffic_for_replay` made, as any kernel must replay it: five
-/// established server ends, each with its own local address, an accept() return and
-/// its client as peer; two listeners, with 3 and 2 children accepted.
-pub fn assert_recorded_wildcard(lines: &[Value], port: u16) {
-    let all = conns(lines);
-    let ids = by_id(&all);
-    let servers: Vec<&Value> = all
-        .iter()
-        .copied()
-        .filter(|c| c["role"] == "server" && c["established"] == true)
-        .collect();
-    assert_eq!(servers.len(), 5, "{all:#?}");
-    for c in &servers {
-        let local = c["saddr"].as_str().unwrap();
-        assert!(
-            ["127.0.0.1", "::ffff:127.0.0.1", "::1"].contains(&local),
-            "server local address {local}: {c}"
-        );
-        assert_eq!(c["sport"], port);
-        assert!(c["accept"]["ret"].as_i64().is_some_and(|r| r >= 0), "{c}");
-        let p = ids[&c["peer"].as_u64().unwrap_or_else(|| panic!("no peer: {c}"))];
-        assert_eq!(p["role"], "client");
-        assert_eq!(p["sport"], c["dport"]);
-    }
-    let mut kids: Vec<u64> = all
-        .iter()
-        .filter(|c| c["role"] == "listener" && c["sport"] == port)
-        .map(|l| l["listener"]["accepted"].as_u64().unwrap())
-        .collect();
-    kids.sort();
-    assert_eq!(kids, [2, 3]);
 }

@@ -7,9 +7,10 @@ use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{Daemon, Netns, require_root};
 use tcp_trace::decode::{Family, TcpState};
 use tcp_trace::sockdiag::{self, ExistingSocket, Snapshot, comm_from_proc};
 
@@ -38,7 +39,7 @@ fn dump(s: &Snapshot) -> String {
 
 #[test]
 fn own_listener_and_established_connection() {
-    if !common::require_root("own_listener_and_established_connection") {
+    if !require_root("own_listener_and_established_connection") {
         return;
     }
     let me = std::process::id();
@@ -97,52 +98,6 @@ fn own_listener_and_established_connection() {
     drop((client, server, listener));
 }
 
-/// A named network namespace, deleted on drop (also on panic), and the
-/// processes started in it, killed on drop.
-struct Netns {
-    name: String,
-    children: Vec<Child>,
-}
-
-impl Netns {
-    fn new(name: String) -> Netns {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(Stdio::null())
-            .status();
-        let ns = Netns {
-            name,
-            children: Vec::new(),
-        };
-        run("ip", &["netns", "add", &ns.name]);
-        run("ip", &["-n", &ns.name, "link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn inode(&self) -> u64 {
-        fs::metadata(format!("/run/netns/{}", self.name))
-            .unwrap()
-            .ino()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-fn run(cmd: &str, args: &[&str]) {
-    let st = Command::new(cmd).args(args).status().unwrap();
-    assert!(st.success(), "{cmd} {args:?}: {st}");
-}
-
 const PY_LISTENER: &str = "import socket,sys,time\n\
 s=socket.socket()\n\
 s.bind(('127.0.0.1',int(sys.argv[1])))\n\
@@ -150,8 +105,8 @@ s.listen(8)\n\
 print('ready',flush=True)\n\
 time.sleep(120)\n";
 
-/// Starts `prefix... python3 -c PY_LISTENER port` and waits for "ready".
-fn start_listener(prefix: &[&str], port: u16) -> Child {
+/// Starts `prefix... python3 -c PY_LISTENER port` and waits for "ready". Killed on drop.
+fn start_listener(prefix: &[&str], port: u16) -> Daemon {
     let port = port.to_string();
     let mut child = Command::new(prefix[0])
         .args(&prefix[1..])
@@ -168,12 +123,12 @@ fn start_listener(prefix: &[&str], port: u16) -> Child {
         let _ = child.wait();
         panic!("listener {prefix:?} did not start: {line:?}");
     }
-    child
+    Daemon(child)
 }
 
 #[test]
 fn same_port_in_two_namespaces() {
-    if !common::require_root("same_port_in_two_namespaces") {
+    if !require_root("same_port_in_two_namespaces") {
         return;
     }
     let me = std::process::id();
@@ -181,12 +136,12 @@ fn same_port_in_two_namespaces() {
     let haddr = host.local_addr().unwrap();
     let port = haddr.port();
 
-    let mut ns = Netns::new(format!("tt-sd-{me}"));
+    // Deleted on drop, after the listeners in it are killed (declared before them).
+    let ns = Netns::new("sd");
     // A named namespace, entered by `ip netns exec` (which execs in place: the
     // listener's pid is the child's).
     let named = start_listener(&["ip", "netns", "exec", &ns.name], port);
-    let named_pid = named.id();
-    ns.children.push(named);
+    let named_pid = named.0.id();
     // An anonymous namespace, reachable only through /proc/PID/ns/net.
     let anon = start_listener(
         &[
@@ -199,8 +154,7 @@ fn same_port_in_two_namespaces() {
         ],
         port,
     );
-    let anon_pid = anon.id();
-    ns.children.push(anon);
+    let anon_pid = anon.0.id();
     let anon_ino = fs::metadata(format!("/proc/{anon_pid}/ns/net"))
         .unwrap()
         .ino();
@@ -239,7 +193,7 @@ fn same_port_in_two_namespaces() {
 
 #[test]
 fn time_wait_socket() {
-    if !common::require_root("time_wait_socket") {
+    if !require_root("time_wait_socket") {
         return;
     }
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -3,48 +3,26 @@
 //! Without chromium the browser part is SKIPPED loudly, unless
 //! TCP_TRACE_PRIVILEGED_TESTS=1 (then chromium is required: `cargo xtask setup`
 //! installs it).
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::Command;
 
-const TRACER: &str = env!("CARGO_BIN_EXE_tcp-trace");
+use common::{LOOPBACK_V4, REFUSED_V6, fresh_dir, replay};
 
-fn recording(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/recordings")
-        .join(name)
-}
-
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("tcp-trace-svg-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// `tcp-trace replay REC --svg OUT`; returns the SVG text.
+/// `tcp-trace replay REC --svg OUT EXTRA…`; returns the SVG text.
 fn replay_svg(rec: &str, out: &Path, extra: &[&str]) -> String {
-    let o = Command::new(TRACER)
-        .arg("replay")
-        .arg(recording(rec))
-        .arg("--svg")
-        .arg(out)
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let err = String::from_utf8_lossy(&o.stderr);
+    let mut args = vec!["--svg", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let err = replay(rec, &args).ok().stderr;
     assert!(err.contains("wrote 1 conversation(s) to"), "{err}");
     std::fs::read_to_string(out).unwrap()
 }
 
 #[test]
 fn svg_texts_of_a_recording() {
-    let d = tmpdir("texts");
-    let svg = replay_svg(
-        "loopback-v4-6.18.ttr",
-        &d.join("a.svg"),
-        &["--view", "conns"],
-    );
+    let d = fresh_dir("svg-texts");
+    let svg = replay_svg(LOOPBACK_V4, &d.join("a.svg"), &["--view", "conns"]);
     for want in [
         "<svg xmlns=\"http://www.w3.org/2000/svg\"",
         "client 127.0.0.1:33320 (python3 31876)",
@@ -59,7 +37,7 @@ fn svg_texts_of_a_recording() {
     ] {
         assert!(svg.contains(want), "missing {want:?}");
     }
-    let svg = replay_svg("refused-v6-6.18.ttr", &d.join("b.svg"), &[]);
+    let svg = replay_svg(REFUSED_V6, &d.join("b.svg"), &[]);
     assert!(svg.contains("connect() = -111 ECONNREFUSED"), "{svg}");
     assert!(svg.contains(">RST · "), "{svg}");
     let _ = std::fs::remove_dir_all(&d);
@@ -116,9 +94,9 @@ fn svg_renders_in_headless_chromium() {
         );
         return;
     };
-    let d = tmpdir("browser");
+    let d = fresh_dir("svg-browser");
     let svg_path = d.join("ladder.svg");
-    let svg = replay_svg("loopback-v4-6.18.ttr", &svg_path, &[]);
+    let svg = replay_svg(LOOPBACK_V4, &svg_path, &[]);
     assert!(svg.contains("accept4() = 5"));
     let png_path = d.join("out.png");
     let o = Command::new("timeout")
