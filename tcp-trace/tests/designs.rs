@@ -80,33 +80,17 @@ fn per_connection_and_per_event_designs_report_the_same_connections() {
     }
 
     // Wildcard servers (the pre-6.15 child tuple), v4 and v6.
-    let p = port.to_string();
-    let p6 = port6.to_string();
-    let mut server = Peer::spawn(peer_cmd(
-        Some(&ns.name),
-        &["server", "0.0.0.0", &p, "--accepts", "3"],
-    ));
-    server.line();
-    let mut server6 = Peer::spawn(peer_cmd(
-        Some(&ns.name),
-        &["server", "::", &p6, "--accepts", "2", "--v6only"],
-    ));
-    server6.line();
+    let server = start_server(Some(&ns), "0.0.0.0", port, &["--accepts", "3"]);
+    let server6 = start_server(Some(&ns), "::", port6, &["--accepts", "2", "--v6only"]);
     for extra in [&[][..], &["--nonblock"][..], &["--send", "100"][..]] {
-        let mut a = vec!["client", "127.0.0.1", &p];
-        a.extend_from_slice(extra);
-        assert_eq!(Peer::spawn(peer_cmd(Some(&ns.name), &a)).wait(), 0);
+        run_client(Some(&ns), "127.0.0.1", port, extra);
     }
     for extra in [&["--send", "10"][..], &["--nonblock"][..]] {
-        let mut a = vec!["client", "::1", &p6];
-        a.extend_from_slice(extra);
-        assert_eq!(Peer::spawn(peer_cmd(Some(&ns.name), &a)).wait(), 0);
+        run_client(Some(&ns), "::1", port6, extra);
     }
     // Refused: nothing listens there.
-    let c = closed.to_string();
-    let _ = Peer::spawn(peer_cmd(Some(&ns.name), &["client", "127.0.0.1", &c])).wait();
-    assert_eq!(server.wait(), 0);
-    assert_eq!(server6.wait(), 0);
+    run_refused_client(Some(&ns), "127.0.0.1", closed, 1);
+    all_exit_ok([server, server6]);
     // Let the closes finish (the servers' LAST_ACK → CLOSE) before stopping.
     std::thread::sleep(Duration::from_millis(300));
 
