@@ -38,7 +38,7 @@ const PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "xz-utils", "zs
 
 /// The integration tests run by default: those whose needs the guest has (container
 /// needs podman, oracle bpftrace).
-const DEFAULT_TESTS: &[&str] = &["live", "connections", "servers", "replay", "lab"];
+const DEFAULT_TESTS: &[&str] = &["live", "connections", "servers", "designs", "replay", "lab"];
 
 /// Programs the tests run inside the guest (from the host's packages).
 const PROGRAMS: &[&str] = &["ip", "ss", "nft", "setpriv", "bpftool"];
