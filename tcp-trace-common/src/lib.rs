@@ -225,6 +225,13 @@ pub struct KernelOffsets {
     /// numbers at ESTABLISHED, before any data moved.
     pub tcp_snd_una: u32,
     pub tcp_rcv_nxt: u32,
+    /// `sk_buff.head` (pointer), `sk_buff.network_header` and
+    /// `sk_buff.transport_header` (u16 offsets from `head`): the addresses and ports
+    /// of the segment a reset answers when no socket does (tp_btf/raw paths).
+    pub skb_head: u32,
+    pub skb_network_header: u32,
+    pub skb_transport_header: u32,
+    pub _pad: u32,
 }
 
 /// Volume filters applied in the kernel, set before load.

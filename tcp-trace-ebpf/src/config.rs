@@ -68,6 +68,10 @@ pub(crate) static OFFSETS: KernelOffsets = KernelOffsets {
     sk_max_ack_backlog: 0,
     tcp_snd_una: 0,
     tcp_rcv_nxt: 0,
+    skb_head: 0,
+    skb_network_header: 0,
+    skb_transport_header: 0,
+    _pad: 0,
 };
 
 #[unsafe(no_mangle)]

@@ -355,3 +355,38 @@ pub(crate) fn netns_of(o: &KernelOffsets, sk: u64) -> u32 {
 pub(crate) fn tcp_sock(o: &KernelOffsets, sk: u64) -> bool {
     o.valid != 0 && sk != 0 && unsafe { rd::<u16>(sk, o.sk_protocol as u64) } == IPPROTO_TCP
 }
+
+/// The tuple of a reset that answers segment `skb` with no socket: the segment's
+/// destination is the local end, its source the remote one (IPv4 or IPv6 header at
+/// `head + network_header`, TCP header at `head + transport_header`).
+#[inline(always)]
+pub(crate) fn read_skb_reply_tuple(o: &KernelOffsets, skb: u64, ev: &mut RawEvent) {
+    if skb == 0 || o.skb_head == 0 {
+        return;
+    }
+    unsafe {
+        let head: u64 = rd(skb, o.skb_head as u64);
+        let nh: u16 = rd(skb, o.skb_network_header as u64);
+        let th: u16 = rd(skb, o.skb_transport_header as u64);
+        if head == 0 {
+            return;
+        }
+        let ip = head + nh as u64;
+        let tcp = head + th as u64;
+        let version = rd::<u8>(ip, 0) >> 4;
+        if version == 4 {
+            ev.family = AF_INET;
+            rd_into(v4_of(&mut ev.daddr), ip, 12);
+            rd_into(v4_of(&mut ev.saddr), ip, 16);
+        } else if version == 6 {
+            ev.family = AF_INET6;
+            rd_into(&mut ev.daddr, ip, 8);
+            rd_into(&mut ev.saddr, ip, 24);
+        } else {
+            return;
+        }
+        ev.dport = u16::from_be(rd::<u16>(tcp, 0));
+        ev.sport = u16::from_be(rd::<u16>(tcp, 2));
+    }
+    ev.flags |= flags::HAS_TUPLE;
+}

@@ -6,7 +6,9 @@ use crate::config::{
     opaque,
 };
 use crate::emit::{emit, new_event};
-use crate::kread::{rd, read_accept_queue, read_any_sock_tuple, read_tuple, tp_read};
+use crate::kread::{
+    rd, read_accept_queue, read_any_sock_tuple, read_skb_reply_tuple, read_tuple, tp_read,
+};
 use crate::maps::{slot, slot_of};
 use crate::owner::attribute;
 use aya_ebpf::macros::btf_tracepoint;
@@ -104,7 +106,7 @@ pub(crate) fn synack_args(sk: u64, req: u64) {
 }
 
 #[inline(always)]
-pub(crate) fn sock_args(k: u8, sk: u64, storage: bool) {
+pub(crate) fn sock_args(k: u8, sk: u64, skb: u64, storage: bool) {
     let o = opaque(&raw const OFFSETS);
     if o.valid == 0 {
         return;
@@ -122,6 +124,10 @@ pub(crate) fn sock_args(k: u8, sk: u64, storage: bool) {
         // tcp_send_reset may be called with a timewait or request sock.
         read_any_sock_tuple(&o, sk, ev.newstate, ev);
         attribute(ev, false);
+    } else if k == kind::RESET_SENT {
+        // A reset with no socket (to a port nobody listens on, a stale segment): its
+        // tuple is the segment's it answers (the classic tracepoint fills it so too).
+        read_skb_reply_tuple(&o, skb, ev);
     }
     emit(ev);
 }
@@ -137,39 +143,39 @@ both_paths!(
     btf_tcp_retransmit_skb,
     raw_tcp_retransmit_skb,
     "tcp_retransmit_skb",
-    |c| { sock_args(kind::RETRANSMIT, c.arg::<u64>(0), false) }
+    |c| { sock_args(kind::RETRANSMIT, c.arg::<u64>(0), 0, false) }
 );
 
 both_paths!(
     btf_tcp_send_reset,
     raw_tcp_send_reset,
     "tcp_send_reset",
-    |c| { sock_args(kind::RESET_SENT, c.arg::<u64>(0), false) }
+    |c| { sock_args(kind::RESET_SENT, c.arg::<u64>(0), c.arg::<u64>(1), false) }
 );
 
 both_paths!(
     btf_tcp_receive_reset,
     raw_tcp_receive_reset,
     "tcp_receive_reset",
-    |c| { sock_args(kind::RESET_RECEIVED, c.arg::<u64>(0), false) }
+    |c| { sock_args(kind::RESET_RECEIVED, c.arg::<u64>(0), 0, false) }
 );
 
 /// The retransmit and reset hooks with socket storage (tp_btf only, 5.11+): a step
 /// in the socket's book when it has one.
 #[btf_tracepoint(function = "tcp_retransmit_skb")]
 pub fn btf_tcp_retransmit_skb_sk(c: BtfTracePointContext) -> i32 {
-    sock_args(kind::RETRANSMIT, c.arg::<u64>(0), true);
+    sock_args(kind::RETRANSMIT, c.arg::<u64>(0), 0, true);
     0
 }
 
 #[btf_tracepoint(function = "tcp_send_reset")]
 pub fn btf_tcp_send_reset_sk(c: BtfTracePointContext) -> i32 {
-    sock_args(kind::RESET_SENT, c.arg::<u64>(0), true);
+    sock_args(kind::RESET_SENT, c.arg::<u64>(0), c.arg::<u64>(1), true);
     0
 }
 
 #[btf_tracepoint(function = "tcp_receive_reset")]
 pub fn btf_tcp_receive_reset_sk(c: BtfTracePointContext) -> i32 {
-    sock_args(kind::RESET_RECEIVED, c.arg::<u64>(0), true);
+    sock_args(kind::RESET_RECEIVED, c.arg::<u64>(0), 0, true);
     0
 }

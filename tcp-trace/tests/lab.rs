@@ -1,26 +1,12 @@
 //! `tcp-trace lab`: every scenario, IPv4 and IPv6, through the binary; every claim
 //! line it prints must hold. Privileged: real namespaces, nftables and eBPF.
+mod common;
+
 use std::process::Command;
 
+use common::{TRACER, require_root, send_reset_without_socket};
+
 use serde_json::Value;
-
-const TRACER: &str = env!("CARGO_BIN_EXE_tcp-trace");
-
-/// Same gate as tests/live.rs: run as root; with TCP_TRACE_PRIVILEGED_TESTS=1 lacking
-/// root is a failure, otherwise a loud skip.
-fn require_root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let required = std::env::var("TCP_TRACE_PRIVILEGED_TESTS").is_ok_and(|v| v == "1");
-    if root {
-        return true;
-    }
-    if required {
-        panic!("{test}: TCP_TRACE_PRIVILEGED_TESTS=1 but not running as root");
-    }
-    eprintln!("SKIPPED {test}: needs root (run `cargo xtask test`)");
-    false
-}
 
 /// What `tcp-trace lab SCENARIO --json [-6]` printed: the JSON lines, stdout, stderr
 /// and the exit code.
@@ -122,16 +108,6 @@ lab_test!(
     ["C3"]
 );
 lab_test!(syn_retries_v4, syn_retries_v6, "syn-retries", ["S1"]);
-
-/// Whether this kernel's `tcp:tcp_send_reset` fires for a reset sent with no socket:
-/// 6.1 does not, 6.12 does, with the layout that has `reason` (docs/kernel-facts.md).
-/// None when the format cannot be read.
-fn send_reset_without_socket() -> Option<bool> {
-    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
-        .iter()
-        .find_map(|b| std::fs::read_to_string(format!("{b}/events/tcp/tcp_send_reset/format")).ok())
-        .map(|f| f.contains("reason"))
-}
 
 /// stale-syn: C4 rests on the client's socket-less reset. Where the kernel does not
 /// trace such a reset, C4 must fail and say that no such reset was seen.

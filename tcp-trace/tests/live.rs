@@ -544,3 +544,35 @@ fn skipped_runs_degrade_where_the_kernel_cannot_count_them() {
     let stats = stats(&lines);
     assert_eq!(stats["skips_counted"], counted, "{stats}");
 }
+
+/// A reset sent with no socket (a connect to a port nobody listens on) carries the
+/// tuple of the segment it answers on the default attach path too, so the port filter
+/// keeps it: local end the closed port, remote end the client.
+#[test]
+fn socketless_reset_has_its_tuple() {
+    if !require_root("socketless_reset_has_its_tuple") {
+        return;
+    }
+    if send_reset_without_socket() == Some(false) {
+        eprintln!(
+            "socketless_reset_has_its_tuple: this kernel does not trace a reset sent with no socket"
+        );
+        return;
+    }
+    let port = free_port();
+    let (lines, pid) = traced(port, &["--view", "events", "--json"], |_| {
+        run_refused_client(None, "127.0.0.1", port, 1)
+    });
+    let evs = events(&lines);
+    let rst = evs
+        .iter()
+        .find(|e| e["kind"] == "reset_sent" && e["skaddr"] == "0x0")
+        .unwrap_or_else(|| panic!("no socket-less reset_sent: {evs:#?}"));
+    assert_eq!(rst["sport"], port as u64, "{rst}");
+    assert_eq!(rst["saddr"], "127.0.0.1", "{rst}");
+    let client = evs
+        .iter()
+        .find(|e| e["kind"] == "reset_received" && e["pid"] == pid)
+        .unwrap_or_else(|| panic!("no reset_received by the client: {evs:#?}"));
+    assert_eq!(rst["dport"], client["sport"], "{rst} {client}");
+}

@@ -100,8 +100,10 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "a hand-made SYN from a client port with no socket (a delayed old SYN) and an unanswered control SYN; a real connection 2 s later",
         port: 47108,
         drive: injected::stale_syn,
-        // tp_btf's tcp_send_reset gives a socket-less reset no 4-tuple (the port
-        // filter then drops it); the classic tracepoint's record has it.
+        // The verdict names the reset's reason (no socket), which the classic
+        // tracepoint's record carries on 6.12+; the tp_btf path reads the tuple of
+        // a socket-less reset from the segment, but not the reason (an argument only
+        // some kernels have).
         attach: AttachMode::Tracepoint,
         verdicts: &[verdict::c4],
     },

@@ -407,6 +407,10 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, LayoutError> {
         sk_max_ack_backlog: btf_field(btf, "sock.sk_max_ack_backlog", 4)?,
         tcp_snd_una: btf_field(btf, "tcp_sock.snd_una", 4)?,
         tcp_rcv_nxt: btf_field(btf, "tcp_sock.rcv_nxt", 4)?,
+        skb_head: btf_field(btf, "sk_buff.head", PTR)?,
+        skb_network_header: btf_field(btf, "sk_buff.network_header", 2)?,
+        skb_transport_header: btf_field(btf, "sk_buff.transport_header", 2)?,
+        _pad: 0,
     })
 }
 
@@ -874,6 +878,9 @@ mod tests {
             ("inet_sock.inet_sport", o.inet_sport),
             ("tcp_sock.snd_una", o.tcp_snd_una),
             ("tcp_sock.rcv_nxt", o.tcp_rcv_nxt),
+            ("sk_buff.head", o.skb_head),
+            ("sk_buff.network_header", o.skb_network_header),
+            ("sk_buff.transport_header", o.skb_transport_header),
         ]
     }
 

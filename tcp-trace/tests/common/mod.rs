@@ -882,3 +882,13 @@ pub fn assert_refused_sequence(evs: &[&Value], port: u16) -> String {
     );
     sk
 }
+
+/// Whether this kernel's `tcp:tcp_send_reset` fires for a reset sent with no socket:
+/// 6.1 does not, 6.12 does, with the layout that has `reason` (docs/kernel-facts.md).
+/// None when the format cannot be read.
+pub fn send_reset_without_socket() -> Option<bool> {
+    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .find_map(|b| std::fs::read_to_string(format!("{b}/events/tcp/tcp_send_reset/format")).ok())
+        .map(|f| f.contains("reason"))
+}
