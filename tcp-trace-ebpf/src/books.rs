@@ -113,7 +113,7 @@ pub(crate) fn book_flush(o: &KernelOffsets, sk: u64, b: &mut ConnRecord) {
 /// A transition in the per-connection design. False when the socket has no book (the
 /// kernel could not allocate one): the caller reports the event on its own.
 #[inline(always)]
-pub(crate) fn state_book(o: &KernelOffsets, sk: u64, old: u8, new: u8) -> bool {
+pub(crate) fn state_book(o: &KernelOffsets, sk: u64, old: u8, new: u8, storage: bool) -> bool {
     let Some(b) = book_of(sk, true) else {
         return false;
     };
@@ -144,7 +144,7 @@ pub(crate) fn state_book(o: &KernelOffsets, sk: u64, old: u8, new: u8) -> bool {
         // A child born in softirq: its listener's process owns it until accept().
         // The listener it was cloned from (socket storage), else the one on its
         // namespace and port.
-        let inherited = if child {
+        let inherited = if child && storage {
             listener_of(sk, false).map(|l| *l).filter(|l| l.sk != 0)
         } else {
             None
@@ -213,7 +213,7 @@ pub(crate) fn state_book(o: &KernelOffsets, sk: u64, old: u8, new: u8) -> bool {
         let _ = OWNERS.insert(&sk, &b.owner, 0);
         let link = ListenerLink { sk, owner: b.owner };
         let _ = LISTENERS.insert(&listen_key(b.owner.netns, b.sport), &link, 0);
-        if let Some(l) = listener_of(sk, true) {
+        if storage && let Some(l) = listener_of(sk, true) {
             *l = link;
         }
     }

@@ -158,7 +158,7 @@ pub(crate) fn state_args(slot: u32, sk: u64, old: u64, new: u64, storage: bool) 
         return;
     }
     let (old, new) = (old as u8, new as u8);
-    if storage && books_on() && state_book(&o, sk, old, new) {
+    if books_on() && state_book(&o, sk, old, new, storage) {
         return;
     }
     let task = process_transition(old, new);

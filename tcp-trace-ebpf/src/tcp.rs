@@ -106,12 +106,12 @@ pub(crate) fn synack_args(sk: u64, req: u64) {
 }
 
 #[inline(always)]
-pub(crate) fn sock_args(k: u8, sk: u64, skb: u64, storage: bool) {
+pub(crate) fn sock_args(k: u8, sk: u64, skb: u64) {
     let o = opaque(&raw const OFFSETS);
     if o.valid == 0 {
         return;
     }
-    if storage && books_on() && sk != 0 && step_book(&o, k, sk) {
+    if books_on() && sk != 0 && step_book(&o, k, sk) {
         return;
     }
     let Some(ev) = new_event(slot_of(k), k, sk, false) else {
@@ -143,39 +143,19 @@ both_paths!(
     btf_tcp_retransmit_skb,
     raw_tcp_retransmit_skb,
     "tcp_retransmit_skb",
-    |c| { sock_args(kind::RETRANSMIT, c.arg::<u64>(0), 0, false) }
+    |c| { sock_args(kind::RETRANSMIT, c.arg::<u64>(0), 0) }
 );
 
 both_paths!(
     btf_tcp_send_reset,
     raw_tcp_send_reset,
     "tcp_send_reset",
-    |c| { sock_args(kind::RESET_SENT, c.arg::<u64>(0), c.arg::<u64>(1), false) }
+    |c| { sock_args(kind::RESET_SENT, c.arg::<u64>(0), c.arg::<u64>(1)) }
 );
 
 both_paths!(
     btf_tcp_receive_reset,
     raw_tcp_receive_reset,
     "tcp_receive_reset",
-    |c| { sock_args(kind::RESET_RECEIVED, c.arg::<u64>(0), 0, false) }
+    |c| { sock_args(kind::RESET_RECEIVED, c.arg::<u64>(0), 0) }
 );
-
-/// The retransmit and reset hooks with socket storage (tp_btf only, 5.11+): a step
-/// in the socket's book when it has one.
-#[btf_tracepoint(function = "tcp_retransmit_skb")]
-pub fn btf_tcp_retransmit_skb_sk(c: BtfTracePointContext) -> i32 {
-    sock_args(kind::RETRANSMIT, c.arg::<u64>(0), 0, true);
-    0
-}
-
-#[btf_tracepoint(function = "tcp_send_reset")]
-pub fn btf_tcp_send_reset_sk(c: BtfTracePointContext) -> i32 {
-    sock_args(kind::RESET_SENT, c.arg::<u64>(0), c.arg::<u64>(1), true);
-    0
-}
-
-#[btf_tracepoint(function = "tcp_receive_reset")]
-pub fn btf_tcp_receive_reset_sk(c: BtfTracePointContext) -> i32 {
-    sock_args(kind::RESET_RECEIVED, c.arg::<u64>(0), 0, true);
-    0
-}

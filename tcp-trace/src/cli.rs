@@ -250,8 +250,9 @@ pub struct FilterArgs {
     /// How to attach the kernel hooks.
     #[arg(long, value_enum, default_value_t = crate::loader::AttachMode::Auto)]
     pub attach: crate::loader::AttachMode,
-    /// One kernel record per event even where socket storage allows one per connection
-    /// flush (tp_btf, Linux 5.11+); `--view events` and `record` always use it.
+    /// One kernel record per event even where the state hook could keep a book per
+    /// connection (tp_btf and raw attach); `--view events`, `record` and the classic
+    /// tracepoint attach always use it.
     #[arg(long)]
     pub per_event: bool,
     /// Ring buffer size in KiB (a power of two, at least 4): events that do not fit

@@ -1,6 +1,6 @@
 //! The two kernel designs report the same connections: one tracer keeps a book per
-//! socket in the kernel and gets one record per flush (the default where socket
-//! storage works), the other gets one record per event (`--per-event`); both run at
+//! socket in the kernel and gets one record per flush (the default on the tp_btf and
+//! raw paths), the other gets one record per event (`--per-event`); both run at
 //! once on the same traffic, and their connection records must agree in everything
 //! but ids and times. Privileged (real BPF): `TCP_TRACE_PRIVILEGED_TESTS=1`.
 mod common;
@@ -39,14 +39,6 @@ fn connections(lines: &[Value]) -> Vec<Value> {
     v
 }
 
-fn kernel_at_least(major: u32, minor: u32) -> bool {
-    let r = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut it = r.trim().split(|c: char| !c.is_ascii_digit());
-    let a: u32 = it.next().and_then(|x| x.parse().ok()).unwrap_or(0);
-    let b: u32 = it.next().and_then(|x| x.parse().ok()).unwrap_or(0);
-    (a, b) >= (major, minor)
-}
-
 #[test]
 fn per_connection_and_per_event_designs_report_the_same_connections() {
     if !require_root("per_connection_and_per_event_designs_report_the_same_connections") {
@@ -71,13 +63,12 @@ fn per_connection_and_per_event_designs_report_the_same_connections() {
         "{}",
         design(&per_event)
     );
-    if kernel_at_least(5, 11) {
-        assert!(
-            design(&books).contains("one record per connection"),
-            "socket storage works from 5.11: {}",
-            design(&books)
-        );
-    }
+    // Every kernel line has BTF and tp_btf: the default attach keeps books.
+    assert!(
+        design(&books).contains("one record per connection"),
+        "{}",
+        design(&books)
+    );
 
     // Wildcard servers (the pre-6.15 child tuple), v4 and v6.
     let server = start_server(Some(&ns), "0.0.0.0", port, &["--accepts", "3"]);

@@ -90,7 +90,7 @@ pub(super) const TCP_HOOKS: &[Hook] = &[
         btf_program: "btf_tcp_retransmit_skb",
         raw_program: "raw_tcp_retransmit_skb",
         nested: None,
-        btf_storage: Some(("btf_tcp_retransmit_skb_sk", None)),
+        btf_storage: None,
     },
     Hook {
         tp: Tracepoint::TcpSendReset,
@@ -99,7 +99,7 @@ pub(super) const TCP_HOOKS: &[Hook] = &[
         btf_program: "btf_tcp_send_reset",
         raw_program: "raw_tcp_send_reset",
         nested: None,
-        btf_storage: Some(("btf_tcp_send_reset_sk", None)),
+        btf_storage: None,
     },
     Hook {
         tp: Tracepoint::TcpReceiveReset,
@@ -108,7 +108,7 @@ pub(super) const TCP_HOOKS: &[Hook] = &[
         btf_program: "btf_tcp_receive_reset",
         raw_program: "raw_tcp_receive_reset",
         nested: None,
-        btf_storage: Some(("btf_tcp_receive_reset_sk", None)),
+        btf_storage: None,
     },
 ];
 

@@ -97,8 +97,8 @@ pub struct Loaded {
     /// The state hook uses socket local storage (tp_btf, 5.11+): a child names the
     /// very listener it was cloned from. Otherwise by namespace and port.
     pub listener_storage: bool,
-    /// The per-connection design is active: the state hook keeps a book per socket
-    /// and flushes it as [`tcp_trace_common::ConnRecord`]s.
+    /// The per-connection design is active: the state hook (tp_btf or raw) keeps a
+    /// book per socket and flushes it as [`tcp_trace_common::ConnRecord`]s.
     pub books: bool,
     /// The kernel side's log records (aya-log), when the object has aya-log's map;
     /// [`Loaded::flush_log`] hands them to the `log` facade.
@@ -485,6 +485,12 @@ pub fn load(opts: &Options) -> Result<(Loaded, RingBuf<MapData>), LoadError> {
         );
     }
 
+    // The books need the BTF-typed or raw state hook (they read the socket through
+    // BTF offsets); the classic tracepoint keeps one record per event.
+    let books = opts.books
+        && attached.iter().any(|(hook, path)| {
+            *hook == "inet_sock_set_state" && matches!(path, AttachPath::Btf | AttachPath::Raw)
+        });
     Ok((
         Loaded {
             ebpf,
@@ -494,7 +500,7 @@ pub fn load(opts: &Options) -> Result<(Loaded, RingBuf<MapData>), LoadError> {
             log,
             skips_counted,
             listener_storage,
-            books: opts.books && listener_storage && state_on_btf,
+            books,
         },
         ring,
     ))
