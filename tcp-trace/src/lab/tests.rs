@@ -885,6 +885,31 @@ fn c8_fails(cap: Capture, why: &str) {
     );
 }
 
+/// Before 6.15 a child's LISTEN → SYN_RECV carries its listener's addresses (the
+/// remote end unset, as the 6.1 and 6.12 guests record it): the child is still the
+/// peer's, by its socket's later events.
+#[test]
+fn c8_holds_with_a_pre_6_15_child_birth() {
+    let mut v = dup_events();
+    v[2].remote = Some(("0.0.0.0".parse().unwrap(), 0));
+    assert!(holds(verdict::c8(&dup_cap(v.clone()))));
+    // Without any later event naming the peer, the child is nobody's.
+    let v: Vec<Event> = v
+        .into_iter()
+        .filter(|e| {
+            !(e.skaddr == CHILD
+                && matches!(
+                    e.kind,
+                    EventKind::Transition {
+                        old: TcpState::SynRecv,
+                        ..
+                    }
+                ))
+        })
+        .collect();
+    c8_fails(dup_cap(v), "no 4-tuple");
+}
+
 #[test]
 fn c8_holds_and_needs_the_duplicate_and_one_child() {
     assert!(holds(verdict::c8(&dup_cap(dup_events()))));

@@ -895,16 +895,35 @@ struct PeerStory {
 
 fn peer_story(cap: &Capture, server: Ep, peer: Ep) -> PeerStory {
     let mut st = PeerStory::default();
+    // The sockets of this 4-tuple: before 6.15 a child's LISTEN → SYN_RECV carries
+    // its listener's addresses (the remote end unset), so a child belongs to the peer
+    // when any of its events names it.
+    let mut sockets: Vec<u64> = Vec::new();
     for e in &cap.events {
-        if e.local != Some(server) || e.remote != Some(peer) {
-            continue;
+        if e.skaddr != 0
+            && e.local == Some(server)
+            && e.remote == Some(peer)
+            && matches!(e.kind, EventKind::Transition { .. })
+            && !sockets.contains(&e.skaddr)
+        {
+            sockets.push(e.skaddr);
         }
+    }
+    for e in &cap.events {
         match e.kind {
             EventKind::Transition {
                 old: TcpState::Listen,
                 new: TcpState::SynRecv,
-            } => st.children.push((e.skaddr, e.ts_ns)),
-            EventKind::SynAckRetransmit { .. } => st.synack_rtx.push(e.ts_ns),
+            } if sockets.contains(&e.skaddr)
+                || (e.local == Some(server) && e.remote == Some(peer)) =>
+            {
+                st.children.push((e.skaddr, e.ts_ns))
+            }
+            EventKind::SynAckRetransmit { .. }
+                if e.local == Some(server) && e.remote == Some(peer) =>
+            {
+                st.synack_rtx.push(e.ts_ns)
+            }
             _ => {}
         }
     }
@@ -1075,7 +1094,9 @@ pub fn c8(cap: &Capture) -> Verdict {
                     new: TcpState::SynRecv
                 }
         );
+        // A remote end without a port is a pre-6.15 child's birth (see peer_story).
         if let (true, Some(p)) = (relevant, e.remote)
+            && p.1 != 0
             && !peers.contains(&p)
         {
             peers.push(p);
