@@ -748,6 +748,17 @@ fn stale_events() -> Vec<Event> {
     v
 }
 
+/// The verdict does not hold, for the reason `why` names (its text says it).
+fn fails(v: Verdict, why: &str) {
+    assert!(!v.holds, "{} held: {}", v.id, v.text);
+    assert!(
+        v.text.contains(why),
+        "{} failed for another reason: {}",
+        v.id,
+        v.text
+    );
+}
+
 fn c4_fails(events: Vec<Event>, why: &str) {
     let v = verdict::c4(&build(events));
     assert!(!v.holds, "C4 held: {}", v.text);
@@ -876,13 +887,7 @@ fn dup_cap(events: Vec<Event>) -> Capture {
 }
 
 fn c8_fails(cap: Capture, why: &str) {
-    let v = verdict::c8(&cap);
-    assert!(!v.holds, "C8 held: {}", v.text);
-    assert!(
-        v.text.contains(why),
-        "C8 failed for another reason: {}",
-        v.text
-    );
+    fails(verdict::c8(&cap), why);
 }
 
 /// Before 6.15 a child's LISTEN → SYN_RECV carries its listener's addresses (the
@@ -1056,13 +1061,7 @@ fn move_close_wait(v: &mut [Event], to: u64) {
 }
 
 fn c6_fails(cap: Capture, why: &str) {
-    let v = verdict::c6(&cap);
-    assert!(!v.holds, "C6 held: {}", v.text);
-    assert!(
-        v.text.contains(why),
-        "C6 failed for another reason: {}",
-        v.text
-    );
+    fails(verdict::c6(&cap), why);
 }
 
 #[test]
@@ -1255,13 +1254,7 @@ fn reuse(events: Vec<Event>) -> Capture {
 }
 
 fn c7_fails(cap: Capture, why: &str) {
-    let v = verdict::c7(&cap);
-    assert!(!v.holds, "C7 held: {}", v.text);
-    assert!(
-        v.text.contains(why),
-        "C7 failed for another reason: {}",
-        v.text
-    );
+    fails(verdict::c7(&cap), why);
 }
 
 #[test]
