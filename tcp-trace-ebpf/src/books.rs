@@ -3,7 +3,9 @@
 
 use crate::emit::{filter_miss, output};
 use crate::kread::{copy16, netns_of, rd, rd_into, v4_of, zero_words};
-use crate::maps::{BOOK_MAP, CONNECTS, LISTENERS, OWNERS, book_of, count, listen_key, listener_of};
+use crate::maps::{
+    BOOK_MAP, CONNECTS, LISTENERS, OWNERS, book_of, count, listen_key, listener_entry, listener_of,
+};
 use crate::owner::{owner_of, process_transition};
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use aya_ebpf::helpers::bpf_ktime_get_ns;
@@ -41,7 +43,7 @@ pub(crate) fn flush_after(new: u8) -> bool {
 /// socket no longer has a remote port (a failed connect() is disconnected).
 #[inline(always)]
 pub(crate) fn book_tuple(o: &KernelOffsets, sk: u64, b: &mut ConnRecord) {
-    unsafe {
+    {
         let family = rd::<u16>(sk, o.skc_family as u64) as u8;
         let dport = u16::from_be(rd::<u16>(sk, o.skc_dport as u64));
         if family == 0 || (dport == 0 && b.flags & book_flags::HAS_TUPLE != 0) {
@@ -68,6 +70,7 @@ pub(crate) fn book_step(b: &mut ConnRecord, k: u8, old: u8, new: u8, sflags: u8,
     let Some(st) = b.steps.get_mut(n) else {
         return false;
     };
+    // SAFETY: a helper without arguments.
     st.ts_ns = unsafe { bpf_ktime_get_ns() };
     st.kind = k;
     st.old = old;
@@ -153,8 +156,7 @@ pub(crate) fn state_book(o: &KernelOffsets, sk: u64, old: u8, new: u8, storage: 
             Some(l) => (Some(l), book_flags::LISTENER_EXACT),
             None => {
                 let netns = netns_of(o, sk);
-                let l = unsafe { LISTENERS.get(&listen_key(netns, b.sport)) };
-                (l.copied(), 0)
+                (listener_entry(&listen_key(netns, b.sport)), 0)
             }
         };
         if let Some(l) = link {
@@ -163,8 +165,7 @@ pub(crate) fn state_book(o: &KernelOffsets, sk: u64, old: u8, new: u8, storage: 
             if child {
                 b.listener = l.sk;
                 if l.sk != 0 && o.valid != 0 {
-                    // SAFETY: kernel reads through the helper (zero on a fault).
-                    unsafe {
+                    {
                         b.aq_len = rd::<u32>(l.sk, o.sk_ack_backlog as u64);
                         b.aq_max = rd::<u32>(l.sk, o.sk_max_ack_backlog as u64);
                     }
@@ -175,8 +176,7 @@ pub(crate) fn state_book(o: &KernelOffsets, sk: u64, old: u8, new: u8, storage: 
     }
     if new == TCP_ESTABLISHED && (old == TCP_SYN_SENT || old == TCP_SYN_RECV) && o.tcp_snd_una != 0
     {
-        // SAFETY: kernel reads through the helper (zero on a fault).
-        unsafe {
+        {
             b.isn_local = rd::<u32>(sk, o.tcp_snd_una as u64).wrapping_sub(1);
             b.isn_remote = rd::<u32>(sk, o.tcp_rcv_nxt as u64).wrapping_sub(1);
         }
@@ -199,6 +199,8 @@ pub(crate) fn state_book(o: &KernelOffsets, sk: u64, old: u8, new: u8, storage: 
     if task && new == TCP_SYN_SENT {
         let id = bpf_get_current_pid_tgid();
         if let Some(p) = CONNECTS.get_ptr_mut(&id) {
+            // SAFETY: this thread's entry, valid while the program runs; only the
+            // thread itself writes it.
             unsafe {
                 (*p).skaddr = sk;
                 (*p).dport = b.dport;
@@ -227,7 +229,7 @@ pub(crate) fn state_book(o: &KernelOffsets, sk: u64, old: u8, new: u8, storage: 
         if old == TCP_LISTEN {
             let _ = OWNERS.remove(&sk);
             let key = listen_key(b.owner.netns, b.sport);
-            if let Some(l) = unsafe { LISTENERS.get(&key) } {
+            if let Some(l) = listener_entry(&key) {
                 if l.sk == sk {
                     let _ = LISTENERS.remove(&key);
                 }
@@ -251,7 +253,7 @@ pub(crate) fn step_book(o: &KernelOffsets, k: u8, sk: u64) -> bool {
         // CLOSE first) would wait for a flush that never comes; it goes on its own.
         return false;
     }
-    let state = unsafe { rd::<u8>(sk, o.skc_state as u64) };
+    let state = rd::<u8>(sk, o.skc_state as u64);
     let aux = if k == kind::RESET_SENT { u32::MAX } else { 0 };
     if !book_step(b, k, 0, state, 0, aux) {
         book_flush(o, sk, b);

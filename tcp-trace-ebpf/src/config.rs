@@ -114,5 +114,6 @@ pub(crate) fn opaque<T>(p: *const T) -> &'static T {
 
 #[inline(always)]
 pub(crate) fn books_on() -> bool {
+    // SAFETY: a static of the object, valid for reads.
     unsafe { read_volatile(&BOOKS) != 0 }
 }

@@ -90,6 +90,7 @@ pub(crate) fn emit(ev: &mut RawEvent) {
         count(counter::FILTERED);
         return;
     }
+    // SAFETY: a helper without arguments.
     ev.ts_ns = unsafe { bpf_ktime_get_ns() };
     output(&*ev, RECORD_BYTES);
 }
@@ -98,6 +99,7 @@ pub(crate) fn emit(ev: &mut RawEvent) {
 /// when this record takes the backlog past `WAKEUP_BYTES`.
 #[inline(always)]
 pub(crate) fn output<T>(rec: &T, bytes: u64) {
+    // SAFETY: a static of the object, valid for reads.
     let threshold = unsafe { read_volatile(&WAKEUP_BYTES) };
     let avail = EVENTS.query(aya_ebpf::bindings::BPF_RB_AVAIL_DATA as u64);
     let flags = if avail < threshold && avail + bytes >= threshold {

@@ -32,8 +32,7 @@ pub(crate) fn read_accept_queue(ev: &mut RawEvent, listener: u64) {
     if o.valid == 0 {
         return;
     }
-    // SAFETY: kernel reads through the helper (zero on a fault).
-    unsafe {
+    {
         ev.fd = rd::<u32>(listener, o.sk_ack_backlog as u64) as i32;
         ev.ret = rd::<u32>(listener, o.sk_max_ack_backlog as u64) as i64;
     }
@@ -49,8 +48,7 @@ pub(crate) fn read_isns(ev: &mut RawEvent) {
     if o.valid == 0 || o.tcp_snd_una == 0 {
         return;
     }
-    // SAFETY: kernel reads through the helper (zero on a fault).
-    let (una, nxt) = unsafe {
+    let (una, nxt) = {
         (
             rd::<u32>(ev.skaddr, o.tcp_snd_una as u64),
             rd::<u32>(ev.skaddr, o.tcp_rcv_nxt as u64),
@@ -70,26 +68,46 @@ pub(crate) const SOCK_STREAM: u16 = 1;
 /// double the paths the verifier walks through the rest of the program (the
 /// reason start-up spent ~250 ms verifying ~7 000 instructions).
 #[inline(always)]
-pub(crate) unsafe fn rd<T>(base: u64, off: u64) -> T {
+pub(crate) fn rd<T: Plain>(base: u64, off: u64) -> T {
     let mut v = MaybeUninit::<T>::uninit();
+    // SAFETY: the helper writes all of `v` (what it read, or zeroes on a fault) and
+    // never faults itself; every bit pattern is a valid `T` (`Plain`).
     unsafe {
         probe_read(v.as_mut_ptr(), base + off);
         v.assume_init()
     }
 }
 
+/// Plain data a kernel read may produce: integers and byte arrays, for which every
+/// bit pattern (all zeroes after a faulting read) is a valid value.
+pub(crate) trait Plain: Copy {}
+impl Plain for u8 {}
+impl Plain for u16 {}
+impl Plain for u32 {}
+impl Plain for u64 {}
+impl Plain for i32 {}
+impl Plain for i64 {}
+impl Plain for [u8; 4] {}
+impl Plain for [u8; 16] {}
+
 /// Reads `size_of::<T>()` bytes at `base + off` straight into `dst` (zeroes when the
 /// read faults): for addresses, which as values went through a temporary that LLVM
 /// zeroed and copied with `memset`/`memmove` calls.
 #[inline(always)]
-pub(crate) unsafe fn rd_into<T>(dst: &mut T, base: u64, off: u64) {
+pub(crate) fn rd_into<T: Plain>(dst: &mut T, base: u64, off: u64) {
+    // SAFETY: `dst` is valid for writes of a `T`, which the helper fills whole; any
+    // bit pattern is a valid `T`.
     unsafe { probe_read(dst, base + off) }
 }
 
 /// `bpf_probe_read_kernel` of a `T` at `src` into `dst`, whose result is not
 /// looked at (see `rd`): the helper writes all of `dst` either way.
+///
+/// SAFETY: `dst` is valid for writes of a `T`.
 #[inline(always)]
 pub(crate) unsafe fn probe_read<T>(dst: *mut T, src: u64) {
+    // SAFETY: the helper checks `src` itself (a fault zeroes `dst`); `dst` is the
+    // caller's promise.
     unsafe {
         helper::bpf_probe_read_kernel(
             dst as *mut c_void,
@@ -110,6 +128,7 @@ pub(crate) unsafe fn zero_words<T>(p: *mut T) {
     let words = p as *mut u64;
     let mut i = 0;
     while i < core::mem::size_of::<T>() / 8 {
+        // SAFETY: within the `T` at `p` (the caller's promise), word aligned.
         unsafe { words.add(i).write_volatile(0) };
         i += 1;
     }
@@ -125,9 +144,9 @@ const _: () = assert!(core::mem::align_of::<ConnRecord>() == 8);
 
 /// Like `tp_read`, into `dst`; leaves `dst` as it is (zero) when the field is absent.
 #[inline(always)]
-pub(crate) fn tp_read_into<T>(dst: &mut T, ctx: &TracePointContext, off: u16) {
+pub(crate) fn tp_read_into<T: Plain>(dst: &mut T, ctx: &TracePointContext, off: u16) {
     if off != NO_FIELD {
-        unsafe { rd_into(dst, ctx.as_ptr() as u64, off as u64) }
+        rd_into(dst, ctx.as_ptr() as u64, off as u64)
     }
 }
 
@@ -160,12 +179,12 @@ const _: () = assert!(core::mem::align_of::<Owner>() == 8);
 
 /// A field of a classic tracepoint record (zero when absent on this kernel).
 #[inline(always)]
-pub(crate) fn tp_read<T>(ctx: &TracePointContext, off: u16) -> T {
+pub(crate) fn tp_read<T: Plain>(ctx: &TracePointContext, off: u16) -> T {
     if off == NO_FIELD {
-        // SAFETY: only plain integers and byte arrays are read this way.
+        // SAFETY: all zeroes is a valid `Plain` value.
         return unsafe { MaybeUninit::<T>::zeroed().assume_init() };
     }
-    unsafe { rd(ctx.as_ptr() as u64, off as u64) }
+    rd(ctx.as_ptr() as u64, off as u64)
 }
 
 /// The first four bytes of an address field (where an IPv4 address goes).
@@ -234,7 +253,7 @@ pub(crate) fn read_any_sock_tuple(
         if !read_common_tuple(o, sk, ev) {
             return false;
         }
-        ev.sport = unsafe { rd::<u16>(sk, o.skc_num as u64) };
+        ev.sport = rd::<u16>(sk, o.skc_num as u64);
         true
     } else {
         read_sock_tuple(o, sk, ev)
@@ -244,7 +263,7 @@ pub(crate) fn read_any_sock_tuple(
 /// Family, remote port and addresses from `struct sock_common` (no local port).
 #[inline(always)]
 pub(crate) fn read_common_tuple(o: &KernelOffsets, sk: u64, ev: &mut RawEvent) -> bool {
-    unsafe {
+    {
         let family = rd::<u16>(sk, o.skc_family as u64);
         if family == 0 {
             // The read faulted (no socket has AF_UNSPEC here).
@@ -272,14 +291,14 @@ pub(crate) fn read_sock_tuple(o: &KernelOffsets, sk: u64, ev: &mut RawEvent) -> 
     }
     // inet_sport (network order) keeps the local port after the socket leaves its
     // bind bucket, where skc_num is already 0 (docs/kernel-facts.md).
-    ev.sport = u16::from_be(unsafe { rd::<u16>(sk, o.inet_sport as u64) });
+    ev.sport = u16::from_be(rd::<u16>(sk, o.inet_sport as u64));
     true
 }
 
 /// The local end of a `struct sock` (family already known).
 #[inline(always)]
 pub(crate) fn read_local(o: &KernelOffsets, sk: u64, ev: &mut RawEvent) {
-    unsafe {
+    {
         ev.sport = u16::from_be(rd::<u16>(sk, o.inet_sport as u64));
         if ev.family == AF_INET {
             rd_into(v4_of(&mut ev.saddr), sk, o.skc_rcv_saddr as u64);
@@ -297,6 +316,8 @@ pub(crate) fn sock_of_fd(o: &KernelOffsets, fd: i64) -> Option<u64> {
     if o.valid == 0 || fd < 0 {
         return None;
     }
+    // SAFETY: `bpf_get_current_task` takes no argument; every other read goes through
+    // the helper (`rd`).
     unsafe {
         let task = bpf_get_current_task();
         // A faulting read gives 0, which fails the next check (max_fds 0, a NULL
@@ -343,17 +364,17 @@ pub(crate) fn netns_of(o: &KernelOffsets, sk: u64) -> u32 {
     if o.valid == 0 || sk == 0 {
         return 0;
     }
-    let net = unsafe { rd::<u64>(sk, o.skc_net as u64) };
+    let net = rd::<u64>(sk, o.skc_net as u64);
     if net == 0 {
         return 0;
     }
-    unsafe { rd::<u32>(net, o.net_ns_inum as u64) }
+    rd::<u32>(net, o.net_ns_inum as u64)
 }
 
 /// Sockets whose `sk_protocol` is not TCP (MPTCP subflows are TCP; SCTP is not).
 #[inline(always)]
 pub(crate) fn tcp_sock(o: &KernelOffsets, sk: u64) -> bool {
-    o.valid != 0 && sk != 0 && unsafe { rd::<u16>(sk, o.sk_protocol as u64) } == IPPROTO_TCP
+    o.valid != 0 && sk != 0 && rd::<u16>(sk, o.sk_protocol as u64) == IPPROTO_TCP
 }
 
 /// The tuple of a reset that answers segment `skb` with no socket: the segment's
@@ -364,7 +385,7 @@ pub(crate) fn read_skb_reply_tuple(o: &KernelOffsets, skb: u64, ev: &mut RawEven
     if skb == 0 || o.skb_head == 0 {
         return;
     }
-    unsafe {
+    {
         let head: u64 = rd(skb, o.skb_head as u64);
         let nh: u16 = rd(skb, o.skb_network_header as u64);
         let th: u16 = rd(skb, o.skb_transport_header as u64);

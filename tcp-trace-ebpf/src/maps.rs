@@ -251,3 +251,26 @@ pub(crate) fn slot_of(k: u8) -> u32 {
 /// transition instead. Outside such nesting it returns at once.
 #[map]
 pub(crate) static STATE_BUSY: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// The owner recorded for `sk`, copied out of `OWNERS`.
+#[inline(always)]
+pub(crate) fn owner_entry(sk: u64) -> Option<Owner> {
+    // SAFETY: the value is copied while the program runs, which keeps it alive; a
+    // concurrent update from another CPU can at worst mix two owners of plain data,
+    // which every reader takes as a hint (the correlator ranks owners by source).
+    unsafe { OWNERS.get(&sk) }.copied()
+}
+
+/// The listener recorded for a (namespace, port), copied out of `LISTENERS`.
+#[inline(always)]
+pub(crate) fn listener_entry(key: &ListenKey) -> Option<ListenerLink> {
+    // SAFETY: as in `owner_entry`.
+    unsafe { LISTENERS.get(key) }.copied()
+}
+
+/// The call in progress of thread `id`, copied out of `CONNECTS` or `ACCEPTS`.
+#[inline(always)]
+pub(crate) fn pending_call(map: &LruHashMap<u64, PendingCall>, id: u64) -> Option<PendingCall> {
+    // SAFETY: as in `owner_entry`; only the thread itself writes its entry.
+    unsafe { map.get(&id) }.copied()
+}

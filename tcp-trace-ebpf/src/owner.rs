@@ -3,7 +3,7 @@
 
 use crate::config::{FILTER, OFFSETS, opaque};
 use crate::kread::{copy16, netns_of};
-use crate::maps::OWNERS;
+use crate::maps::owner_entry;
 use aya_ebpf::bindings::bpf_pidns_info;
 use aya_ebpf::helpers::bpf_get_current_cgroup_id;
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
@@ -40,12 +40,18 @@ pub(crate) fn process_transition(old: u8, new: u8) -> bool {
 #[inline(always)]
 pub(crate) fn current_owner() -> Owner {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let dev = unsafe { read_volatile(&FILTER.pidns_dev) };
-    let ino = unsafe { read_volatile(&FILTER.pidns_ino) };
+    // SAFETY: fields of a static of the object, valid for reads.
+    let (dev, ino) = unsafe {
+        (
+            read_volatile(&FILTER.pidns_dev),
+            read_volatile(&FILTER.pidns_ino),
+        )
+    };
     let mut ns_tgid = 0;
     if ino != 0 {
         // The owner as tcp-trace's own pid namespace sees it (-EINVAL: outside it).
         let mut info = bpf_pidns_info { pid: 0, tgid: 0 };
+        // SAFETY: `info` is a local of the size passed.
         let r = unsafe {
             bpf_get_ns_current_pid_tgid(
                 dev,
@@ -60,11 +66,14 @@ pub(crate) fn current_owner() -> Owner {
     }
     // The helper writes all 16 bytes (NUL padded, zeroes on failure).
     let mut comm = MaybeUninit::<[u8; 16]>::uninit();
+    // SAFETY: `comm` is 16 bytes, which the helper writes whole.
     unsafe { helper::bpf_get_current_comm(comm.as_mut_ptr() as *mut c_void, 16) };
     Owner {
         tgid: (pid_tgid >> 32) as u32,
         pid: pid_tgid as u32,
+        // SAFETY: written whole above.
         comm: unsafe { comm.assume_init() },
+        // SAFETY: a helper without arguments.
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         ns_tgid,
         netns: 0,
@@ -94,8 +103,7 @@ pub(crate) fn owner_of(sk: u64) -> Owner {
 /// Fills the owner of `skaddr`: the owner map, else (task context) the current task.
 #[inline(always)]
 pub(crate) fn attribute(ev: &mut RawEvent, task: bool) {
-    if let Some(o) = unsafe { OWNERS.get(&ev.skaddr) } {
-        let o = *o;
+    if let Some(o) = owner_entry(ev.skaddr) {
         set_owner(ev, &o, 0);
     } else if task {
         let o = current_owner();

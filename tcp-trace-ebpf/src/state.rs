@@ -7,7 +7,10 @@ use crate::emit::{emit, new_event};
 use crate::kread::{
     copy16, netns_of, read_accept_queue, read_isns, read_sock_tuple, read_tuple, tcp_sock, tp_read,
 };
-use crate::maps::{CONNECTS, LISTENERS, OWNERS, STATE_BUSY, count, listen_key, listener_of, slot};
+use crate::maps::{
+    CONNECTS, LISTENERS, OWNERS, STATE_BUSY, count, listen_key, listener_entry, listener_of,
+    owner_entry, slot,
+};
 use crate::owner::{owner_of, process_transition, set_owner};
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use aya_ebpf::macros::btf_tracepoint;
@@ -66,7 +69,7 @@ pub(crate) fn on_state(ev: &mut RawEvent, task: bool, inherited: Option<Listener
         // A new socket: an owner under its address is a stale one of a freed socket.
         None
     } else {
-        unsafe { OWNERS.get(&skaddr) }.copied()
+        owner_entry(skaddr)
     };
     match known {
         // connect() and listen() run in the owner's task and (re)start a socket's
@@ -100,8 +103,7 @@ pub(crate) fn on_state(ev: &mut RawEvent, task: bool, inherited: Option<Listener
                     None => {
                         // The child is in its listener's namespace.
                         let netns = netns_of(opaque(&raw const OFFSETS), skaddr);
-                        let l = unsafe { LISTENERS.get(&listen_key(netns, ev.sport)) };
-                        (l.copied(), 0)
+                        (listener_entry(&listen_key(netns, ev.sport)), 0)
                     }
                 };
                 if let Some(l) = link {
@@ -126,6 +128,8 @@ pub(crate) fn on_state(ev: &mut RawEvent, task: bool, inherited: Option<Listener
     if task && ev.newstate == TCP_SYN_SENT {
         let id = bpf_get_current_pid_tgid();
         if let Some(p) = CONNECTS.get_ptr_mut(&id) {
+            // SAFETY: this thread's entry, valid while the program runs; only the
+            // thread itself writes it.
             unsafe {
                 (*p).skaddr = skaddr;
                 (*p).dport = ev.dport;
@@ -142,7 +146,7 @@ pub(crate) fn on_state(ev: &mut RawEvent, task: bool, inherited: Option<Listener
         let _ = OWNERS.remove(&skaddr);
         if ev.oldstate == TCP_LISTEN {
             let key = listen_key(ev.netns, ev.sport);
-            if let Some(l) = unsafe { LISTENERS.get(&key) } {
+            if let Some(l) = listener_entry(&key) {
                 if l.sk == skaddr || l.owner.tgid == ev.owner_tgid {
                     let _ = LISTENERS.remove(&key);
                 }
@@ -195,10 +199,12 @@ pub(crate) fn state_args(slot: u32, sk: u64, old: u64, new: u64, storage: bool) 
 pub(crate) fn state_outer(sk: u64, old: u64, new: u64, storage: bool) {
     let busy = STATE_BUSY.get_ptr_mut(0);
     if let Some(b) = busy {
+        // SAFETY: this CPU's slot of a per-CPU array, valid while the program runs.
         unsafe { b.write_volatile(1) };
     }
     state_args(slot::STATE, sk, old, new, storage);
     if let Some(b) = busy {
+        // SAFETY: as above.
         unsafe { b.write_volatile(0) };
     }
 }
@@ -206,6 +212,7 @@ pub(crate) fn state_outer(sk: u64, old: u64, new: u64, storage: bool) {
 #[inline(always)]
 pub(crate) fn state_nested(sk: u64, old: u64, new: u64, storage: bool) {
     match STATE_BUSY.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot of a per-CPU array, valid while the program runs.
         Some(b) if unsafe { b.read_volatile() } != 0 => {
             count(counter::NESTED_CAUGHT);
             state_args(slot::STATE_NESTED, sk, old, new, storage)

@@ -7,7 +7,7 @@ use crate::config::{
 };
 use crate::emit::{emit, new_event};
 use crate::kread::{copy16, rd, read_local, read_sock_tuple, sock_of_fd, tp_read, zero_words};
-use crate::maps::{ACCEPTS, CONNECTS, OWNERS, count, slot};
+use crate::maps::{ACCEPTS, CONNECTS, OWNERS, count, owner_entry, pending_call, slot};
 use crate::owner::{current_owner, owner_of, set_owner};
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use aya_ebpf::macros::btf_tracepoint;
@@ -83,7 +83,7 @@ pub(crate) fn enter_connect(fd: i64) {
 #[inline(always)]
 pub(crate) fn exit_connect(ret: i64) {
     let id = bpf_get_current_pid_tgid();
-    let Some(call) = (unsafe { CONNECTS.get(&id) }).copied() else {
+    let Some(call) = pending_call(&CONNECTS, id) else {
         return;
     };
     let _ = CONNECTS.remove(&id);
@@ -118,8 +118,8 @@ pub(crate) fn exit_connect(ret: i64) {
         read_sock_tuple(&o, skaddr, ev);
     }
     // The caller is the owner bound at SYN_SENT (same task); reuse that entry.
-    let owner = match unsafe { OWNERS.get(&skaddr) } {
-        Some(o) if o.pid == id as u32 => *o,
+    let owner = match owner_entry(skaddr) {
+        Some(o) if o.pid == id as u32 => o,
         _ => owner_of(skaddr),
     };
     set_owner(ev, &owner, 0);
@@ -139,7 +139,7 @@ pub(crate) fn enter_accept(fd: i64) -> u32 {
 #[inline(always)]
 pub(crate) fn exit_accept(ret: i64, accept4: bool) -> u32 {
     let id = bpf_get_current_pid_tgid();
-    let Some(call) = (unsafe { ACCEPTS.get(&id) }).copied() else {
+    let Some(call) = pending_call(&ACCEPTS, id) else {
         return 0;
     };
     let _ = ACCEPTS.remove(&id);
@@ -231,7 +231,7 @@ pub(crate) fn sys_enter_args(regs: u64, id: u64) {
         return;
     }
     let o = opaque(&raw const OFFSETS);
-    let fd: i64 = unsafe { rd(regs, o.regs_di as u64) };
+    let fd: i64 = rd(regs, o.regs_di as u64);
     if id == NR_CONNECT {
         enter_connect(fd);
     } else {
@@ -244,7 +244,7 @@ pub(crate) fn sys_enter_args(regs: u64, id: u64) {
 pub(crate) fn sys_exit_args(regs: u64, ret: u64) {
     let o = opaque(&raw const OFFSETS);
     // 0 (read) when the read faults: not one of ours.
-    let nr: u64 = unsafe { rd(regs, o.regs_orig_ax as u64) };
+    let nr: u64 = rd(regs, o.regs_orig_ax as u64);
     match nr {
         NR_CONNECT => exit_connect(ret as i64),
         NR_ACCEPT => {

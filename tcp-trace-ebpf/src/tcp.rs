@@ -120,7 +120,7 @@ pub(crate) fn sock_args(k: u8, sk: u64, skb: u64) {
     // The reset reason is an extra argument only since 6.12; not read on this path.
     ev.aux = u64::MAX;
     if sk != 0 {
-        ev.newstate = unsafe { rd::<u8>(sk, o.skc_state as u64) };
+        ev.newstate = rd::<u8>(sk, o.skc_state as u64);
         // tcp_send_reset may be called with a timewait or request sock.
         read_any_sock_tuple(&o, sk, ev.newstate, ev);
         attribute(ev, false);

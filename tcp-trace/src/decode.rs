@@ -328,12 +328,19 @@ pub fn unfold_book(b: &ConnRecord, mut f: impl FnMut(RawEvent)) -> Result<usize,
         base.cgroup_id = b.owner.cgroup_id;
         base.ns_pid = b.owner.ns_tgid;
         base.flags |= flags::OWNER_KNOWN;
-        if has(book_flags::OWNER_FROM_LISTENER) {
-            base.flags |= flags::OWNER_FROM_LISTENER;
-        }
     }
-    for st in &b.steps[..n] {
+    for (i, st) in b.steps[..n].iter().enumerate() {
         let mut ev = base;
+        // As the per-event design writes it: the event that found the listener's
+        // owner (the book's first) says so; the later ones carry that owner as the
+        // socket's, from the owner map.
+        if has(book_flags::OWNER_KNOWN)
+            && has(book_flags::OWNER_FROM_LISTENER)
+            && b.seq == 0
+            && i == 0
+        {
+            ev.flags |= flags::OWNER_FROM_LISTENER;
+        }
         ev.ts_ns = st.ts_ns;
         ev.kind = st.kind;
         ev.oldstate = st.old;
@@ -652,11 +659,15 @@ mod tests {
         assert_eq!(evs[1].isn, Some((7, 9)));
         assert_eq!(evs[1].accept_queue, None);
         assert_eq!(evs[1].listener, 0);
+        // Only the first event says the owner came from the listener (as the
+        // per-event design, whose later events take it from the owner map).
+        assert!(evs[0].owner.unwrap().from_listener);
+        assert!(!evs[1].owner.unwrap().from_listener);
         for e in &evs {
             assert_eq!(e.local, Some(("127.0.0.1".parse().unwrap(), 8080)));
             assert_eq!(e.remote, Some(("127.0.0.1".parse().unwrap(), 51234)));
             let o = e.owner.unwrap();
-            assert_eq!((o.pid, o.tid, o.from_listener), (17, 18, true));
+            assert_eq!((o.pid, o.tid), (17, 18));
             assert_eq!(e.netns, 4026531840);
             assert_eq!(e.cgroup_id, 5);
             assert!(!e.task_ctx);

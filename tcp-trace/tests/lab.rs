@@ -40,14 +40,30 @@ fn run_lab(scenario: &str, ipv6: bool) -> Run {
 }
 
 /// Runs `tcp-trace lab SCENARIO --json [-6]`, asserts exit 0, every expected claim
-/// present and every claim line holding.
+/// present and every claim line holding. A run in which a claim did not hold is run
+/// once more, loudly: the scenarios time real traffic, and a loaded machine or a
+/// QEMU guest under TCG (tens of times slower) has missed their windows once in a
+/// while (reorder-dup on 6.1, syn-retries on a busy host); the second run must pass
+/// whole, and the first one's failure is printed.
 fn lab(scenario: &str, ipv6: bool, claims: &[&str]) {
+    let mut run = run_lab(scenario, ipv6);
+    if let Some(c) = run
+        .lines
+        .iter()
+        .find(|l| l["type"] == "claim" && l["holds"] != true)
+    {
+        eprintln!(
+            "RETRY {scenario} (ipv6={ipv6}): claim {} did not hold on the first run: {}\n{c:#}",
+            c["id"], c["text"]
+        );
+        run = run_lab(scenario, ipv6);
+    }
     let Run {
         lines,
         stdout,
         stderr,
         code,
-    } = run_lab(scenario, ipv6);
+    } = run;
     let claim_lines: Vec<&Value> = lines.iter().filter(|l| l["type"] == "claim").collect();
     for c in &claim_lines {
         assert_eq!(

@@ -89,13 +89,15 @@ pub const LINES: &[Line] = &[
 /// libcrc32c, nf_reject_ipv4/6, nft_reject, inet_diag) come from `.modinfo`. Built-in
 /// ones are skipped. crc32c_generic is libcrc32c's soft dependency (a module on 6.12-rt).
 /// nft_dup_ipv4/6 (nftables `dup to`) and af_packet (packet sockets) for the lab's
-/// reorder-dup, duplicate-syn and isn-reuse scenarios.
+/// reorder-dup, duplicate-syn and isn-reuse scenarios; nft_counter (the `counter` those
+/// rules read back) is a module on 5.10, built in later.
 const MODULES: &[&str] = &[
     "crc32c_generic",
     "veth",
     "nf_tables",
     "nft_reject_inet",
     "nft_quota",
+    "nft_counter",
     "tcp_diag",
     "nft_dup_ipv4",
     "nft_dup_ipv6",
