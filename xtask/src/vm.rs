@@ -77,7 +77,7 @@ pub struct VmArgs {
     #[arg(long)]
     list: bool,
     /// Only this test binary (tcp-trace/tests/NAME.rs). Repeatable. Default: live,
-    /// connections, replay, lab.
+    /// connections, servers, designs, replay, lab.
     #[arg(long = "test", value_name = "NAME")]
     tests: Vec<String>,
     /// Seconds a guest may run (boot and every test) before it counts as hung.
