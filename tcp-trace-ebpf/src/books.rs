@@ -2,14 +2,14 @@
 //! transitions a reader must see in time, and when full.
 
 use crate::emit::{filter_miss, output};
-use crate::kread::{copy16, netns_of, rd, rd_into, v4_of, zero_words};
+use crate::kread::{accept_queue_of, isns_of, netns_of, rd, read_addrs, zero_words};
 use crate::maps::{
-    BOOK_MAP, CONNECTS, LISTENERS, OWNERS, book_of, count, listen_key, listener_entry, listener_of,
+    BOOK_MAP, LISTENERS, OWNERS, book_of, count, forget_listener, listen_key, listener_entry,
+    listener_of, note_connect,
 };
 use crate::owner::{owner_of, process_transition};
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use aya_ebpf::helpers::bpf_ktime_get_ns;
-use tcp_trace_common::AF_INET;
 use tcp_trace_common::BOOK_STEPS;
 use tcp_trace_common::ConnRecord;
 use tcp_trace_common::KernelOffsets;
@@ -43,23 +43,15 @@ pub(crate) fn flush_after(new: u8) -> bool {
 /// socket no longer has a remote port (a failed connect() is disconnected).
 #[inline(always)]
 pub(crate) fn book_tuple(o: &KernelOffsets, sk: u64, b: &mut ConnRecord) {
-    {
-        let family = rd::<u16>(sk, o.skc_family as u64) as u8;
-        let dport = u16::from_be(rd::<u16>(sk, o.skc_dport as u64));
-        if family == 0 || (dport == 0 && b.flags & book_flags::HAS_TUPLE != 0) {
-            return;
-        }
-        b.family = family;
-        b.dport = dport;
-        b.sport = u16::from_be(rd::<u16>(sk, o.inet_sport as u64));
-        if family == AF_INET {
-            rd_into(v4_of(&mut b.saddr), sk, o.skc_rcv_saddr as u64);
-            rd_into(v4_of(&mut b.daddr), sk, o.skc_daddr as u64);
-        } else {
-            rd_into(&mut b.saddr, sk, o.skc_v6_rcv_saddr as u64);
-            rd_into(&mut b.daddr, sk, o.skc_v6_daddr as u64);
-        }
+    let family = rd::<u16>(sk, o.skc_family as u64) as u8;
+    let dport = u16::from_be(rd::<u16>(sk, o.skc_dport as u64));
+    if family == 0 || (dport == 0 && b.flags & book_flags::HAS_TUPLE != 0) {
+        return;
     }
+    b.family = family;
+    b.dport = dport;
+    b.sport = u16::from_be(rd::<u16>(sk, o.inet_sport as u64));
+    read_addrs(o, sk, family, &mut b.saddr, &mut b.daddr);
     b.flags |= book_flags::HAS_TUPLE;
 }
 
@@ -165,10 +157,7 @@ pub(crate) fn state_book(o: &KernelOffsets, sk: u64, old: u8, new: u8, storage: 
             if child {
                 b.listener = l.sk;
                 if l.sk != 0 && o.valid != 0 {
-                    {
-                        b.aq_len = rd::<u32>(l.sk, o.sk_ack_backlog as u64);
-                        b.aq_max = rd::<u32>(l.sk, o.sk_max_ack_backlog as u64);
-                    }
+                    (b.aq_len, b.aq_max) = accept_queue_of(o, l.sk);
                     b.flags |= book_flags::ACCEPT_QUEUE;
                 }
             }
@@ -176,10 +165,7 @@ pub(crate) fn state_book(o: &KernelOffsets, sk: u64, old: u8, new: u8, storage: 
     }
     if new == TCP_ESTABLISHED && (old == TCP_SYN_SENT || old == TCP_SYN_RECV) && o.tcp_snd_una != 0
     {
-        {
-            b.isn_local = rd::<u32>(sk, o.tcp_snd_una as u64).wrapping_sub(1);
-            b.isn_remote = rd::<u32>(sk, o.tcp_rcv_nxt as u64).wrapping_sub(1);
-        }
+        (b.isn_local, b.isn_remote) = isns_of(o, sk);
         b.flags |= book_flags::ISN;
     }
     let (sflags, aux) = if task {
@@ -197,17 +183,7 @@ pub(crate) fn state_book(o: &KernelOffsets, sk: u64, old: u8, new: u8, storage: 
 
     // What the per-event design does around a transition, for the other hooks.
     if task && new == TCP_SYN_SENT {
-        let id = bpf_get_current_pid_tgid();
-        if let Some(p) = CONNECTS.get_ptr_mut(&id) {
-            // SAFETY: this thread's entry, valid while the program runs; only the
-            // thread itself writes it.
-            unsafe {
-                (*p).skaddr = sk;
-                (*p).dport = b.dport;
-                (*p).family = b.family;
-                copy16(&mut (*p).daddr, &b.daddr);
-            }
-        }
+        note_connect(sk, b.dport, b.family, &b.daddr);
     }
     if task && new == TCP_LISTEN {
         // A listener's SYN-ACK retransmits are reported event by event (their request
@@ -228,12 +204,10 @@ pub(crate) fn state_book(o: &KernelOffsets, sk: u64, old: u8, new: u8, storage: 
     if new == TCP_CLOSE {
         if old == TCP_LISTEN {
             let _ = OWNERS.remove(&sk);
-            let key = listen_key(b.owner.netns, b.sport);
-            if let Some(l) = listener_entry(&key) {
-                if l.sk == sk {
-                    let _ = LISTENERS.remove(&key);
-                }
-            }
+            // Only this socket's entry: matching by owner too, as the per-event design
+            // does, made a SO_REUSEPORT test lose its children's listener (not yet
+            // understood).
+            forget_listener(b.owner.netns, b.sport, sk, None);
         }
         // Back to the free list; the address may be a new socket's next.
         let _ = BOOK_MAP.remove(&sk);

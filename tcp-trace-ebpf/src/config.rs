@@ -95,7 +95,7 @@ pub(crate) static FILTER: Filter = Filter {
 #[unsafe(no_mangle)]
 pub(crate) static WAKEUP_BYTES: u64 = 2 * 1024 * 1024;
 
-/// 1: the per-connection design (a book per socket in `CONN_OF`, flushed as
+/// 1: the per-connection design (a book per socket in `BOOK_MAP`, flushed as
 /// [`ConnRecord`]s) in the programs that may use socket storage; 0: one record per
 /// event everywhere.
 #[unsafe(no_mangle)]

@@ -32,31 +32,42 @@ pub(crate) fn read_accept_queue(ev: &mut RawEvent, listener: u64) {
     if o.valid == 0 {
         return;
     }
-    {
-        ev.fd = rd::<u32>(listener, o.sk_ack_backlog as u64) as i32;
-        ev.ret = rd::<u32>(listener, o.sk_max_ack_backlog as u64) as i64;
-    }
+    let (len, max) = accept_queue_of(&o, listener);
+    ev.fd = len as i32;
+    ev.ret = max as i64;
     ev.flags |= flags::ACCEPT_QUEUE;
 }
 
-/// The two initial sequence numbers of a socket that has just become ESTABLISHED,
-/// into `ev.ret`: no data has moved yet, so `snd_una` and `rcv_nxt` are each ISN + 1
-/// (the SYN takes one sequence number).
+/// A listener's accept-queue length and limit (`sk_ack_backlog`, `sk_max_ack_backlog`).
+#[inline(always)]
+pub(crate) fn accept_queue_of(o: &KernelOffsets, listener: u64) -> (u32, u32) {
+    (
+        rd(listener, o.sk_ack_backlog as u64),
+        rd(listener, o.sk_max_ack_backlog as u64),
+    )
+}
+
+/// The socket's own ISN and its peer's, at its transition to ESTABLISHED: no data has
+/// moved yet, so `snd_una` and `rcv_nxt` are each ISN + 1 (the SYN takes one sequence
+/// number).
+#[inline(always)]
+pub(crate) fn isns_of(o: &KernelOffsets, sk: u64) -> (u32, u32) {
+    (
+        rd::<u32>(sk, o.tcp_snd_una as u64).wrapping_sub(1),
+        rd::<u32>(sk, o.tcp_rcv_nxt as u64).wrapping_sub(1),
+    )
+}
+
+/// The two initial sequence numbers of a socket that has just become ESTABLISHED
+/// ([`isns_of`]), into `ev.ret`, own in the low half.
 #[inline(always)]
 pub(crate) fn read_isns(ev: &mut RawEvent) {
     let o = opaque(&raw const OFFSETS);
     if o.valid == 0 || o.tcp_snd_una == 0 {
         return;
     }
-    let (una, nxt) = {
-        (
-            rd::<u32>(ev.skaddr, o.tcp_snd_una as u64),
-            rd::<u32>(ev.skaddr, o.tcp_rcv_nxt as u64),
-        )
-    };
-    let local = una.wrapping_sub(1) as u64;
-    let remote = nxt.wrapping_sub(1) as u64;
-    ev.ret = (local | (remote << 32)) as i64;
+    let (local, remote) = isns_of(&o, ev.skaddr);
+    ev.ret = (u64::from(local) | (u64::from(remote) << 32)) as i64;
     ev.flags |= flags::ISN;
 }
 
@@ -263,24 +274,34 @@ pub(crate) fn read_any_sock_tuple(
 /// Family, remote port and addresses from `struct sock_common` (no local port).
 #[inline(always)]
 pub(crate) fn read_common_tuple(o: &KernelOffsets, sk: u64, ev: &mut RawEvent) -> bool {
-    {
-        let family = rd::<u16>(sk, o.skc_family as u64);
-        if family == 0 {
-            // The read faulted (no socket has AF_UNSPEC here).
-            return false;
-        }
-        ev.family = family as u8;
-        ev.dport = u16::from_be(rd::<u16>(sk, o.skc_dport as u64));
-        if ev.family == AF_INET {
-            rd_into(v4_of(&mut ev.saddr), sk, o.skc_rcv_saddr as u64);
-            rd_into(v4_of(&mut ev.daddr), sk, o.skc_daddr as u64);
-        } else {
-            rd_into(&mut ev.saddr, sk, o.skc_v6_rcv_saddr as u64);
-            rd_into(&mut ev.daddr, sk, o.skc_v6_daddr as u64);
-        }
+    let family = rd::<u16>(sk, o.skc_family as u64);
+    if family == 0 {
+        // The read faulted (no socket has AF_UNSPEC here).
+        return false;
     }
+    ev.family = family as u8;
+    ev.dport = u16::from_be(rd::<u16>(sk, o.skc_dport as u64));
+    read_addrs(o, sk, ev.family, &mut ev.saddr, &mut ev.daddr);
     ev.flags |= flags::HAS_TUPLE;
     true
+}
+
+/// Local and remote address of `sk` (`sock_common`), IPv4 in the first four bytes.
+#[inline(always)]
+pub(crate) fn read_addrs(
+    o: &KernelOffsets,
+    sk: u64,
+    family: u8,
+    saddr: &mut [u8; 16],
+    daddr: &mut [u8; 16],
+) {
+    if family == AF_INET {
+        rd_into(v4_of(saddr), sk, o.skc_rcv_saddr as u64);
+        rd_into(v4_of(daddr), sk, o.skc_daddr as u64);
+    } else {
+        rd_into(saddr, sk, o.skc_v6_rcv_saddr as u64);
+        rd_into(daddr, sk, o.skc_v6_daddr as u64);
+    }
 }
 
 /// Reads family, ports and addresses from a `struct sock` (offsets from BTF).
@@ -298,13 +319,11 @@ pub(crate) fn read_sock_tuple(o: &KernelOffsets, sk: u64, ev: &mut RawEvent) -> 
 /// The local end of a `struct sock` (family already known).
 #[inline(always)]
 pub(crate) fn read_local(o: &KernelOffsets, sk: u64, ev: &mut RawEvent) {
-    {
-        ev.sport = u16::from_be(rd::<u16>(sk, o.inet_sport as u64));
-        if ev.family == AF_INET {
-            rd_into(v4_of(&mut ev.saddr), sk, o.skc_rcv_saddr as u64);
-        } else {
-            rd_into(&mut ev.saddr, sk, o.skc_v6_rcv_saddr as u64);
-        }
+    ev.sport = u16::from_be(rd::<u16>(sk, o.inet_sport as u64));
+    if ev.family == AF_INET {
+        rd_into(v4_of(&mut ev.saddr), sk, o.skc_rcv_saddr as u64);
+    } else {
+        rd_into(&mut ev.saddr, sk, o.skc_v6_rcv_saddr as u64);
     }
 }
 

@@ -1,6 +1,8 @@
 //! The maps: the ring, counters, owners and listeners, calls in progress, per-CPU
 //! scratch events, and the per-socket books and listener links.
 
+use crate::kread::copy16;
+use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use aya_ebpf::helpers::generated as helper;
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::HashMap;
@@ -58,32 +60,6 @@ unsafe impl<V> Sync for SkStorageClone<V> {}
 #[unsafe(link_section = ".maps")]
 #[unsafe(export_name = "LISTENER_OF")]
 pub(crate) static LISTENER_OF: SkStorageClone<ListenerLink> = SkStorageClone {
-    r#type: core::ptr::null(),
-    key: core::ptr::null(),
-    value: core::ptr::null(),
-    max_entries: core::ptr::null(),
-    map_flags: core::ptr::null(),
-};
-
-/// Socket local storage without `BPF_F_CLONE` (`BPF_F_NO_PREALLOC` only): a book
-/// belongs to one socket and dies with it; a child starts its own.
-#[repr(C)]
-pub struct SkStorage<V> {
-    r#type: *const [i32; 24],
-    key: *const i32,
-    value: *const V,
-    max_entries: *const [i32; 0],
-    map_flags: *const [i32; 1],
-}
-
-// SAFETY: as for SkStorageClone.
-unsafe impl<V> Sync for SkStorage<V> {}
-
-/// Each socket's book (per-connection design): its identity once and its steps since
-/// the last flush.
-#[unsafe(link_section = ".maps")]
-#[unsafe(export_name = "CONN_OF")]
-pub(crate) static CONN_OF: SkStorage<ConnRecord> = SkStorage {
     r#type: core::ptr::null(),
     key: core::ptr::null(),
     value: core::ptr::null(),
@@ -152,24 +128,6 @@ pub(crate) fn book_of(sk: u64, create: bool) -> Option<&'static mut ConnRecord> 
     BOOK_MAP
         .get_ptr_mut(&sk)
         .and_then(|p| unsafe { p.as_mut() })
-}
-
-/// The socket-storage variant of [`book_of`] (kept to measure against).
-#[allow(dead_code)]
-#[inline(always)]
-pub(crate) fn book_of_storage(sk: u64, create: bool) -> Option<&'static mut ConnRecord> {
-    // SAFETY: as in `listener_of`.
-    let p = unsafe {
-        helper::bpf_sk_storage_get(
-            &raw const CONN_OF as *mut c_void,
-            sk as *mut c_void,
-            core::ptr::null_mut(),
-            if create { 1 } else { 0 },
-        )
-    } as *mut ConnRecord;
-    // SAFETY: a map value of this socket, valid while the program runs; the socket's
-    // transitions, retransmits and resets run under its lock, one at a time.
-    unsafe { p.as_mut() }
 }
 
 /// The storage of `sk` in `LISTENER_OF`; created (zeroed) when `create`.
@@ -273,4 +231,33 @@ pub(crate) fn listener_entry(key: &ListenKey) -> Option<ListenerLink> {
 pub(crate) fn pending_call(map: &LruHashMap<u64, PendingCall>, id: u64) -> Option<PendingCall> {
     // SAFETY: as in `owner_entry`; only the thread itself writes its entry.
     unsafe { map.get(&id) }.copied()
+}
+
+/// The thread inside connect() has just sent the SYN on `sk`: remember the socket and
+/// the remote end for its return (a failed connect is disconnected before it returns).
+#[inline(always)]
+pub(crate) fn note_connect(sk: u64, dport: u16, family: u8, daddr: &[u8; 16]) {
+    let id = bpf_get_current_pid_tgid();
+    if let Some(p) = CONNECTS.get_ptr_mut(&id) {
+        // SAFETY: this thread's entry, valid while the program runs; only the thread
+        // itself writes it.
+        unsafe {
+            (*p).skaddr = sk;
+            (*p).dport = dport;
+            (*p).family = family;
+            copy16(&mut (*p).daddr, daddr);
+        }
+    }
+}
+
+/// A listener closed: drop its (namespace, port) entry if it is this socket's, or (with
+/// `owner_tgid`) one its owner had, e.g. learned from the socket table at start.
+#[inline(always)]
+pub(crate) fn forget_listener(netns: u32, port: u16, sk: u64, owner_tgid: Option<u32>) {
+    let key = listen_key(netns, port);
+    if let Some(l) = listener_entry(&key)
+        && (l.sk == sk || owner_tgid == Some(l.owner.tgid))
+    {
+        let _ = LISTENERS.remove(&key);
+    }
 }

@@ -5,14 +5,13 @@ use crate::books::state_book;
 use crate::config::{LAYOUT_SET_STATE, OFFSETS, books_on, opaque};
 use crate::emit::{emit, new_event};
 use crate::kread::{
-    copy16, netns_of, read_accept_queue, read_isns, read_sock_tuple, read_tuple, tcp_sock, tp_read,
+    netns_of, read_accept_queue, read_isns, read_sock_tuple, read_tuple, tcp_sock, tp_read,
 };
 use crate::maps::{
-    CONNECTS, LISTENERS, OWNERS, STATE_BUSY, count, listen_key, listener_entry, listener_of,
-    owner_entry, slot,
+    LISTENERS, OWNERS, STATE_BUSY, count, forget_listener, listen_key, listener_entry, listener_of,
+    note_connect, owner_entry, slot,
 };
 use crate::owner::{owner_of, process_transition, set_owner};
-use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use aya_ebpf::macros::btf_tracepoint;
 use aya_ebpf::macros::raw_tracepoint;
 use aya_ebpf::macros::tracepoint;
@@ -126,17 +125,7 @@ pub(crate) fn on_state(ev: &mut RawEvent, task: bool, inherited: Option<Listener
 
     // The thread inside connect() has just sent the SYN: remember which socket.
     if task && ev.newstate == TCP_SYN_SENT {
-        let id = bpf_get_current_pid_tgid();
-        if let Some(p) = CONNECTS.get_ptr_mut(&id) {
-            // SAFETY: this thread's entry, valid while the program runs; only the
-            // thread itself writes it.
-            unsafe {
-                (*p).skaddr = skaddr;
-                (*p).dport = ev.dport;
-                (*p).family = ev.family;
-                copy16(&mut (*p).daddr, &ev.daddr);
-            }
-        }
+        note_connect(skaddr, ev.dport, ev.family, &ev.daddr);
     }
 
     emit(ev);
@@ -145,12 +134,7 @@ pub(crate) fn on_state(ev: &mut RawEvent, task: bool, inherited: Option<Listener
         // The address may be reused by a new socket: forget this one's owner.
         let _ = OWNERS.remove(&skaddr);
         if ev.oldstate == TCP_LISTEN {
-            let key = listen_key(ev.netns, ev.sport);
-            if let Some(l) = listener_entry(&key) {
-                if l.sk == skaddr || l.owner.tgid == ev.owner_tgid {
-                    let _ = LISTENERS.remove(&key);
-                }
-            }
+            forget_listener(ev.netns, ev.sport, skaddr, Some(ev.owner_tgid));
         }
     }
 }
