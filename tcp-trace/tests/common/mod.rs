@@ -146,6 +146,7 @@ impl Tracer {
             s.read_to_string(&mut out).expect("read stdout");
         }
         let status = self.child.wait().expect("wait tcp-trace");
+        save_trace(&out);
         let lines = out
             .lines()
             .filter(|l| !l.trim().is_empty())
@@ -174,6 +175,28 @@ impl Drop for Tracer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Keeps what a tracer printed in target/tmp/traces/TEST.N.jsonl and says where (the
+/// harness shows it with a failing test's output): a failure in CI can be read
+/// event by event afterwards.
+fn save_trace(out: &str) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("traces");
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("main")
+        .replace("::", "-");
+    let path = dir.join(format!(
+        "{test}.{}.{}.jsonl",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    match std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(&path, out)) {
+        Ok(()) => eprintln!("tracer output saved in {}", path.display()),
+        Err(e) => eprintln!("tracer output not saved in {}: {e}", path.display()),
     }
 }
 
@@ -506,13 +529,35 @@ pub fn run(cmd: &str, args: &[&str]) {
 
 /// A port that is free now on 127.0.0.1 and ::1.
 pub fn free_port() -> u16 {
-    loop {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = l.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("::1", p)).is_ok() {
+    // Not bind(0): the kernel may hand the same port to two tests running at once
+    // (each releases it before its server binds), and it comes from the ephemeral
+    // range, where another test's clients pick their local ports; either way a test's
+    // `-P port` filter would let the other test's connections in. Ports below the
+    // ephemeral range (above it if it starts low), each handed out once per process.
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (lo, hi) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|w| w.parse::<u32>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999));
+    let (base, span) = if lo >= 12_000 {
+        (lo - 10_000, 10_000)
+    } else {
+        (hi + 1, 65_535 - hi)
+    };
+    // A start of its own per process: test binaries of one run follow each other.
+    let start = std::process::id() * 97 % span;
+    for _ in 0..span {
+        let p = (base + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
+        let v4 = std::net::TcpListener::bind(("127.0.0.1", p));
+        if v4.is_ok() && std::net::TcpListener::bind(("::1", p)).is_ok() {
             return p;
         }
     }
+    panic!("no free port in {base}..{}", base + span);
 }
 
 // ---- replaying recordings ----
