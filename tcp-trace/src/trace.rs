@@ -265,7 +265,11 @@ async fn live<W: Write>(
             if stop && let Some(t) = table.take() {
                 learned = Some(t.await);
             }
-            let holding = table.is_some();
+            // Still holding when the table has just arrived: what this drain reads is
+            // newer than what is held and goes in after it. (Pushed first, a batch
+            // spanning more than the reorder window applied children before the
+            // held LISTEN of their listener: a CI run lost every child's listener.)
+            let holding = table.is_some() || learned.is_some();
             source.drain(|bytes| {
                 if err.is_some() || stats.events >= limit {
                     return;

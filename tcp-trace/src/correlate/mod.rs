@@ -771,6 +771,9 @@ impl Correlator {
         if new == Listen {
             self.index_listener(i);
         }
+        if (old, new) == (SynRecv, Close) {
+            self.release_discarded_child(i);
+        }
         if matches!(new, Close | TimeWait) && self.slots[i].closed_at.is_none() {
             self.slots[i].closed_at = Some(ev.ts_ns);
             let id = self.slots[i].conn.id;
@@ -1316,6 +1319,45 @@ impl Correlator {
         self.slots[j].conn.peer = Some(id);
         self.slots[i].peer = Some((j, jid));
         self.slots[j].peer = Some((i, id));
+    }
+
+    /// A child closed straight from SYN_RECV, never established: when two CPUs take
+    /// segments of one request at once (the third ACK and the first data), each
+    /// clones a child and the kernel discards the one that loses the race. If the
+    /// loser was linked to the client, the client's peer is the other child with the
+    /// same tuple (the newer one in the tuple index); the loser keeps no peer.
+    fn release_discarded_child(&mut self, i: usize) {
+        let established = self.slots[i]
+            .conn
+            .states
+            .iter()
+            .any(|s| s.state == TcpState::Established);
+        if established || self.slots[i].conn.role != Role::Server {
+            return;
+        }
+        let Some((j, jid)) = self.slots[i].peer else {
+            return;
+        };
+        let Some(tuple) = self.conn_tuple(i) else {
+            return;
+        };
+        let ns = self.slots[i].netns;
+        let other = self
+            .by_tuple
+            .get(&tuple)
+            .and_then(|e| e.get(ns))
+            .filter(|&(k, kid)| k != i && self.slots[k].live && self.slots[k].conn.id == kid);
+        let Some((k, _)) = other else {
+            return;
+        };
+        if self.slots[k].peer.is_some() || !self.slots[j].live || self.slots[j].conn.id != jid {
+            return;
+        }
+        self.slots[i].peer = None;
+        self.slots[i].conn.peer = None;
+        self.slots[j].peer = None;
+        self.slots[j].conn.peer = None;
+        self.link_peer(k, ns, tuple);
     }
 
     /// Learns pid/comm: the caller of connect()/accept() beats the owner the kernel

@@ -1525,3 +1525,41 @@ fn isns_are_carried_from_established_and_mirror_between_ends() {
     let plain = run(&design_sequence());
     assert!(plain.iter().all(|c| c.isn.is_none()));
 }
+
+/// Two CPUs took the third ACK and the first data segment of one request at once:
+/// each cloned a child, and the kernel discarded the one born first (LISTEN →
+/// SYN_RECV → CLOSE, never established; seen with curl against python's
+/// http.server). The client's peer is the child that lived, on both sides.
+#[test]
+fn discarded_duplicate_child_is_not_the_clients_peer() {
+    let cl = "127.0.0.1:40600";
+    let loser = CHILD + 0x100;
+    let mut ev = vec![listen(T0, LISTENER, "0.0.0.0:8080")];
+    ev.extend(client_open(T0 + MS, CLIENT, cl, SV));
+    let born = T0 + MS + 50 * US;
+    ev.push(
+        Ev::tr(born, loser, Listen, SynRecv)
+            .tuple(SV, cl)
+            .listener_owner(17, "nginx")
+            .softirq(0)
+            .ev(),
+    );
+    let winner = child_open(born + 20 * US, CHILD, SV, cl);
+    ev.extend(winner);
+    ev.push(
+        Ev::tr(born + 40 * US, loser, SynRecv, Close)
+            .tuple(SV, cl)
+            .softirq(0)
+            .ev(),
+    );
+    let conns = run(&ev);
+    let c = one(&conns, Role::Client);
+    let servers: Vec<&Connection> = conns.iter().filter(|x| x.role == Role::Server).collect();
+    assert_eq!(servers.len(), 2, "{conns:#?}");
+    let live = servers.iter().find(|s| s.skaddr == CHILD).unwrap();
+    let gone = servers.iter().find(|s| s.skaddr == loser).unwrap();
+    assert_eq!(c.peer, Some(live.id), "{conns:#?}");
+    assert_eq!(live.peer, Some(c.id));
+    assert_eq!(gone.peer, None);
+    assert!(!gone.established);
+}
