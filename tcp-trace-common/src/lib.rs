@@ -413,7 +413,12 @@ pub mod counter {
     /// State transitions the kernel did not run the main program for (already
     /// running on that CPU) that the `_nested` program reported instead.
     pub const NESTED_CAUGHT: u32 = 4;
-    pub const COUNT: u32 = 5;
+    /// Sockets that got no book (the book map was full): reported event by event.
+    pub const BOOKS_FULL: u32 = 5;
+    /// Classic-tracepoint transitions whose states read through the tracefs layout
+    /// were no TCP states (a layout read wrong; reported as read).
+    pub const LAYOUT_SUSPECT: u32 = 6;
+    pub const COUNT: u32 = 7;
 }
 
 #[cfg(feature = "user")]

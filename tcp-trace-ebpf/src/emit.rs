@@ -108,8 +108,12 @@ pub(crate) fn output<T>(rec: &T, bytes: u64) {
         BPF_RB_NO_WAKEUP
     };
     match EVENTS.output::<T>(rec, flags as u64) {
-        Ok(()) => count(counter::SUBMITTED),
-        Err(_) => count(counter::RINGBUF_FULL),
+        Ok(()) => {
+            count(counter::SUBMITTED);
+        }
+        Err(_) => {
+            count(counter::RINGBUF_FULL);
+        }
     }
 }
 

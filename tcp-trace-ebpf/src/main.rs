@@ -26,6 +26,7 @@ macro_rules! both_paths {
 mod books;
 mod config;
 mod emit;
+mod klog;
 mod kread;
 mod maps;
 mod owner;

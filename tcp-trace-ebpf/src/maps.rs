@@ -165,10 +165,14 @@ pub(crate) static CONNECTS: LruHashMap<u64, PendingCall> = LruHashMap::with_max_
 pub(crate) static ACCEPTS: LruHashMap<u64, PendingCall> = LruHashMap::with_max_entries(16384, 0);
 
 #[inline(always)]
-pub(crate) fn count(idx: u32) {
-    if let Some(c) = COUNTERS.get_ptr_mut(idx) {
+pub(crate) fn count(idx: u32) -> u64 {
+    match COUNTERS.get_ptr_mut(idx) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
-        unsafe { *c += 1 };
+        Some(c) => unsafe {
+            *c += 1;
+            *c
+        },
+        None => 0,
     }
 }
 

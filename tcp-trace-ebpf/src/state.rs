@@ -4,6 +4,7 @@
 use crate::books::state_book;
 use crate::config::{LAYOUT_SET_STATE, OFFSETS, books_on, opaque};
 use crate::emit::{emit, new_event};
+use crate::klog::{warn_rare, worth_telling};
 use crate::kread::{
     netns_of, read_accept_queue, read_isns, read_sock_tuple, read_tuple, tcp_sock, tp_read,
 };
@@ -31,6 +32,12 @@ use tcp_trace_common::tcp_state::LISTEN as TCP_LISTEN;
 use tcp_trace_common::tcp_state::SYN_RECV as TCP_SYN_RECV;
 use tcp_trace_common::tcp_state::SYN_SENT as TCP_SYN_SENT;
 
+/// TCP_ESTABLISHED (1) … TCP_NEW_SYN_RECV (12), the states a TCP socket can have.
+#[inline(always)]
+fn tcp_state_number(s: i32) -> bool {
+    (1..=12).contains(&s)
+}
+
 #[tracepoint(category = "sock", name = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     let l = opaque(&raw const LAYOUT_SET_STATE);
@@ -46,8 +53,24 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     if skaddr == 0 {
         return 0;
     }
-    let oldstate = tp_read::<i32>(&ctx, l.oldstate) as u8;
-    let newstate = tp_read::<i32>(&ctx, l.newstate) as u8;
+    let oldstate = tp_read::<i32>(&ctx, l.oldstate);
+    let newstate = tp_read::<i32>(&ctx, l.newstate);
+    if !tcp_state_number(oldstate) || !tcp_state_number(newstate) {
+        // Read through the tracefs format's offsets: a state no TCP socket has says
+        // the layout was read wrong. Reported as read (userspace names it unknown).
+        let n = count(counter::LAYOUT_SUSPECT);
+        if worth_telling(n) {
+            warn_rare!(
+                "sock:inet_sock_set_state: states {} -> {} read at offsets {}/{} are not TCP states: the tracepoint's layout does not match ({} on this CPU)",
+                oldstate,
+                newstate,
+                l.oldstate,
+                l.newstate,
+                n
+            );
+        }
+    }
+    let (oldstate, newstate) = (oldstate as u8, newstate as u8);
     let task = process_transition(oldstate, newstate);
     let Some(ev) = new_event(slot::STATE, kind::STATE, skaddr, task) else {
         return 0;

@@ -6,6 +6,7 @@ use crate::config::{
     LAYOUT_EXIT_ACCEPT4, LAYOUT_EXIT_CONNECT, OFFSETS, opaque,
 };
 use crate::emit::{emit, new_event};
+use crate::klog::{warn_rare, worth_telling};
 use crate::kread::{copy16, rd, read_local, read_sock_tuple, sock_of_fd, tp_read, zero_words};
 use crate::maps::{ACCEPTS, CONNECTS, OWNERS, count, owner_entry, pending_call, slot};
 use crate::owner::{current_owner, owner_of, set_owner};
@@ -157,7 +158,15 @@ pub(crate) fn exit_accept(ret: i64, accept4: bool) -> u32 {
             // Not a TCP socket (unix, …): not ours. With valid offsets a failed
             // walk on a TCP fd is rare; it is counted in userspace-visible stats.
             if ret >= 0 {
-                count(counter::FD_WALK_FAILED);
+                let n = count(counter::FD_WALK_FAILED);
+                if worth_telling(n) {
+                    warn_rare!(
+                        "accept() gave fd {} to pid {}, whose socket the fd walk did not find ({} on this CPU): its accept return is not reported",
+                        ret,
+                        (id >> 32) as u32,
+                        n
+                    );
+                }
             }
             return 0;
         }

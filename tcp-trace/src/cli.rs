@@ -259,6 +259,11 @@ pub struct FilterArgs {
     /// are counted and reported as lost.
     #[arg(long, value_name = "KIB", default_value_t = 8192, value_parser = parse_ring_kib)]
     pub ring_kib: u32,
+    /// Most sockets the kernel side keeps a book for at once (one record per
+    /// connection); sockets beyond it are reported event by event, counted as
+    /// `books_full` (nothing is lost). About 250 bytes each, allocated at start.
+    #[arg(long, value_name = "N", default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1..=4_194_304))]
+    pub book_entries: u32,
 }
 
 fn parse_ring_kib(s: &str) -> Result<u32, String> {

@@ -36,6 +36,11 @@ pub struct RunStats {
     /// Runs of the state-transition program the kernel skipped that its `_nested`
     /// twin reported instead.
     pub caught_nested: u64,
+    /// Sockets the kernel side reported event by event, its book map full.
+    pub books_full: u64,
+    /// Transitions whose states, read through the tracefs layout, were no TCP
+    /// states (the layout was read wrong; `-v` shows the kernel side's log).
+    pub layout_suspect: u64,
     /// Events the correlator could not place (filled at the end of a run).
     pub unplaced: Unplaced,
     /// The kernel counts the hook runs it skips (false before 5.12: `skipped` is
@@ -54,6 +59,8 @@ impl Default for RunStats {
             submitted: 0,
             skipped: 0,
             caught_nested: 0,
+            books_full: 0,
+            layout_suspect: 0,
             unplaced: Unplaced::default(),
             skips_counted: true,
         }
@@ -82,8 +89,21 @@ pub fn summary_line(s: &RunStats, evicted: u64) -> String {
     } else {
         String::new()
     };
+    let mut kernel = String::new();
+    if s.books_full > 0 {
+        kernel.push_str(&format!(
+            ", {} sockets reported event by event (book map full)",
+            s.books_full
+        ));
+    }
+    if s.layout_suspect > 0 {
+        kernel.push_str(&format!(
+            ", {} transitions with states that are no TCP states (tracepoint layout read wrong; -v shows the kernel's log)",
+            s.layout_suspect
+        ));
+    }
     format!(
-        "tcp-trace: {} events, {} lost, {} filtered in the kernel, {} undecodable, {} evicted connections, {} accept/connect returns without socket{skipped}{unplaced}",
+        "tcp-trace: {} events, {} lost, {} filtered in the kernel, {} undecodable, {} evicted connections, {} accept/connect returns without socket{skipped}{unplaced}{kernel}",
         s.events, s.lost, s.filtered, s.decode_errors, evicted, s.fd_walk_failed
     )
 }
@@ -921,7 +941,7 @@ impl<W: Write> Renderer<W> {
             let time = render::json::rfc3339(self.now_epoch_ns());
             writeln!(
                 self.out,
-                "{{\"type\":\"stats\",\"time\":\"{time}\",\"events\":{},\"submitted\":{},\"lost\":{},\"filtered\":{},\"decode_errors\":{},\"evicted\":{evicted},\"fd_walk_failed\":{},\"skipped\":{},\"skips_counted\":{},\"caught_nested\":{},\"orphan_events\":{},\"late_events\":{},\"superseded\":{},\"untracked_requests\":{}}}",
+                "{{\"type\":\"stats\",\"time\":\"{time}\",\"events\":{},\"submitted\":{},\"lost\":{},\"filtered\":{},\"decode_errors\":{},\"evicted\":{evicted},\"fd_walk_failed\":{},\"skipped\":{},\"skips_counted\":{},\"caught_nested\":{},\"books_full\":{},\"layout_suspect\":{},\"orphan_events\":{},\"late_events\":{},\"superseded\":{},\"untracked_requests\":{}}}",
                 stats.events,
                 stats.submitted,
                 stats.lost,
@@ -931,6 +951,8 @@ impl<W: Write> Renderer<W> {
                 stats.skipped,
                 stats.skips_counted,
                 stats.caught_nested,
+                stats.books_full,
+                stats.layout_suspect,
                 stats.unplaced.orphan_events,
                 stats.unplaced.late_events,
                 stats.unplaced.superseded,

@@ -192,6 +192,7 @@ async fn live<W: Write>(
         filter,
         attach: kernel.attach,
         ring_bytes: kernel.ring_kib * 1024,
+        book_entries: kernel.book_entries,
         // One record per connection flush wherever nothing needs each event as it
         // happens: not for `--view events` nor for a recording.
         books: !kernel.per_event
@@ -334,6 +335,8 @@ async fn live<W: Write>(
     stats.skipped = c.skipped;
     stats.skips_counted = loaded.skips_counted;
     stats.caught_nested = c.caught_nested;
+    stats.books_full = c.books_full;
+    stats.layout_suspect = c.layout_suspect;
     stats.lost = c.lost;
     stats.filtered = c.filtered;
     stats.fd_walk_failed = c.fd_walk_failed;

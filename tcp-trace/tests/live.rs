@@ -576,3 +576,73 @@ fn socketless_reset_has_its_tuple() {
         .unwrap_or_else(|| panic!("no reset_received by the client: {evs:#?}"));
     assert_eq!(rst["dport"], client["sport"], "{rst} {client}");
 }
+
+/// A book map too small for the traffic (`--book-entries 2`: the listener holds one):
+/// the sockets left without a book are reported event by event, so every connection
+/// is still whole; the stats count them (`books_full`) and `-v` prints the kernel
+/// side's aya-log line about it.
+#[test]
+fn full_book_map_falls_back_to_events_counted_and_logged() {
+    if !require_root("full_book_map_falls_back_to_events_counted_and_logged") {
+        return;
+    }
+    let port = free_port();
+    let ps = port.to_string();
+    let n = 6;
+    let ns = n.to_string();
+    let mut cmd = Command::new(TRACER);
+    cmd.args([
+        "-v",
+        "--book-entries",
+        "2",
+        "--json",
+        "--view",
+        "conns",
+        "-P",
+        &ps,
+    ]);
+    let t = Tracer::start_cmd(&mut cmd);
+    if t.startup.iter().any(|l| l.contains("one record per event")) {
+        eprintln!("SKIPPED full_book_map_falls_back_to_events_counted_and_logged: no books here");
+        return;
+    }
+    // The listener and a client socket fill the map: children go without a book.
+    server_and_client(
+        None,
+        "127.0.0.1",
+        port,
+        &["--accepts", &ns, "--close-delay-ms", "0"],
+        &["--count", &ns, "--send", "1"],
+    );
+    let (lines, code, err) = t.stop_with_stderr();
+    assert_eq!(code, 0);
+    let st = stats(&lines);
+    let full = st["books_full"].as_u64().expect("stats.books_full");
+    assert!(full > 0, "{st}");
+    assert!(
+        err.iter().any(|l| l.contains("book map full")),
+        "no kernel log line about the full book map in {err:#?}"
+    );
+    assert!(
+        err.iter()
+            .any(|l| l.contains("sockets reported event by event (book map full)")),
+        "{err:#?}"
+    );
+    let all = conns(&lines);
+    let servers = established_servers(&all);
+    assert_eq!(servers.len(), n, "{all:#?}");
+    for c in &servers {
+        assert!(accepted(c), "{c}");
+        assert_eq!(c["open"], false, "{c}");
+    }
+    let clients: Vec<_> = all
+        .iter()
+        .filter(|c| c["role"] == "client" && c["established"] == true)
+        .collect();
+    assert_eq!(clients.len(), n, "{all:#?}");
+    for c in &clients {
+        assert_eq!(c["connect"]["ret"], 0, "{c}");
+        assert!(c["peer"].is_u64(), "{c}");
+    }
+    assert_eq!(st["lost"], 0, "{st}");
+}

@@ -22,6 +22,11 @@ pub struct Counters {
     /// Skipped runs of the state-transition program that its `_nested` twin
     /// reported instead (not missing).
     pub caught_nested: u64,
+    /// Sockets reported event by event because the book map was full.
+    pub books_full: u64,
+    /// Classic-tracepoint transitions whose states were no TCP states (the
+    /// tracepoint's layout read wrong).
+    pub layout_suspect: u64,
 }
 
 /// `bpf_prog_info.recursion_misses` of the program behind `fd` (Linux 5.12+;
@@ -92,6 +97,8 @@ impl Loaded {
             fd_walk_failed: sum(counter::FD_WALK_FAILED),
             skipped: misses.saturating_sub(caught),
             caught_nested: caught,
+            books_full: sum(counter::BOOKS_FULL),
+            layout_suspect: sum(counter::LAYOUT_SUSPECT),
         }
     }
 }

@@ -230,14 +230,19 @@ impl Plan<'_> {
         }
     }
 
-    /// One TCP hook, trying its paths in order; the errors of every path tried.
+    /// One TCP hook, trying its paths in order: the path that attached with why the
+    /// paths tried before it failed (a fallback worth a note), or the errors of every
+    /// path.
     pub(super) fn attach_tcp_hook(
         &self,
         ph: &mut Phases,
         programs: &mut Progs,
         h: &Hook,
-    ) -> Result<AttachPath, Vec<String>> {
+    ) -> Result<(AttachPath, Vec<String>), Vec<String>> {
         let mut errors = Vec::new();
+        // Failures of paths this kernel could have taken (not "no BTF", not the
+        // storage variant, whose absence has a note of its own).
+        let mut fell_back = Vec::new();
         for &path in self.candidates() {
             if !self.possible(path, h.tp) {
                 match (path, self.layout_errors.iter().find(|(t, _)| *t == h.tp)) {
@@ -267,7 +272,7 @@ impl Plan<'_> {
                         None => Ok(()),
                     },
                 ) {
-                    Ok(()) => return Ok(path),
+                    Ok(()) => return Ok((path, fell_back)),
                     Err(e) => {
                         // Never both variants at once: drop what did load.
                         for name in [Some(main), twin].into_iter().flatten() {
@@ -291,8 +296,12 @@ impl Plan<'_> {
                     None => Ok(()),
                 },
             ) {
-                Ok(()) => return Ok(path),
-                Err(e) => errors.push(format!("{}: {}", path.name(), super::chain(&e))),
+                Ok(()) => return Ok((path, fell_back)),
+                Err(e) => {
+                    let e = format!("{}: {}", path.name(), super::chain(&e));
+                    fell_back.push(e.clone());
+                    errors.push(e);
+                }
             }
         }
         Err(errors)

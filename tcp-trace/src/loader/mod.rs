@@ -78,6 +78,8 @@ pub struct Options {
     /// Ring buffer size in bytes (power of two, multiple of the page size); 0 = the
     /// object's default (8 MiB).
     pub ring_bytes: u32,
+    /// Entries of the book map (0 = the object's default, 16384).
+    pub book_entries: u32,
     /// Ask for the per-connection design (a book per socket, flushed as one record)
     /// where the state hook can use socket storage.
     pub books: bool,
@@ -352,6 +354,9 @@ pub fn load(opts: &Options) -> Result<(Loaded, RingBuf<MapData>), LoadError> {
     if opts.ring_bytes != 0 {
         loader.map_max_entries("EVENTS", opts.ring_bytes);
     }
+    if opts.book_entries != 0 {
+        loader.map_max_entries("BOOK_MAP", opts.book_entries);
+    }
     let mut ebpf = loader.load(EBPF_OBJECT).map_err(explain_load_error)?;
     ph.mark("object load (maps)");
 
@@ -412,7 +417,17 @@ pub fn load(opts: &Options) -> Result<(Loaded, RingBuf<MapData>), LoadError> {
     let mut attached = Vec::new();
     for (h, result) in TCP_HOOKS.iter().zip(tcp_results) {
         match result {
-            Ok(path) => attached.push((h.tp.name(), path)),
+            Ok((path, fell_back)) => {
+                if !fell_back.is_empty() {
+                    warnings.push(format!(
+                        "{} attached as {} because {}",
+                        h.tp,
+                        path.name(),
+                        fell_back.join("; ")
+                    ));
+                }
+                attached.push((h.tp.name(), path))
+            }
             Err(errors) if h.tp.required() => {
                 let mut msg = format!(
                     "required hook {} could not be attached: {}",
