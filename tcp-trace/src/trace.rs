@@ -337,6 +337,7 @@ async fn live<W: Write>(
     stats.caught_nested = c.caught_nested;
     stats.books_full = c.books_full;
     stats.layout_suspect = c.layout_suspect;
+    stats.calls_full = c.calls_full;
     stats.lost = c.lost;
     stats.filtered = c.filtered;
     stats.fd_walk_failed = c.fd_walk_failed;
