@@ -418,7 +418,9 @@ pub mod counter {
     /// Classic-tracepoint transitions whose states read through the tracefs layout
     /// were no TCP states (a layout read wrong; reported as read).
     pub const LAYOUT_SUSPECT: u32 = 6;
-    pub const COUNT: u32 = 7;
+    /// connect()/accept() calls not followed: the map of calls in progress was full.
+    pub const CALLS_FULL: u32 = 7;
+    pub const COUNT: u32 = 8;
 }
 
 #[cfg(feature = "user")]

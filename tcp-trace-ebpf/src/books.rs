@@ -76,13 +76,14 @@ pub(crate) fn book_step(b: &mut ConnRecord, k: u8, old: u8, new: u8, sflags: u8,
 
 /// The book into the ring (unless filtered out), then empty for the next steps.
 #[inline(always)]
-pub(crate) fn book_flush(o: &KernelOffsets, sk: u64, b: &mut ConnRecord) {
+pub(crate) fn book_flush(o: &KernelOffsets, sk: u64, b: &mut ConnRecord, fresh: bool) {
     if b.nsteps == 0 {
         return;
     }
-    if b.sport == 0 || b.dport == 0 || b.seq == 0 {
-        // Not complete yet (a client's local port comes at SYN_SENT, a child's remote
-        // end before 6.15 after its birth), or the first flush: read again.
+    if !fresh && (b.sport == 0 || b.dport == 0) {
+        // Not complete yet (a client's local port comes after SYN_SENT, a child's
+        // remote end before 6.15 after its birth): read again, unless this very hook
+        // run read it (a client's SYN_SENT: five reads that cannot find more).
         book_tuple(o, sk, b);
     }
     let tgid = if b.flags & book_flags::OWNER_KNOWN != 0 {
@@ -130,11 +131,12 @@ pub(crate) fn state_book(o: &KernelOffsets, sk: u64, old: u8, new: u8, storage: 
     if start && b.skaddr != 0 {
         // A book left under this address by a socket whose CLOSE was not seen (the
         // kernel skipped the hook): out with what it holds, then a new one.
-        book_flush(o, sk, b);
+        book_flush(o, sk, b, false);
         // SAFETY: 8-byte aligned map value; all zeroes is a valid ConnRecord.
         unsafe { zero_words(b as *mut ConnRecord) };
     }
-    if b.skaddr == 0 {
+    let fresh = b.skaddr == 0;
+    if fresh {
         b.skaddr = sk;
         // The namespace travels in the owner, and is the socket's even while the
         // owner is not known.
@@ -189,7 +191,7 @@ pub(crate) fn state_book(o: &KernelOffsets, sk: u64, old: u8, new: u8, storage: 
         (0, 0)
     };
     if !book_step(b, kind::STATE, old, new, sflags, aux) {
-        book_flush(o, sk, b);
+        book_flush(o, sk, b, fresh);
         book_step(b, kind::STATE, old, new, sflags, aux);
     }
 
@@ -211,7 +213,7 @@ pub(crate) fn state_book(o: &KernelOffsets, sk: u64, old: u8, new: u8, storage: 
         b.flags |= book_flags::FINAL;
     }
     if flush_after(new) || b.nsteps as usize == BOOK_STEPS {
-        book_flush(o, sk, b);
+        book_flush(o, sk, b, fresh);
     }
     if new == TCP_CLOSE {
         if old == TCP_LISTEN {
@@ -242,11 +244,11 @@ pub(crate) fn step_book(o: &KernelOffsets, k: u8, sk: u64) -> bool {
     let state = rd::<u8>(sk, o.skc_state as u64);
     let aux = if k == kind::RESET_SENT { u32::MAX } else { 0 };
     if !book_step(b, k, 0, state, 0, aux) {
-        book_flush(o, sk, b);
+        book_flush(o, sk, b, false);
         book_step(b, k, 0, state, 0, aux);
     }
     if b.nsteps as usize == BOOK_STEPS {
-        book_flush(o, sk, b);
+        book_flush(o, sk, b, false);
     }
     true
 }

@@ -14,7 +14,7 @@ use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use aya_ebpf::macros::btf_tracepoint;
 use aya_ebpf::macros::raw_tracepoint;
 use aya_ebpf::macros::tracepoint;
-use aya_ebpf::maps::LruHashMap;
+use aya_ebpf::maps::HashMap;
 use aya_ebpf::programs::BtfTracePointContext;
 use aya_ebpf::programs::RawTracePointContext;
 use aya_ebpf::programs::TracePointContext;
@@ -61,14 +61,26 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
 /// place and inserted from there (zeroing a value and moving it made LLVM call the
 /// byte-by-byte `memset` subprogram).
 #[inline(always)]
-pub(crate) fn insert_pending(map: &LruHashMap<u64, PendingCall>, id: u64, fd: i64) {
+pub(crate) fn insert_pending(map: &HashMap<u64, PendingCall>, id: u64, fd: i64) {
     let mut c = MaybeUninit::<PendingCall>::uninit();
     // SAFETY: 8-byte aligned (asserted above); fully written by zero_words, and all
     // zeroes is a valid PendingCall.
-    unsafe {
+    let r = unsafe {
         zero_words(c.as_mut_ptr());
         (*c.as_mut_ptr()).fd = fd as i32;
-        let _ = map.insert(&id, &*c.as_ptr(), 0);
+        map.insert(&id, &*c.as_ptr(), 0)
+    };
+    if r.is_err() {
+        // The map is full: this call's return will not be reported.
+        let n = count(counter::CALLS_FULL);
+        if worth_telling(n) {
+            warn_rare!(
+                "connect()/accept() of pid {} on fd {} not followed: the call map is full ({} on this CPU)",
+                (id >> 32) as u32,
+                fd,
+                n
+            );
+        }
     }
 }
 

@@ -41,6 +41,9 @@ pub struct RunStats {
     /// Transitions whose states, read through the tracefs layout, were no TCP
     /// states (the layout was read wrong; `-v` shows the kernel side's log).
     pub layout_suspect: u64,
+    /// connect()/accept() calls not followed (the kernel side's call map was full):
+    /// their returns are missing.
+    pub calls_full: u64,
     /// Events the correlator could not place (filled at the end of a run).
     pub unplaced: Unplaced,
     /// The kernel counts the hook runs it skips (false before 5.12: `skipped` is
@@ -61,6 +64,7 @@ impl Default for RunStats {
             caught_nested: 0,
             books_full: 0,
             layout_suspect: 0,
+            calls_full: 0,
             unplaced: Unplaced::default(),
             skips_counted: true,
         }
@@ -100,6 +104,12 @@ pub fn summary_line(s: &RunStats, evicted: u64) -> String {
         kernel.push_str(&format!(
             ", {} transitions with states that are no TCP states (tracepoint layout read wrong; -v shows the kernel's log)",
             s.layout_suspect
+        ));
+    }
+    if s.calls_full > 0 {
+        kernel.push_str(&format!(
+            ", {} connect/accept calls not followed (call map full: their returns are missing)",
+            s.calls_full
         ));
     }
     format!(
@@ -941,7 +951,7 @@ impl<W: Write> Renderer<W> {
             let time = render::json::rfc3339(self.now_epoch_ns());
             writeln!(
                 self.out,
-                "{{\"type\":\"stats\",\"time\":\"{time}\",\"events\":{},\"submitted\":{},\"lost\":{},\"filtered\":{},\"decode_errors\":{},\"evicted\":{evicted},\"fd_walk_failed\":{},\"skipped\":{},\"skips_counted\":{},\"caught_nested\":{},\"books_full\":{},\"layout_suspect\":{},\"orphan_events\":{},\"late_events\":{},\"superseded\":{},\"untracked_requests\":{}}}",
+                "{{\"type\":\"stats\",\"time\":\"{time}\",\"events\":{},\"submitted\":{},\"lost\":{},\"filtered\":{},\"decode_errors\":{},\"evicted\":{evicted},\"fd_walk_failed\":{},\"skipped\":{},\"skips_counted\":{},\"caught_nested\":{},\"books_full\":{},\"layout_suspect\":{},\"calls_full\":{},\"orphan_events\":{},\"late_events\":{},\"superseded\":{},\"untracked_requests\":{}}}",
                 stats.events,
                 stats.submitted,
                 stats.lost,
@@ -953,6 +963,7 @@ impl<W: Write> Renderer<W> {
                 stats.caught_nested,
                 stats.books_full,
                 stats.layout_suspect,
+                stats.calls_full,
                 stats.unplaced.orphan_events,
                 stats.unplaced.late_events,
                 stats.unplaced.superseded,

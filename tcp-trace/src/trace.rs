@@ -11,7 +11,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::{ExplainArgs, FilterArgs, RecordArgs, ReplayArgs, TraceArgs};
 use crate::clock::{WallClock, monotonic_ns};
-use crate::decode::ring_record;
+use crate::decode::{ring_record, unfold_book};
 use crate::loader::{self, Options};
 use crate::pipeline::{Output, Renderer, RunStats, Select};
 use crate::record;
@@ -330,13 +330,59 @@ async fn live<W: Write>(
         Err(e) if is_epipe(&e) => return Ok(0),
         Err(e) => return Err(e.into()),
     }
-    let c = loaded.counters();
+    // The programs' skip counts need the programs: read before they go.
+    let skipped = loaded.counters().skipped;
+    // The end of a run: the programs go, what they queued since the last drain is
+    // read, then the steps still in the kernel's books (sockets open at the end:
+    // a FIN_WAIT1 or a retransmit since their last record would otherwise be lost;
+    // a test's peer without its LAST_ACK showed a TIME_WAIT as a handover).
+    loaded.detach_all();
+    let mut tail_err = None;
+    source.drain(|bytes| {
+        if tail_err.is_some() || stats.events >= limit {
+            return;
+        }
+        let r = ring_record(bytes, |raw| {
+            if tail_err.is_none()
+                && stats.events < limit
+                && let Err(e) = out.raw(&raw, &mut stats)
+            {
+                tail_err = Some(e);
+            }
+        });
+        if r.is_err() {
+            stats.decode_errors += 1;
+        }
+    });
+    for book in loaded.pending_books() {
+        let r = unfold_book(&book, |raw| {
+            if tail_err.is_none()
+                && stats.events < limit
+                && let Err(e) = out.raw(&raw, &mut stats)
+            {
+                tail_err = Some(e);
+            }
+        });
+        if r.is_err() {
+            stats.decode_errors += 1;
+        }
+    }
+    match tail_err {
+        Some(e) if is_epipe(&e) => return Ok(0),
+        Some(e) => return Err(e.into()),
+        None => {}
+    }
+    let c = crate::loader::Counters {
+        skipped,
+        ..loaded.counters()
+    };
     let _ = reported.report(&c, &mut out);
     stats.skipped = c.skipped;
     stats.skips_counted = loaded.skips_counted;
     stats.caught_nested = c.caught_nested;
     stats.books_full = c.books_full;
     stats.layout_suspect = c.layout_suspect;
+    stats.calls_full = c.calls_full;
     stats.lost = c.lost;
     stats.filtered = c.filtered;
     stats.fd_walk_failed = c.fd_walk_failed;

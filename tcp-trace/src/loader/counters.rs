@@ -27,6 +27,9 @@ pub struct Counters {
     /// Classic-tracepoint transitions whose states were no TCP states (the
     /// tracepoint's layout read wrong).
     pub layout_suspect: u64,
+    /// connect()/accept() calls the kernel side could not follow (its map of calls
+    /// in progress was full): their returns are missing.
+    pub calls_full: u64,
 }
 
 /// `bpf_prog_info.recursion_misses` of the program behind `fd` (Linux 5.12+;
@@ -99,6 +102,7 @@ impl Loaded {
             caught_nested: caught,
             books_full: sum(counter::BOOKS_FULL),
             layout_suspect: sum(counter::LAYOUT_SUSPECT),
+            calls_full: sum(counter::CALLS_FULL),
         }
     }
 }

@@ -108,6 +108,50 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// Detaches and unloads every program (at the end of a run): from here on the
+    /// kernel side writes nothing, so its ring and its books can be read to the end
+    /// without racing it. Counters stay readable (`misses` are read before: they need
+    /// the programs).
+    pub fn detach_all(&mut self) {
+        use aya::programs::{BtfTracePoint, RawTracePoint, TracePoint};
+        for (_, p) in self.ebpf.programs_mut() {
+            let r = if let Ok(p) = <&mut BtfTracePoint>::try_from(&mut *p) {
+                p.unload()
+            } else if let Ok(p) = <&mut RawTracePoint>::try_from(&mut *p) {
+                p.unload()
+            } else if let Ok(p) = <&mut TracePoint>::try_from(&mut *p) {
+                p.unload()
+            } else {
+                Ok(())
+            };
+            if let Err(e) = r {
+                log::debug!("unloading a program at exit: {e}");
+            }
+        }
+    }
+
+    /// The books still in the kernel (per-connection design) with steps not yet
+    /// flushed: sockets that have not closed, with the transitions, retransmits and
+    /// resets since their last record. Read after [`Loaded::detach_all`]. Sorted by
+    /// their first step's time.
+    pub fn pending_books(&self) -> Vec<tcp_trace_common::ConnRecord> {
+        let Some(map) = self.ebpf.map("BOOK_MAP") else {
+            return Vec::new();
+        };
+        let Ok(map) = aya::maps::HashMap::<_, u64, tcp_trace_common::ConnRecord>::try_from(map)
+        else {
+            return Vec::new();
+        };
+        let mut books: Vec<_> = map
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(_, b)| b)
+            .filter(|b| b.skaddr != 0 && b.nsteps > 0)
+            .collect();
+        books.sort_by_key(|b| b.steps[0].ts_ns);
+        books
+    }
+
     /// Passes the kernel side's pending log records (aya-log) to the `log` facade
     /// (shown with `-v` / `RUST_LOG`). Does nothing without aya-log's map.
     pub fn flush_log(&mut self) {
