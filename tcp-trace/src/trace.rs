@@ -334,39 +334,31 @@ async fn live<W: Write>(
     let skipped = loaded.counters().skipped;
     // The end of a run: the programs go, what they queued since the last drain is
     // read, then the steps still in the kernel's books (sockets open at the end:
-    // a FIN_WAIT1 or a retransmit since their last record would otherwise be lost;
-    // a test's peer without its LAST_ACK showed a TIME_WAIT as a handover).
+    // a FIN_WAIT1 or a retransmit since their last record would otherwise be lost).
     loaded.detach_all();
     let mut tail_err = None;
-    source.drain(|bytes| {
-        if tail_err.is_some() || stats.events >= limit {
-            return;
-        }
-        let r = ring_record(bytes, |raw| {
+    let mut undecodable = 0;
+    {
+        let mut feed = |raw: tcp_trace_common::RawEvent| {
             if tail_err.is_none()
                 && stats.events < limit
                 && let Err(e) = out.raw(&raw, &mut stats)
             {
                 tail_err = Some(e);
             }
-        });
-        if r.is_err() {
-            stats.decode_errors += 1;
-        }
-    });
-    for book in loaded.pending_books() {
-        let r = unfold_book(&book, |raw| {
-            if tail_err.is_none()
-                && stats.events < limit
-                && let Err(e) = out.raw(&raw, &mut stats)
-            {
-                tail_err = Some(e);
+        };
+        source.drain(|bytes| {
+            if ring_record(bytes, &mut feed).is_err() {
+                undecodable += 1;
             }
         });
-        if r.is_err() {
-            stats.decode_errors += 1;
+        for book in loaded.pending_books() {
+            if unfold_book(&book, &mut feed).is_err() {
+                undecodable += 1;
+            }
         }
     }
+    stats.decode_errors += undecodable;
     match tail_err {
         Some(e) if is_epipe(&e) => return Ok(0),
         Some(e) => return Err(e.into()),
