@@ -159,7 +159,7 @@ pub(crate) fn listen_key(netns: u32, port: u16) -> ListenKey {
 /// Thread → connect() in progress (fd at enter, socket at SYN_SENT). A plain hash
 /// map, not an LRU one: an entry lives from a thread's syscall entry to its exit
 /// (the exit hook runs for a thread killed in the call too), so nothing is left to
-/// evict, and the LRU's list upkeep cost the enter hooks ~80–120 ns of their ~330–390
+/// evict, and the LRU's list upkeep cost the enter hooks 60–170 ns of their 330–390
 /// (bpf_stats, RST storm; docs/performance.md). Full (16384 threads inside connect()
 /// at once): counted as `calls_full`.
 #[map]
