@@ -352,13 +352,18 @@ async fn live<W: Write>(
                 undecodable += 1;
             }
         });
-        for book in loaded.pending_books() {
+        // An entry that cannot be read counts as undecodable, as a bad record would.
+        let (books, unread) = loaded.pending_books();
+        undecodable += unread;
+        for book in books {
             if unfold_book(&book, &mut feed).is_err() {
                 undecodable += 1;
             }
         }
     }
     stats.decode_errors += undecodable;
+    // The kernel side's last log records, written before its programs went.
+    loaded.flush_log();
     match tail_err {
         Some(e) if is_epipe(&e) => return Ok(0),
         Some(e) => return Err(e.into()),

@@ -133,23 +133,24 @@ impl Loaded {
     /// The books still in the kernel (per-connection design) with steps not yet
     /// flushed: sockets that have not closed, with the transitions, retransmits and
     /// resets since their last record. Read after [`Loaded::detach_all`]. Sorted by
-    /// their first step's time.
-    pub fn pending_books(&self) -> Vec<tcp_trace_common::ConnRecord> {
+    /// their first step's time; with the number of entries that could not be read.
+    pub fn pending_books(&self) -> (Vec<tcp_trace_common::ConnRecord>, u64) {
         let Some(map) = self.ebpf.map("BOOK_MAP") else {
-            return Vec::new();
+            return (Vec::new(), 0);
         };
         let Ok(map) = aya::maps::HashMap::<_, u64, tcp_trace_common::ConnRecord>::try_from(map)
         else {
-            return Vec::new();
+            return (Vec::new(), 0);
         };
+        let mut unread = 0;
         let mut books: Vec<_> = map
             .iter()
-            .filter_map(Result::ok)
+            .filter_map(|r| r.map_err(|_| unread += 1).ok())
             .map(|(_, b)| b)
             .filter(|b| b.skaddr != 0 && b.nsteps > 0)
             .collect();
         books.sort_by_key(|b| b.steps[0].ts_ns);
-        books
+        (books, unread)
     }
 
     /// Passes the kernel side's pending log records (aya-log) to the `log` facade
