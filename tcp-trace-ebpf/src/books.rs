@@ -2,7 +2,7 @@
 //! transitions a reader must see in time, and when full.
 
 use crate::emit::{filter_miss, output};
-use crate::klog::{warn_rare, worth_telling};
+use crate::klog::count_rare;
 use crate::kread::{accept_queue_of, isns_of, netns_of, rd, read_addrs, zero_words};
 use crate::maps::{
     BOOK_MAP, LISTENERS, OWNERS, book_of, count, forget_listener, listen_key, listener_entry,
@@ -112,17 +112,14 @@ pub(crate) fn book_flush(o: &KernelOffsets, sk: u64, b: &mut ConnRecord, fresh: 
 #[inline(always)]
 pub(crate) fn state_book(o: &KernelOffsets, sk: u64, old: u8, new: u8, storage: bool) -> bool {
     let Some(b) = book_of(sk, true) else {
-        let n = count(counter::BOOKS_FULL);
-        if worth_telling(n) {
-            // Not the socket's address: in a tp_btf program it is a pointer to the
-            // verifier, which refuses the byte shifts of a log argument.
-            warn_rare!(
-                "book map full (--book-entries): a transition {} -> {} reported as an event of its own ({} on this CPU)",
-                old,
-                new,
-                n
-            );
-        }
+        // Not the socket's address: in a tp_btf program it is a pointer to the
+        // verifier, which refuses the byte shifts of a log argument.
+        count_rare!(
+            counter::BOOKS_FULL,
+            "book map full (--book-entries): a transition {} -> {} reported as an event of its own ({} on this CPU)",
+            old,
+            new
+        );
         return false;
     };
     let task = process_transition(old, new);

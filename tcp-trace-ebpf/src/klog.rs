@@ -8,11 +8,16 @@ pub(crate) fn worth_telling(n: u64) -> bool {
     n != 0 && n & (n - 1) == 0
 }
 
-/// `aya_log_ebpf::warn!` without a context (aya-log-ebpf 0.2 takes one and does
-/// not use it; the helpers that log here are shared by three program types).
-macro_rules! warn_rare {
-    ($($arg:tt)+) => {
-        aya_log_ebpf::warn!(&(), $($arg)+)
-    };
+/// Counts a rare path in `COUNTERS[$idx]` and, when [`worth_telling`], logs it with
+/// `aya_log_ebpf::warn!`: the format's last `{}` is this CPU's count. No context
+/// (aya-log-ebpf 0.2 takes one and does not use it; the helpers that log here are
+/// shared by three program types).
+macro_rules! count_rare {
+    ($idx:expr, $fmt:literal $(, $arg:expr)* $(,)?) => {{
+        let n = crate::maps::count($idx);
+        if crate::klog::worth_telling(n) {
+            aya_log_ebpf::warn!(&(), $fmt $(, $arg)*, n);
+        }
+    }};
 }
-pub(crate) use warn_rare;
+pub(crate) use count_rare;

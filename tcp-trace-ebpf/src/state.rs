@@ -4,7 +4,7 @@
 use crate::books::state_book;
 use crate::config::{LAYOUT_SET_STATE, OFFSETS, books_on, opaque};
 use crate::emit::{emit, new_event};
-use crate::klog::{warn_rare, worth_telling};
+use crate::klog::count_rare;
 use crate::kread::{
     netns_of, read_accept_queue, read_isns, read_sock_tuple, read_tuple, tcp_sock, tp_read,
 };
@@ -58,17 +58,14 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     if !tcp_state_number(oldstate) || !tcp_state_number(newstate) {
         // Read through the tracefs format's offsets: a state no TCP socket has says
         // the layout was read wrong. Reported as read (userspace names it unknown).
-        let n = count(counter::LAYOUT_SUSPECT);
-        if worth_telling(n) {
-            warn_rare!(
-                "sock:inet_sock_set_state: states {} -> {} read at offsets {}/{} are not TCP states: the tracepoint's layout does not match ({} on this CPU)",
-                oldstate,
-                newstate,
-                l.oldstate,
-                l.newstate,
-                n
-            );
-        }
+        count_rare!(
+            counter::LAYOUT_SUSPECT,
+            "sock:inet_sock_set_state: states {} -> {} read at offsets {}/{} are not TCP states: the tracepoint's layout does not match ({} on this CPU)",
+            oldstate,
+            newstate,
+            l.oldstate,
+            l.newstate
+        );
     }
     let (oldstate, newstate) = (oldstate as u8, newstate as u8);
     let task = process_transition(oldstate, newstate);

@@ -6,9 +6,9 @@ use crate::config::{
     LAYOUT_EXIT_ACCEPT4, LAYOUT_EXIT_CONNECT, OFFSETS, opaque,
 };
 use crate::emit::{emit, new_event};
-use crate::klog::{warn_rare, worth_telling};
+use crate::klog::count_rare;
 use crate::kread::{copy16, rd, read_local, read_sock_tuple, sock_of_fd, tp_read, zero_words};
-use crate::maps::{ACCEPTS, CONNECTS, OWNERS, count, owner_entry, pending_call, slot};
+use crate::maps::{ACCEPTS, CONNECTS, OWNERS, owner_entry, pending_call, slot};
 use crate::owner::{current_owner, owner_of, set_owner};
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use aya_ebpf::macros::btf_tracepoint;
@@ -72,15 +72,12 @@ pub(crate) fn insert_pending(map: &HashMap<u64, PendingCall>, id: u64, fd: i64) 
     };
     if r.is_err() {
         // The map is full: this call's return will not be reported.
-        let n = count(counter::CALLS_FULL);
-        if worth_telling(n) {
-            warn_rare!(
-                "connect()/accept() of pid {} on fd {} not followed: the call map is full ({} on this CPU)",
-                (id >> 32) as u32,
-                fd,
-                n
-            );
-        }
+        count_rare!(
+            counter::CALLS_FULL,
+            "connect()/accept() of pid {} on fd {} not followed: the call map is full ({} on this CPU)",
+            (id >> 32) as u32,
+            fd
+        );
     }
 }
 
@@ -170,15 +167,12 @@ pub(crate) fn exit_accept(ret: i64, accept4: bool) -> u32 {
             // Not a TCP socket (unix, …): not ours. With valid offsets a failed
             // walk on a TCP fd is rare; it is counted in userspace-visible stats.
             if ret >= 0 {
-                let n = count(counter::FD_WALK_FAILED);
-                if worth_telling(n) {
-                    warn_rare!(
-                        "accept() gave fd {} to pid {}, whose socket the fd walk did not find ({} on this CPU): its accept return is not reported",
-                        ret,
-                        (id >> 32) as u32,
-                        n
-                    );
-                }
+                count_rare!(
+                    counter::FD_WALK_FAILED,
+                    "accept() gave fd {} to pid {}, whose socket the fd walk did not find: its accept return is not reported ({} on this CPU)",
+                    ret,
+                    (id >> 32) as u32
+                );
             }
             return 0;
         }

@@ -93,25 +93,22 @@ pub fn summary_line(s: &RunStats, evicted: u64) -> String {
     } else {
         String::new()
     };
-    let mut kernel = String::new();
-    if s.books_full > 0 {
-        kernel.push_str(&format!(
-            ", {} sockets reported event by event (book map full)",
-            s.books_full
-        ));
-    }
-    if s.layout_suspect > 0 {
-        kernel.push_str(&format!(
-            ", {} transitions with states that are no TCP states (tracepoint layout read wrong; -v shows the kernel's log)",
-            s.layout_suspect
-        ));
-    }
-    if s.calls_full > 0 {
-        kernel.push_str(&format!(
-            ", {} connect/accept calls not followed (call map full: their returns are missing)",
-            s.calls_full
-        ));
-    }
+    // The kernel side's rare paths, named only when they happened.
+    let kernel: String = [
+        (s.books_full, "sockets reported event by event (book map full)"),
+        (
+            s.layout_suspect,
+            "transitions with states that are no TCP states (tracepoint layout read wrong; -v shows the kernel's log)",
+        ),
+        (
+            s.calls_full,
+            "connect/accept calls not followed (call map full: their returns are missing)",
+        ),
+    ]
+    .iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!(", {n} {what}"))
+    .collect();
     format!(
         "tcp-trace: {} events, {} lost, {} filtered in the kernel, {} undecodable, {} evicted connections, {} accept/connect returns without socket{skipped}{unplaced}{kernel}",
         s.events, s.lost, s.filtered, s.decode_errors, evicted, s.fd_walk_failed
