@@ -192,6 +192,9 @@ pub enum View {
     /// still goes to stderr at exit; with --json only the lost, skipped, summary and
     /// stats lines are printed.
     None,
+    /// With --json: every event line and every connection line, then the summary
+    /// (what --json printed by default before JSON schema 2).
+    All,
 }
 
 /// Optional labels of the per-connection metrics (`--metrics-labels`).
@@ -205,7 +208,7 @@ pub enum MetricsLabel {
 
 #[derive(Debug, Clone, Args)]
 pub struct OutputArgs {
-    /// What to show [default: ladder; with --json: events, connections and summary].
+    /// What to show [default: ladder; with --json: connections and summary (events too with --view all)].
     #[arg(long, value_enum)]
     pub view: Option<View>,
     /// JSON lines on stdout (every line has "type").

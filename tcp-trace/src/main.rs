@@ -31,11 +31,20 @@ fn main() -> ExitCode {
         Err(msg) => Cli::command().error(ErrorKind::TooManyValues, msg).exit(),
     };
     let check_select = |s: &tcp_trace::cli::SelectArgs, o: &tcp_trace::cli::OutputArgs| {
-        if (s.failed || s.min_ms.is_some()) && o.view == Some(tcp_trace::cli::View::Events) {
+        use tcp_trace::cli::View;
+        if (s.failed || s.min_ms.is_some()) && matches!(o.view, Some(View::Events | View::All)) {
             Cli::command()
                 .error(
                     ErrorKind::ArgumentConflict,
-                    "--failed and --min-ms select whole connections; use them with --view conns or --view ladder (or --json without --view), not --view events",
+                    "--failed and --min-ms select whole connections; use them with --view conns or --view ladder (or --json without --view), not with a view that prints events",
+                )
+                .exit()
+        }
+        if o.view == Some(View::All) && !o.json {
+            Cli::command()
+                .error(
+                    ErrorKind::ArgumentConflict,
+                    "--view all prints JSON lines (events, connections and summary): add --json, or use --view events or --view ladder for text",
                 )
                 .exit()
         }

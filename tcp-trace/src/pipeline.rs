@@ -527,10 +527,11 @@ impl<W: Write> Renderer<W> {
         let view = args.view.unwrap_or(View::Ladder);
         let (json_events, json_conns) = match (args.json, args.view) {
             (false, _) => (false, false),
-            (true, None) => (true, true),
+            // JSON schema 2: connections and summary unless asked for events.
+            (true, Some(View::All)) => (true, true),
             (true, Some(View::Events)) => (true, false),
             (true, Some(View::None)) => (false, false),
-            (true, Some(_)) => (false, true),
+            (true, _) => (false, true),
         };
         // `--view none` still correlates: the summary at exit counts connections.
         let need_conns = if args.json {
@@ -645,12 +646,9 @@ impl<W: Write> Renderer<W> {
         Ok(())
     }
 
-    /// The userspace selections. With `--failed`/`--min-ms`, `--json` without
-    /// `--view` writes connection lines only (an event cannot be judged alone).
+    /// The userspace selections. `--failed`/`--min-ms` judge whole connections: the
+    /// command line refuses them with the views that print events.
     pub fn with_select(mut self, select: Select) -> Self {
-        if select.on_connections_only() && self.json_events && self.json_conns {
-            self.json_events = false;
-        }
         self.containers.pods = PodsLogDir::new(&select.pods_log_dir);
         self.select = select;
         self
@@ -825,7 +823,7 @@ impl<W: Write> Renderer<W> {
             return Ok(());
         }
         match self.view {
-            View::Events | View::None => Ok(()),
+            View::Events | View::None | View::All => Ok(()),
             View::Conns => {
                 if !keep {
                     return Ok(());
@@ -948,7 +946,8 @@ impl<W: Write> Renderer<W> {
             let time = render::json::rfc3339(self.now_epoch_ns());
             writeln!(
                 self.out,
-                "{{\"type\":\"stats\",\"time\":\"{time}\",\"events\":{},\"submitted\":{},\"lost\":{},\"filtered\":{},\"decode_errors\":{},\"evicted\":{evicted},\"fd_walk_failed\":{},\"skipped\":{},\"skips_counted\":{},\"caught_nested\":{},\"books_full\":{},\"layout_suspect\":{},\"calls_full\":{},\"orphan_events\":{},\"late_events\":{},\"superseded\":{},\"untracked_requests\":{}}}",
+                "{{\"type\":\"stats\",\"time\":\"{time}\",\"schema\":{},\"events\":{},\"submitted\":{},\"lost\":{},\"filtered\":{},\"decode_errors\":{},\"evicted\":{evicted},\"fd_walk_failed\":{},\"skipped\":{},\"skips_counted\":{},\"caught_nested\":{},\"books_full\":{},\"layout_suspect\":{},\"calls_full\":{},\"orphan_events\":{},\"late_events\":{},\"superseded\":{},\"untracked_requests\":{}}}",
+                render::json::SCHEMA,
                 stats.events,
                 stats.submitted,
                 stats.lost,

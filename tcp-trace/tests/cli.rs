@@ -159,10 +159,71 @@ fn is_rfc3339(s: &str) -> bool {
             .all(|(i, c)| [4, 7, 10, 13, 16, 19, 29].contains(&i) || c.is_ascii_digit())
 }
 
+fn json_lines(out: &str) -> Vec<Value> {
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn count_of(lines: &[Value], ty: &str) -> usize {
+    lines.iter().filter(|v| v["type"] == ty).count()
+}
+
+/// JSON schema 2: `--json` alone prints connections and the summary; events come
+/// with `--view events` or `--view all`; the version is in the stats line.
+#[test]
+fn json_default_is_connections_and_view_all_adds_events() {
+    let default = json_lines(&replayed(LOOPBACK_V4, &["--json"]));
+    assert_eq!(count_of(&default, "event"), 0, "{default:?}");
+    assert_eq!(count_of(&default, "connection"), 3);
+    assert_eq!(count_of(&default, "summary"), 1);
+    let stats = default.last().unwrap();
+    assert_eq!(stats["type"], "stats");
+    assert_eq!(stats["schema"], 2);
+    assert_eq!(stats["events"], 14);
+
+    let all = json_lines(&replayed(LOOPBACK_V4, &["--json", "--view", "all"]));
+    // Every event the recording holds, then the same connections.
+    assert_eq!(count_of(&all, "event"), 14);
+    let conns = |v: &[Value]| -> Vec<Value> {
+        v.iter()
+            .filter(|l| l["type"] == "connection")
+            .cloned()
+            .collect()
+    };
+    assert_eq!(conns(&all), conns(&default));
+    assert_eq!(count_of(&all, "summary"), 1);
+    assert_eq!(all.last().unwrap()["schema"], 2);
+
+    let events = json_lines(&replayed(LOOPBACK_V4, &["--json", "--view", "events"]));
+    assert_eq!(count_of(&events, "event"), 14);
+    assert_eq!(count_of(&events, "connection"), 0);
+}
+
+#[test]
+fn view_all_needs_json_and_whole_connection_selections_refuse_it() {
+    let rec = recording(LOOPBACK_V4);
+    let rec = rec.to_str().unwrap();
+    for args in [
+        &["replay", rec, "--view", "all"][..],
+        &["--view", "all", "--duration", "0.1"],
+    ] {
+        let out = run(args, &[]);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--view all prints JSON lines"), "{err}");
+        assert!(out.stdout.is_empty());
+    }
+    let out = run(&["replay", rec, "--json", "--view", "all", "--failed"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--failed and --min-ms"));
+}
+
 #[test]
 fn every_json_line_has_a_wall_clock_time() {
     for args in [
         &["--json"][..],
+        &["--json", "--view", "all"],
         &["--json", "--view", "events"],
         &["--json", "--view", "conns"],
         &["--json", "-T"],

@@ -96,7 +96,16 @@ fn tracer_in_container_with_cap_bpf_perfmon() {
         &rootfs,
         &["BPF", "PERFMON"],
         &["--rm", "--security-opt", &seccomp],
-        &["/tcp-trace", "--json", "-P", &ps, "--duration", "60"],
+        &[
+            "/tcp-trace",
+            "--json",
+            "--view",
+            "all",
+            "-P",
+            &ps,
+            "--duration",
+            "60",
+        ],
     );
     // Stopped by SIGINT to podman, which proxies it to the tracer; it detaches and
     // exits 0.
@@ -128,7 +137,16 @@ fn tracer_in_container_default_seccomp_fails_clearly() {
         &rootfs,
         &["BPF", "PERFMON"],
         &["--rm"],
-        &["/tcp-trace", "--json", "-P", &port, "--duration", "5"],
+        &[
+            "/tcp-trace",
+            "--json",
+            "--view",
+            "all",
+            "-P",
+            &port,
+            "--duration",
+            "5",
+        ],
     )
     .stdin(Stdio::null())
     .output()
@@ -152,7 +170,7 @@ fn container_connection_resolves_to_podman_container_id() {
     require_podman();
     let rootfs = Rootfs::new("nc");
     let port = free_port();
-    let t = Tracer::on_port(port, &["--json"]);
+    let t = Tracer::on_port(port, &["--json", "--view", "all"]);
     let server = start_server(None, "127.0.0.1", port, &["--accepts", "1"]);
 
     // Stays alive after the connection so that its cgroup still exists when resolved.
@@ -263,7 +281,7 @@ fn container_connection_resolves_to_podman_container_id() {
 
     // --container <short id>: in the kernel, only that container's sockets pass. A
     // host client and a client in the container connect to the same host server.
-    let t = Tracer::on_port(port, &["--json", "--container", &id[..12]]);
+    let t = Tracer::on_port(port, &["--json", "--view", "all", "--container", &id[..12]]);
     let server = start_server(
         None,
         "127.0.0.1",

@@ -251,7 +251,7 @@ fn daemonset_pod_attributes_a_second_pods_connection() {
         &pod,
         r#"args: ["--metrics", "0.0.0.0:9464", "--view", "none"]"#,
         &format!(
-            r#"args: ["--metrics", "0.0.0.0:9464", "--json", "-P", "{p2},{p3}", "--duration", "120"]"#
+            r#"args: ["--metrics", "0.0.0.0:9464", "--json", "--view", "all", "-P", "{p2},{p3}", "--duration", "120"]"#
         ),
     );
     pod = replace_once(
@@ -490,6 +490,8 @@ fn daemonset_pod_attributes_a_second_pods_connection() {
         &tracer_ctr,
         "/tcp-trace",
         "--json",
+        "--view",
+        "all",
         "-P",
         &p4.to_string(),
         "--pod",

@@ -42,9 +42,11 @@ fn handshake_and_teardown(addr: &str, family: &str, attach: &str) {
 /// `last` is false.
 fn handshake_and_teardown_once(addr: &str, family: &str, attach: &str, last: bool) -> Option<u64> {
     let port = free_port();
-    let (lines, x) = traced(port, &["--json", "--attach", attach], |_| {
-        server_and_client(None, addr, port, &DESIGN_SERVER, &[])
-    });
+    let (lines, x) = traced(
+        port,
+        &["--json", "--view", "all", "--attach", attach],
+        |_| server_and_client(None, addr, port, &DESIGN_SERVER, &[]),
+    );
     if !last && skipped_of(&lines) > 0 {
         return Some(skipped_of(&lines));
     }
@@ -122,9 +124,11 @@ fn refused_connect_gets_reset() {
 
 fn refused_connect(attach: &str) {
     let port = free_port();
-    let (lines, cpid) = traced(port, &["--json", "--attach", attach], |_| {
-        run_refused_client(None, "127.0.0.1", port, 1)
-    });
+    let (lines, cpid) = traced(
+        port,
+        &["--json", "--view", "all", "--attach", attach],
+        |_| run_refused_client(None, "127.0.0.1", port, 1),
+    );
     let evs = events(&lines);
     let sk = assert_refused_sequence(&evs, port);
     let rst = first(&evs, |e| {
@@ -156,15 +160,19 @@ fn synack_retransmit(attach: &str) {
     let ns = Netns::new("synack");
     let port = free_port();
     ns.drop_input(port, "tcp flags & (fin|syn|rst|psh|ack) == ack");
-    let (lines, x) = traced(port, &["--json", "--attach", attach], |_| {
-        server_and_client(
-            Some(&ns),
-            "127.0.0.1",
-            port,
-            &["--close-delay-ms", "0"],
-            &["--delay-before-send-ms", "1500"],
-        )
-    });
+    let (lines, x) = traced(
+        port,
+        &["--json", "--view", "all", "--attach", attach],
+        |_| {
+            server_and_client(
+                Some(&ns),
+                "127.0.0.1",
+                port,
+                &["--close-delay-ms", "0"],
+                &["--delay-before-send-ms", "1500"],
+            )
+        },
+    );
     let (cport, spid) = (x.cport, x.server_pid);
     let evs = events(&lines);
 
@@ -214,7 +222,7 @@ fn pid_filter_hides_other_processes() {
     );
     let mut client = start_client(None, "127.0.0.1", port, &["--wait-stdin"]);
     let cpid = client.pid;
-    let t = Tracer::start(&["--json", "-p", &cpid.to_string()]);
+    let t = Tracer::start(&["--json", "--view", "all", "-p", &cpid.to_string()]);
     // Another process (this test) connects first: must not show.
     {
         use std::io::Write;
@@ -287,7 +295,15 @@ fn runs_with_cap_bpf_and_cap_perfmon_only() {
         .unwrap_or(2);
     let probe = setpriv(
         ",+bpf,+perfmon,+dac_read_search",
-        &["--attach", "tracepoint", "--duration", "0.2", "--json"],
+        &[
+            "--attach",
+            "tracepoint",
+            "--duration",
+            "0.2",
+            "--json",
+            "--view",
+            "all",
+        ],
     )
     .output()
     .unwrap();
@@ -309,7 +325,10 @@ fn runs_with_cap_bpf_and_cap_perfmon_only() {
 fn unprivileged_run(caps: &str, attach: &str) -> Vec<String> {
     let port = free_port();
     let ps = port.to_string();
-    let tracer = &mut setpriv(caps, &["--json", "-P", &ps, "--attach", attach]);
+    let tracer = &mut setpriv(
+        caps,
+        &["--json", "--view", "all", "-P", &ps, "--attach", attach],
+    );
     let (lines, (startup, x)) = traced_cmd(tracer, |t| {
         let x = server_and_client(None, "127.0.0.1", port, &["--close-delay-ms", "0"], &[]);
         (t.startup.clone(), x)
@@ -349,7 +368,18 @@ fn duration_and_count_stop_the_run() {
         return;
     }
     let port = free_port();
-    let t = Tracer::on_port(port, &["--json", "--count", "2", "--duration", "20"]);
+    let t = Tracer::on_port(
+        port,
+        &[
+            "--json",
+            "--view",
+            "all",
+            "--count",
+            "2",
+            "--duration",
+            "20",
+        ],
+    );
     run_refused_client(None, "127.0.0.1", port, 3);
     let start = std::time::Instant::now();
     let (lines, code) = t.collect();
@@ -359,7 +389,7 @@ fn duration_and_count_stop_the_run() {
         "--count did not stop the run"
     );
     assert_eq!(events(&lines).len(), 2);
-    let t = Tracer::on_port(port, &["--json", "--duration", "0.5"]);
+    let t = Tracer::on_port(port, &["--json", "--view", "all", "--duration", "0.5"]);
     let (lines, code) = t.collect();
     assert_eq!(code, 0);
     assert!(lines.iter().any(|l| l["type"] == "stats"));
@@ -533,7 +563,7 @@ fn skipped_runs_degrade_where_the_kernel_cannot_count_them() {
         .map(|s| s.parse::<u32>().unwrap());
     let version = (nums.next().unwrap(), nums.next().unwrap());
     let counted = version >= (5, 12);
-    let t = Tracer::on_port(9, &["--json", "--duration", "0.3"]);
+    let t = Tracer::on_port(9, &["--json", "--view", "all", "--duration", "0.3"]);
     let warned = t
         .startup
         .iter()

@@ -374,7 +374,7 @@ fn reuseport_group_children_go_to_their_acceptor() {
 fn reuseport_once(last: bool) -> Option<u64> {
     let ns = Netns::new("rport");
     let port = free_port();
-    let (lines, (exact, spids)) = traced(port, &["--json"], |t| {
+    let (lines, (exact, spids)) = traced(port, &["--json", "--view", "all"], |t| {
         // With socket storage (tp_btf, 5.11+) the kernel names the very listener each
         // child was queued on, at its birth.
         let exact = !t.startup.iter().any(|l| l.contains("socket local storage"));
@@ -475,7 +475,7 @@ fn connections_open_before_start_are_named() {
     // seconds to attach).
     let mut early = start_client(None, "127.0.0.1", port, &["--send-on-stdin"]);
     let early_port = early.connect_ok();
-    let t = Tracer::on_port(port, &["--json"]);
+    let t = Tracer::on_port(port, &["--json", "--view", "all"]);
     // The socket table is read right after the hooks are attached.
     let learned = t
         .stderr_lines

@@ -10,6 +10,11 @@ use std::net::IpAddr;
 use crate::clock::WallClock;
 use crate::correlate::{Connection, HalfOpenRequest, PidSource, Role, SyscallReturn};
 use crate::decode::{Event, EventKind, errno_name};
+
+/// Version of the JSON lines contract (docs/json-schema.md), in every `stats` line.
+/// 2: `--json` without `--view` prints connection and summary lines only; event
+/// lines need `--view events` or `--view all` (1 printed events by default too).
+pub const SCHEMA: u32 = 2;
 use crate::text::{
     DIGITS2, Sink, StackStr, put_comm, put_hex, put_i64, put_i128, put_ip, put_json_str, put_state,
     put_u64,
