@@ -49,8 +49,11 @@ mod targets;
 pub enum Config {
     /// The storm alone.
     Untraced,
-    /// `tcp-trace --json > /dev/null`.
+    /// `tcp-trace --json > /dev/null`: connections and the summary (JSON schema 2).
     Json,
+    /// `tcp-trace --json --view all > /dev/null`: every event line too (what `--json`
+    /// printed before JSON schema 2), for a before/after beside `json`.
+    JsonAll,
     /// `tcp-trace > /dev/null` (the default ladder view).
     Default,
     /// `tcp-trace --json --per-event > /dev/null`: the per-event kernel design (the
@@ -70,6 +73,7 @@ impl Config {
         match self {
             Config::Untraced => "untraced",
             Config::Json => "tcp-trace --json",
+            Config::JsonAll => "--json --view all",
             Config::Default => "tcp-trace (ladder)",
             Config::JsonPerEvent => "--json --per-event",
             Config::Events => "tcp-trace events",
@@ -81,7 +85,11 @@ impl Config {
     fn is_ours(self) -> bool {
         matches!(
             self,
-            Config::Json | Config::Default | Config::Events | Config::JsonPerEvent
+            Config::Json
+                | Config::JsonAll
+                | Config::Default
+                | Config::Events
+                | Config::JsonPerEvent
         )
     }
 

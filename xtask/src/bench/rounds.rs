@@ -217,7 +217,11 @@ impl Drop for Tracer {
 
 fn spawn_tracer(bins: &Bins, config: Config) -> Result<Tracer> {
     let (mut c, output) = match config {
-        Config::Json | Config::Default | Config::Events | Config::JsonPerEvent => {
+        Config::Json
+        | Config::JsonAll
+        | Config::Default
+        | Config::Events
+        | Config::JsonPerEvent => {
             let mut c = Command::new(&bins.tracer);
             match config {
                 Config::Json => {
@@ -225,6 +229,9 @@ fn spawn_tracer(bins: &Bins, config: Config) -> Result<Tracer> {
                 }
                 Config::JsonPerEvent => {
                     c.args(["--json", "--per-event"]);
+                }
+                Config::JsonAll => {
+                    c.args(["--json", "--view", "all"]);
                 }
                 Config::Events => {
                     c.args(["--view", "events", "--json"]);
