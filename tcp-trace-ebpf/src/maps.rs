@@ -186,9 +186,15 @@ pub(crate) fn count(idx: u32) -> u64 {
 /// compiler_builtins' byte-by-byte `memset` subprogram, which cost as much per hit
 /// as the rest of the program: perf showed `bpf_prog_…_memset`.) One slot per
 /// program because a program may be interrupted on its CPU by another one (a
-/// syscall exit by a softirq's state transition); a program does not nest in itself.
+/// syscall exit by a softirq's state transition). Newer kernels never run a raw or
+/// tp_btf program again on a CPU where it is running; older ones (5.10) do: a
+/// softirq's transition then runs the state program inside its own process-context
+/// run. That nested run takes the slot's second copy (`slot + slot::COUNT`, see
+/// `SLOT_BUSY`); before, it overwrote the event being built and the outer run sent a
+/// copy of the inner one (a lost transition, seen under a storm on 5.10).
 #[map]
-pub(crate) static SCRATCH: PerCpuArray<RawEvent> = PerCpuArray::with_max_entries(slot::COUNT, 0);
+pub(crate) static SCRATCH: PerCpuArray<RawEvent> =
+    PerCpuArray::with_max_entries(2 * slot::COUNT, 0);
 
 pub(crate) mod slot {
     pub const STATE: u32 = 0;
@@ -211,13 +217,42 @@ pub(crate) fn slot_of(k: u8) -> u32 {
     }
 }
 
-/// Set on a CPU while `*_inet_sock_set_state` runs there. The kernel does not run a
-/// program again on a CPU where it is already running (a softirq's transition
-/// interrupting a process-context one: `recursion_misses`); the `*_nested` program,
-/// attached after it to the same tracepoint, sees the flag and reports that
-/// transition instead. Outside such nesting it returns at once.
+/// Per scratch slot, set on a CPU while a program using it runs there (`in_slot`).
+/// For the state programs (`slot::STATE`): newer kernels do not run a program again
+/// on a CPU where it is already running (a softirq's transition interrupting a
+/// process-context one: `recursion_misses`); the `*_nested` program, attached after
+/// it to the same tracepoint, sees the flag (1) and reports that transition instead.
+/// Older kernels run the state program itself nested: it then sets the flag to
+/// `NESTED_HANDLED` so that the twin does not report the transition twice.
 #[map]
-pub(crate) static STATE_BUSY: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static SLOT_BUSY: PerCpuArray<u32> = PerCpuArray::with_max_entries(slot::COUNT, 0);
+
+/// `SLOT_BUSY[slot::STATE]` after a nested run of the state program itself.
+pub(crate) const NESTED_HANDLED: u32 = 2;
+
+/// Runs `f` with the scratch slot of this run: `slot`, or its second copy when a run
+/// of the same program is already under way on this CPU (kernels that let a raw or
+/// tp_btf program nest in itself). Returns whether it was nested.
+#[inline(always)]
+pub(crate) fn in_slot(slot: u32, f: impl FnOnce(u32)) -> bool {
+    let Some(b) = SLOT_BUSY.get_ptr_mut(slot) else {
+        f(slot);
+        return false;
+    };
+    // SAFETY: this CPU's entry of a per-CPU array, valid while the program runs; a
+    // nested run on this CPU completes before the interrupted one resumes.
+    let was = unsafe { b.read_volatile() };
+    if was != 0 {
+        f(slot + slot::COUNT);
+        return true;
+    }
+    // SAFETY: as above.
+    unsafe { b.write_volatile(1) };
+    f(slot);
+    // SAFETY: as above.
+    unsafe { b.write_volatile(0) };
+    false
+}
 
 /// The owner recorded for `sk`, copied out of `OWNERS`.
 #[inline(always)]

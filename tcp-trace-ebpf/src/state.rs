@@ -9,8 +9,8 @@ use crate::kread::{
     netns_of, read_accept_queue, read_isns, read_sock_tuple, read_tuple, tcp_sock, tp_read,
 };
 use crate::maps::{
-    LISTENERS, OWNERS, STATE_BUSY, count, forget_listener, listen_key, listener_entry, listener_of,
-    note_connect, owner_entry, slot,
+    LISTENERS, NESTED_HANDLED, OWNERS, SLOT_BUSY, count, forget_listener, listen_key,
+    listener_entry, listener_of, note_connect, owner_entry, slot,
 };
 use crate::owner::{owner_of, process_transition, set_owner};
 use aya_ebpf::macros::btf_tracepoint;
@@ -201,9 +201,23 @@ pub(crate) fn state_args(slot: u32, sk: u64, old: u64, new: u64, storage: bool) 
 
 #[inline(always)]
 pub(crate) fn state_outer(sk: u64, old: u64, new: u64, storage: bool) {
-    let busy = STATE_BUSY.get_ptr_mut(0);
+    let busy = SLOT_BUSY.get_ptr_mut(slot::STATE);
+    // SAFETY: this CPU's entry of a per-CPU array, valid while the program runs.
+    let was = busy.map_or(0, |b| unsafe { b.read_volatile() });
+    if was != 0 {
+        // Nested in its own run on this CPU (a kernel without the raw/tp_btf
+        // recursion guard): the second scratch copy, and the twin is told that this
+        // transition is reported (counted as caught, as the twin would).
+        count(counter::NESTED_CAUGHT);
+        state_args(slot::STATE + slot::COUNT, sk, old, new, storage);
+        if let Some(b) = busy {
+            // SAFETY: as above.
+            unsafe { b.write_volatile(NESTED_HANDLED) };
+        }
+        return;
+    }
     if let Some(b) = busy {
-        // SAFETY: this CPU's slot of a per-CPU array, valid while the program runs.
+        // SAFETY: as above.
         unsafe { b.write_volatile(1) };
     }
     state_args(slot::STATE, sk, old, new, storage);
@@ -215,13 +229,21 @@ pub(crate) fn state_outer(sk: u64, old: u64, new: u64, storage: bool) {
 
 #[inline(always)]
 pub(crate) fn state_nested(sk: u64, old: u64, new: u64, storage: bool) {
-    match STATE_BUSY.get_ptr_mut(0) {
-        // SAFETY: this CPU's slot of a per-CPU array, valid while the program runs.
-        Some(b) if unsafe { b.read_volatile() } != 0 => {
+    let Some(b) = SLOT_BUSY.get_ptr_mut(slot::STATE) else {
+        return;
+    };
+    // SAFETY: this CPU's entry of a per-CPU array, valid while the program runs.
+    match unsafe { b.read_volatile() } {
+        0 => {}
+        NESTED_HANDLED => {
+            // The main program ran nested and reported it; the outer run goes on.
+            // SAFETY: as above.
+            unsafe { b.write_volatile(1) };
+        }
+        _ => {
             count(counter::NESTED_CAUGHT);
             state_args(slot::STATE_NESTED, sk, old, new, storage)
         }
-        _ => {}
     }
 }
 

@@ -9,7 +9,7 @@ use crate::emit::{emit, new_event};
 use crate::kread::{
     rd, read_accept_queue, read_any_sock_tuple, read_skb_reply_tuple, read_tuple, tp_read,
 };
-use crate::maps::{slot, slot_of};
+use crate::maps::{in_slot, slot, slot_of};
 use crate::owner::attribute;
 use aya_ebpf::macros::btf_tracepoint;
 use aya_ebpf::macros::raw_tracepoint;
@@ -92,17 +92,19 @@ pub(crate) fn synack_args(sk: u64, req: u64) {
     if o.valid == 0 {
         return;
     }
-    let Some(ev) = new_event(slot::SYNACK, kind::SYNACK_RETRANSMIT, sk, false) else {
-        return;
-    };
-    ev.aux = req;
-    ev.newstate = TCP_SYN_RECV;
-    if req != 0 {
-        read_any_sock_tuple(&o, req, TCP_NEW_SYN_RECV, ev);
-    }
-    read_accept_queue(ev, sk);
-    attribute(ev, false);
-    emit(ev);
+    in_slot(slot::SYNACK, |slot| {
+        let Some(ev) = new_event(slot, kind::SYNACK_RETRANSMIT, sk, false) else {
+            return;
+        };
+        ev.aux = req;
+        ev.newstate = TCP_SYN_RECV;
+        if req != 0 {
+            read_any_sock_tuple(&o, req, TCP_NEW_SYN_RECV, ev);
+        }
+        read_accept_queue(ev, sk);
+        attribute(ev, false);
+        emit(ev);
+    });
 }
 
 #[inline(always)]
@@ -114,22 +116,27 @@ pub(crate) fn sock_args(k: u8, sk: u64, skb: u64) {
     if books_on() && sk != 0 && step_book(&o, k, sk) {
         return;
     }
-    let Some(ev) = new_event(slot_of(k), k, sk, false) else {
-        return;
-    };
-    // The reset reason is an extra argument only since 6.12; not read on this path.
-    ev.aux = u64::MAX;
-    if sk != 0 {
-        ev.newstate = rd::<u8>(sk, o.skc_state as u64);
-        // tcp_send_reset may be called with a timewait or request sock.
-        read_any_sock_tuple(&o, sk, ev.newstate, ev);
-        attribute(ev, false);
-    } else if k == kind::RESET_SENT {
-        // A reset with no socket (to a port nobody listens on, a stale segment): its
-        // tuple is the segment's it answers (the classic tracepoint fills it so too).
-        read_skb_reply_tuple(&o, skb, ev);
-    }
-    emit(ev);
+    // A retransmit or reset in process context (the socket's backlog processed at
+    // release_sock) can be interrupted by a softirq's on this CPU.
+    in_slot(slot_of(k), |slot| {
+        let Some(ev) = new_event(slot, k, sk, false) else {
+            return;
+        };
+        // The reset reason is an extra argument only since 6.12; not read on this path.
+        ev.aux = u64::MAX;
+        if sk != 0 {
+            ev.newstate = rd::<u8>(sk, o.skc_state as u64);
+            // tcp_send_reset may be called with a timewait or request sock.
+            read_any_sock_tuple(&o, sk, ev.newstate, ev);
+            attribute(ev, false);
+        } else if k == kind::RESET_SENT {
+            // A reset with no socket (to a port nobody listens on, a stale segment):
+            // its tuple is the segment's it answers (the classic tracepoint fills it so
+            // too).
+            read_skb_reply_tuple(&o, skb, ev);
+        }
+        emit(ev);
+    });
 }
 
 both_paths!(
