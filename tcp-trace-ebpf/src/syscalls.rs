@@ -3,14 +3,14 @@
 
 use crate::config::{
     FILTER, LAYOUT_ENTER_ACCEPT, LAYOUT_ENTER_ACCEPT4, LAYOUT_ENTER_CONNECT, LAYOUT_EXIT_ACCEPT,
-    LAYOUT_EXIT_ACCEPT4, LAYOUT_EXIT_CONNECT, OFFSETS, opaque,
+    LAYOUT_EXIT_ACCEPT4, LAYOUT_EXIT_CONNECT, OFFSETS, books_on, opaque,
 };
 use crate::emit::{emit, new_event};
 use crate::klog::count_rare;
 use crate::kread::{
     copy16, netns_of_head, rd, read_local, read_sock_tuple, sock_of_fd, tp_read, zero_words,
 };
-use crate::maps::{ACCEPTS, CONNECTS, OWNERS, owner_entry, pending_call, slot};
+use crate::maps::{ACCEPTS, CONNECTS, OWNERS, book_of, owner_entry, pending_call, slot};
 use crate::owner::{current_owner, owner_in, owner_of, set_owner};
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use aya_ebpf::macros::btf_tracepoint;
@@ -24,6 +24,7 @@ use core::mem::MaybeUninit;
 use tcp_trace_common::NO_FIELD;
 use tcp_trace_common::PendingCall;
 use tcp_trace_common::TpLayout;
+use tcp_trace_common::book_flags;
 use tcp_trace_common::counter;
 use tcp_trace_common::flags;
 use tcp_trace_common::kind;
@@ -129,10 +130,27 @@ pub(crate) fn exit_connect(ret: i64) {
     } else if let Some(h) = &head {
         read_sock_tuple(&o, h, ev);
     }
-    // The caller is the owner bound at SYN_SENT (same task); reuse that entry.
-    let owner = match owner_entry(skaddr) {
-        Some(o) if o.pid == id as u32 => o,
-        _ => owner_of(skaddr),
+    // The caller is the owner bound at SYN_SENT (same task): reuse it, from the
+    // socket's book (per-connection design), else from the owner map. Reading it
+    // again costs a comm and a cgroup helper and the namespace reads (~100 ns).
+    let booked = if call.skaddr != 0 && books_on() {
+        book_of(skaddr, false)
+            .filter(|b| {
+                b.skaddr == skaddr
+                    && b.flags & (book_flags::OWNER_KNOWN | book_flags::OWNER_FROM_LISTENER)
+                        == book_flags::OWNER_KNOWN
+                    && b.owner.pid == id as u32
+            })
+            .map(|b| b.owner)
+    } else {
+        None
+    };
+    let owner = match booked {
+        Some(o) => o,
+        None => match owner_entry(skaddr) {
+            Some(o) if o.pid == id as u32 => o,
+            _ => owner_of(skaddr),
+        },
     };
     set_owner(ev, &owner, 0);
     emit(ev);
