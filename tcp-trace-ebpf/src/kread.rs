@@ -59,9 +59,17 @@ pub(crate) fn accept_queue_of(o: &KernelOffsets, listener: u64) -> (u32, u32) {
 /// number).
 #[inline(always)]
 pub(crate) fn isns_of(o: &KernelOffsets, sk: u64) -> (u32, u32) {
+    // 8 bytes apart in 6.18's `struct tcp_sock` (rcv_nxt, snd_nxt, snd_una): one read
+    // where they are as close.
+    let first = if o.tcp_snd_una < o.tcp_rcv_nxt {
+        o.tcp_snd_una
+    } else {
+        o.tcp_rcv_nxt
+    };
+    let w = Window::<2>::read(sk, first as u64);
     (
-        rd::<u32>(sk, o.tcp_snd_una as u64).wrapping_sub(1),
-        rd::<u32>(sk, o.tcp_rcv_nxt as u64).wrapping_sub(1),
+        w.get::<u32>(o.tcp_snd_una as u64).wrapping_sub(1),
+        w.get::<u32>(o.tcp_rcv_nxt as u64).wrapping_sub(1),
     )
 }
 

@@ -7,7 +7,8 @@ use crate::config::{
 };
 use crate::emit::{emit, new_event};
 use crate::kread::{
-    read_accept_queue, read_any_sock_tuple, read_skb_reply_tuple, read_tuple, sock_head, tp_read,
+    netns_of_head, read_accept_queue, read_any_sock_tuple, read_skb_reply_tuple, read_tuple,
+    sock_head, tp_read,
 };
 use crate::maps::{slot, slot_of};
 use crate::owner::attribute;
@@ -125,6 +126,10 @@ pub(crate) fn sock_args(k: u8, sk: u64, skb: u64) {
         // tcp_send_reset may be called with a timewait or request sock.
         read_any_sock_tuple(&o, &h, ev.newstate, ev);
         attribute(ev, false);
+        if ev.netns == 0 {
+            // Owner unknown: the namespace from the head, as `emit` would read it.
+            ev.netns = netns_of_head(&o, &h);
+        }
     } else if k == kind::RESET_SENT {
         // A reset with no socket (to a port nobody listens on, a stale segment): its
         // tuple is the segment's it answers (the classic tracepoint fills it so too).
