@@ -3,12 +3,15 @@
 
 use crate::emit::{filter_miss, output};
 use crate::klog::count_rare;
-use crate::kread::{accept_queue_of, isns_of, netns_of, rd, read_addrs, zero_words};
-use crate::maps::{
-    BOOK_MAP, LISTENERS, OWNERS, book_of, count, forget_listener, listen_key, listener_entry,
-    listener_of, note_connect,
+use crate::kread::{
+    SockHead, accept_queue_of, copy_owner, isns_of, netns_of_head, rd, read_addrs, sock_head,
+    zero_words,
 };
-use crate::owner::{owner_of, process_transition};
+use crate::maps::{
+    BOOK_MAP, LISTENERS, OWNERS, book_of, book_to_start, count, forget_listener, listen_key,
+    listener_entry, listener_of, note_connect,
+};
+use crate::owner::{owner_in, process_transition};
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use tcp_trace_common::BOOK_STEPS;
@@ -40,19 +43,20 @@ pub(crate) fn flush_after(new: u8) -> bool {
         || new == TCP_LISTEN
 }
 
-/// Family, ports and addresses of `sk` into its book; kept as they were when the
-/// socket no longer has a remote port (a failed connect() is disconnected).
+/// Family, ports and addresses of a socket (`h`: the head of its `sock_common`) into
+/// its book; kept as they were when the socket no longer has a remote port (a failed
+/// connect() is disconnected).
 #[inline(always)]
-pub(crate) fn book_tuple(o: &KernelOffsets, sk: u64, b: &mut ConnRecord) {
-    let family = rd::<u16>(sk, o.skc_family as u64) as u8;
-    let dport = u16::from_be(rd::<u16>(sk, o.skc_dport as u64));
+pub(crate) fn book_tuple(o: &KernelOffsets, h: &SockHead, b: &mut ConnRecord) {
+    let family = h.get::<u16>(o.skc_family as u64) as u8;
+    let dport = u16::from_be(h.get::<u16>(o.skc_dport as u64));
     if family == 0 || (dport == 0 && b.flags & book_flags::HAS_TUPLE != 0) {
         return;
     }
     b.family = family;
     b.dport = dport;
-    b.sport = u16::from_be(rd::<u16>(sk, o.inet_sport as u64));
-    read_addrs(o, sk, family, &mut b.saddr, &mut b.daddr);
+    b.sport = u16::from_be(h.get::<u16>(o.inet_sport as u64));
+    read_addrs(o, h, family, &mut b.saddr, &mut b.daddr);
     b.flags |= book_flags::HAS_TUPLE;
 }
 
@@ -84,7 +88,7 @@ pub(crate) fn book_flush(o: &KernelOffsets, sk: u64, b: &mut ConnRecord, fresh: 
         // Not complete yet (a client's local port comes after SYN_SENT, a child's
         // remote end before 6.15 after its birth): read again, unless this very hook
         // run read it (a client's SYN_SENT: five reads that cannot find more).
-        book_tuple(o, sk, b);
+        book_tuple(o, &sock_head(sk), b);
     }
     let tgid = if b.flags & book_flags::OWNER_KNOWN != 0 {
         b.owner.tgid
@@ -111,7 +115,14 @@ pub(crate) fn book_flush(o: &KernelOffsets, sk: u64, b: &mut ConnRecord, fresh: 
 /// kernel could not allocate one): the caller reports the event on its own.
 #[inline(always)]
 pub(crate) fn state_book(o: &KernelOffsets, sk: u64, old: u8, new: u8, storage: bool) -> bool {
-    let Some(b) = book_of(sk, true) else {
+    let child = old == TCP_LISTEN && new == TCP_SYN_RECV;
+    let start = child || (old == TCP_CLOSE && (new == TCP_SYN_SENT || new == TCP_LISTEN));
+    let book = if start {
+        book_to_start(sk)
+    } else {
+        book_of(sk, true)
+    };
+    let Some(b) = book else {
         // Not the socket's address: in a tp_btf program it is a pointer to the
         // verifier, which refuses the byte shifts of a log argument.
         count_rare!(
@@ -123,8 +134,6 @@ pub(crate) fn state_book(o: &KernelOffsets, sk: u64, old: u8, new: u8, storage: 
         return false;
     };
     let task = process_transition(old, new);
-    let child = old == TCP_LISTEN && new == TCP_SYN_RECV;
-    let start = child || (old == TCP_CLOSE && (new == TCP_SYN_SENT || new == TCP_LISTEN));
     if start && b.skaddr != 0 {
         // A book left under this address by a socket whose CLOSE was not seen (the
         // kernel skipped the hook): out with what it holds, then a new one.
@@ -136,13 +145,15 @@ pub(crate) fn state_book(o: &KernelOffsets, sk: u64, old: u8, new: u8, storage: 
     if fresh {
         b.skaddr = sk;
         // The namespace travels in the owner, and is the socket's even while the
-        // owner is not known.
-        b.owner.netns = netns_of(o, sk);
-        book_tuple(o, sk, b);
+        // owner is not known: `b.owner.netns` is the socket's from here on (an owner
+        // from its listener is in the same namespace).
+        let h = sock_head(sk);
+        b.owner.netns = netns_of_head(o, &h);
+        book_tuple(o, &h, b);
     }
     if task && (new == TCP_SYN_SENT || new == TCP_LISTEN || b.flags & book_flags::OWNER_KNOWN == 0)
     {
-        b.owner = owner_of(sk);
+        b.owner = owner_in(b.owner.netns);
         b.flags = (b.flags | book_flags::OWNER_KNOWN) & !book_flags::OWNER_FROM_LISTENER;
     } else if b.flags & book_flags::OWNER_KNOWN == 0
         && (child || new == TCP_SYN_RECV || new == TCP_ESTABLISHED)
@@ -157,13 +168,10 @@ pub(crate) fn state_book(o: &KernelOffsets, sk: u64, old: u8, new: u8, storage: 
         };
         let (link, exact) = match inherited {
             Some(l) => (Some(l), book_flags::LISTENER_EXACT),
-            None => {
-                let netns = netns_of(o, sk);
-                (listener_entry(&listen_key(netns, b.sport)), 0)
-            }
+            None => (listener_entry(&listen_key(b.owner.netns, b.sport)), 0),
         };
         if let Some(l) = link {
-            b.owner = l.owner;
+            copy_owner(&mut b.owner, &l.owner);
             b.flags |= book_flags::OWNER_KNOWN | book_flags::OWNER_FROM_LISTENER | exact;
             if child {
                 b.listener = l.sk;

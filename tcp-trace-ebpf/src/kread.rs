@@ -41,9 +41,16 @@ pub(crate) fn read_accept_queue(ev: &mut RawEvent, listener: u64) {
 /// A listener's accept-queue length and limit (`sk_ack_backlog`, `sk_max_ack_backlog`).
 #[inline(always)]
 pub(crate) fn accept_queue_of(o: &KernelOffsets, listener: u64) -> (u32, u32) {
+    // Neighbours in `struct sock`: one read.
+    let first = if o.sk_ack_backlog < o.sk_max_ack_backlog {
+        o.sk_ack_backlog
+    } else {
+        o.sk_max_ack_backlog
+    };
+    let w = Window::<1>::read(listener, first as u64);
     (
-        rd(listener, o.sk_ack_backlog as u64),
-        rd(listener, o.sk_max_ack_backlog as u64),
+        w.get(o.sk_ack_backlog as u64),
+        w.get(o.sk_max_ack_backlog as u64),
     )
 }
 
@@ -52,9 +59,17 @@ pub(crate) fn accept_queue_of(o: &KernelOffsets, listener: u64) -> (u32, u32) {
 /// number).
 #[inline(always)]
 pub(crate) fn isns_of(o: &KernelOffsets, sk: u64) -> (u32, u32) {
+    // 8 bytes apart in 6.18's `struct tcp_sock` (rcv_nxt, snd_nxt, snd_una): one read
+    // where they are as close.
+    let first = if o.tcp_snd_una < o.tcp_rcv_nxt {
+        o.tcp_snd_una
+    } else {
+        o.tcp_rcv_nxt
+    };
+    let w = Window::<2>::read(sk, first as u64);
     (
-        rd::<u32>(sk, o.tcp_snd_una as u64).wrapping_sub(1),
-        rd::<u32>(sk, o.tcp_rcv_nxt as u64).wrapping_sub(1),
+        w.get::<u32>(o.tcp_snd_una as u64).wrapping_sub(1),
+        w.get::<u32>(o.tcp_rcv_nxt as u64).wrapping_sub(1),
     )
 }
 
@@ -110,6 +125,103 @@ pub(crate) fn rd_into<T: Plain>(dst: &mut T, base: u64, off: u64) {
     // bit pattern is a valid `T`.
     unsafe { probe_read(dst, base + off) }
 }
+
+/// `N` words of kernel memory at `base + start`, read in one helper call: the fields
+/// that lie inside (at an offset aligned for their type) are taken from this copy,
+/// any other is read on its own. A helper call costs ~12 ns here whatever its size
+/// (bpf_stats, 6.18), so neighbouring fields cost one call instead of one each. The
+/// offsets are read-only globals the verifier knows, so it keeps only one branch of
+/// each `get`.
+pub(crate) struct Window<const N: usize> {
+    base: u64,
+    start: u64,
+    w: [u64; N],
+}
+
+impl<const N: usize> Window<N> {
+    #[inline(always)]
+    pub(crate) fn read(base: u64, start: u64) -> Self {
+        let mut w = MaybeUninit::<[u64; N]>::uninit();
+        // SAFETY: the helper writes all of `w` (zeroes on a fault); any bits are valid.
+        let w = unsafe {
+            probe_read(w.as_mut_ptr(), base + start);
+            w.assume_init()
+        };
+        Window { base, start, w }
+    }
+
+    /// Byte offset of `off` in the copy, when `size` bytes there are inside it and
+    /// aligned to `align`.
+    #[inline(always)]
+    fn inside(&self, off: u64, size: u64, align: u64) -> Option<usize> {
+        if off >= self.start && off + size <= self.start + 8 * N as u64 {
+            let at = off - self.start;
+            if at % align == 0 {
+                return Some(at as usize);
+            }
+        }
+        None
+    }
+
+    /// The `T` at `base + off`, as `rd` reads it.
+    #[inline(always)]
+    pub(crate) fn get<T: Plain>(&self, off: u64) -> T {
+        let size = core::mem::size_of::<T>() as u64;
+        match self.inside(off, size, core::mem::align_of::<T>() as u64) {
+            // SAFETY: within the copy and aligned for `T`; any bits are a valid `T`.
+            Some(at) => unsafe { ((self.w.as_ptr() as *const u8).add(at) as *const T).read() },
+            None => rd(self.base, off),
+        }
+    }
+
+    /// An IPv4 address at `base + off` into the first four bytes of `dst`.
+    #[inline(always)]
+    pub(crate) fn get_v4(&self, dst: &mut [u8; 16], off: u64) {
+        match self.inside(off, 4, 4) {
+            Some(_) => *v4_of(dst) = self.get::<u32>(off).to_ne_bytes(),
+            None => rd_into(v4_of(dst), self.base, off),
+        }
+    }
+
+    /// An IPv6 address at `base + off` into `dst` (8-byte aligned: see `copy16`).
+    #[inline(always)]
+    pub(crate) fn get_v6(&self, dst: &mut [u8; 16], off: u64) {
+        match self.inside(off, 16, 8) {
+            Some(_) => {
+                let d = dst.as_mut_ptr() as *mut u64;
+                // SAFETY: every `[u8; 16]` address this is given sits at an 8-byte
+                // aligned offset of an 8-aligned struct (asserted below).
+                unsafe {
+                    d.write(self.get::<u64>(off));
+                    d.add(1).write(self.get::<u64>(off + 8));
+                }
+            }
+            None => rd_into(dst, self.base, off),
+        }
+    }
+}
+
+/// Words of a `struct sock_common` read at once: family, ports, IPv4 addresses, state
+/// and network namespace lie in its first 64 bytes on every kernel we test (a field
+/// further on, such as an IPv6 address, is read on its own). One cache line: reading
+/// the next too (88 bytes, with the IPv6 addresses) made a reset's event cost ~120 ns
+/// more, that line being cold in an IPv4 socket. Timewait and request socks begin
+/// with a whole `struct sock_common` too.
+pub(crate) const HEAD_WORDS: usize = 8;
+
+pub(crate) type SockHead = Window<HEAD_WORDS>;
+
+/// The head of `sk`'s `struct sock_common` (all zeroes when the read faults).
+#[inline(always)]
+pub(crate) fn sock_head(sk: u64) -> SockHead {
+    Window::read(sk, 0)
+}
+
+const _: () = assert!(core::mem::offset_of!(RawEvent, saddr) % 8 == 0);
+
+const _: () = assert!(core::mem::offset_of!(ConnRecord, saddr) % 8 == 0);
+
+const _: () = assert!(core::mem::offset_of!(ConnRecord, daddr) % 8 == 0);
 
 /// `bpf_probe_read_kernel` of a `T` at `src` into `dst`, whose result is not
 /// looked at (see `rd`): the helper writes all of `dst` either way.
@@ -173,6 +285,26 @@ pub(crate) fn copy16(dst: &mut [u8; 16], src: &[u8; 16]) {
         d.add(1).write(s.add(1).read());
     }
 }
+
+/// Copies an owner into a map value as five words: `*dst = *src` there was a call to
+/// compiler_builtins' byte-by-byte `memmove` subprogram (LLVM cannot tell the two
+/// apart), ~300 instructions on a child's birth.
+#[inline(always)]
+pub(crate) fn copy_owner(dst: &mut Owner, src: &Owner) {
+    let (d, s) = (
+        dst as *mut Owner as *mut u64,
+        src as *const Owner as *const u64,
+    );
+    let mut i = 0;
+    while i < core::mem::size_of::<Owner>() / 8 {
+        // SAFETY: both are whole, 8-aligned `Owner`s (asserted below); volatile
+        // stores so that LLVM does not merge them back into a `memmove` call.
+        unsafe { d.add(i).write_volatile(s.add(i).read()) };
+        i += 1;
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<Owner>() % 8 == 0);
 
 const _: () = assert!(core::mem::offset_of!(RawEvent, comm) % 8 == 0);
 
@@ -256,63 +388,63 @@ pub(crate) fn read_tuple(ctx: &TracePointContext, l: &TpLayout, ev: &mut RawEven
 #[inline(always)]
 pub(crate) fn read_any_sock_tuple(
     o: &KernelOffsets,
-    sk: u64,
+    h: &SockHead,
     state: u8,
     ev: &mut RawEvent,
 ) -> bool {
     if state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV {
-        if !read_common_tuple(o, sk, ev) {
+        if !read_common_tuple(o, h, ev) {
             return false;
         }
-        ev.sport = rd::<u16>(sk, o.skc_num as u64);
+        ev.sport = h.get::<u16>(o.skc_num as u64);
         true
     } else {
-        read_sock_tuple(o, sk, ev)
+        read_sock_tuple(o, h, ev)
     }
 }
 
 /// Family, remote port and addresses from `struct sock_common` (no local port).
 #[inline(always)]
-pub(crate) fn read_common_tuple(o: &KernelOffsets, sk: u64, ev: &mut RawEvent) -> bool {
-    let family = rd::<u16>(sk, o.skc_family as u64);
+pub(crate) fn read_common_tuple(o: &KernelOffsets, h: &SockHead, ev: &mut RawEvent) -> bool {
+    let family = h.get::<u16>(o.skc_family as u64);
     if family == 0 {
         // The read faulted (no socket has AF_UNSPEC here).
         return false;
     }
     ev.family = family as u8;
-    ev.dport = u16::from_be(rd::<u16>(sk, o.skc_dport as u64));
-    read_addrs(o, sk, ev.family, &mut ev.saddr, &mut ev.daddr);
+    ev.dport = u16::from_be(h.get::<u16>(o.skc_dport as u64));
+    read_addrs(o, h, ev.family, &mut ev.saddr, &mut ev.daddr);
     ev.flags |= flags::HAS_TUPLE;
     true
 }
 
-/// Local and remote address of `sk` (`sock_common`), IPv4 in the first four bytes.
+/// Local and remote address of a socket (`sock_common`), IPv4 in the first four bytes.
 #[inline(always)]
 pub(crate) fn read_addrs(
     o: &KernelOffsets,
-    sk: u64,
+    h: &SockHead,
     family: u8,
     saddr: &mut [u8; 16],
     daddr: &mut [u8; 16],
 ) {
     if family == AF_INET {
-        rd_into(v4_of(saddr), sk, o.skc_rcv_saddr as u64);
-        rd_into(v4_of(daddr), sk, o.skc_daddr as u64);
+        h.get_v4(saddr, o.skc_rcv_saddr as u64);
+        h.get_v4(daddr, o.skc_daddr as u64);
     } else {
-        rd_into(saddr, sk, o.skc_v6_rcv_saddr as u64);
-        rd_into(daddr, sk, o.skc_v6_daddr as u64);
+        h.get_v6(saddr, o.skc_v6_rcv_saddr as u64);
+        h.get_v6(daddr, o.skc_v6_daddr as u64);
     }
 }
 
 /// Reads family, ports and addresses from a `struct sock` (offsets from BTF).
 #[inline(always)]
-pub(crate) fn read_sock_tuple(o: &KernelOffsets, sk: u64, ev: &mut RawEvent) -> bool {
-    if !read_common_tuple(o, sk, ev) {
+pub(crate) fn read_sock_tuple(o: &KernelOffsets, h: &SockHead, ev: &mut RawEvent) -> bool {
+    if !read_common_tuple(o, h, ev) {
         return false;
     }
     // inet_sport (network order) keeps the local port after the socket leaves its
     // bind bucket, where skc_num is already 0 (docs/kernel-facts.md).
-    ev.sport = u16::from_be(rd::<u16>(sk, o.inet_sport as u64));
+    ev.sport = u16::from_be(h.get::<u16>(o.inet_sport as u64));
     true
 }
 
@@ -327,54 +459,63 @@ pub(crate) fn read_local(o: &KernelOffsets, sk: u64, ev: &mut RawEvent) {
     }
 }
 
-/// `current->files->fdt->fd[fd]->private_data->sk`, for a TCP socket only.
-/// The `struct socket` is checked to point back at the same `struct file`, so
-/// a non-socket fd (whose private_data is something else) is rejected.
+/// `current->files->fdt->fd[fd]->private_data->sk`, for a TCP socket only, with the
+/// head of its `sock_common`. The `struct socket` is checked to point back at the
+/// same `struct file`, so a non-socket fd (whose private_data is something else) is
+/// rejected. Neighbouring fields (`max_fds` and `fd`, `file` and `sk`, `sk_type` and
+/// `sk_protocol`) are read in one call each.
 #[inline(always)]
-pub(crate) fn sock_of_fd(o: &KernelOffsets, fd: i64) -> Option<u64> {
+pub(crate) fn sock_of_fd(o: &KernelOffsets, fd: i64) -> Option<(u64, SockHead)> {
     if o.valid == 0 || fd < 0 {
         return None;
     }
     // SAFETY: `bpf_get_current_task` takes no argument; every other read goes through
-    // the helper (`rd`).
-    unsafe {
-        let task = bpf_get_current_task();
-        // A faulting read gives 0, which fails the next check (max_fds 0, a NULL
-        // file or socket, a back-pointer mismatch, protocol 0).
-        let files: u64 = rd(task, o.task_files as u64);
-        let fdt: u64 = rd(files, o.files_fdt as u64);
-        let max_fds: u32 = rd(fdt, o.fdt_max_fds as u64);
-        if fd as u64 >= max_fds as u64 {
-            return None;
-        }
-        let fd_array: u64 = rd(fdt, o.fdt_fd as u64);
-        let file: u64 = rd(fd_array, (fd as u64) * 8);
-        if file == 0 {
-            return None;
-        }
-        let socket: u64 = rd(file, o.file_private_data as u64);
-        if socket == 0 {
-            return None;
-        }
-        let back: u64 = rd(socket, o.socket_file as u64);
-        if back != file {
-            return None;
-        }
-        let sk: u64 = rd(socket, o.socket_sk as u64);
-        if sk == 0 {
-            return None;
-        }
-        let proto: u16 = rd(sk, o.sk_protocol as u64);
-        let ty: u16 = rd(sk, o.sk_type as u64);
-        let family: u16 = rd(sk, o.skc_family as u64);
-        if proto != IPPROTO_TCP
-            || ty != SOCK_STREAM
-            || (family as u8 != AF_INET && family as u8 != AF_INET6)
-        {
-            return None;
-        }
-        Some(sk)
+    // the helper (`rd`, `Window`).
+    let task = unsafe { bpf_get_current_task() };
+    // A faulting read gives 0, which fails the next check (max_fds 0, a NULL
+    // file or socket, a back-pointer mismatch, protocol 0).
+    let files: u64 = rd(task, o.task_files as u64);
+    let fdt: u64 = rd(files, o.files_fdt as u64);
+    let fdt_w = Window::<2>::read(fdt, o.fdt_max_fds as u64);
+    let max_fds: u32 = fdt_w.get(o.fdt_max_fds as u64);
+    if fd as u64 >= max_fds as u64 {
+        return None;
     }
+    let fd_array: u64 = fdt_w.get(o.fdt_fd as u64);
+    let file: u64 = rd(fd_array, (fd as u64) * 8);
+    if file == 0 {
+        return None;
+    }
+    let socket: u64 = rd(file, o.file_private_data as u64);
+    if socket == 0 {
+        return None;
+    }
+    let socket_w = Window::<2>::read(socket, o.socket_file as u64);
+    let back: u64 = socket_w.get(o.socket_file as u64);
+    if back != file {
+        return None;
+    }
+    let sk: u64 = socket_w.get(o.socket_sk as u64);
+    if sk == 0 {
+        return None;
+    }
+    let first = if o.sk_type < o.sk_protocol {
+        o.sk_type
+    } else {
+        o.sk_protocol
+    };
+    let sk_w = Window::<1>::read(sk, first as u64);
+    let proto: u16 = sk_w.get(o.sk_protocol as u64);
+    let ty: u16 = sk_w.get(o.sk_type as u64);
+    if proto != IPPROTO_TCP || ty != SOCK_STREAM {
+        return None;
+    }
+    let h = sock_head(sk);
+    let family: u16 = h.get(o.skc_family as u64);
+    if family as u8 != AF_INET && family as u8 != AF_INET6 {
+        return None;
+    }
+    Some((sk, h))
 }
 
 /// `sk->__sk_common.skc_net.net->ns.inum`.
@@ -384,6 +525,20 @@ pub(crate) fn netns_of(o: &KernelOffsets, sk: u64) -> u32 {
         return 0;
     }
     let net = rd::<u64>(sk, o.skc_net as u64);
+    net_inum(o, net)
+}
+
+/// As [`netns_of`], the `struct net` pointer taken from the socket's head.
+#[inline(always)]
+pub(crate) fn netns_of_head(o: &KernelOffsets, h: &SockHead) -> u32 {
+    if o.valid == 0 {
+        return 0;
+    }
+    net_inum(o, h.get::<u64>(o.skc_net as u64))
+}
+
+#[inline(always)]
+fn net_inum(o: &KernelOffsets, net: u64) -> u32 {
     if net == 0 {
         return 0;
     }

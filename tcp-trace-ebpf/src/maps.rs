@@ -130,6 +130,21 @@ pub(crate) fn book_of(sk: u64, create: bool) -> Option<&'static mut ConnRecord> 
         .and_then(|p| unsafe { p.as_mut() })
 }
 
+/// The book of a socket whose life starts (connect(), listen(), a child's birth):
+/// a new empty one, inserted without looking first (one lookup less than
+/// `book_of`), or the one a socket whose CLOSE was not seen left under this address.
+/// None when the map is full.
+#[inline(always)]
+pub(crate) fn book_to_start(sk: u64) -> Option<&'static mut ConnRecord> {
+    const BPF_NOEXIST: u64 = 1;
+    // Fails when a book is there already (-EEXIST): the lookup finds that one.
+    let _ = BOOK_MAP.insert(&sk, &EMPTY_BOOK, BPF_NOEXIST);
+    // SAFETY: as in `book_of`.
+    BOOK_MAP
+        .get_ptr_mut(&sk)
+        .and_then(|p| unsafe { p.as_mut() })
+}
+
 /// The storage of `sk` in `LISTENER_OF`; created (zeroed) when `create`.
 #[inline(always)]
 pub(crate) fn listener_of(sk: u64, create: bool) -> Option<&'static mut ListenerLink> {

@@ -94,9 +94,15 @@ pub(crate) fn set_owner(ev: &mut RawEvent, o: &Owner, extra: u16) {
 /// The current task as the owner of `sk` (netns read once, here).
 #[inline(always)]
 pub(crate) fn owner_of(sk: u64) -> Owner {
-    let mut o = current_owner();
     let off = opaque(&raw const OFFSETS);
-    o.netns = netns_of(&off, sk);
+    owner_in(netns_of(&off, sk))
+}
+
+/// The current task as the owner of a socket in network namespace `netns`.
+#[inline(always)]
+pub(crate) fn owner_in(netns: u32) -> Owner {
+    let mut o = current_owner();
+    o.netns = netns;
     o
 }
 

@@ -6,7 +6,8 @@ use crate::config::{LAYOUT_SET_STATE, OFFSETS, books_on, opaque};
 use crate::emit::{emit, new_event};
 use crate::klog::count_rare;
 use crate::kread::{
-    netns_of, read_accept_queue, read_isns, read_sock_tuple, read_tuple, tcp_sock, tp_read,
+    netns_of, read_accept_queue, read_isns, read_sock_tuple, read_tuple, sock_head, tcp_sock,
+    tp_read,
 };
 use crate::maps::{
     LISTENERS, NESTED_HANDLED, OWNERS, SLOT_BUSY, count, forget_listener, listen_key,
@@ -181,7 +182,7 @@ pub(crate) fn state_args(slot: u32, sk: u64, old: u64, new: u64, storage: bool) 
     };
     ev.oldstate = old;
     ev.newstate = new;
-    read_sock_tuple(&o, sk, ev);
+    read_sock_tuple(&o, &sock_head(sk), ev);
     on_state(ev, task, inherited);
     if storage && task && new == TCP_LISTEN {
         // listen(): what every child of this socket will inherit.

@@ -3,13 +3,15 @@
 
 use crate::config::{
     FILTER, LAYOUT_ENTER_ACCEPT, LAYOUT_ENTER_ACCEPT4, LAYOUT_ENTER_CONNECT, LAYOUT_EXIT_ACCEPT,
-    LAYOUT_EXIT_ACCEPT4, LAYOUT_EXIT_CONNECT, OFFSETS, opaque,
+    LAYOUT_EXIT_ACCEPT4, LAYOUT_EXIT_CONNECT, OFFSETS, books_on, opaque,
 };
 use crate::emit::{emit, new_event};
 use crate::klog::count_rare;
-use crate::kread::{copy16, rd, read_local, read_sock_tuple, sock_of_fd, tp_read, zero_words};
-use crate::maps::{ACCEPTS, CONNECTS, OWNERS, owner_entry, pending_call, slot};
-use crate::owner::{current_owner, owner_of, set_owner};
+use crate::kread::{
+    copy16, netns_of_head, rd, read_local, read_sock_tuple, sock_of_fd, tp_read, zero_words,
+};
+use crate::maps::{ACCEPTS, CONNECTS, OWNERS, book_of, owner_entry, pending_call, slot};
+use crate::owner::{current_owner, owner_in, owner_of, set_owner};
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use aya_ebpf::macros::btf_tracepoint;
 use aya_ebpf::macros::raw_tracepoint;
@@ -22,6 +24,7 @@ use core::mem::MaybeUninit;
 use tcp_trace_common::NO_FIELD;
 use tcp_trace_common::PendingCall;
 use tcp_trace_common::TpLayout;
+use tcp_trace_common::book_flags;
 use tcp_trace_common::counter;
 use tcp_trace_common::flags;
 use tcp_trace_common::kind;
@@ -100,11 +103,11 @@ pub(crate) fn exit_connect(ret: i64) {
     let o = opaque(&raw const OFFSETS);
     // The socket: the one that went SYN_SENT inside this call, else (a connect that
     // sent no SYN: EALREADY, EISCONN, an early error) found through the fd, TCP only.
-    let skaddr = if call.skaddr != 0 {
-        call.skaddr
+    let (skaddr, head) = if call.skaddr != 0 {
+        (call.skaddr, None)
     } else {
         match sock_of_fd(&o, call.fd as i64) {
-            Some(sk) => sk,
+            Some((sk, h)) => (sk, Some(h)),
             None => return,
         }
     };
@@ -124,13 +127,30 @@ pub(crate) fn exit_connect(ret: i64) {
         if o.valid != 0 {
             read_local(&o, skaddr, ev);
         }
-    } else if o.valid != 0 {
-        read_sock_tuple(&o, skaddr, ev);
+    } else if let Some(h) = &head {
+        read_sock_tuple(&o, h, ev);
     }
-    // The caller is the owner bound at SYN_SENT (same task); reuse that entry.
-    let owner = match owner_entry(skaddr) {
-        Some(o) if o.pid == id as u32 => o,
-        _ => owner_of(skaddr),
+    // The caller is the owner bound at SYN_SENT (same task): reuse it, from the
+    // socket's book (per-connection design), else from the owner map. Reading it
+    // again costs a comm and a cgroup helper and the namespace reads (~100 ns).
+    let booked = if call.skaddr != 0 && books_on() {
+        book_of(skaddr, false)
+            .filter(|b| {
+                b.skaddr == skaddr
+                    && b.flags & (book_flags::OWNER_KNOWN | book_flags::OWNER_FROM_LISTENER)
+                        == book_flags::OWNER_KNOWN
+                    && b.owner.pid == id as u32
+            })
+            .map(|b| b.owner)
+    } else {
+        None
+    };
+    let owner = match booked {
+        Some(o) => o,
+        None => match owner_entry(skaddr) {
+            Some(o) if o.pid == id as u32 => o,
+            _ => owner_of(skaddr),
+        },
     };
     set_owner(ev, &owner, 0);
     emit(ev);
@@ -162,7 +182,7 @@ pub(crate) fn exit_accept(ret: i64, accept4: bool) -> u32 {
     // accept4(fd, NULL, NULL), which most servers call.
     let fd = if ret >= 0 { ret } else { call.fd as i64 };
     let sk = sock_of_fd(&o, fd);
-    let Some(sk) = sk else {
+    let Some((sk, head)) = sk else {
         if o.valid != 0 {
             // Not a TCP socket (unix, …): not ours. With valid offsets a failed
             // walk on a TCP fd is rare; it is counted in userspace-visible stats.
@@ -199,8 +219,8 @@ pub(crate) fn exit_accept(ret: i64, accept4: bool) -> u32 {
     if accept4 {
         ev.flags |= flags::ACCEPT4;
     }
-    read_sock_tuple(&o, sk, ev);
-    let owner = owner_of(sk);
+    read_sock_tuple(&o, &head, ev);
+    let owner = owner_in(netns_of_head(&o, &head));
     if ret >= 0 {
         let _ = OWNERS.insert(&sk, &owner, 0);
     }

@@ -7,7 +7,8 @@ use crate::config::{
 };
 use crate::emit::{emit, new_event};
 use crate::kread::{
-    rd, read_accept_queue, read_any_sock_tuple, read_skb_reply_tuple, read_tuple, tp_read,
+    netns_of_head, read_accept_queue, read_any_sock_tuple, read_skb_reply_tuple, read_tuple,
+    sock_head, tp_read,
 };
 use crate::maps::{in_slot, slot, slot_of};
 use crate::owner::attribute;
@@ -99,7 +100,7 @@ pub(crate) fn synack_args(sk: u64, req: u64) {
         ev.aux = req;
         ev.newstate = TCP_SYN_RECV;
         if req != 0 {
-            read_any_sock_tuple(&o, req, TCP_NEW_SYN_RECV, ev);
+            read_any_sock_tuple(&o, &sock_head(req), TCP_NEW_SYN_RECV, ev);
         }
         read_accept_queue(ev, sk);
         attribute(ev, false);
@@ -125,10 +126,15 @@ pub(crate) fn sock_args(k: u8, sk: u64, skb: u64) {
         // The reset reason is an extra argument only since 6.12; not read on this path.
         ev.aux = u64::MAX;
         if sk != 0 {
-            ev.newstate = rd::<u8>(sk, o.skc_state as u64);
+            let h = sock_head(sk);
+            ev.newstate = h.get::<u8>(o.skc_state as u64);
             // tcp_send_reset may be called with a timewait or request sock.
-            read_any_sock_tuple(&o, sk, ev.newstate, ev);
+            read_any_sock_tuple(&o, &h, ev.newstate, ev);
             attribute(ev, false);
+            if ev.netns == 0 {
+                // Owner unknown: the namespace from the head, as `emit` would read it.
+                ev.netns = netns_of_head(&o, &h);
+            }
         } else if k == kind::RESET_SENT {
             // A reset with no socket (to a port nobody listens on, a stale segment):
             // its tuple is the segment's it answers (the classic tracepoint fills it so
