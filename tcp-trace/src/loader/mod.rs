@@ -105,6 +105,27 @@ pub struct Loaded {
     /// The kernel side's log records (aya-log), when the object has aya-log's map;
     /// [`Loaded::flush_log`] hands them to the `log` facade.
     pub log: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    /// The in-kernel filters as loaded: applied to the books read at the end, which
+    /// the kernel keeps for every socket and filters only when it flushes them.
+    pub filter: Filter,
+}
+
+/// Whether the kernel side's filters would drop a book when flushing it (the same
+/// test as its `filter_miss`, on the book's family, owner and ports).
+pub fn book_filtered_out(f: &Filter, b: &tcp_trace_common::ConnRecord) -> bool {
+    let owner_known = b.flags & tcp_trace_common::book_flags::OWNER_KNOWN != 0;
+    let tgid = if owner_known { b.owner.tgid } else { 0 };
+    let n_ports = (f.nports as usize).min(f.ports.len());
+    let n_cgroups = (f.ncgroups as usize).min(f.cgroups.len());
+    (f.family != 0 && b.family != 0 && f.family != b.family)
+        || (f.tgid != 0 && tgid != f.tgid)
+        || (f.this_container != 0 && b.owner.ns_tgid == 0)
+        || (n_cgroups != 0
+            && (b.owner.cgroup_id == 0 || !f.cgroups[..n_cgroups].contains(&b.owner.cgroup_id)))
+        || (n_ports != 0
+            && !f.ports[..n_ports]
+                .iter()
+                .any(|&p| p == b.sport || p == b.dport))
 }
 
 impl Loaded {
@@ -148,6 +169,8 @@ impl Loaded {
             .filter_map(|r| r.map_err(|_| unread += 1).ok())
             .map(|(_, b)| b)
             .filter(|b| b.skaddr != 0 && b.nsteps > 0)
+            // Books of sockets the filters leave out are kept by the kernel too.
+            .filter(|b| !book_filtered_out(&self.filter, b))
             .collect();
         books.sort_by_key(|b| b.steps[0].ts_ns);
         (books, unread)
@@ -561,6 +584,7 @@ pub fn load(opts: &Options) -> Result<(Loaded, RingBuf<MapData>), LoadError> {
             skips_counted,
             listener_storage,
             books,
+            filter,
         },
         ring,
     ))
@@ -569,6 +593,52 @@ pub fn load(opts: &Options) -> Result<(Loaded, RingBuf<MapData>), LoadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The books read at the end pass the filters the kernel applies at a flush: a
+    /// book of another port, family, owner or cgroup is left out.
+    #[test]
+    fn books_read_at_the_end_are_filtered_as_the_kernel_would() {
+        use tcp_trace_common::{ConnRecord, book_flags};
+        let mut b = ConnRecord {
+            family: 2,
+            sport: 40000,
+            dport: 8080,
+            flags: book_flags::OWNER_KNOWN,
+            ..Default::default()
+        };
+        b.owner.tgid = 77;
+        b.owner.cgroup_id = 5;
+        let mut f = Filter::default();
+        assert!(!book_filtered_out(&f, &b), "no filter");
+        f.nports = 2;
+        f.ports[0] = 443;
+        f.ports[1] = 8080;
+        assert!(!book_filtered_out(&f, &b), "remote port matches");
+        f.ports[1] = 9090;
+        assert!(book_filtered_out(&f, &b), "no port matches");
+        b.sport = 443;
+        assert!(!book_filtered_out(&f, &b), "local port matches");
+        f.family = 10;
+        assert!(book_filtered_out(&f, &b), "IPv6 only");
+        f.family = 2;
+        f.tgid = 78;
+        assert!(book_filtered_out(&f, &b), "another process");
+        f.tgid = 77;
+        assert!(!book_filtered_out(&f, &b));
+        b.flags = 0;
+        assert!(
+            book_filtered_out(&f, &b),
+            "owner unknown: not the process asked for"
+        );
+        f.tgid = 0;
+        f.ncgroups = 1;
+        f.cgroups[0] = 6;
+        assert!(book_filtered_out(&f, &b), "another cgroup");
+        f.cgroups[0] = 5;
+        assert!(!book_filtered_out(&f, &b));
+        f.this_container = 1;
+        assert!(book_filtered_out(&f, &b), "owner outside our pid namespace");
+    }
 
     /// Each cause is printed once: by the error that has it as its source, never
     /// also in the message of the one wrapping it.
