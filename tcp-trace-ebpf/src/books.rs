@@ -221,8 +221,12 @@ pub(crate) fn state_book(o: &KernelOffsets, sk: u64, old: u8, new: u8, storage: 
         book_flush(o, sk, b, fresh);
     }
     if new == TCP_CLOSE {
+        // The address may be a new socket's next: an owner left here (a listener's, an
+        // accepted child's) would be taken for it. Removed as the per-event design
+        // does; an accept() on a map that fills with stale children also paid an LRU
+        // eviction on every insert (350–500 ns).
+        let _ = OWNERS.remove(&sk);
         if old == TCP_LISTEN {
-            let _ = OWNERS.remove(&sk);
             // Only this socket's entry: matching by owner too, as the per-event design
             // does, made a SO_REUSEPORT test lose its children's listener (not yet
             // understood).
