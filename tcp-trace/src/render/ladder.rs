@@ -198,14 +198,14 @@ pub fn render(w: &mut impl Write, conv: &Conversation, opts: &LadderOptions) -> 
     let lw = rows
         .rows
         .iter()
-        .map(|r| r.left.chars().count())
+        .map(|r| cols(&r.left))
         .max()
         .unwrap_or(0)
         .max(11);
     let aw = opts.arrow_width.max(12);
 
     let left_col = lw + 1 + aw + 2;
-    let pad = left_col.saturating_sub(left_head.chars().count()).max(1);
+    let pad = left_col.saturating_sub(cols(&left_head)).max(1);
     // The whole ladder is put together in one buffer and written at once.
     let mut out = String::with_capacity(64 + rows.rows.len() * (lw + aw * 3 + 48));
     let _ = writeln!(
@@ -218,16 +218,19 @@ pub fn render(w: &mut impl Write, conv: &Conversation, opts: &LadderOptions) -> 
         let start = out.len();
         push_ms(&mut out, r.t.saturating_sub(t0));
         out.push_str("  ");
-        let style = |on: bool, s: Option<&'static str>| if on { s } else { None };
-        colour::paint(
-            &mut out,
-            style(opts.colour, colour::text_style(&r.left)),
-            &r.left,
-        );
-        let used = r.left.chars().count();
+        // The styles are looked up only when colouring (each is a few text searches).
+        let text_style = |t: &str| {
+            if opts.colour {
+                colour::text_style(t)
+            } else {
+                None
+            }
+        };
+        colour::paint(&mut out, text_style(&r.left), &r.left);
+        let used = cols(&r.left);
         repeat(&mut out, ' ', lw - used.min(lw) + 1);
         match &r.arrow {
-            Some((d, label)) => match style(opts.colour, colour::arrow_style(label)) {
+            Some((d, label)) => match opts.colour.then(|| colour::arrow_style(label)).flatten() {
                 Some(st) => {
                     let mut a = String::with_capacity(aw * 3);
                     push_arrow(&mut a, *d, label, aw, opts.unicode);
@@ -238,11 +241,7 @@ pub fn render(w: &mut impl Write, conv: &Conversation, opts: &LadderOptions) -> 
             None => repeat(&mut out, ' ', aw),
         }
         out.push_str("  ");
-        colour::paint(
-            &mut out,
-            style(opts.colour, colour::text_style(&r.right)),
-            &r.right,
-        );
+        colour::paint(&mut out, text_style(&r.right), &r.right);
         let kept = out[start..].trim_end().len();
         out.truncate(start + kept);
         out.push('\n');
@@ -287,6 +286,16 @@ fn build(conv: &Conversation) -> (Vec<Row>, String, String) {
         (None, None) => String::from("(remote)"),
     };
     (rows.rows, left_head, right_head)
+}
+
+/// Columns `s` takes (one per character): its length when ASCII, as nearly every
+/// cell is.
+fn cols(s: &str) -> usize {
+    if s.is_ascii() {
+        s.len()
+    } else {
+        s.chars().count()
+    }
 }
 
 /// Appends `n` times `c`: whole slices for the two characters that fill most
@@ -358,7 +367,7 @@ fn push_arrow(out: &mut String, d: Dir, label: &str, width: usize, unicode: bool
     } else {
         ('-', '>', '<')
     };
-    let label_cols = label.chars().count();
+    let label_cols = cols(label);
     match d {
         Dir::Right => {
             out.extend([line, line, ' ']);
