@@ -1236,6 +1236,20 @@ impl Correlator {
     /// CLOSE; a child's first transition may carry its listener's wildcard address
     /// and no remote end), indexes it and links the peer socket on this host.
     fn update_tuple(&mut self, i: usize, ev: &Event) {
+        {
+            // Indexed already, in the namespace it has now: the key was made from two
+            // strong ends, which nothing replaces (only weak ones are), so the tuple
+            // is the same and there is nothing to learn but a family. Most events.
+            let s = &mut self.slots[i];
+            if let Some((ns, _)) = s.tuple_key
+                && ns == s.netns
+            {
+                if matches!(s.conn.family, Family::Unknown(_)) {
+                    s.conn.family = ev.family;
+                }
+                return;
+            }
+        }
         // An end is weak while its port is 0 or its address unspecified: a later event
         // with a real one replaces it.
         let weak = |a: Option<IpAddr>, p: u16| a.is_none_or(|a| a.is_unspecified()) || p == 0;
