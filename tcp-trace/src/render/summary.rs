@@ -76,11 +76,11 @@ fn role_index(r: Role) -> usize {
 /// Accumulates finished connections.
 pub struct Summary {
     roles: [RoleCounts; 4],
-    handshake: Hist,
-    connect: Hist,
-    connect_nonblocking: Hist,
-    accept_wait: Hist,
-    lifetime: Hist,
+    handshake: Histogram<u64>,
+    connect: Histogram<u64>,
+    connect_nonblocking: Histogram<u64>,
+    accept_wait: Histogram<u64>,
+    lifetime: Histogram<u64>,
     unplaced: Unplaced,
     lost_events: u64,
     skipped_runs: u64,
@@ -118,62 +118,6 @@ fn hist() -> Histogram<u64> {
     Histogram::new(3).expect("3 significant figures is valid")
 }
 
-/// Values gathered before they go into the histogram (see [`Hist`]).
-const BATCH: usize = 1024;
-
-/// A histogram fed in batches. Recording one value touches one counter of a large
-/// array (hundreds of KiB for ns up to seconds), which the correlator's tables have
-/// usually pushed out of the cache by the next connection: nearly every record was a
-/// cache miss. The values are gathered instead and recorded sorted, a batch at a
-/// time, equal ones at once, so that each counter's cache line is loaded once per
-/// batch. A histogram holds counts only, so the order of recording changes nothing.
-struct Hist {
-    h: Histogram<u64>,
-    pending: Vec<u64>,
-}
-
-impl Hist {
-    fn new() -> Hist {
-        Hist {
-            h: hist(),
-            pending: Vec::new(),
-        }
-    }
-
-    fn record(&mut self, v: u64) {
-        if self.pending.capacity() == 0 {
-            self.pending.reserve_exact(BATCH);
-        }
-        self.pending.push(v);
-        if self.pending.len() >= BATCH {
-            record_all(&mut self.h, &mut self.pending);
-        }
-    }
-
-    /// The percentiles of everything recorded (the batch not recorded yet included).
-    fn percentiles(&self) -> Percentiles {
-        if self.pending.is_empty() {
-            return percentiles(&self.h);
-        }
-        let mut h = self.h.clone();
-        record_all(&mut h, &mut self.pending.clone());
-        percentiles(&h)
-    }
-}
-
-/// Records `values` into `h` and empties it.
-fn record_all(h: &mut Histogram<u64>, values: &mut Vec<u64>) {
-    values.sort_unstable();
-    for run in values.chunk_by(|a, b| a == b) {
-        let (v, n) = (run[0], run.len() as u64);
-        // The histogram resizes itself; if that fails, clamp.
-        if h.record_n(v, n).is_err() {
-            h.saturating_record_n(v, n);
-        }
-    }
-    values.clear();
-}
-
 /// Percentiles of one distribution, in ns (null when empty).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Percentiles {
@@ -207,11 +151,11 @@ impl Summary {
     pub fn new() -> Summary {
         Summary {
             roles: [RoleCounts::default(); 4],
-            handshake: Hist::new(),
-            connect: Hist::new(),
-            connect_nonblocking: Hist::new(),
-            accept_wait: Hist::new(),
-            lifetime: Hist::new(),
+            handshake: hist(),
+            connect: hist(),
+            connect_nonblocking: hist(),
+            accept_wait: hist(),
+            lifetime: hist(),
             unplaced: Unplaced::default(),
             lost_events: 0,
             skipped_runs: 0,
@@ -222,9 +166,13 @@ impl Summary {
     pub fn add(&mut self, c: &Connection) {
         self.roles[role_index(c.role)].add(c);
         // Negative values (clock skew between CPUs) count as 0.
-        let rec = |h: &mut Hist, v: Option<i64>| {
+        let rec = |h: &mut Histogram<u64>, v: Option<i64>| {
             if let Some(v) = v {
-                h.record(v.max(0) as u64);
+                // The histogram resizes itself; if that fails, clamp.
+                let v = v.max(0) as u64;
+                if h.record(v).is_err() {
+                    h.saturating_record(v);
+                }
             }
         };
         rec(&mut self.handshake, c.handshake_ns.map(|v| v as i64));
@@ -271,21 +219,21 @@ impl Summary {
     }
 
     pub fn handshake(&self) -> Percentiles {
-        self.handshake.percentiles()
+        percentiles(&self.handshake)
     }
     /// Blocking connects: connect() return − SYN_SENT.
     pub fn connect_latency(&self) -> Percentiles {
-        self.connect.percentiles()
+        percentiles(&self.connect)
     }
     /// Non-blocking connects: ESTABLISHED (or failure) − SYN_SENT.
     pub fn connect_latency_nonblocking(&self) -> Percentiles {
-        self.connect_nonblocking.percentiles()
+        percentiles(&self.connect_nonblocking)
     }
     pub fn accept_wait(&self) -> Percentiles {
-        self.accept_wait.percentiles()
+        percentiles(&self.accept_wait)
     }
     pub fn lifetime(&self) -> Percentiles {
-        self.lifetime.percentiles()
+        percentiles(&self.lifetime)
     }
 
     /// Human-readable summary.
@@ -418,35 +366,6 @@ impl Serialize for Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Batched recording gives the histogram one value at a time gives: read with
-    /// a batch pending, after whole batches, with repeated and huge values.
-    #[test]
-    fn batched_histogram_equals_recording_each_value() {
-        let mut one = hist();
-        let mut batched = Hist::new();
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        for i in 0..(3 * BATCH + 17) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let v = match i % 5 {
-                0 => x % 50_000,
-                1 => 20_000 + x % 16,
-                2 => x % 5_000_000_000,
-                3 => x >> 2,
-                _ => 0,
-            };
-            one.record(v).unwrap();
-            batched.record(v);
-            if i % 700 == 0 || i == 3 * BATCH + 16 {
-                assert_eq!(batched.percentiles(), percentiles(&one), "after {i}");
-            }
-        }
-        assert!(!batched.pending.is_empty());
-        assert_eq!(batched.percentiles().count, 3 * BATCH as u64 + 17);
-        assert_eq!(Hist::new().percentiles(), percentiles(&hist()));
-    }
     use crate::correlate::testutil::{Ev, design_sequence, run};
     use crate::decode::TcpState::*;
 
