@@ -736,7 +736,7 @@ impl<W: Write> Renderer<W> {
             render::events::line_styled(&mut self.out, ev, &self.time, self.colour)?;
         }
         if let Some(c) = self.correlator.as_mut() {
-            c.push(*ev);
+            c.push_ref(ev);
             c.drain_finished(&mut self.finished);
             self.emit_finished()?;
         }
@@ -761,10 +761,15 @@ impl<W: Write> Renderer<W> {
     }
 
     fn emit_finished(&mut self) -> io::Result<()> {
-        let finished = std::mem::take(&mut self.finished);
-        for c in finished {
+        if self.finished.is_empty() {
+            return Ok(());
+        }
+        // Taken for the loop and put back empty: its buffer serves the next batch.
+        let mut finished = std::mem::take(&mut self.finished);
+        for c in finished.drain(..) {
             self.connection(c)?;
         }
+        self.finished = finished;
         Ok(())
     }
 

@@ -1,7 +1,7 @@
 //! Both ends of one TCP connection on this host, grouped for the ladder view.
-use std::collections::HashMap;
 
 use super::connection::{Connection, HalfOpenRequest, Role};
+use super::hash::FastMap;
 use super::norm;
 
 /// One TCP connection seen from the client end, the server end, or both.
@@ -119,8 +119,9 @@ fn answers(r: &HalfOpenRequest, c: &Connection) -> bool {
 /// attached.
 #[derive(Default, Debug)]
 pub struct ConversationJoiner {
-    /// Waiting connections by their own id.
-    waiting: HashMap<u64, Connection>,
+    /// Waiting connections by their own id (ids are the correlator's counter: the
+    /// fast hasher, not SipHash).
+    waiting: FastMap<u64, Connection>,
 }
 
 impl ConversationJoiner {

@@ -437,6 +437,12 @@ impl Correlator {
     /// Feeds one event. It is applied once the newest timestamp seen is
     /// `reorder_window_ns` past it (or at [`Correlator::flush`]).
     pub fn push(&mut self, ev: Event) {
+        self.push_ref(&ev);
+    }
+
+    /// [`Correlator::push`] from a reference: the event is copied once, into the
+    /// reorder buffer (or not at all when it is applied at once).
+    pub fn push_ref(&mut self, ev: &Event) {
         self.stats.events += 1;
         self.max_ts = self.max_ts.max(ev.ts_ns);
         let window = self.cfg.reorder_window_ns;
@@ -444,7 +450,7 @@ impl Correlator {
         if ready(ev.ts_ns, self.max_ts) && self.queue.front().is_none_or(|f| f.ts_ns > ev.ts_ns) {
             // Later than the window and before everything buffered: it is next in
             // order. Apply it without buffering.
-            self.apply(&ev);
+            self.apply(ev);
         } else {
             self.enqueue(ev);
         }
@@ -534,11 +540,11 @@ impl Correlator {
 
     /// Inserts `ev` after every buffered event with a timestamp at or before its own
     /// (so equal timestamps stay in push order).
-    fn enqueue(&mut self, ev: Event) {
+    fn enqueue(&mut self, ev: &Event) {
         let q = &mut self.queue;
         match q.back() {
             Some(last) if last.ts_ns > ev.ts_ns => {}
-            _ => return q.push_back(ev),
+            _ => return q.push_back(*ev),
         }
         // Out of order: usually by a few events. Scan a few back, then bisect.
         const SCAN: usize = 8;
@@ -551,7 +557,7 @@ impl Correlator {
         if at == floor && at > 0 && q[at - 1].ts_ns > ev.ts_ns {
             at = q.partition_point(|e| e.ts_ns <= ev.ts_ns);
         }
-        q.insert(at, ev);
+        q.insert(at, *ev);
     }
 
     /// Moves the connections finished so far into `out` (in the order they finished).
@@ -1230,6 +1236,20 @@ impl Correlator {
     /// CLOSE; a child's first transition may carry its listener's wildcard address
     /// and no remote end), indexes it and links the peer socket on this host.
     fn update_tuple(&mut self, i: usize, ev: &Event) {
+        {
+            // Indexed already, in the namespace it has now: the key was made from two
+            // strong ends, which nothing replaces (only weak ones are), so the tuple
+            // is the same and there is nothing to learn but a family. Most events.
+            let s = &mut self.slots[i];
+            if let Some((ns, _)) = s.tuple_key
+                && ns == s.netns
+            {
+                if matches!(s.conn.family, Family::Unknown(_)) {
+                    s.conn.family = ev.family;
+                }
+                return;
+            }
+        }
         // An end is weak while its port is 0 or its address unspecified: a later event
         // with a real one replaces it.
         let weak = |a: Option<IpAddr>, p: u16| a.is_none_or(|a| a.is_unspecified()) || p == 0;
@@ -1578,7 +1598,11 @@ impl Correlator {
         if self.by_sk.get(&sk) == Some(&i) {
             self.by_sk.remove(&sk);
         }
-        let mut conn = std::mem::replace(&mut self.slots[i].conn, blank());
+        // Moved straight into `finished` and completed there: a record is large, each
+        // move a copy.
+        self.finished
+            .push(std::mem::replace(&mut self.slots[i].conn, blank()));
+        let conn = self.finished.last_mut().expect("just pushed");
         if conn.role == Role::Listener {
             let mut reqs: Vec<HalfOpenRequest> = self
                 .pending
@@ -1608,9 +1632,8 @@ impl Correlator {
         let waiter =
             peer_link.filter(|&(j, jid)| self.slots[j].live && self.slots[j].conn.id == jid);
         if let Some((j, _)) = waiter {
-            self.slots[j].peer_view = Some(PeerView::of(&conn, true));
+            self.slots[j].peer_view = Some(PeerView::of(conn, true));
         }
-        self.finished.push(conn);
         self.free.push(i);
         self.stats.emitted += 1;
         if let Some((j, _)) = waiter

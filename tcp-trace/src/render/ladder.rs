@@ -17,12 +17,14 @@
 //! (`time_wait_certain` false: without the peer it may as well be a handover in
 //! FIN_WAIT2).
 use std::borrow::Cow;
-use std::fmt::Write as _;
 use std::io::{self, Write};
+
+use std::net::IpAddr;
 
 use super::colour;
 use crate::correlate::{Connection, Conversation, Role};
 use crate::decode::TcpState;
+use crate::text::{self, Sink};
 
 /// Rendering options.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -173,10 +175,13 @@ pub struct Steps {
 
 /// The ladder of `conv` as data: exactly the rows [`render`] prints.
 pub fn steps(conv: &Conversation) -> Steps {
-    let (rows, left_head, right_head) = build(conv);
+    let rows = build(conv);
+    let (mut left, mut right) = (String::new(), String::new());
+    left_head(&mut left, conv);
+    right_head(&mut right, conv);
     Steps {
-        left_head,
-        right_head,
+        left_head: left,
+        right_head: right,
         t0_ns: conv.first_ts_ns(),
         steps: rows
             .into_iter()
@@ -192,42 +197,45 @@ pub fn steps(conv: &Conversation) -> Steps {
 
 /// Renders the ladder of `conv`.
 pub fn render(w: &mut impl Write, conv: &Conversation, opts: &LadderOptions) -> io::Result<()> {
-    let (rows, left_head, right_head) = build(conv);
-    let rows = Rows { rows };
+    let rows = Rows { rows: build(conv) };
     let t0 = opts.t0_ns.unwrap_or_else(|| conv.first_ts_ns());
     let lw = rows
         .rows
         .iter()
-        .map(|r| r.left.chars().count())
+        .map(|r| cols(&r.left))
         .max()
         .unwrap_or(0)
         .max(11);
     let aw = opts.arrow_width.max(12);
 
     let left_col = lw + 1 + aw + 2;
-    let pad = left_col.saturating_sub(left_head.chars().count()).max(1);
     // The whole ladder is put together in one buffer and written at once.
-    let mut out = String::with_capacity(64 + rows.rows.len() * (lw + aw * 3 + 48));
-    let _ = writeln!(
-        out,
-        "{:>10}  {left_head}{:pad$}{right_head}",
-        "time(ms)", ""
-    );
+    let mut out = String::with_capacity(160 + rows.rows.len() * (lw + aw * 3 + 48));
+    out.push_str("  time(ms)  ");
+    let start = out.len();
+    left_head(&mut out, conv);
+    let pad = left_col.saturating_sub(cols(&out[start..])).max(1);
+    repeat(&mut out, ' ', pad);
+    right_head(&mut out, conv);
+    out.push('\n');
 
     for r in &rows.rows {
         let start = out.len();
         push_ms(&mut out, r.t.saturating_sub(t0));
         out.push_str("  ");
-        let style = |on: bool, s: Option<&'static str>| if on { s } else { None };
-        colour::paint(
-            &mut out,
-            style(opts.colour, colour::text_style(&r.left)),
-            &r.left,
-        );
-        let used = r.left.chars().count();
+        // The styles are looked up only when colouring (each is a few text searches).
+        let text_style = |t: &str| {
+            if opts.colour {
+                colour::text_style(t)
+            } else {
+                None
+            }
+        };
+        colour::paint(&mut out, text_style(&r.left), &r.left);
+        let used = cols(&r.left);
         repeat(&mut out, ' ', lw - used.min(lw) + 1);
         match &r.arrow {
-            Some((d, label)) => match style(opts.colour, colour::arrow_style(label)) {
+            Some((d, label)) => match opts.colour.then(|| colour::arrow_style(label)).flatten() {
                 Some(st) => {
                     let mut a = String::with_capacity(aw * 3);
                     push_arrow(&mut a, *d, label, aw, opts.unicode);
@@ -238,11 +246,7 @@ pub fn render(w: &mut impl Write, conv: &Conversation, opts: &LadderOptions) -> 
             None => repeat(&mut out, ' ', aw),
         }
         out.push_str("  ");
-        colour::paint(
-            &mut out,
-            style(opts.colour, colour::text_style(&r.right)),
-            &r.right,
-        );
+        colour::paint(&mut out, text_style(&r.right), &r.right);
         let kept = out[start..].trim_end().len();
         out.truncate(start + kept);
         out.push('\n');
@@ -250,8 +254,8 @@ pub fn render(w: &mut impl Write, conv: &Conversation, opts: &LadderOptions) -> 
     w.write_all(out.as_bytes())
 }
 
-/// The rows of `conv`'s ladder, sorted, and the two column heads.
-fn build(conv: &Conversation) -> (Vec<Row>, String, String) {
+/// The rows of `conv`'s ladder, sorted.
+fn build(conv: &Conversation) -> Vec<Row> {
     let mut rows = Rows {
         rows: Vec::with_capacity(24),
     };
@@ -275,18 +279,45 @@ fn build(conv: &Conversation) -> (Vec<Row>, String, String) {
     }
     rows.rows.sort_by_key(|r| (r.t, r.after, r.seq));
 
-    let left_head = match (client, server) {
-        (Some(c), _) => side_label(c),
-        (None, Some(s)) => format!("(remote) {}", s.remote()),
-        (None, None) => String::from("(remote)"),
-    };
-    let right_head = match (server, client) {
-        (Some(s), _) => side_label(s),
-        (None, Some(c)) if request.is_some() => format!("(request sock) {}", c.remote()),
-        (None, Some(c)) => format!("(remote) {}", c.remote()),
-        (None, None) => String::from("(remote)"),
-    };
-    (rows.rows, left_head, right_head)
+    rows.rows
+}
+
+/// Appends the head of the client's (left) column to `out`.
+fn left_head(out: &mut String, conv: &Conversation) {
+    match (&conv.client, &conv.server) {
+        (Some(c), _) => side_label(out, c),
+        (None, Some(s)) => {
+            out.push_str("(remote) ");
+            endpoint(out, s.daddr, s.dport);
+        }
+        (None, None) => out.push_str("(remote)"),
+    }
+}
+
+/// Appends the head of the server's (right) column to `out`.
+fn right_head(out: &mut String, conv: &Conversation) {
+    match (&conv.server, &conv.client) {
+        (Some(s), _) => side_label(out, s),
+        (None, Some(c)) => {
+            out.push_str(if c.peer_request.is_some() {
+                "(request sock) "
+            } else {
+                "(remote) "
+            });
+            endpoint(out, c.daddr, c.dport);
+        }
+        (None, None) => out.push_str("(remote)"),
+    }
+}
+
+/// Columns `s` takes (one per character): its length when ASCII, as nearly every
+/// cell is.
+fn cols(s: &str) -> usize {
+    if s.is_ascii() {
+        s.len()
+    } else {
+        s.chars().count()
+    }
 }
 
 /// Appends `n` times `c`: whole slices for the two characters that fill most
@@ -338,16 +369,61 @@ fn push_ms(out: &mut String, ns: u64) {
     out.push_str(std::str::from_utf8(digits).unwrap_or_default());
 }
 
+/// Appends to a `String` for the `text` formatters (which write ASCII only).
+struct Out<'a>(&'a mut String);
+
+impl Sink for Out<'_> {
+    fn put(&mut self, b: &[u8]) {
+        // The formatters write ASCII (escaped where needed): anything else is a bug
+        // and is dropped rather than risk a broken string.
+        if let Ok(s) = std::str::from_utf8(b) {
+            self.0.push_str(s);
+        }
+    }
+}
+
+/// An end as `Endpoint` prints it: `addr:port`, `[v6]:port`, `*:port`.
+fn endpoint(out: &mut String, addr: Option<IpAddr>, port: u16) {
+    let mut o = Out(out);
+    match addr {
+        Some(a @ IpAddr::V6(_)) => {
+            o.put(b"[");
+            text::put_ip(&mut o, a);
+            o.put(b"]:");
+        }
+        Some(a) => {
+            text::put_ip(&mut o, a);
+            o.put(b":");
+        }
+        None => o.put(b"*:"),
+    }
+    text::put_u64(&mut o, u64::from(port));
+}
+
 /// `client 127.0.0.1:51234 (curl 4242)`.
-fn side_label(c: &Connection) -> String {
+fn side_label(out: &mut String, c: &Connection) {
     let role = match c.role {
         Role::Client | Role::Server | Role::Listener => c.role.name(),
         Role::Unknown => "socket",
     };
+    out.push_str(role);
+    out.push(' ');
+    endpoint(out, c.saddr, c.sport);
+    let mut o = Out(out);
     match (c.pid, c.comm) {
-        (Some(p), Some(comm)) => format!("{role} {} ({comm} {p})", c.local()),
-        (Some(p), None) => format!("{role} {} (pid {p})", c.local()),
-        _ => format!("{role} {}", c.local()),
+        (Some(p), Some(comm)) => {
+            o.put(b" (");
+            text::put_comm(&mut o, &comm, false);
+            o.put(b" ");
+            text::put_u64(&mut o, u64::from(p));
+            o.put(b")");
+        }
+        (Some(p), None) => {
+            o.put(b" (pid ");
+            text::put_u64(&mut o, u64::from(p));
+            o.put(b")");
+        }
+        _ => {}
     }
 }
 
@@ -358,7 +434,7 @@ fn push_arrow(out: &mut String, d: Dir, label: &str, width: usize, unicode: bool
     } else {
         ('-', '>', '<')
     };
-    let label_cols = label.chars().count();
+    let label_cols = cols(label);
     match d {
         Dir::Right => {
             out.extend([line, line, ' ']);
@@ -756,5 +832,50 @@ mod tests {
   1000.030  connect() = -111 ECONNREFUSED
 ";
         check(&got, want);
+    }
+
+    /// The heads are written without `format!`: they read as `Endpoint` and `Comm`
+    /// print them, for IPv6, unknown addresses, escaped comms and a pid without comm.
+    #[test]
+    fn side_labels_print_as_display_does() {
+        use crate::decode::{Comm, Family};
+        let mut c = Connection::new(1, Role::Client, 0x10, Family::Inet6, 0);
+        let ends: [(Option<IpAddr>, u16); 5] = [
+            (Some("2001:db8::1".parse().unwrap()), 443),
+            (Some("::ffff:10.0.0.1".parse().unwrap()), 80),
+            (Some("10.1.2.3".parse().unwrap()), 65535),
+            (Some("::".parse().unwrap()), 0),
+            (None, 7),
+        ];
+        let owners = [
+            (Some(42), Some(Comm(*b"a\\b\x1b\"q\xff\0\0\0\0\0\0\0\0\0"))),
+            (Some(4_294_967_295), None),
+            (None, Some(Comm::from_str_lossy("curl"))),
+            (None, None),
+        ];
+        for (addr, port) in ends {
+            for (role, (pid, comm)) in [Role::Client, Role::Unknown, Role::Listener]
+                .into_iter()
+                .zip(owners.iter().cycle())
+            {
+                (c.saddr, c.sport, c.role, c.pid, c.comm) = (addr, port, role, *pid, *comm);
+                let name = if role == Role::Unknown {
+                    "socket"
+                } else {
+                    role.name()
+                };
+                let want = match (c.pid, c.comm) {
+                    (Some(p), Some(comm)) => format!("{name} {} ({comm} {p})", c.local()),
+                    (Some(p), None) => format!("{name} {} (pid {p})", c.local()),
+                    _ => format!("{name} {}", c.local()),
+                };
+                let mut got = String::new();
+                side_label(&mut got, &c);
+                assert_eq!(got, want);
+                let mut got = String::new();
+                endpoint(&mut got, addr, port);
+                assert_eq!(got, c.local().to_string());
+            }
+        }
     }
 }
