@@ -341,6 +341,11 @@ pub struct Step {
 pub mod step_flags {
     /// The hook ran in the task that made the transition (connect, listen, close).
     pub const TASK_CTX: u8 = 1 << 0;
+    /// The socket had no local port yet (a client's SYN_SENT: `connect()` picks the
+    /// port after it, and the search can take milliseconds when ports are scarce). The
+    /// book's tuple, read later, is not this step's: its local port is unknown, as the
+    /// per-event design reports it.
+    pub const NO_LOCAL_PORT: u8 = 1 << 1;
 }
 
 /// Bits of [`ConnRecord::flags`].
@@ -361,11 +366,49 @@ pub mod book_flags {
     pub const FINAL: u16 = 1 << 6;
 }
 
-/// The books a socket keeps in the kernel (socket local storage, per-connection
-/// design), and the record they leave in when flushed: the connection's identity
-/// once, and the steps since the last flush. Flushed at SYN_SENT, ESTABLISHED,
-/// CLOSE_WAIT, LISTEN and CLOSE, and when `steps` is full; 248 bytes,
-/// which tells it apart from a [`RawEvent`] in the ring.
+/// Bits of [`BookReturn::flags`].
+pub mod return_flags {
+    /// The syscall was `accept4` (not `accept`).
+    pub const ACCEPT4: u8 = 1 << 0;
+}
+
+/// A `connect()` or `accept()` return kept in a socket's book until its next flush
+/// (80 bytes). The syscall exit writes it without the socket lock, while a flush may
+/// run on another CPU: `ts_ns` is written last and sits first (a record copied while
+/// it is written either shows it empty or whole), a flush empties the slot only when
+/// it read it set, and an exit that finds the book closed (or the slot taken) reports
+/// its return as an event of its own as well: a return may arrive twice (same socket,
+/// same time), never not at all.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BookReturn {
+    /// `bpf_ktime_get_ns()` at the syscall's exit; 0 = the slot is empty.
+    pub ts_ns: u64,
+    /// The socket the exit wrote it for: a slot whose `sk` is not the book's own was
+    /// written into a book the map had just handed to another socket (reported on
+    /// its own as well), and is not this socket's.
+    pub sk: u64,
+    /// The syscall's return value.
+    pub ret: i32,
+    /// The fd passed in: the connecting socket, or the listener.
+    pub fd: i32,
+    /// [`kind::CONNECT_RETURN`] or [`kind::ACCEPT_RETURN`].
+    pub kind: u8,
+    /// [`return_flags`] bits.
+    pub flags: u8,
+    pub _pad: [u8; 6],
+    /// A word the writer and a flush each change atomically: the barrier between a
+    /// write and the read that must see it (see the kernel side's `book_return`).
+    pub sync: u64,
+    /// The caller: the accepting process for `accept()`.
+    pub owner: Owner,
+}
+
+/// The books a socket keeps in the kernel (per-connection design), and the record
+/// they leave in when flushed: the connection's identity once, the steps since the
+/// last flush, and a `connect()`/`accept()` return not reported yet. Flushed at
+/// ESTABLISHED, CLOSE_WAIT, LISTEN and CLOSE, at a SYN retransmit, and when `steps`
+/// is full; 328 bytes, which tells it apart from a [`RawEvent`] in the ring.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConnRecord {
@@ -393,11 +436,14 @@ pub struct ConnRecord {
     pub _pad: u32,
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
+    pub ret: BookReturn,
     pub steps: [Step; BOOK_STEPS],
 }
 
+pub const BOOK_RETURN_SIZE: usize = core::mem::size_of::<BookReturn>();
+const _: () = assert!(BOOK_RETURN_SIZE == 80);
 pub const CONN_RECORD_SIZE: usize = core::mem::size_of::<ConnRecord>();
-const _: () = assert!(CONN_RECORD_SIZE == 248);
+const _: () = assert!(CONN_RECORD_SIZE == 328);
 const _: () = assert!(CONN_RECORD_SIZE != RAW_EVENT_SIZE && CONN_RECORD_SIZE != RAW_EVENT_SIZE_V1);
 
 /// Indexes of the per-CPU counter array `COUNTERS`.
@@ -435,4 +481,5 @@ mod pod {
     unsafe impl aya::Pod for ListenKey {}
     unsafe impl aya::Pod for ListenerLink {}
     unsafe impl aya::Pod for ConnRecord {}
+    unsafe impl aya::Pod for BookReturn {}
 }

@@ -14,10 +14,12 @@ use crate::maps::{
 use crate::owner::{owner_in, process_transition};
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use aya_ebpf::helpers::bpf_ktime_get_ns;
+use core::ptr::{read_volatile, write_volatile};
 use tcp_trace_common::BOOK_STEPS;
 use tcp_trace_common::ConnRecord;
 use tcp_trace_common::KernelOffsets;
 use tcp_trace_common::ListenerLink;
+use tcp_trace_common::Owner;
 use tcp_trace_common::book_flags;
 use tcp_trace_common::counter;
 use tcp_trace_common::kind;
@@ -29,18 +31,80 @@ use tcp_trace_common::tcp_state::LISTEN as TCP_LISTEN;
 use tcp_trace_common::tcp_state::SYN_RECV as TCP_SYN_RECV;
 use tcp_trace_common::tcp_state::SYN_SENT as TCP_SYN_SENT;
 
-/// After these transitions the book leaves the kernel: a `connect()` return may follow
-/// SYN_SENT and ESTABLISHED, an `accept()` return a child's ESTABLISHED (the reader
-/// orders records by time only within a short window); CLOSE_WAIT may last (the
+/// After these transitions the book leaves the kernel: ESTABLISHED shows an open
+/// connection while it lasts (a connection may live for days); CLOSE_WAIT may last (the
 /// application has not closed: a leak is seen while it lasts); LISTEN names a listener
-/// for its children; CLOSE ends the book.
+/// for its children; CLOSE ends the book. `connect()` and `accept()` returns wait in
+/// the book's return slot (see [`book_return`]), so SYN_SENT is not flushed: a client's
+/// first record leaves at ESTABLISHED, at CLOSE (refused) or at its first SYN
+/// retransmit (a slow connect shows at once).
 #[inline(always)]
 pub(crate) fn flush_after(new: u8) -> bool {
-    new == TCP_SYN_SENT
-        || new == TCP_ESTABLISHED
-        || new == TCP_CLOSE_WAIT
-        || new == TCP_CLOSE
-        || new == TCP_LISTEN
+    new == TCP_ESTABLISHED || new == TCP_CLOSE_WAIT || new == TCP_CLOSE || new == TCP_LISTEN
+}
+
+/// A full memory barrier: an atomic add on the book's `ret.sync` (BPF's atomic add,
+/// a locked instruction on x86). Between a store and a load that must not pass it, on
+/// both sides of the slot protocol in [`book_return`]. Inline assembly: the BPF target
+/// has no atomic read-modify-write in `core::sync::atomic` (no compare-and-swap).
+#[inline(always)]
+fn barrier(b: &mut ConnRecord) {
+    // SAFETY: a u64 of a map value, 8-byte aligned, valid while the program runs; the
+    // instruction adds 1 to it and touches nothing else.
+    unsafe {
+        core::arch::asm!(
+            "lock *(u64 *)({p} + 0) += {v}",
+            p = in(reg) &raw mut b.ret.sync,
+            v = in(reg) 1u64,
+            options(nostack),
+        )
+    };
+}
+
+/// A `connect()`/`accept()` return into the book of `sk`, written by the syscall's
+/// exit, which runs without the socket lock: true when the book will report it. False
+/// when it may not: the book is closed or not this socket's, the slot is taken (a
+/// second return before a flush), or a CLOSE flush on another CPU may have read the
+/// slot before this write. The caller then reports the return as an event of its own;
+/// the book may report it too (the reader keeps one).
+///
+/// The protocol with [`book_flush`]: the exit writes every field, then `ts_ns`, then
+/// a barrier, then reads `flags`; a closing flush sets FINAL, then a barrier, then
+/// reads `ts_ns`. One of the two sees the other's write, so a return is never lost.
+#[inline(always)]
+pub(crate) fn book_return(
+    b: &mut ConnRecord,
+    sk: u64,
+    k: u8,
+    ret: i64,
+    fd: i32,
+    rflags: u8,
+    owner: &Owner,
+) -> bool {
+    // SAFETY: fields of a map value, valid while the program runs; volatile because
+    // another CPU may change them meanwhile.
+    unsafe {
+        if read_volatile(&raw const b.skaddr) != sk
+            || read_volatile(&raw const b.flags) & book_flags::FINAL != 0
+            || read_volatile(&raw const b.ret.ts_ns) != 0
+        {
+            return false;
+        }
+    }
+    b.ret.sk = sk;
+    b.ret.ret = ret as i32;
+    b.ret.fd = fd;
+    b.ret.kind = k;
+    b.ret.flags = rflags;
+    copy_owner(&mut b.ret.owner, owner);
+    // SAFETY: as above.
+    unsafe { write_volatile(&raw mut b.ret.ts_ns, bpf_ktime_get_ns()) };
+    barrier(b);
+    // SAFETY: as above.
+    unsafe {
+        read_volatile(&raw const b.skaddr) == sk
+            && read_volatile(&raw const b.flags) & book_flags::FINAL == 0
+    }
 }
 
 /// Family, ports and addresses of a socket (`h`: the head of its `sock_common`) into
@@ -81,7 +145,8 @@ pub(crate) fn book_step(b: &mut ConnRecord, k: u8, old: u8, new: u8, sflags: u8,
 /// The book into the ring (unless filtered out), then empty for the next steps.
 #[inline(always)]
 pub(crate) fn book_flush(o: &KernelOffsets, sk: u64, b: &mut ConnRecord, fresh: bool) {
-    if b.nsteps == 0 {
+    // SAFETY: a field of a map value; the syscall exit may write it meanwhile.
+    if b.nsteps == 0 && unsafe { read_volatile(&raw const b.ret.ts_ns) } == 0 {
         return;
     }
     if !fresh && (b.sport == 0 || b.dport == 0) {
@@ -95,6 +160,10 @@ pub(crate) fn book_flush(o: &KernelOffsets, sk: u64, b: &mut ConnRecord, fresh: 
     } else {
         0
     };
+    // A return in the slot as this flush finds it: emptied after the record left
+    // (one written meanwhile stays for the next flush; see `book_return`).
+    // SAFETY: a field of a map value; the syscall exit may write it meanwhile.
+    let returned = unsafe { read_volatile(&raw const b.ret.ts_ns) } != 0;
     if filter_miss(
         b.family,
         tgid,
@@ -106,6 +175,10 @@ pub(crate) fn book_flush(o: &KernelOffsets, sk: u64, b: &mut ConnRecord, fresh: 
         count(counter::FILTERED);
     } else {
         output(&*b, core::mem::size_of::<ConnRecord>() as u64 + 8);
+    }
+    if returned {
+        // SAFETY: as above.
+        unsafe { write_volatile(&raw mut b.ret.ts_ns, 0) };
     }
     b.seq += 1;
     b.nsteps = 0;
@@ -187,7 +260,7 @@ pub(crate) fn state_book(o: &KernelOffsets, sk: u64, old: u8, new: u8, storage: 
         (b.isn_local, b.isn_remote) = isns_of(o, sk);
         b.flags |= book_flags::ISN;
     }
-    let (sflags, aux) = if task {
+    let (mut sflags, aux) = if task {
         (
             step_flags::TASK_CTX,
             (bpf_get_current_pid_tgid() >> 32) as u32,
@@ -195,6 +268,12 @@ pub(crate) fn state_book(o: &KernelOffsets, sk: u64, old: u8, new: u8, storage: 
     } else {
         (0, 0)
     };
+    // connect() picks the local port after SYN_SENT (the only transition a socket
+    // makes before it has one): the book's tuple, read at its flush, is not this
+    // step's.
+    if new == TCP_SYN_SENT && b.sport == 0 {
+        sflags |= step_flags::NO_LOCAL_PORT;
+    }
     if !book_step(b, kind::STATE, old, new, sflags, aux) {
         book_flush(o, sk, b, fresh);
         book_step(b, kind::STATE, old, new, sflags, aux);
@@ -216,6 +295,8 @@ pub(crate) fn state_book(o: &KernelOffsets, sk: u64, old: u8, new: u8, storage: 
     }
     if new == TCP_CLOSE {
         b.flags |= book_flags::FINAL;
+        // Before the flush reads the return slot (see `book_return`).
+        barrier(b);
     }
     if flush_after(new) || b.nsteps as usize == BOOK_STEPS {
         book_flush(o, sk, b, fresh);
@@ -256,7 +337,8 @@ pub(crate) fn step_book(o: &KernelOffsets, k: u8, sk: u64) -> bool {
         book_flush(o, sk, b, false);
         book_step(b, k, 0, state, 0, aux);
     }
-    if b.nsteps as usize == BOOK_STEPS {
+    // A SYN retransmit: a connect that waits for an answer shows now, not when it ends.
+    if b.nsteps as usize == BOOK_STEPS || (k == kind::RETRANSMIT && state == TCP_SYN_SENT) {
         book_flush(o, sk, b, false);
     }
     true

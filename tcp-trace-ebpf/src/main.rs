@@ -7,6 +7,7 @@
 //! load, so one object runs on every kernel we test (6.1 … 6.18).
 #![no_std]
 #![no_main]
+#![feature(asm_experimental_arch)]
 
 macro_rules! both_paths {
     ($btf:ident, $raw:ident, $tp:literal, |$c:ident| $body:expr) => {

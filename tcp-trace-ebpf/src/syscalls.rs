@@ -1,6 +1,7 @@
 //! `connect()`, `accept()` and `accept4()`: enter/exit tracepoints, or raw_syscalls
 //! filtered by syscall number.
 
+use crate::books::book_return;
 use crate::config::{
     FILTER, LAYOUT_ENTER_ACCEPT, LAYOUT_ENTER_ACCEPT4, LAYOUT_ENTER_CONNECT, LAYOUT_EXIT_ACCEPT,
     LAYOUT_EXIT_ACCEPT4, LAYOUT_EXIT_CONNECT, OFFSETS, books_on, opaque,
@@ -28,6 +29,7 @@ use tcp_trace_common::book_flags;
 use tcp_trace_common::counter;
 use tcp_trace_common::flags;
 use tcp_trace_common::kind;
+use tcp_trace_common::return_flags;
 
 pub(crate) const EAGAIN: i64 = 11;
 
@@ -111,6 +113,34 @@ pub(crate) fn exit_connect(ret: i64) {
             None => return,
         }
     };
+    // The caller is the owner bound at SYN_SENT (same task): reuse it, from the
+    // socket's book (per-connection design), else from the owner map. Reading it
+    // again costs a comm and a cgroup helper and the namespace reads (~100 ns).
+    let book = if call.skaddr != 0 && books_on() {
+        book_of(skaddr, false)
+    } else {
+        None
+    };
+    let booked = book.as_ref().and_then(|b| {
+        (b.skaddr == skaddr
+            && b.flags & (book_flags::OWNER_KNOWN | book_flags::OWNER_FROM_LISTENER)
+                == book_flags::OWNER_KNOWN
+            && b.owner.pid == id as u32)
+            .then_some(b.owner)
+    });
+    let owner = match booked {
+        Some(o) => o,
+        None => match owner_entry(skaddr) {
+            Some(o) if o.pid == id as u32 => o,
+            _ => owner_of(skaddr),
+        },
+    };
+    if let Some(b) = book
+        && book_return(b, skaddr, kind::CONNECT_RETURN, ret, call.fd, 0, &owner)
+    {
+        // Reported with the book's next record.
+        return;
+    }
     let Some(ev) = new_event(slot::SYSCALL, kind::CONNECT_RETURN, skaddr, true) else {
         return;
     };
@@ -130,28 +160,6 @@ pub(crate) fn exit_connect(ret: i64) {
     } else if let Some(h) = &head {
         read_sock_tuple(&o, h, ev);
     }
-    // The caller is the owner bound at SYN_SENT (same task): reuse it, from the
-    // socket's book (per-connection design), else from the owner map. Reading it
-    // again costs a comm and a cgroup helper and the namespace reads (~100 ns).
-    let booked = if call.skaddr != 0 && books_on() {
-        book_of(skaddr, false)
-            .filter(|b| {
-                b.skaddr == skaddr
-                    && b.flags & (book_flags::OWNER_KNOWN | book_flags::OWNER_FROM_LISTENER)
-                        == book_flags::OWNER_KNOWN
-                    && b.owner.pid == id as u32
-            })
-            .map(|b| b.owner)
-    } else {
-        None
-    };
-    let owner = match booked {
-        Some(o) => o,
-        None => match owner_entry(skaddr) {
-            Some(o) if o.pid == id as u32 => o,
-            _ => owner_of(skaddr),
-        },
-    };
     set_owner(ev, &owner, 0);
     emit(ev);
 }
@@ -210,6 +218,18 @@ pub(crate) fn exit_accept(ret: i64, accept4: bool) -> u32 {
         emit(ev);
         return 0;
     };
+    let owner = owner_in(netns_of_head(&o, &head));
+    if ret >= 0
+        && books_on()
+        && let Some(b) = book_of(sk, false)
+    {
+        let rflags = if accept4 { return_flags::ACCEPT4 } else { 0 };
+        if book_return(b, sk, kind::ACCEPT_RETURN, ret, call.fd, rflags, &owner) {
+            // Reported with the child's next record. Its owner stays in the book's
+            // slot: no OWNERS entry (the hooks that read it find the book first).
+            return 0;
+        }
+    }
     let skaddr = if ret >= 0 { sk } else { 0 };
     let Some(ev) = new_event(slot::SYSCALL, kind::ACCEPT_RETURN, skaddr, true) else {
         return 0;
@@ -220,7 +240,6 @@ pub(crate) fn exit_accept(ret: i64, accept4: bool) -> u32 {
         ev.flags |= flags::ACCEPT4;
     }
     read_sock_tuple(&o, &head, ev);
-    let owner = owner_in(netns_of_head(&o, &head));
     if ret >= 0 {
         let _ = OWNERS.insert(&sk, &owner, 0);
     }

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use tcp_trace_common::{
     AF_INET, AF_INET6, BOOK_STEPS, CONN_RECORD_SIZE, ConnRecord, RAW_EVENT_SIZE, RawEvent,
-    book_flags, flags, kind, step_flags, tcp_state,
+    book_flags, flags, kind, return_flags, step_flags, tcp_state,
 };
 
 /// TCP states with the kernel's numbering (`include/net/tcp_states.h`).
@@ -329,7 +329,34 @@ pub fn unfold_book(b: &ConnRecord, mut f: impl FnMut(RawEvent)) -> Result<usize,
         base.ns_pid = b.owner.ns_tgid;
         base.flags |= flags::OWNER_KNOWN;
     }
+    // The connect()/accept() return waiting in the book, in its place among the steps
+    // by time. A slot written for another socket is a copy of a return that socket
+    // reported on its own (see `BookReturn::sk`): not this one's.
+    let r = &b.ret;
+    let mut ret_ev = (r.ts_ns != 0 && r.sk == b.skaddr).then(|| {
+        let mut ev = base;
+        ev.ts_ns = r.ts_ns;
+        ev.kind = r.kind;
+        ev.ret = i64::from(r.ret);
+        ev.fd = r.fd;
+        ev.owner_tgid = r.owner.tgid;
+        ev.owner_pid = r.owner.pid;
+        ev.comm = r.owner.comm;
+        ev.cgroup_id = r.owner.cgroup_id;
+        ev.ns_pid = r.owner.ns_tgid;
+        ev.ctx_pid_tgid = (u64::from(r.owner.tgid) << 32) | u64::from(r.owner.pid);
+        ev.flags |= flags::OWNER_KNOWN | flags::TASK_CTX;
+        if r.flags & return_flags::ACCEPT4 != 0 {
+            ev.flags |= flags::ACCEPT4;
+        }
+        ev
+    });
+    let mut count = n;
     for (i, st) in b.steps[..n].iter().enumerate() {
+        if let Some(r) = ret_ev.take_if(|r| r.ts_ns < st.ts_ns) {
+            f(r);
+            count += 1;
+        }
         let mut ev = base;
         // As the per-event design writes it: the event that found the listener's
         // owner (the book's first) says so; the later ones carry that owner as the
@@ -345,6 +372,10 @@ pub fn unfold_book(b: &ConnRecord, mut f: impl FnMut(RawEvent)) -> Result<usize,
         ev.kind = st.kind;
         ev.oldstate = st.old;
         ev.newstate = st.new;
+        if st.flags & step_flags::NO_LOCAL_PORT != 0 {
+            // The port the book names came later (see the flag).
+            ev.sport = 0;
+        }
         if st.flags & step_flags::TASK_CTX != 0 {
             ev.flags |= flags::TASK_CTX;
             ev.ctx_pid_tgid = (u64::from(st.aux) << 32) | u64::from(st.aux);
@@ -381,7 +412,11 @@ pub fn unfold_book(b: &ConnRecord, mut f: impl FnMut(RawEvent)) -> Result<usize,
         }
         f(ev);
     }
-    Ok(n)
+    if let Some(r) = ret_ev {
+        f(r);
+        count += 1;
+    }
+    Ok(count)
 }
 
 /// The bytes of a [`RawEvent`], as the kernel wrote them (used by `record`).
@@ -672,6 +707,85 @@ mod tests {
             assert_eq!(e.cgroup_id, 5);
             assert!(!e.task_ctx);
         }
+    }
+
+    #[test]
+    fn a_return_in_the_book_comes_out_in_its_place_by_time() {
+        use tcp_trace_common::{BookReturn, Owner};
+        let mut b = child_book();
+        b.ret = BookReturn {
+            ts_ns: 105,
+            sk: b.skaddr,
+            ret: 9,
+            fd: 4,
+            kind: kind::ACCEPT_RETURN,
+            flags: return_flags::ACCEPT4,
+            owner: Owner {
+                tgid: 31,
+                pid: 32,
+                comm: *b"worker\0\0\0\0\0\0\0\0\0\0",
+                cgroup_id: 6,
+                ns_tgid: 0,
+                netns: 4026531840,
+            },
+            ..BookReturn::default()
+        };
+        let mut evs = Vec::new();
+        assert_eq!(
+            ring_record(&book_bytes(&b), |r| evs.push(decode_raw(&r).unwrap())),
+            Ok(3)
+        );
+        let ts: Vec<u64> = evs.iter().map(|e| e.ts_ns).collect();
+        assert_eq!(ts, [100, 105, 110]);
+        let r = &evs[1];
+        assert_eq!(
+            r.kind,
+            EventKind::AcceptReturn {
+                listen_fd: 4,
+                ret: 9,
+                accept4: true
+            }
+        );
+        // The caller's owner, not the book's (the listener's process).
+        let o = r.owner.unwrap();
+        assert_eq!((o.pid, o.tid), (31, 32));
+        assert_eq!(o.comm.bytes(), b"worker");
+        assert_eq!(r.cgroup_id, 6);
+        assert!(r.task_ctx);
+        assert_eq!(r.ctx_pid, 31);
+        assert_eq!(r.local, Some(("127.0.0.1".parse().unwrap(), 8080)));
+
+        // After every step; and a slot written for another socket is not this one's.
+        b.ret.ts_ns = 500;
+        b.ret.kind = kind::CONNECT_RETURN;
+        b.ret.ret = -115;
+        let mut evs = Vec::new();
+        unfold_book(&b, |r| evs.push(decode_raw(&r).unwrap())).unwrap();
+        assert_eq!(evs.len(), 3);
+        assert_eq!(evs[2].kind, EventKind::ConnectReturn { fd: 4, ret: -115 });
+        b.ret.sk = 0xffff_0000_5678;
+        assert_eq!(unfold_book(&b, |_| {}), Ok(2));
+        // An empty slot is nothing.
+        b.ret.sk = b.skaddr;
+        b.ret.ts_ns = 0;
+        assert_eq!(unfold_book(&b, |_| {}), Ok(2));
+    }
+
+    #[test]
+    fn a_step_before_the_local_port_was_picked_has_none() {
+        // A client's SYN_SENT: connect() picks the port after it; the book's tuple is
+        // read later and must not be dated back to that step.
+        let mut b = child_book();
+        b.steps[0].old = tcp_state::CLOSE;
+        b.steps[0].new = tcp_state::SYN_SENT;
+        b.steps[0].flags = step_flags::TASK_CTX | step_flags::NO_LOCAL_PORT;
+        b.steps[1].old = tcp_state::SYN_SENT;
+        let mut evs = Vec::new();
+        unfold_book(&b, |r| evs.push(decode_raw(&r).unwrap())).unwrap();
+        assert_eq!(evs[0].local.map(|l| l.1), Some(0));
+        assert!(evs[0].task_ctx);
+        assert_eq!(evs[0].remote, Some(("127.0.0.1".parse().unwrap(), 51234)));
+        assert_eq!(evs[1].local, Some(("127.0.0.1".parse().unwrap(), 8080)));
     }
 
     #[test]

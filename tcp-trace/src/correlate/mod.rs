@@ -945,6 +945,16 @@ impl Correlator {
             self.stats.orphan_events += 1;
             return;
         };
+        // The same return twice: a book reported it and so did the syscall's exit,
+        // which could not tell whether a flush on another CPU had read it.
+        if self.slots[i]
+            .conn
+            .connect_calls
+            .iter()
+            .any(|r| r.t_ns == ev.ts_ns && r.ret == ret && r.fd == fd)
+        {
+            return;
+        }
         self.touch(i, ev);
         self.attribute(i, ev, true);
         let c = &mut self.slots[i].conn;

@@ -124,6 +124,30 @@ fn non_blocking_connect_einprogress() {
 }
 
 #[test]
+fn a_return_reported_twice_counts_once() {
+    // A book and the syscall's exit may both report one connect() return (the exit
+    // could not tell whether a flush on another CPU had read it): one call, not two.
+    // A second call (EALREADY) with its own time is still a call.
+    let t = T0;
+    let mut ev = client_open(t, CLIENT, "127.0.0.1:40000", SV);
+    let ret = Ev::connect(t + 5 * US, CLIENT, 3, -115)
+        .owner(4242, "curl")
+        .ev();
+    ev.insert(1, ret);
+    ev.insert(2, ret);
+    ev.insert(
+        3,
+        Ev::connect(t + 7 * US, CLIENT, 3, -114)
+            .owner(4242, "curl")
+            .ev(),
+    );
+    let conns = run(&ev);
+    let c = one(&conns, Role::Client);
+    let calls: Vec<_> = c.connect_calls.iter().map(|r| (r.t_ns, r.ret)).collect();
+    assert_eq!(calls, [(t + 5 * US, -115), (t + 7 * US, -114)]);
+}
+
+#[test]
 fn refused_connect() {
     let t = T0;
     let ev = [
