@@ -459,13 +459,12 @@ pub(crate) fn read_local(o: &KernelOffsets, sk: u64, ev: &mut RawEvent) {
     }
 }
 
-/// `current->files->fdt->fd[fd]->private_data->sk`, for a TCP socket only, with the
-/// head of its `sock_common`. The `struct socket` is checked to point back at the
-/// same `struct file`, so a non-socket fd (whose private_data is something else) is
-/// rejected. Neighbouring fields (`max_fds` and `fd`, `file` and `sk`, `sk_type` and
-/// `sk_protocol`) are read in one call each.
+/// `current->files->fdt->fd[fd]->private_data->sk`, any kind of socket. The `struct
+/// socket` is checked to point back at the same `struct file`, so a non-socket fd
+/// (whose private_data is something else) is rejected. Neighbouring fields (`max_fds`
+/// and `fd`, `file` and `sk`) are read in one call each.
 #[inline(always)]
-pub(crate) fn sock_of_fd(o: &KernelOffsets, fd: i64) -> Option<(u64, SockHead)> {
+pub(crate) fn sk_of_fd(o: &KernelOffsets, fd: i64) -> Option<u64> {
     if o.valid == 0 || fd < 0 {
         return None;
     }
@@ -473,7 +472,7 @@ pub(crate) fn sock_of_fd(o: &KernelOffsets, fd: i64) -> Option<(u64, SockHead)> 
     // the helper (`rd`, `Window`).
     let task = unsafe { bpf_get_current_task() };
     // A faulting read gives 0, which fails the next check (max_fds 0, a NULL
-    // file or socket, a back-pointer mismatch, protocol 0).
+    // file or socket, a back-pointer mismatch).
     let files: u64 = rd(task, o.task_files as u64);
     let fdt: u64 = rd(files, o.files_fdt as u64);
     let fdt_w = Window::<2>::read(fdt, o.fdt_max_fds as u64);
@@ -496,9 +495,14 @@ pub(crate) fn sock_of_fd(o: &KernelOffsets, fd: i64) -> Option<(u64, SockHead)> 
         return None;
     }
     let sk: u64 = socket_w.get(o.socket_sk as u64);
-    if sk == 0 {
-        return None;
-    }
+    (sk != 0).then_some(sk)
+}
+
+/// [`sk_of_fd`], for a TCP socket only (type and protocol checked), with the head of
+/// its `sock_common` (one read of `sk_type` and `sk_protocol`).
+#[inline(always)]
+pub(crate) fn sock_of_fd(o: &KernelOffsets, fd: i64) -> Option<(u64, SockHead)> {
+    let sk = sk_of_fd(o, fd)?;
     let first = if o.sk_type < o.sk_protocol {
         o.sk_type
     } else {

@@ -9,7 +9,8 @@ use crate::config::{
 use crate::emit::{emit, new_event};
 use crate::klog::count_rare;
 use crate::kread::{
-    copy16, netns_of_head, rd, read_local, read_sock_tuple, sock_of_fd, tp_read, zero_words,
+    copy16, netns_of_head, rd, read_local, read_sock_tuple, sk_of_fd, sock_of_fd, tp_read,
+    zero_words,
 };
 use crate::maps::{ACCEPTS, CONNECTS, OWNERS, book_of, owner_entry, pending_call, slot};
 use crate::owner::{current_owner, owner_in, owner_of, set_owner};
@@ -187,7 +188,22 @@ pub(crate) fn exit_accept(ret: i64, accept4: bool) -> u32 {
     }
     let o = opaque(&raw const OFFSETS);
     // The accepted child socket, found through the returned fd: works for
-    // accept4(fd, NULL, NULL), which most servers call.
+    // accept4(fd, NULL, NULL), which most servers call. A socket with a book is a TCP
+    // socket this trace follows, in the namespace its book names: the return goes
+    // into the book without reading the socket (its type, tuple, namespace).
+    if ret >= 0
+        && books_on()
+        && let Some(sk) = sk_of_fd(&o, ret)
+        && let Some(b) = book_of(sk, false)
+    {
+        let owner = owner_in(b.owner.netns);
+        let rflags = if accept4 { return_flags::ACCEPT4 } else { 0 };
+        if book_return(b, sk, kind::ACCEPT_RETURN, ret, call.fd, rflags, &owner) {
+            // Reported with the child's next record. Its owner stays in the book's
+            // slot: no OWNERS entry (the hooks that read it find the book first).
+            return 0;
+        }
+    }
     let fd = if ret >= 0 { ret } else { call.fd as i64 };
     let sk = sock_of_fd(&o, fd);
     let Some((sk, head)) = sk else {
@@ -219,17 +235,6 @@ pub(crate) fn exit_accept(ret: i64, accept4: bool) -> u32 {
         return 0;
     };
     let owner = owner_in(netns_of_head(&o, &head));
-    if ret >= 0
-        && books_on()
-        && let Some(b) = book_of(sk, false)
-    {
-        let rflags = if accept4 { return_flags::ACCEPT4 } else { 0 };
-        if book_return(b, sk, kind::ACCEPT_RETURN, ret, call.fd, rflags, &owner) {
-            // Reported with the child's next record. Its owner stays in the book's
-            // slot: no OWNERS entry (the hooks that read it find the book first).
-            return 0;
-        }
-    }
     let skaddr = if ret >= 0 { sk } else { 0 };
     let Some(ev) = new_event(slot::SYSCALL, kind::ACCEPT_RETURN, skaddr, true) else {
         return 0;
