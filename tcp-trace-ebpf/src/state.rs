@@ -10,7 +10,7 @@ use crate::kread::{
     tp_read,
 };
 use crate::maps::{
-    LISTENERS, NESTED_HANDLED, OWNERS, SLOT_BUSY, count, forget_listener, in_slot, listen_key,
+    LISTENERS, NESTED_HANDLED, OWNERS, SLOT_BUSY, count, forget_listener, listen_key,
     listener_entry, listener_of, note_connect, owner_entry, slot,
 };
 use crate::owner::{owner_of, process_transition, set_owner};
@@ -202,17 +202,29 @@ pub(crate) fn state_args(slot: u32, sk: u64, old: u64, new: u64, storage: bool) 
 
 #[inline(always)]
 pub(crate) fn state_outer(sk: u64, old: u64, new: u64, storage: bool) {
-    let nested = in_slot(slot::STATE, |s| state_args(s, sk, old, new, storage));
-    if nested {
+    let busy = SLOT_BUSY.get_ptr_mut(slot::STATE);
+    // SAFETY: this CPU's entry of a per-CPU array, valid while the program runs.
+    let was = busy.map_or(0, |b| unsafe { b.read_volatile() });
+    if was != 0 {
         // Nested in its own run on this CPU (a kernel without the raw/tp_btf
-        // recursion guard), reported from the second scratch copy: the twin is told
-        // so (counted as caught, as the twin would).
+        // recursion guard): the second scratch copy, and the twin is told that this
+        // transition is reported (counted as caught, as the twin would).
         count(counter::NESTED_CAUGHT);
-        if let Some(b) = SLOT_BUSY.get_ptr_mut(slot::STATE) {
-            // SAFETY: this CPU's entry of a per-CPU array, valid while the program
-            // runs.
+        state_args(slot::STATE + slot::COUNT, sk, old, new, storage);
+        if let Some(b) = busy {
+            // SAFETY: as above.
             unsafe { b.write_volatile(NESTED_HANDLED) };
         }
+        return;
+    }
+    if let Some(b) = busy {
+        // SAFETY: as above.
+        unsafe { b.write_volatile(1) };
+    }
+    state_args(slot::STATE, sk, old, new, storage);
+    if let Some(b) = busy {
+        // SAFETY: as above.
+        unsafe { b.write_volatile(0) };
     }
 }
 

@@ -103,6 +103,19 @@ pub(crate) fn exit_connect(ret: i64) {
         return;
     };
     let _ = CONNECTS.remove(&id);
+    if call.skaddr != 0 && books_on() && connect_into_book(call.skaddr, id, ret, call.fd) {
+        // Reported with the book's next record.
+        return;
+    }
+    connect_event(ret, id, &call);
+}
+
+/// A `connect()` return as an event of its own. A subprogram, as are the book paths:
+/// in one body with them, LLVM spilled a window's start where the verifiers of 5.10
+/// and 6.1 lose its value, and they refused the program (a stack read at an unknown
+/// offset).
+#[inline(never)]
+fn connect_event(ret: i64, id: u64, call: &PendingCall) {
     let o = opaque(&raw const OFFSETS);
     // The socket: the one that went SYN_SENT inside this call, else (a connect that
     // sent no SYN: EALREADY, EISCONN, an early error) found through the fd, TCP only.
@@ -114,34 +127,6 @@ pub(crate) fn exit_connect(ret: i64) {
             None => return,
         }
     };
-    // The caller is the owner bound at SYN_SENT (same task): reuse it, from the
-    // socket's book (per-connection design), else from the owner map. Reading it
-    // again costs a comm and a cgroup helper and the namespace reads (~100 ns).
-    let book = if call.skaddr != 0 && books_on() {
-        book_of(skaddr, false)
-    } else {
-        None
-    };
-    let booked = book.as_ref().and_then(|b| {
-        (b.skaddr == skaddr
-            && b.flags & (book_flags::OWNER_KNOWN | book_flags::OWNER_FROM_LISTENER)
-                == book_flags::OWNER_KNOWN
-            && b.owner.pid == id as u32)
-            .then_some(b.owner)
-    });
-    let owner = match booked {
-        Some(o) => o,
-        None => match owner_entry(skaddr) {
-            Some(o) if o.pid == id as u32 => o,
-            _ => owner_of(skaddr),
-        },
-    };
-    if let Some(b) = book
-        && book_return(b, skaddr, kind::CONNECT_RETURN, ret, call.fd, 0, &owner)
-    {
-        // Reported with the book's next record.
-        return;
-    }
     let Some(ev) = new_event(slot::SYSCALL, kind::CONNECT_RETURN, skaddr, true) else {
         return;
     };
@@ -161,8 +146,77 @@ pub(crate) fn exit_connect(ret: i64) {
     } else if let Some(h) = &head {
         read_sock_tuple(&o, h, ev);
     }
+    // The caller is the owner bound at SYN_SENT (same task): reuse it, from the
+    // socket's book (per-connection design), else from the owner map. Reading it
+    // again costs a comm and a cgroup helper and the namespace reads (~100 ns).
+    let booked = if call.skaddr != 0 && books_on() {
+        book_of(skaddr, false)
+            .filter(|b| {
+                b.skaddr == skaddr
+                    && b.flags & (book_flags::OWNER_KNOWN | book_flags::OWNER_FROM_LISTENER)
+                        == book_flags::OWNER_KNOWN
+                    && b.owner.pid == id as u32
+            })
+            .map(|b| b.owner)
+    } else {
+        None
+    };
+    let owner = match booked {
+        Some(o) => o,
+        None => match owner_entry(skaddr) {
+            Some(o) if o.pid == id as u32 => o,
+            _ => owner_of(skaddr),
+        },
+    };
     set_owner(ev, &owner, 0);
     emit(ev);
+}
+
+/// A `connect()` return into the book of `sk` (see `book_return`): false when it was
+/// not taken and goes as an event of its own. The caller is the owner bound at
+/// SYN_SENT (same task): from the book, else from the owner map; reading it again
+/// costs a comm and a cgroup helper and the namespace reads (~100 ns).
+///
+/// A subprogram, as is [`accept_into_book`], with scalar arguments: inlined, its code
+/// changed how LLVM laid out the rest of the exit programs (two windows' reads merged
+/// into one block with a variable start), which the verifiers of 5.10 and 6.1 refuse.
+#[inline(never)]
+fn connect_into_book(sk: u64, id: u64, ret: i64, fd: i32) -> bool {
+    let Some(b) = book_of(sk, false) else {
+        return false;
+    };
+    let owner = if b.skaddr == sk
+        && b.flags & (book_flags::OWNER_KNOWN | book_flags::OWNER_FROM_LISTENER)
+            == book_flags::OWNER_KNOWN
+        && b.owner.pid == id as u32
+    {
+        b.owner
+    } else {
+        match owner_entry(sk) {
+            Some(o) if o.pid == id as u32 => o,
+            _ => owner_of(sk),
+        }
+    };
+    book_return(b, sk, kind::CONNECT_RETURN, ret, fd, 0, &owner)
+}
+
+/// An `accept()` return into the book of the socket behind fd `ret` (see
+/// `book_return`): false when there is none or it was not taken. A socket with a
+/// book is a TCP socket this trace follows, in the namespace its book names: its type,
+/// tuple and namespace are not read. No `OWNERS` entry either (the hooks that read it
+/// find the book first).
+#[inline(never)]
+fn accept_into_book(ret: i64, listen_fd: i32, accept4: bool) -> bool {
+    let o = opaque(&raw const OFFSETS);
+    let Some(sk) = sk_of_fd(&o, ret) else {
+        return false;
+    };
+    let Some(b) = book_of(sk, false) else {
+        return false;
+    };
+    let owner = owner_in(b.owner.netns);
+    let rflags = if accept4 { return_flags::ACCEPT4 } else { 0 };
+    book_return(b, sk, kind::ACCEPT_RETURN, ret, listen_fd, rflags, &owner)
 }
 
 #[inline(always)]
@@ -186,25 +240,21 @@ pub(crate) fn exit_accept(ret: i64, accept4: bool) -> u32 {
     if ret == -EAGAIN {
         return 0;
     }
+    if ret >= 0 && books_on() && accept_into_book(ret, call.fd, accept4) {
+        // Reported with the child's next record.
+        return 0;
+    }
+    accept_event(ret, id, call.fd, accept4);
+    0
+}
+
+/// An `accept()` return as an event of its own (a subprogram: see `connect_event`).
+#[inline(never)]
+fn accept_event(ret: i64, id: u64, listen_fd: i32, accept4: bool) {
     let o = opaque(&raw const OFFSETS);
     // The accepted child socket, found through the returned fd: works for
-    // accept4(fd, NULL, NULL), which most servers call. A socket with a book is a TCP
-    // socket this trace follows, in the namespace its book names: the return goes
-    // into the book without reading the socket (its type, tuple, namespace).
-    if ret >= 0
-        && books_on()
-        && let Some(sk) = sk_of_fd(&o, ret)
-        && let Some(b) = book_of(sk, false)
-    {
-        let owner = owner_in(b.owner.netns);
-        let rflags = if accept4 { return_flags::ACCEPT4 } else { 0 };
-        if book_return(b, sk, kind::ACCEPT_RETURN, ret, call.fd, rflags, &owner) {
-            // Reported with the child's next record. Its owner stays in the book's
-            // slot: no OWNERS entry (the hooks that read it find the book first).
-            return 0;
-        }
-    }
-    let fd = if ret >= 0 { ret } else { call.fd as i64 };
+    // accept4(fd, NULL, NULL), which most servers call.
+    let fd = if ret >= 0 { ret } else { listen_fd as i64 };
     let sk = sock_of_fd(&o, fd);
     let Some((sk, head)) = sk else {
         if o.valid != 0 {
@@ -218,39 +268,38 @@ pub(crate) fn exit_accept(ret: i64, accept4: bool) -> u32 {
                     (id >> 32) as u32
                 );
             }
-            return 0;
+            return;
         }
         // No BTF: report the return without a socket.
         let Some(ev) = new_event(slot::SYSCALL, kind::ACCEPT_RETURN, 0, true) else {
-            return 0;
+            return;
         };
         ev.ret = ret;
-        ev.fd = call.fd;
+        ev.fd = listen_fd;
         if accept4 {
             ev.flags |= flags::ACCEPT4;
         }
         let owner = current_owner();
         set_owner(ev, &owner, 0);
         emit(ev);
-        return 0;
+        return;
     };
-    let owner = owner_in(netns_of_head(&o, &head));
     let skaddr = if ret >= 0 { sk } else { 0 };
     let Some(ev) = new_event(slot::SYSCALL, kind::ACCEPT_RETURN, skaddr, true) else {
-        return 0;
+        return;
     };
     ev.ret = ret;
-    ev.fd = call.fd;
+    ev.fd = listen_fd;
     if accept4 {
         ev.flags |= flags::ACCEPT4;
     }
     read_sock_tuple(&o, &head, ev);
+    let owner = owner_in(netns_of_head(&o, &head));
     if ret >= 0 {
         let _ = OWNERS.insert(&sk, &owner, 0);
     }
     set_owner(ev, &owner, 0);
     emit(ev);
-    0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_accept")]
