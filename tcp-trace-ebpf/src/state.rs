@@ -200,6 +200,11 @@ pub(crate) fn state_args(slot: u32, sk: u64, old: u64, new: u64, storage: bool) 
     }
 }
 
+/// `in_slot`'s busy flag with the twin's handshake added. Written out rather than
+/// through `in_slot`'s closure: that way LLVM outlined `state_args` into a subprogram
+/// that read a stack slot it had not written on every path, which 5.10's verifier
+/// refuses (tried in session 7; docs/kernel-facts.md, "Older verifiers refuse what
+/// LLVM may lay out").
 #[inline(always)]
 pub(crate) fn state_outer(sk: u64, old: u64, new: u64, storage: bool) {
     let busy = SLOT_BUSY.get_ptr_mut(slot::STATE);

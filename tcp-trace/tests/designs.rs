@@ -103,9 +103,71 @@ fn per_connection_and_per_event_designs_report_the_same_connections() {
     if ca != cb {
         let only_a: Vec<_> = ca.iter().filter(|c| !cb.contains(c)).collect();
         let only_b: Vec<_> = cb.iter().filter(|c| !ca.contains(c)).collect();
-        panic!(
+        let raced = only_a.len() == only_b.len()
+            && only_a
+                .iter()
+                .all(|x| only_b.iter().any(|y| same_but_fin_race(x, y, &a, &b)));
+        assert!(
+            raced,
             "the designs disagree\nper-connection only: {only_a:#?}\nper-event only: {only_b:#?}"
         );
+    }
+}
+
+/// The fields a FIN_WAIT2 → CLOSE's reading takes from the order of two ends' times.
+const FIN_ORDER_FIELDS: [&str; 3] = ["time_wait", "time_wait_certain", "fin_wait2_handover"];
+
+/// `x` (per-connection design) and `y` (per-event design) are one client that differs
+/// only in how its FIN_WAIT2 → CLOSE reads, and in both traces its server sent its FIN
+/// within 100 µs of that CLOSE: a race between the two ends on two CPUs, which each
+/// tracer stamps at a different point of its own program run (they run one after the
+/// other on every hook; under QEMU a run takes microseconds), so the two can order
+/// them differently and both be right. Seen on 6.1, 6.12-rt and 7.2 guests.
+fn same_but_fin_race(x: &Value, y: &Value, a: &[Value], b: &[Value]) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(m) = v.as_object_mut() {
+            for k in FIN_ORDER_FIELDS {
+                m.remove(k);
+            }
+        }
+        v
+    };
+    if x["role"] != "client" || strip(x) != strip(y) {
+        return false;
+    }
+    let gap = |lines: &[Value]| -> Option<i64> {
+        let conns: Vec<&Value> = lines.iter().filter(|l| l["type"] == "connection").collect();
+        let client = conns.iter().find(|c| {
+            c["role"] == "client" && c["sport"] == x["sport"] && c["dport"] == x["dport"]
+        })?;
+        let server = conns.iter().find(|c| {
+            c["role"] == "server"
+                && c["sport"] == x["dport"]
+                && c["dport"] == x["sport"]
+                && c["family"] == x["family"]
+        })?;
+        let t = |c: &Value, names: &[&str]| -> Option<i64> {
+            c["states"]
+                .as_array()?
+                .iter()
+                .rev()
+                .find(|s| names.iter().any(|n| s["state"] == *n))?["t_ns"]
+                .as_i64()
+        };
+        let tc = t(client, &["CLOSE"])?;
+        let tf = t(server, &["LAST_ACK", "FIN_WAIT1"])?;
+        Some(tf - tc)
+    };
+    match (gap(a), gap(b)) {
+        (Some(ga), Some(gb)) if ga.abs() <= 100_000 && gb.abs() <= 100_000 => {
+            eprintln!(
+                "designs: client :{} FIN_WAIT2 -> CLOSE read differently; its server's FIN came {ga} ns (per-connection) / {gb} ns (per-event) from that CLOSE: a race between the two ends, accepted",
+                x["sport"]
+            );
+            true
+        }
+        _ => false,
     }
 }
 
@@ -258,4 +320,47 @@ fn storm_connection_counts_are_exact_in_both_designs() {
             );
         }
     }
+}
+
+/// The race rule on made-up records (no root): accepted within 100 µs, refused past it
+/// and when anything else differs.
+#[test]
+fn fin_race_rule_accepts_only_a_near_tie() {
+    use serde_json::json;
+    let client = |handover: bool, close: i64| {
+        json!({"type": "connection", "role": "client", "family": "ipv4", "sport": 40700,
+               "dport": 30810, "time_wait": true, "time_wait_certain": !handover,
+               "fin_wait2_handover": handover,
+               "states": [{"state": "CLOSE", "t_ns": 0}, {"state": "FIN_WAIT2", "t_ns": close - 5},
+                          {"state": "CLOSE", "t_ns": close}]})
+    };
+    let server = |fin: i64| {
+        json!({"type": "connection", "role": "server", "family": "ipv4", "sport": 30810,
+               "dport": 40700, "states": [{"state": "CLOSE_WAIT", "t_ns": 10},
+                                          {"state": "LAST_ACK", "t_ns": fin}]})
+    };
+    let (x, y) = (client(true, 1_000_000), client(false, 1_000_000));
+    let near = [x.clone(), server(1_000_400)];
+    let near_b = [y.clone(), server(999_700)];
+    assert!(same_but_fin_race(
+        &comparable(&x),
+        &comparable(&y),
+        &near,
+        &near_b
+    ));
+    let far = [x.clone(), server(1_500_000)];
+    assert!(!same_but_fin_race(
+        &comparable(&x),
+        &comparable(&y),
+        &far,
+        &near_b
+    ));
+    let mut z = y.clone();
+    z["outcome"] = json!("reset");
+    assert!(!same_but_fin_race(
+        &comparable(&x),
+        &comparable(&z),
+        &near,
+        &near_b
+    ));
 }
