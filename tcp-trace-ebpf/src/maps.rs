@@ -75,6 +75,16 @@ pub(crate) static LISTENER_OF: SkStorageClone<ListenerLink> = SkStorageClone {
 #[map]
 pub(crate) static BOOK_MAP: HashMap<u64, ConnRecord> = HashMap::with_max_entries(16384, 0);
 
+/// An owner not known yet (all zeroes; `Default` is not const).
+const NO_OWNER: Owner = Owner {
+    tgid: 0,
+    pid: 0,
+    comm: [0; 16],
+    cgroup_id: 0,
+    ns_tgid: 0,
+    netns: 0,
+};
+
 /// An empty book, copied into the map for a new socket.
 pub(crate) static EMPTY_BOOK: ConnRecord = ConnRecord {
     seq: 0,
@@ -83,14 +93,7 @@ pub(crate) static EMPTY_BOOK: ConnRecord = ConnRecord {
     flags: 0,
     skaddr: 0,
     listener: 0,
-    owner: Owner {
-        tgid: 0,
-        pid: 0,
-        comm: [0; 16],
-        cgroup_id: 0,
-        ns_tgid: 0,
-        netns: 0,
-    },
+    owner: NO_OWNER,
     sport: 0,
     dport: 0,
     aq_len: 0,
@@ -109,14 +112,7 @@ pub(crate) static EMPTY_BOOK: ConnRecord = ConnRecord {
         flags: 0,
         _pad: [0; 6],
         sync: 0,
-        owner: Owner {
-            tgid: 0,
-            pid: 0,
-            comm: [0; 16],
-            cgroup_id: 0,
-            ns_tgid: 0,
-            netns: 0,
-        },
+        owner: NO_OWNER,
     },
     steps: [tcp_trace_common::Step {
         ts_ns: 0,

@@ -45,7 +45,9 @@ impl WallClock {
     /// `HH:MM:SS.uuuuuu` in local time.
     pub fn format(&self, mono_ns: u64, out: &mut impl std::fmt::Write) -> std::fmt::Result {
         let epoch = self.epoch_ns(mono_ns);
-        let secs = epoch.div_euclid(1_000_000_000) as libc::time_t;
+        // `as _`: the type from localtime_r's argument (naming libc::time_t warns on
+        // musl, where libc deprecates the alias ahead of its change to 64 bits).
+        let secs = epoch.div_euclid(1_000_000_000) as _;
         let micros = (epoch.rem_euclid(1_000_000_000) / 1000) as u32;
         // SAFETY: zeroed tm is a valid out-value for localtime_r.
         let mut tm: libc::tm = unsafe { std::mem::zeroed() };

@@ -370,8 +370,9 @@ fn dump_current_netns(
 
 fn set_recv_timeout(socket: &Socket, t: Duration) -> io::Result<()> {
     let tv = libc::timeval {
-        tv_sec: t.as_secs() as libc::time_t,
-        tv_usec: t.subsec_micros() as libc::suseconds_t,
+        // `as _`: naming libc::time_t / suseconds_t warns on musl (see clock.rs).
+        tv_sec: t.as_secs() as _,
+        tv_usec: t.subsec_micros() as _,
     };
     // SAFETY: `tv` is a valid timeval that outlives the call, and its exact size is
     // passed; the fd is the open netlink socket owned by `socket`.
