@@ -23,7 +23,9 @@ use aya_ebpf::programs::BtfTracePointContext;
 use aya_ebpf::programs::RawTracePointContext;
 use aya_ebpf::programs::TracePointContext;
 use core::mem::MaybeUninit;
+use tcp_trace_common::ConnRecord;
 use tcp_trace_common::NO_FIELD;
+use tcp_trace_common::Owner;
 use tcp_trace_common::PendingCall;
 use tcp_trace_common::TpLayout;
 use tcp_trace_common::book_flags;
@@ -146,36 +148,40 @@ fn connect_event(ret: i64, id: u64, call: &PendingCall) {
     } else if let Some(h) = &head {
         read_sock_tuple(&o, h, ev);
     }
-    // The caller is the owner bound at SYN_SENT (same task): reuse it, from the
-    // socket's book (per-connection design), else from the owner map. Reading it
-    // again costs a comm and a cgroup helper and the namespace reads (~100 ns).
-    let booked = if call.skaddr != 0 && books_on() {
+    let book = if call.skaddr != 0 && books_on() {
         book_of(skaddr, false)
-            .filter(|b| {
-                b.skaddr == skaddr
-                    && b.flags & (book_flags::OWNER_KNOWN | book_flags::OWNER_FROM_LISTENER)
-                        == book_flags::OWNER_KNOWN
-                    && b.owner.pid == id as u32
-            })
-            .map(|b| b.owner)
     } else {
         None
     };
-    let owner = match booked {
-        Some(o) => o,
-        None => match owner_entry(skaddr) {
-            Some(o) if o.pid == id as u32 => o,
-            _ => owner_of(skaddr),
-        },
-    };
+    let owner = connect_owner(book.as_deref(), skaddr, id);
     set_owner(ev, &owner, 0);
     emit(ev);
 }
 
+/// The caller of `connect()` on `sk`, thread `id`: the owner bound at SYN_SENT (same
+/// task), from the socket's book (per-connection design), else from the owner map.
+/// Reading it again costs a comm and a cgroup helper and the namespace reads (~100 ns).
+#[inline(always)]
+fn connect_owner(book: Option<&ConnRecord>, sk: u64, id: u64) -> Owner {
+    let booked = book
+        .filter(|b| {
+            b.skaddr == sk
+                && b.flags & (book_flags::OWNER_KNOWN | book_flags::OWNER_FROM_LISTENER)
+                    == book_flags::OWNER_KNOWN
+                && b.owner.pid == id as u32
+        })
+        .map(|b| b.owner);
+    match booked {
+        Some(o) => o,
+        None => match owner_entry(sk) {
+            Some(o) if o.pid == id as u32 => o,
+            _ => owner_of(sk),
+        },
+    }
+}
+
 /// A `connect()` return into the book of `sk` (see `book_return`): false when it was
-/// not taken and goes as an event of its own. The caller is the owner bound at
-/// SYN_SENT (same task): from the book, else from the owner map; reading it again
-/// costs a comm and a cgroup helper and the namespace reads (~100 ns).
+/// not taken and goes as an event of its own.
 ///
 /// A subprogram, as is [`accept_into_book`], with scalar arguments: inlined, its code
 /// changed how LLVM laid out the rest of the exit programs (two windows' reads merged
@@ -185,18 +191,7 @@ fn connect_into_book(sk: u64, id: u64, ret: i64, fd: i32) -> bool {
     let Some(b) = book_of(sk, false) else {
         return false;
     };
-    let owner = if b.skaddr == sk
-        && b.flags & (book_flags::OWNER_KNOWN | book_flags::OWNER_FROM_LISTENER)
-            == book_flags::OWNER_KNOWN
-        && b.owner.pid == id as u32
-    {
-        b.owner
-    } else {
-        match owner_entry(sk) {
-            Some(o) if o.pid == id as u32 => o,
-            _ => owner_of(sk),
-        }
-    };
+    let owner = connect_owner(Some(&*b), sk, id);
     book_return(b, sk, kind::CONNECT_RETURN, ret, fd, 0, &owner)
 }
 
