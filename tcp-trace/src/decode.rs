@@ -322,12 +322,7 @@ pub fn unfold_book(b: &ConnRecord, mut f: impl FnMut(RawEvent)) -> Result<usize,
         base.flags |= flags::HAS_TUPLE;
     }
     if has(book_flags::OWNER_KNOWN) {
-        base.owner_tgid = b.owner.tgid;
-        base.owner_pid = b.owner.pid;
-        base.comm = b.owner.comm;
-        base.cgroup_id = b.owner.cgroup_id;
-        base.ns_pid = b.owner.ns_tgid;
-        base.flags |= flags::OWNER_KNOWN;
+        with_owner(&mut base, &b.owner);
     }
     // The connect()/accept() return waiting in the book, in its place among the steps
     // by time. A slot written for another socket is a copy of a return that socket
@@ -339,13 +334,9 @@ pub fn unfold_book(b: &ConnRecord, mut f: impl FnMut(RawEvent)) -> Result<usize,
         ev.kind = r.kind;
         ev.ret = i64::from(r.ret);
         ev.fd = r.fd;
-        ev.owner_tgid = r.owner.tgid;
-        ev.owner_pid = r.owner.pid;
-        ev.comm = r.owner.comm;
-        ev.cgroup_id = r.owner.cgroup_id;
-        ev.ns_pid = r.owner.ns_tgid;
+        with_owner(&mut ev, &r.owner);
         ev.ctx_pid_tgid = (u64::from(r.owner.tgid) << 32) | u64::from(r.owner.pid);
-        ev.flags |= flags::OWNER_KNOWN | flags::TASK_CTX;
+        ev.flags |= flags::TASK_CTX;
         if r.flags & return_flags::ACCEPT4 != 0 {
             ev.flags |= flags::ACCEPT4;
         }
@@ -417,6 +408,17 @@ pub fn unfold_book(b: &ConnRecord, mut f: impl FnMut(RawEvent)) -> Result<usize,
         count += 1;
     }
     Ok(count)
+}
+
+/// A book's owner (or its return's caller) as the event's, as the per-event design
+/// writes it (the namespace stays the socket's).
+fn with_owner(ev: &mut RawEvent, o: &tcp_trace_common::Owner) {
+    ev.owner_tgid = o.tgid;
+    ev.owner_pid = o.pid;
+    ev.comm = o.comm;
+    ev.cgroup_id = o.cgroup_id;
+    ev.ns_pid = o.ns_tgid;
+    ev.flags |= flags::OWNER_KNOWN;
 }
 
 /// The bytes of a [`RawEvent`], as the kernel wrote them (used by `record`).
