@@ -14,7 +14,19 @@
 //! Prints one JSON line on stdout at the end:
 //! `{"close":"fin","threads":2,"secs":5.000,"connections":N,"rate":R,"connect_errors":E,"accepted":A}`
 //! where `rate` is connections completed by the clients per second.
-use std::io::{ErrorKind, Read};
+//!
+//! `--netns` runs the storm in a network namespace of its own, made at start and gone
+//! at exit, so that what limits the rate is the CPU, not what earlier runs left:
+//! a FIN client keeps its port in TIME_WAIT for 60 s (reusable after 1 s), so in the
+//! host's namespace the storm runs at ~28 000 ports / ~2 s ≈ 14 900 connections/s
+//! until the namespace holds `tcp_max_tw_buckets` (131 072 here) TIME_WAIT sockets,
+//! after which new ones are not kept and the same storm runs at 40–70 k/s. Which of
+//! the two a run got depended on the runs of the minute before it. In its own
+//! namespace the storm has loopback up, ports 1024–65535, room for 4 M TIME_WAIT
+//! sockets, and a listener on the wildcard address that the clients reach on
+//! `--dests` loopback addresses in turn (127.0.0.1, .2, …), each a port space of its
+//! own. The tracer sees every namespace, so it sees the storm as before.
+use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::process::ExitCode;
@@ -62,6 +74,72 @@ struct Args {
     /// Port to listen on (0: an ephemeral port).
     #[arg(long, default_value_t = 0)]
     port: u16,
+    /// Run in a fresh network namespace of its own (needs CAP_SYS_ADMIN); see above.
+    #[arg(long)]
+    netns: bool,
+    /// With --netns and an IPv4 --addr: how many consecutive loopback addresses,
+    /// from --addr on, the clients connect to in turn.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=64))]
+    dests: u8,
+}
+
+/// TIME_WAIT sockets the storm's own namespace may hold: more than a ten-minute
+/// soak at the full rate keeps (rate × 60 s).
+const NETNS_TW_BUCKETS: &str = "4194304";
+
+/// Makes the calling thread (the only one yet) enter a new network namespace and sets
+/// it up for the storm: loopback up, the widest ephemeral port range, room for
+/// TIME_WAIT sockets.
+fn enter_fresh_netns() -> Result<(), String> {
+    // SAFETY: unshare() affects only the calling thread's namespaces; no other thread
+    // exists yet, and the ones spawned later inherit the new namespace.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return Err(format!(
+            "unshare(CLONE_NEWNET): {} (needs CAP_SYS_ADMIN)",
+            std::io::Error::last_os_error()
+        ));
+    }
+    loopback_up().map_err(|e| format!("bringing loopback up: {e}"))?;
+    // /proc/sys/net shows the namespace of the task that opens it: this one's.
+    for (path, value) in [
+        ("/proc/sys/net/ipv4/ip_local_port_range", "1024 65535"),
+        ("/proc/sys/net/ipv4/tcp_max_tw_buckets", NETNS_TW_BUCKETS),
+    ] {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(value.as_bytes()))
+            .map_err(|e| format!("writing {value:?} to {path}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// `ip link set lo up`, by ioctl.
+fn loopback_up() -> std::io::Result<()> {
+    // SAFETY: plain socket(2); the fd is closed below on every path.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: an all-zero ifreq is valid; the name is NUL-terminated within IFNAMSIZ.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: fd is a socket and req a valid ifreq for SIOCGIFFLAGS/SIOCSIFFLAGS, which
+    // read and write only ifr_name and ifru_flags.
+    let rc = unsafe {
+        if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) != 0 {
+            -1
+        } else {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            libc::ioctl(fd, libc::SIOCSIFFLAGS, &req)
+        }
+    };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    if rc == 0 { Ok(()) } else { Err(err) }
 }
 
 /// `listen()` backlog: large enough that the accepting threads never make the kernel
@@ -120,12 +198,15 @@ struct ClientResult {
     errors: u64,
 }
 
-fn client(addr: SocketAddr, close: Close, deadline: Instant) -> ClientResult {
+fn client(dests: &[SocketAddr], close: Close, deadline: Instant) -> ClientResult {
     let mut r = ClientResult {
         connections: 0,
         errors: 0,
     };
+    let mut next = 0;
     while Instant::now() < deadline {
+        let addr = dests[next];
+        next = (next + 1) % dests.len();
         match TcpStream::connect(addr) {
             Ok(s) => {
                 if close == Close::Rst && set_linger_zero(&s).is_err() {
@@ -153,7 +234,28 @@ fn main() -> ExitCode {
         eprintln!("tcp-trace-storm: --secs must be in (0, 86400]");
         return ExitCode::from(2);
     }
-    let listener = match TcpListener::bind(SocketAddr::new(args.addr, args.port)) {
+    if args.netns
+        && let Err(e) = enter_fresh_netns()
+    {
+        eprintln!("tcp-trace-storm: --netns: {e}");
+        return ExitCode::from(1);
+    }
+    let dests: Vec<IpAddr> = match (args.netns, args.addr) {
+        (true, IpAddr::V4(a)) if a.is_loopback() => {
+            let first = u32::from(a);
+            (0..u32::from(args.dests))
+                .map(|i| IpAddr::V4(Ipv4Addr::from(first.wrapping_add(i))))
+                .take_while(|d| d.is_loopback())
+                .collect()
+        }
+        _ => vec![args.addr],
+    };
+    // Several destinations need the wildcard address (the namespace is the storm's own).
+    let bind_ip = match (dests.len() > 1, args.addr) {
+        (true, IpAddr::V4(_)) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        _ => args.addr,
+    };
+    let listener = match TcpListener::bind(SocketAddr::new(bind_ip, args.port)) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("tcp-trace-storm: cannot listen on {}: {e}", args.addr);
@@ -169,8 +271,8 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(1);
     }
-    let addr = match listener.local_addr() {
-        Ok(a) => a,
+    let port = match listener.local_addr() {
+        Ok(a) => a.port(),
         Err(e) => {
             eprintln!("tcp-trace-storm: {e}");
             return ExitCode::from(1);
@@ -187,8 +289,14 @@ fn main() -> ExitCode {
 
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(args.secs);
+    let dests: Vec<SocketAddr> = dests.iter().map(|&ip| SocketAddr::new(ip, port)).collect();
     let clients: Vec<_> = (0..args.threads)
-        .map(|_| std::thread::spawn(move || client(addr, args.close, deadline)))
+        .map(|i| {
+            // Each thread starts at another destination.
+            let mut mine = dests.clone();
+            mine.rotate_left(i as usize % dests.len());
+            std::thread::spawn(move || client(&mine, args.close, deadline))
+        })
         .collect();
     let mut connections = 0;
     let mut errors = 0;

@@ -124,6 +124,9 @@ pub(super) fn storm(bins: &Bins, threads: u32, close: Close, secs: f64) -> Resul
         &secs.to_string(),
         "--close",
         close.key(),
+        // A namespace of its own per run: the rate is then the CPU's, not set by the
+        // TIME_WAIT sockets and ports earlier runs left (see tcp-trace-storm's doc).
+        "--netns",
     ]);
     let out = capture(&mut c)?;
     serde_json::from_str(out.trim()).map_err(|e| anyhow!("storm printed {out:?}: {e}"))
