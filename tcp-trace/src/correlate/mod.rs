@@ -31,6 +31,7 @@
 mod connection;
 mod conversation;
 mod hash;
+mod reorder;
 
 #[cfg(test)]
 mod tests;
@@ -343,10 +344,9 @@ impl PendingReq {
 pub struct Correlator {
     cfg: Config,
     linger_ns: u64,
-    /// The reorder buffer: events not yet applied, sorted by timestamp, equal
-    /// timestamps in push order. Events come almost in order, so nearly every push
-    /// appends; a late one is inserted near the back (see `push`).
-    queue: VecDeque<Event>,
+    /// The reorder buffer: events not yet applied, taken out by timestamp, equal
+    /// timestamps in push order (see `reorder`).
+    queue: reorder::Reorder,
     max_ts: u64,
     last_applied: u64,
     slots: Vec<Slot>,
@@ -391,7 +391,7 @@ impl Correlator {
                 ..cfg
             },
             linger_ns: DEFAULT_CLOSE_LINGER_NS.max(cfg.reorder_window_ns),
-            queue: VecDeque::new(),
+            queue: reorder::Reorder::default(),
             max_ts: 0,
             last_applied: 0,
             slots: Vec::new(),
@@ -447,24 +447,17 @@ impl Correlator {
         self.max_ts = self.max_ts.max(ev.ts_ns);
         let window = self.cfg.reorder_window_ns;
         let ready = |ts: u64, max_ts: u64| ts.saturating_add(window) <= max_ts;
-        if ready(ev.ts_ns, self.max_ts) && self.queue.front().is_none_or(|f| f.ts_ns > ev.ts_ns) {
+        if ready(ev.ts_ns, self.max_ts) && self.queue.front_ts().is_none_or(|f| f > ev.ts_ns) {
             // Later than the window and before everything buffered: it is next in
             // order. Apply it without buffering.
             self.apply(ev);
         } else {
-            self.enqueue(ev);
+            self.queue.push(ev);
         }
-        // Apply from the front while the front is old enough. The buffer is moved out
-        // so that each event is applied in place, not moved out first.
-        let mut queue = std::mem::take(&mut self.queue);
-        while let Some(front) = queue.front() {
-            if !ready(front.ts_ns, self.max_ts) {
-                break;
-            }
-            self.apply(front);
-            queue.pop_front();
+        // Apply from the front while the front is old enough.
+        if let Some(until) = self.max_ts.checked_sub(window) {
+            self.apply_buffered(until);
         }
-        self.queue = queue;
         // Everything up to here has been applied: closed connections whose linger
         // ended before it are complete.
         self.expire(self.max_ts.saturating_sub(window));
@@ -526,38 +519,18 @@ impl Correlator {
         }
         self.max_ts = now_ns;
         let window = self.cfg.reorder_window_ns;
-        let mut queue = std::mem::take(&mut self.queue);
-        while let Some(front) = queue.front() {
-            if front.ts_ns.saturating_add(window) > now_ns {
-                break;
-            }
-            self.apply(front);
-            queue.pop_front();
+        if let Some(until) = now_ns.checked_sub(window) {
+            self.apply_buffered(until);
         }
-        self.queue = queue;
         self.expire(now_ns.saturating_sub(window));
     }
 
-    /// Inserts `ev` after every buffered event with a timestamp at or before its own
-    /// (so equal timestamps stay in push order).
-    fn enqueue(&mut self, ev: &Event) {
-        let q = &mut self.queue;
-        match q.back() {
-            Some(last) if last.ts_ns > ev.ts_ns => {}
-            _ => return q.push_back(*ev),
-        }
-        // Out of order: usually by a few events. Scan a few back, then bisect.
-        const SCAN: usize = 8;
-        let n = q.len();
-        let mut at = n - 1;
-        let floor = n.saturating_sub(SCAN);
-        while at > floor && q[at - 1].ts_ns > ev.ts_ns {
-            at -= 1;
-        }
-        if at == floor && at > 0 && q[at - 1].ts_ns > ev.ts_ns {
-            at = q.partition_point(|e| e.ts_ns <= ev.ts_ns);
-        }
-        q.insert(at, *ev);
+    /// Applies the buffered events stamped at or before `until`, in order. The buffer
+    /// is moved out so that each event is applied in place, not copied out first.
+    fn apply_buffered(&mut self, until: u64) {
+        let mut queue = std::mem::take(&mut self.queue);
+        queue.apply_until(until, |ev| self.apply(ev));
+        self.queue = queue;
     }
 
     /// Moves the connections finished so far into `out` (in the order they finished).
@@ -573,11 +546,7 @@ impl Correlator {
     /// End of input: applies everything buffered and emits every connection, those
     /// without a CLOSE marked `open: true`. The correlator is empty afterwards.
     pub fn flush(&mut self) -> Vec<Connection> {
-        let mut queue = std::mem::take(&mut self.queue);
-        for ev in queue.drain(..) {
-            self.apply(&ev);
-        }
-        self.queue = queue;
+        self.apply_buffered(u64::MAX);
         self.flushing = true;
         let mut live: Vec<(u64, usize)> = self
             .slots

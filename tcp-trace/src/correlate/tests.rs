@@ -1175,7 +1175,7 @@ fn connection_json_fields_print_as_display() {
 
 /// The reorder buffer's contents, as the tags (`ctx_pid`) of the buffered events.
 fn buffered_tags(corr: &Correlator) -> Vec<u32> {
-    corr.queue.iter().map(|e| e.ctx_pid).collect()
+    corr.queue.in_order().iter().map(|e| e.ctx_pid).collect()
 }
 
 /// An event that matches nothing (an orphan reset), tagged.
