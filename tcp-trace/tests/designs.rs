@@ -88,6 +88,19 @@ fn per_connection_and_per_event_designs_report_the_same_connections() {
     let (a, code_a) = books.stop();
     let (b, code_b) = per_event.stop();
     assert_eq!((code_a, code_b), (0, 0));
+    // With events lost or hook runs skipped (other tests' storms on the same CPUs),
+    // the two records cannot be the same; the loss must then be reported.
+    let unexact: Vec<String> = [("books", &a), ("per-event", &b)]
+        .into_iter()
+        .filter_map(|(design, lines)| reported_loss(lines).map(|l| format!("{design}: {l}")))
+        .collect();
+    if !unexact.is_empty() {
+        eprintln!(
+            "NOT EXACT-CHECKED (designs compared): {}",
+            unexact.join("; ")
+        );
+        return;
+    }
     let (ca, cb) = (connections(&a), connections(&b));
     // 5 clients + 5 server children + 2 listeners + the refused client.
     assert!(ca.len() >= 13, "{} connections: {ca:#?}", ca.len());
@@ -112,6 +125,30 @@ fn per_connection_and_per_event_designs_report_the_same_connections() {
             "the designs disagree\nper-connection only: {only_a:#?}\nper-event only: {only_b:#?}"
         );
     }
+}
+
+/// `None` when the run lost no event and the kernel skipped no hook run; otherwise
+/// what was lost, after checking that the `lost`/`skipped` lines add up to the
+/// stats' counts (reported, not silent).
+fn reported_loss(lines: &[Value]) -> Option<String> {
+    let st = stats(lines);
+    let lost = st["lost"].as_u64().expect("stats.lost");
+    let skipped = st["skipped"].as_u64().expect("stats.skipped");
+    if lost == 0 && skipped == 0 {
+        return None;
+    }
+    let reported = |ty: &str| -> u64 {
+        lines
+            .iter()
+            .filter(|l| l["type"] == ty)
+            .map(|l| l["count"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    assert_eq!(reported("lost"), lost, "lost lines vs stats {st}");
+    assert_eq!(reported("skipped"), skipped, "skipped lines vs stats {st}");
+    Some(format!(
+        "{lost} events lost, {skipped} hook runs skipped, all reported"
+    ))
 }
 
 /// The fields a FIN_WAIT2 → CLOSE's reading takes from the order of two ends' times.
