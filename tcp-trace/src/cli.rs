@@ -262,6 +262,13 @@ pub struct FilterArgs {
     /// are counted and reported as lost.
     #[arg(long, value_name = "KIB", default_value_t = 8192, value_parser = parse_ring_kib)]
     pub ring_kib: u32,
+    /// When the reader falls behind the kernel (a quarter of the ring queued at once,
+    /// or an event lost), lower its nice value to this, once, and say so: under a
+    /// storm that keeps every CPU busy the scheduler's fair share is what starves
+    /// the reader. 0 leaves the priority alone. Needs CAP_SYS_NICE (a refusal is
+    /// reported and tracing goes on).
+    #[arg(long, value_name = "NICE", default_value_t = -5, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-20..=0))]
+    pub renice: i32,
     /// Most sockets the kernel side keeps a book for at once (one record per
     /// connection); sockets beyond it are reported event by event, counted as
     /// `books_full` (nothing is lost). About 250 bytes each, allocated at start.

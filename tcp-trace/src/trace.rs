@@ -180,6 +180,73 @@ impl Reported {
     }
 }
 
+/// Raises the reader's priority once it falls behind (`--renice`).
+struct Renice {
+    to: i32,
+    /// Bytes queued at once that count as falling behind: a quarter of the ring.
+    behind_bytes: usize,
+    done: bool,
+}
+
+impl Renice {
+    fn new(to: i32, ring_bytes: u32) -> Renice {
+        Renice {
+            to,
+            behind_bytes: ring_bytes as usize / 4,
+            done: to == 0,
+        }
+    }
+
+    /// Why the reader counts as behind after a drain that read `drained` bytes with
+    /// `lost` events lost so far; `None` when it is not (or already acted on).
+    fn behind(&self, drained: usize, lost: u64) -> Option<String> {
+        if self.done {
+            None
+        } else if lost > 0 {
+            Some(format!("{lost} events lost"))
+        } else if drained >= self.behind_bytes {
+            Some(format!("{} KiB queued in the ring at once", drained / 1024))
+        } else {
+            None
+        }
+    }
+
+    /// After a drain that read `drained` bytes, with `lost` events lost so far.
+    fn check(&mut self, drained: usize, lost: u64) {
+        let Some(why) = self.behind(drained, lost) else {
+            return;
+        };
+        self.done = true;
+        // Never lower a priority the user already raised further.
+        // SAFETY: plain syscalls on the calling thread; errno is cleared first because
+        // -1 is also a valid nice value.
+        let now = unsafe {
+            *libc::__errno_location() = 0;
+            let n = libc::getpriority(libc::PRIO_PROCESS, 0);
+            (n != -1 || *libc::__errno_location() == 0).then_some(n)
+        };
+        if now.is_some_and(|n| n <= self.to) {
+            return;
+        }
+        // Linux keeps a nice value per thread: PRIO_PROCESS with 0 is this thread,
+        // the one that drains the ring.
+        // SAFETY: plain syscall on the calling thread.
+        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, self.to) };
+        if rc == 0 {
+            eprintln!(
+                "tcp-trace: falling behind the kernel ({why}): reader's nice value set to {} (--renice 0 keeps it)",
+                self.to
+            );
+        } else {
+            eprintln!(
+                "tcp-trace: falling behind the kernel ({why}); could not raise the reader's priority to nice {}: {} (needs CAP_SYS_NICE)",
+                self.to,
+                io::Error::last_os_error()
+            );
+        }
+    }
+}
+
 async fn live<W: Write>(
     filter: Filter,
     kernel: &crate::cli::FilterArgs,
@@ -242,6 +309,7 @@ async fn live<W: Write>(
     let mut reported = Reported::default();
     let mut last_check = tokio::time::Instant::now();
     let limit = count.unwrap_or(u64::MAX);
+    let mut renice = Renice::new(kernel.renice, kernel.ring_kib * 1024);
 
     let result: io::Result<()> = async {
         loop {
@@ -271,7 +339,10 @@ async fn live<W: Write>(
             // spanning more than the reorder window applied children before the
             // held LISTEN of their listener: a CI run lost every child's listener.)
             let holding = table.is_some() || learned.is_some();
+            let mut drained = 0usize;
             source.drain(|bytes| {
+                // With the ring's 8-byte record header.
+                drained += bytes.len() + 8;
                 if err.is_some() || stats.events >= limit {
                     return;
                 }
@@ -314,9 +385,12 @@ async fn live<W: Write>(
             if !stop && !done {
                 out.advance(now)?;
             }
+            renice.check(drained, 0);
             if stop || done || last_check.elapsed() >= Duration::from_secs(1) {
                 last_check = tokio::time::Instant::now();
-                reported.report(&loaded.counters(), &mut out)?;
+                let c = loaded.counters();
+                renice.check(0, c.lost);
+                reported.report(&c, &mut out)?;
             }
             out.flush()?;
             if stop || done {
@@ -509,4 +583,24 @@ fn replay_into<R: io::Read, W: Write>(
     }
     out.finish(&stats)?;
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Renice;
+
+    #[test]
+    fn the_reader_is_behind_at_a_quarter_of_the_ring_or_a_loss_and_only_once() {
+        let r = Renice::new(-5, 8 << 20);
+        assert_eq!(r.behind((2 << 20) - 1, 0), None);
+        assert_eq!(
+            r.behind(2 << 20, 0).as_deref(),
+            Some("2048 KiB queued in the ring at once")
+        );
+        assert_eq!(r.behind(0, 3).as_deref(), Some("3 events lost"));
+        let done = Renice { done: true, ..r };
+        assert_eq!(done.behind(8 << 20, 9), None);
+        // `--renice 0`: never.
+        assert_eq!(Renice::new(0, 8 << 20).behind(8 << 20, 9), None);
+    }
 }
