@@ -401,3 +401,65 @@ fn fin_race_rule_accepts_only_a_near_tie() {
         &near_b
     ));
 }
+
+/// The bench's storm (`tcp-trace-storm --netns`) runs in a namespace of its own, made
+/// for it, over four loopback addresses; the tracer, in the host's namespace, sees
+/// every connection of it: as many established clients as connects, each on one of
+/// the four addresses, none in the tracer's own namespace.
+#[test]
+fn the_bench_storm_runs_in_a_namespace_of_its_own_and_is_traced() {
+    if !require_root("the_bench_storm_runs_in_a_namespace_of_its_own_and_is_traced") {
+        return;
+    }
+    let port = free_port();
+    let ring = storm_ring_kib().to_string();
+    let tracer = Tracer::on_port(port, &["--json", "--ring-kib", &ring]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tcp-trace-storm"))
+        .args([
+            "--threads",
+            "2",
+            "--secs",
+            "0.5",
+            "--close",
+            "fin",
+            "--netns",
+        ])
+        .args(["--port", &port.to_string()])
+        .output()
+        .expect("tcp-trace-storm runs");
+    assert!(out.status.success(), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("storm's JSON line");
+    let completed = v["connections"].as_u64().expect("connections");
+    assert!(completed > 100, "the storm ran: {v}");
+    assert_eq!(v["connect_errors"], 0, "{v}");
+    std::thread::sleep(Duration::from_millis(500));
+    let (lines, code) = tracer.stop();
+    assert_eq!(code, 0);
+    if let Some(l) = reported_loss(&lines) {
+        eprintln!("NOT EXACT-CHECKED (storm in its own namespace): {l}");
+        return;
+    }
+    let own_netns = std::fs::read_link("/proc/self/ns/net")
+        .ok()
+        .and_then(|l| {
+            let s = l.to_string_lossy().into_owned();
+            s.strip_prefix("net:[")?
+                .strip_suffix(']')?
+                .parse::<u64>()
+                .ok()
+        })
+        .expect("this process's netns inode");
+    let clients: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["type"] == "connection" && l["role"] == "client" && l["established"] == true)
+        .collect();
+    assert_eq!(clients.len() as u64, completed, "{:#?}", stats(&lines));
+    let mut dests = std::collections::BTreeSet::new();
+    for c in &clients {
+        assert_ne!(c["netns"].as_u64(), Some(own_netns), "{c}");
+        dests.insert(c["daddr"].as_str().unwrap_or_default().to_string());
+    }
+    let want: std::collections::BTreeSet<String> =
+        (1..=4).map(|i| format!("127.0.0.{i}")).collect();
+    assert_eq!(dests, want);
+}
