@@ -65,6 +65,10 @@ pub const DEFAULT_CLOSE_LINGER_NS: u64 = 100_000_000;
 /// over in FIN_WAIT2 lives at most `TCP_TIMEWAIT_LEN` (60 s), so a later FIN cannot
 /// put it in TIME_WAIT.
 pub const DEFAULT_FIN_WAIT2_HOLD_NS: u64 = 60_000_000_000;
+/// Longest a server child that closed (reset, or its peer's FIN and its own) while
+/// still in its listener's accept queue waits, from its CLOSE, for the `accept()` that
+/// takes it. The queue keeps the socket, so its address is not reused meanwhile.
+pub const ACCEPT_HOLD_NS: u64 = 10_000_000_000;
 
 /// A TCP socket that existed when the trace started, from the socket table
 /// (sock_diag): what the trace cannot show of a connection opened before it.
@@ -275,6 +279,9 @@ struct Slot {
     peer_view: Option<PeerView>,
     /// Closed, linger over, waiting for the peer (see `hold`).
     held: bool,
+    /// Closed in the accept queue, linger over, waiting for its accept() (see
+    /// `await_accept`).
+    awaiting_accept: bool,
 }
 
 impl Slot {
@@ -293,6 +300,7 @@ impl Slot {
             peer: None,
             peer_view: None,
             held: false,
+            awaiting_accept: false,
         }
     }
 }
@@ -369,6 +377,8 @@ pub struct Correlator {
     expiry: VecDeque<(u64, usize, u64)>,
     /// (deadline, slot, id) of held connections (see `hold`), in hold order.
     held: VecDeque<(u64, usize, u64)>,
+    /// (deadline, slot, id) of closed children waiting for their accept(), by deadline.
+    awaiting: VecDeque<(u64, usize, u64)>,
     hold_ns: u64,
     /// In `flush`: the end of input, every record is as complete as it will be.
     flushing: bool,
@@ -408,6 +418,7 @@ impl Correlator {
             seed_listen: fast_map(),
             expiry: VecDeque::new(),
             held: VecDeque::new(),
+            awaiting: VecDeque::new(),
             hold_ns: DEFAULT_FIN_WAIT2_HOLD_NS,
             flushing: false,
             finished: Vec::new(),
@@ -565,6 +576,7 @@ impl Correlator {
         self.flushing = false;
         self.expiry.clear();
         self.held.clear();
+        self.awaiting.clear();
         self.pending.clear();
         std::mem::take(&mut self.finished)
     }
@@ -625,12 +637,24 @@ impl Correlator {
             }
             self.expiry.pop_front();
             let s = &self.slots[i];
-            if s.live && s.conn.id == id && s.closed_at.is_some() && !s.held {
+            if s.live && s.conn.id == id && s.closed_at.is_some() && !s.held && !s.awaiting_accept {
                 if let Some(until) = self.hold_until(i) {
                     self.hold(i, until);
+                } else if let Some(until) = self.accept_hold_until(i) {
+                    self.await_accept(i, until);
                 } else {
                     self.finalize(i, false);
                 }
+            }
+        }
+        while let Some(&(deadline, i, id)) = self.awaiting.front() {
+            if deadline >= now {
+                break;
+            }
+            self.awaiting.pop_front();
+            let s = &self.slots[i];
+            if s.live && s.conn.id == id && s.awaiting_accept {
+                self.finalize(i, false);
             }
         }
         while let Some(&(deadline, i, id)) = self.held.front() {
@@ -666,6 +690,62 @@ impl Correlator {
         match PeerView::of(&p.conn, false).fin_ts {
             Some(tf) if tf <= tc => None,
             _ => Some(tc.saturating_add(self.hold_ns)),
+        }
+    }
+
+    /// A closed server child that no accept() has taken yet while its listener still
+    /// listens: it is still in the accept queue (a reset or the peer's FIN does not
+    /// take it out), and an application that accepts late gets it then. Until when to
+    /// wait for that accept() (`explain`'s late accept()), or None.
+    fn accept_hold_until(&self, i: usize) -> Option<u64> {
+        let s = &self.slots[i];
+        if s.conn.role != Role::Server || s.conn.accept.is_some() {
+            return None;
+        }
+        // Only an established child is queued.
+        if !s
+            .conn
+            .states
+            .iter()
+            .any(|st| st.state == TcpState::Established)
+        {
+            return None;
+        }
+        let (l, lid) = s.listener?;
+        let ls = &self.slots[l];
+        if !ls.live || ls.conn.id != lid || ls.closed_at.is_some() {
+            return None;
+        }
+        Some(s.closed_at?.saturating_add(ACCEPT_HOLD_NS))
+    }
+
+    /// Keeps a closed child indexed by its address (the accept queue holds the socket,
+    /// so the address is not reused) but not by its tuple (a new connection may reuse
+    /// that), until its accept() returns, its listener closes, or `until`.
+    fn await_accept(&mut self, i: usize, until: u64) {
+        let id = self.slots[i].conn.id;
+        if let Some((ns, k)) = self.slots[i].tuple_key.take() {
+            self.by_tuple.remove_ref(&k, (ns, i, id));
+        }
+        self.slots[i].awaiting_accept = true;
+        self.awaiting.push_back((until, i, id));
+    }
+
+    /// A listener closed: the children still in its queue are freed with it, and no
+    /// accept() can take them any more.
+    fn release_awaiting_children(&mut self, l: usize) {
+        let lid = self.slots[l].conn.id;
+        let waiting: Vec<usize> = self
+            .awaiting
+            .iter()
+            .filter(|&&(_, i, id)| {
+                let s = &self.slots[i];
+                s.live && s.conn.id == id && s.awaiting_accept && s.listener == Some((l, lid))
+            })
+            .map(|&(_, i, _)| i)
+            .collect();
+        for i in waiting {
+            self.finalize(i, false);
         }
     }
 
@@ -755,6 +835,9 @@ impl Correlator {
             self.expiry
                 .push_back((ev.ts_ns.saturating_add(self.linger_ns), i, id));
             self.unindex_listener(i);
+            if old == Listen && !self.awaiting.is_empty() {
+                self.release_awaiting_children(i);
+            }
         }
     }
 
@@ -960,9 +1043,12 @@ impl Correlator {
             self.stats.orphan_events += 1;
             return;
         }
+        let awaited = self.slots[i].awaiting_accept;
         self.touch(i, ev);
         self.attribute(i, ev, true);
-        self.update_tuple(i, ev);
+        if !awaited {
+            self.update_tuple(i, ev);
+        }
         let first = {
             let c = &mut self.slots[i].conn;
             if c.role == Role::Unknown {
@@ -995,6 +1081,10 @@ impl Correlator {
             {
                 info.accepted += 1;
             }
+        }
+        if awaited {
+            // The accept() it waited for: complete now.
+            self.finalize(i, false);
         }
     }
 
@@ -1424,6 +1514,7 @@ impl Correlator {
         s.peer = None;
         s.peer_view = None;
         s.held = false;
+        s.awaiting_accept = false;
         self.by_sk.insert(ev.skaddr, i);
         self.live += 1;
         self.link_front(i);
@@ -1562,6 +1653,7 @@ impl Correlator {
             peer_view = Some(PeerView::of(&self.slots[j].conn, settled));
         }
         self.slots[i].held = false;
+        self.slots[i].awaiting_accept = false;
         self.unlink(i);
         self.unindex_listener(i);
         let s = &mut self.slots[i];

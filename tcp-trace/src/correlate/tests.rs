@@ -1587,3 +1587,112 @@ fn discarded_duplicate_child_is_not_the_clients_peer() {
     assert_eq!(gone.peer, None);
     assert!(!gone.established);
 }
+
+/// A child reset while still in the accept queue, accepted `after` its CLOSE.
+fn reset_in_queue_then_accept(after: Option<u64>, listener_close: Option<u64>) -> Vec<Event> {
+    let cl = "127.0.0.1:40500";
+    let mut ev = vec![listen(T0, LISTENER, "0.0.0.0:8080")];
+    ev.extend(client_open(T0 + MS, CLIENT, cl, SV));
+    ev.extend(child_open(T0 + MS + 50 * US, CHILD, SV, cl));
+    let t = T0 + 2 * MS;
+    ev.extend([
+        Ev::rst_sent(t, CLIENT).tuple(cl, SV).ev(),
+        Ev::tr(t + US, CLIENT, Established, Close)
+            .tuple(cl, SV)
+            .ev(),
+        Ev::rst_recv(t + 10 * US, CHILD)
+            .tuple(SV, cl)
+            .softirq(1)
+            .ev(),
+        Ev::tr(t + 11 * US, CHILD, Established, Close)
+            .tuple(SV, cl)
+            .softirq(1)
+            .ev(),
+    ]);
+    if let Some(a) = after {
+        ev.push(
+            Ev::accept(t + 11 * US + a, CHILD, 3, 5)
+                .tuple(SV, cl)
+                .owner(17, "nginx")
+                .ev(),
+        );
+    }
+    // Time goes on (another socket), past the linger and what follows.
+    ev.push(Ev::tr(t + 2_000 * MS, 0x77, Close, SynSent).ev());
+    if let Some(lc) = listener_close {
+        ev.push(
+            Ev::tr(t + lc, LISTENER, Listen, Close)
+                .tuple("0.0.0.0:8080", "0.0.0.0:0")
+                .owner(17, "nginx")
+                .task()
+                .ev(),
+        );
+    }
+    ev
+}
+
+#[test]
+fn an_accept_long_after_the_child_was_reset_in_the_queue_is_placed_on_it() {
+    // 500 ms after the CLOSE: far past the 100 ms linger.
+    let mut corr = Correlator::new(Config::default());
+    let mut out = Vec::new();
+    for e in reset_in_queue_then_accept(Some(500 * MS), None) {
+        corr.push(e);
+        corr.drain_finished(&mut out);
+    }
+    assert_eq!(corr.stats().orphan_events, 0);
+    let child = out
+        .iter()
+        .find(|c| c.role == Role::Server)
+        .expect("the child is out once its accept() came, before the end");
+    let a = child.accept.expect("its accept() return");
+    assert_eq!(a.ret, 5);
+    assert_eq!(
+        child.accept_wait_ns,
+        Some(a.t_ns as i64 - (T0 + MS + 50 * US + US) as i64)
+    );
+    assert!(child.accept_wait_ns.unwrap() > 500 * MS as i64);
+    assert_eq!(child.outcome, Outcome::Reset);
+}
+
+#[test]
+fn a_child_reset_in_the_queue_waits_for_accept_only_while_its_listener_listens() {
+    // Never accepted; the listener closes 3 s after: the child comes out then, without
+    // an accept, and not before.
+    let mut corr = Correlator::new(Config::default());
+    let mut out = Vec::new();
+    let events = reset_in_queue_then_accept(None, Some(3_000 * MS));
+    let (before, close) = events.split_at(events.len() - 1);
+    for e in before {
+        corr.push(*e);
+        corr.drain_finished(&mut out);
+    }
+    assert!(
+        !out.iter().any(|c| c.role == Role::Server),
+        "held for its accept(): {out:#?}"
+    );
+    corr.push(close[0]);
+    corr.advance(close[0].ts_ns + DEFAULT_REORDER_WINDOW_NS + 1);
+    corr.drain_finished(&mut out);
+    let child = out
+        .iter()
+        .find(|c| c.role == Role::Server)
+        .expect("released");
+    assert!(child.last_ts_ns < close[0].ts_ns);
+    assert_eq!(child.accept, None);
+    // And with the listener open for ever: out at the hold's end (10 s), not later.
+    let mut corr = Correlator::new(Config::default());
+    let mut out = Vec::new();
+    for e in reset_in_queue_then_accept(None, None) {
+        corr.push(e);
+    }
+    corr.advance(T0 + 2 * MS + ACCEPT_HOLD_NS);
+    corr.drain_finished(&mut out);
+    assert!(!out.iter().any(|c| c.role == Role::Server));
+    corr.advance(T0 + 3 * MS + ACCEPT_HOLD_NS + DEFAULT_REORDER_WINDOW_NS);
+    corr.drain_finished(&mut out);
+    assert!(
+        out.iter()
+            .any(|c| c.role == Role::Server && c.accept.is_none())
+    );
+}
