@@ -1104,6 +1104,13 @@ fn c6_holds_and_needs_the_held_fin_and_the_orderly_rounds() {
     // No round 2 child at all.
     let v = without(reorder_events(), |e| e.skaddr == CHILD2);
     c6_fails(reorder_cap(v), "round 2");
+    // Round 2's child at the address of round 1's child (freed, reused by the kernel):
+    // still the round-2 child.
+    let mut v = reorder_events();
+    for e in v.iter_mut().filter(|e| e.skaddr == CHILD2) {
+        e.skaddr = CHILD;
+    }
+    assert!(holds(verdict::c6(&reorder_cap(v))));
     // Round 3: no retransmit of the dropped segment, or more than were dropped.
     let v = without(reorder_events(), |e| {
         matches!(e.kind, EventKind::Retransmit { .. })

@@ -1247,10 +1247,11 @@ pub fn c6(cap: &Capture) -> Verdict {
     let r3_ok = r3.is_some_and(|p| orderly(p) && u64::from(p.0.retransmits) == drops)
         && drops > 0
         && mark("round3_read_exact") == Some(1);
-    // Round 2: a child whose peer is no captured client socket.
+    // Round 2: a child whose peer is no captured client socket. By connection id, not
+    // socket address: the kernel may give round 2's child the memory of round 1's.
     let r2 = cap.connections.iter().find(|s| {
         s.role == Role::Server
-            && !clients(cap).any(|c| server_of(cap, c).is_some_and(|x| x.skaddr == s.skaddr))
+            && !clients(cap).any(|c| server_of(cap, c).is_some_and(|x| x.id == s.id))
     });
     let (fin_sent, gap, dups) = (
         mark("raw_fin_sent"),
