@@ -427,6 +427,12 @@ fn c3_holds_and_needs_exact_retransmits_and_the_reset() {
     assert!(!verdict::c3(&synack(v)).holds);
     // Sysctl unknown.
     assert!(!verdict::c3(&build(synack_events())).holds);
+    // No reset for the client; a later socket at its freed address got one.
+    let mut v = without(synack_events(), |e| e.kind == EventKind::ResetReceived);
+    v.push(tr(9000 * MS, CLIENT, Close, SynSent, C2, S));
+    v.push(ev(9100 * MS, CLIENT, EventKind::ResetReceived, C2, S));
+    v.push(tr(9100 * MS + 1000, CLIENT, SynSent, Close, C2, S));
+    assert!(!verdict::c3(&synack(v)).holds);
 }
 
 /// half-close: client FIN at 20 ms, server ACK, reply read at 20.1 ms, server FIN at 50 ms.

@@ -500,7 +500,13 @@ pub fn c3(cap: &Capture) -> Verdict {
     let reset = cap
         .events
         .iter()
-        .filter(|e| e.kind == EventKind::ResetReceived && e.skaddr == c.skaddr)
+        // Within the connection's life: the kernel reuses a freed socket's address.
+        .filter(|e| {
+            e.kind == EventKind::ResetReceived
+                && e.skaddr == c.skaddr
+                && e.ts_ns >= c.first_ts_ns
+                && e.ts_ns <= c.last_ts_ns
+        })
         .map(|e| e.ts_ns)
         .find(|&t| last.is_some_and(|l| t > l));
     let evidence = json!({
@@ -1115,7 +1121,11 @@ pub fn c8(cap: &Capture) -> Verdict {
             .filter(|&t| first_child.is_some_and(|c| t < c))
             .collect();
         let established = cap.connections.iter().any(|c| {
-            st.children.iter().any(|ch| ch.0 == c.skaddr)
+            // The address and the LISTEN → SYN_RECV time: a freed child's address
+            // may be another connection's later.
+            st.children
+                .iter()
+                .any(|ch| ch.0 == c.skaddr && c.state_ts(TcpState::SynRecv) == Some(ch.1))
                 && entered_from(c, TcpState::SynRecv, TcpState::Established).is_some()
         });
         max_children = max_children.max(st.children.len());
@@ -1497,7 +1507,12 @@ pub fn c7(cap: &Capture) -> Verdict {
         .map(|sb| {
             cap.events
                 .iter()
-                .filter(|e| e.kind == EventKind::ResetReceived && e.skaddr == sb.skaddr)
+                .filter(|e| {
+                    e.kind == EventKind::ResetReceived
+                        && e.skaddr == sb.skaddr
+                        && e.ts_ns >= sb.first_ts_ns
+                        && e.ts_ns <= sb.last_ts_ns
+                })
                 .map(|e| e.ts_ns)
                 .collect()
         })
