@@ -273,7 +273,6 @@ fn storm_connection_counts_are_exact_in_both_designs() {
             let what = format!(
                 "{close} storm, {design}: {completed} connects, {errors} errors; stats {st}"
             );
-            let lost = st["lost"].as_u64().expect("stats.lost");
             let conns: Vec<&Value> = lines.iter().filter(|l| l["type"] == "connection").collect();
             let role = |r: &str| {
                 conns
@@ -301,27 +300,14 @@ fn storm_connection_counts_are_exact_in_both_designs() {
                 *kinds.entry(k).or_default() += 1;
             }
             let what = format!("{what}\nrecords: {kinds:#?}");
-            // Hook runs the kernel skipped (7.2 skips the next run of a program that
-            // was preempted on its CPU): events that never existed, reported as such.
-            let skipped = st["skipped"].as_u64().expect("stats.skipped");
-            if lost > 0 || skipped > 0 {
-                // Reported, in `lost` / `skipped` lines that add up to the stats' counts.
-                let reported = |ty: &str| -> u64 {
-                    lines
-                        .iter()
-                        .filter(|l| l["type"] == ty)
-                        .map(|l| l["count"].as_u64().unwrap_or(0))
-                        .sum()
-                };
-                assert_eq!(reported("lost"), lost, "{what}");
-                assert_eq!(reported("skipped"), skipped, "{what}");
+            // Events lost, or hook runs the kernel skipped (7.2 skips the next run of a
+            // program that was preempted on its CPU): reported, then not exact.
+            if let Some(l) = reported_loss(&lines) {
                 assert!(
                     est(&clients) <= completed && est(&servers) <= completed,
                     "{what}"
                 );
-                eprintln!(
-                    "NOT EXACT-CHECKED ({close}, {design}): {lost} events lost (ring {ring} KiB), {skipped} hook runs skipped by the kernel, all reported"
-                );
+                eprintln!("NOT EXACT-CHECKED ({close}, {design}): {l} (ring {ring} KiB)");
                 continue;
             }
             // Not `late_events`: under CPU contention a book's steps can leave the
