@@ -214,6 +214,18 @@ impl TupleIndex for FastMap<Tuple, TupleEntries> {
     }
 }
 
+/// The front (slot, id) of a deadline queue when its deadline is before `now`, taken
+/// off the queue. The queues (`expiry`, `awaiting`, `held`) are in deadline order.
+fn pop_due(q: &mut VecDeque<(u64, usize, u64)>, now: u64) -> Option<(usize, u64)> {
+    match q.front() {
+        Some(&(deadline, i, id)) if deadline < now => {
+            q.pop_front();
+            Some((i, id))
+        }
+        _ => None,
+    }
+}
+
 /// The accept queue an event saw (`plus`: entries to add, 1 for the child being
 /// queued at its birth).
 fn queue_of(ev: &Event, plus: u32) -> Option<AcceptQueue> {
@@ -465,13 +477,7 @@ impl Correlator {
         } else {
             self.queue.push(ev);
         }
-        // Apply from the front while the front is old enough.
-        if let Some(until) = self.max_ts.checked_sub(window) {
-            self.apply_buffered(until);
-        }
-        // Everything up to here has been applied: closed connections whose linger
-        // ended before it are complete.
-        self.expire(self.max_ts.saturating_sub(window));
+        self.catch_up();
     }
 
     /// Sockets that existed before the first event (the socket table at start): the
@@ -529,11 +535,17 @@ impl Correlator {
             return;
         }
         self.max_ts = now_ns;
+        self.catch_up();
+    }
+
+    /// Applies the buffered events the newest time seen (`max_ts`) is a reorder window
+    /// past; then closed connections whose linger ended before that are complete.
+    fn catch_up(&mut self) {
         let window = self.cfg.reorder_window_ns;
-        if let Some(until) = now_ns.checked_sub(window) {
+        if let Some(until) = self.max_ts.checked_sub(window) {
             self.apply_buffered(until);
         }
-        self.expire(now_ns.saturating_sub(window));
+        self.expire(self.max_ts.saturating_sub(window));
     }
 
     /// Applies the buffered events stamped at or before `until`, in order. The buffer
@@ -631,11 +643,7 @@ impl Correlator {
     }
 
     fn expire(&mut self, now: u64) {
-        while let Some(&(deadline, i, id)) = self.expiry.front() {
-            if deadline >= now {
-                break;
-            }
-            self.expiry.pop_front();
+        while let Some((i, id)) = pop_due(&mut self.expiry, now) {
             let s = &self.slots[i];
             if s.live && s.conn.id == id && s.closed_at.is_some() && !s.held && !s.awaiting_accept {
                 if let Some(until) = self.hold_until(i) {
@@ -647,21 +655,13 @@ impl Correlator {
                 }
             }
         }
-        while let Some(&(deadline, i, id)) = self.awaiting.front() {
-            if deadline >= now {
-                break;
-            }
-            self.awaiting.pop_front();
+        while let Some((i, id)) = pop_due(&mut self.awaiting, now) {
             let s = &self.slots[i];
             if s.live && s.conn.id == id && s.awaiting_accept {
                 self.finalize(i, false);
             }
         }
-        while let Some(&(deadline, i, id)) = self.held.front() {
-            if deadline >= now {
-                break;
-            }
-            self.held.pop_front();
+        while let Some((i, id)) = pop_due(&mut self.held, now) {
             let s = &self.slots[i];
             if s.live && s.conn.id == id && s.held {
                 // A timewait socket in FIN_WAIT2 is gone by now: the peer's FIN can no
