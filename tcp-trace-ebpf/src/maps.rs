@@ -215,7 +215,12 @@ pub(crate) fn count(idx: u32) -> u64 {
 /// compiler_builtins' byte-by-byte `memset` subprogram, which cost as much per hit
 /// as the rest of the program: perf showed `bpf_prog_…_memset`.) One slot per
 /// program because a program may be interrupted on its CPU by another one (a
-/// syscall exit by a softirq's state transition). Newer kernels never run a raw or
+/// syscall exit by a softirq's state transition), and on a kernel that runs BPF
+/// programs preemptibly (7.2) by another task's run of another program: the three
+/// syscall-exit tracepoint programs once shared a slot, and on 7.2 an `accept4()`
+/// exit preempted on its CPU resumed in the slot a `connect()` exit had filled
+/// meanwhile and sent that (the accept return was lost, the connect return came
+/// twice with the server's owner). Newer kernels never run a raw or
 /// tp_btf program again on a CPU where it is running; older ones (5.10) do: a
 /// softirq's transition then runs the state program inside its own process-context
 /// run. That nested run takes the slot's second copy (`slot + slot::COUNT`, see
@@ -231,9 +236,15 @@ pub(crate) mod slot {
     pub const RETRANSMIT: u32 = 2;
     pub const RESET_SENT: u32 = 3;
     pub const RESET_RECEIVED: u32 = 4;
-    pub const SYSCALL: u32 = 5;
+    /// `connect()`'s exit: the classic `sys_exit_connect` program (or the raw
+    /// `sys_exit` one, which takes the three syscalls' slots by syscall).
+    pub const CONNECT: u32 = 5;
     pub const STATE_NESTED: u32 = 6;
-    pub const COUNT: u32 = 7;
+    /// `accept()`'s and `accept4()`'s exits: programs of their own on the classic
+    /// tracepoint path, so slots of their own.
+    pub const ACCEPT: u32 = 7;
+    pub const ACCEPT4: u32 = 8;
+    pub const COUNT: u32 = 9;
 }
 
 /// The scratch slot of the program that reports events of kind `k`.

@@ -129,7 +129,7 @@ fn connect_event(ret: i64, id: u64, call: &PendingCall) {
             None => return,
         }
     };
-    let Some(ev) = new_event(slot::SYSCALL, kind::CONNECT_RETURN, skaddr, true) else {
+    let Some(ev) = new_event(slot::CONNECT, kind::CONNECT_RETURN, skaddr, true) else {
         return;
     };
     ev.ret = ret;
@@ -243,6 +243,15 @@ pub(crate) fn exit_accept(ret: i64, accept4: bool) -> u32 {
     0
 }
 
+/// The scratch slot of the `accept()` (or `accept4()`) exit: not `connect()`'s, each
+/// exit program its own (see `SCRATCH`). On 7.2 a run of one is preempted and a run
+/// of another, in another task, goes on the same CPU; the kernel skips only a run of
+/// the same program.
+#[inline(always)]
+fn accept_slot(accept4: bool) -> u32 {
+    if accept4 { slot::ACCEPT4 } else { slot::ACCEPT }
+}
+
 /// An `accept()` return as an event of its own (a subprogram: see `connect_event`).
 #[inline(never)]
 fn accept_event(ret: i64, id: u64, listen_fd: i32, accept4: bool) {
@@ -266,7 +275,7 @@ fn accept_event(ret: i64, id: u64, listen_fd: i32, accept4: bool) {
             return;
         }
         // No BTF: report the return without a socket.
-        let Some(ev) = new_event(slot::SYSCALL, kind::ACCEPT_RETURN, 0, true) else {
+        let Some(ev) = new_event(accept_slot(accept4), kind::ACCEPT_RETURN, 0, true) else {
             return;
         };
         ev.ret = ret;
@@ -280,7 +289,7 @@ fn accept_event(ret: i64, id: u64, listen_fd: i32, accept4: bool) {
         return;
     };
     let skaddr = if ret >= 0 { sk } else { 0 };
-    let Some(ev) = new_event(slot::SYSCALL, kind::ACCEPT_RETURN, skaddr, true) else {
+    let Some(ev) = new_event(accept_slot(accept4), kind::ACCEPT_RETURN, skaddr, true) else {
         return;
     };
     ev.ret = ret;
