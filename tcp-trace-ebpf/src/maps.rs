@@ -257,18 +257,97 @@ pub(crate) fn slot_of(k: u8) -> u32 {
     }
 }
 
-/// Per scratch slot, set on a CPU while a program using it runs there (`in_slot`).
-/// For the state programs (`slot::STATE`): newer kernels do not run a program again
-/// on a CPU where it is already running (a softirq's transition interrupting a
-/// process-context one: `recursion_misses`); the `*_nested` program, attached after
-/// it to the same tracepoint, sees the flag (1) and reports that transition instead.
-/// Older kernels run the state program itself nested: it then sets the flag to
-/// `NESTED_HANDLED` so that the twin does not report the transition twice.
+/// Per scratch slot, set on a CPU while a program using it runs there (`in_slot`):
+/// a run that finds its slot busy is nested in another run of the same program on
+/// this CPU (kernels without the raw/tp_btf recursion guard, 5.10) and builds its
+/// event in the slot's second copy.
 #[map]
 pub(crate) static SLOT_BUSY: PerCpuArray<u32> = PerCpuArray::with_max_entries(slot::COUNT, 0);
 
-/// `SLOT_BUSY[slot::STATE]` after a nested run of the state program itself.
-pub(crate) const NESTED_HANDLED: u32 = 2;
+/// The transitions the main state program ran for on this CPU whose twin has not
+/// looked yet: a stack (`hits[..top]`), innermost last.
+#[repr(C)]
+pub(crate) struct HandledHits {
+    pub top: u64,
+    /// Where a twin that reports a transition found the top (what it puts back
+    /// when done): kept here, not in a register, so that the verifier does not
+    /// follow each way out of the search through the report separately.
+    pub base: u64,
+    pub hits: [Hit; STATE_HANDLED_HITS],
+}
+
+/// One transition: the socket's address and [`hit_states`]. Two words: in a tp_btf
+/// program the address is a pointer to the verifier, which allows no arithmetic on
+/// it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct Hit {
+    pub sk: u64,
+    pub states: u64,
+}
+
+/// Room for the nesting a CPU can have (process context, softirq), and for the
+/// transitions one softirq makes while a process-context twin waits to run (each of
+/// them pushed above the waiting entry, their own twins skipped). Not for all of
+/// them: a softirq that closed 34 clients' connections (68 transitions, 276 µs) right
+/// as a twin was starting pushed its entry out, and that twin reported its transition
+/// again (`caught_nested` above `state_skips` in the stats says so). 128 entries held
+/// it, but the verifier then walked the twin 87 000 instructions (47 ms at start)
+/// instead of 17 000.
+pub(crate) const STATE_HANDLED_HITS: usize = 16;
+
+/// How deep the twin looks: the whole stack. Its own entry can lie under as many
+/// entries as a softirq made transitions while the twin was held up (a search two
+/// deep reported the outer transition again — a client's CLOSE → SYN_SENT twice,
+/// 35 µs apart, once in a few 2 s FIN storms; 68 seen since).
+pub(crate) const STATE_HANDLED_SEARCH: usize = STATE_HANDLED_HITS;
+
+/// How the `*_nested` twin of the state program, attached after it to the same
+/// tracepoint, tells whether the main program ran for a transition. Newer kernels do
+/// not run a program again on a CPU where it is already running (a softirq's
+/// transition interrupting a process-context run: `recursion_misses`); the kernel
+/// counts the program active from before its first instruction to after its last.
+/// A flag the main program set in its body (the design before) left those edges
+/// uncovered: a transition in a softirq that came during them was skipped and the
+/// twin saw no flag (~7 % of the skips under a storm, reported as missing).
+///
+/// Now the main program pushes its transition (socket, states) here as it ends,
+/// whatever the nesting, and the twin looks for its own from the top down through
+/// the whole stack: found at `j`, the main program reported it, and the stack is cut
+/// to `j` (what lies above was pushed by nested runs whose twins the kernel skipped:
+/// a softirq's transitions while this twin was running or about to); not found, the
+/// main program was skipped and the twin reports the transition. A nested
+/// transition's runs end before the interrupted one resumes (the state tracepoint
+/// runs its programs with preemption off, unlike 7.2's syscall tracepoints: see
+/// `SCRATCH`), and a socket does not make the same transition twice at once, so an
+/// outer run's entry never answers for an inner one.
+///
+/// An entry outlives its own twin only when that twin was skipped, inside an outer
+/// twin's run: the outer twin's cut removes it when it came before the search, and
+/// a twin that reported a transition puts the top back where it found it when done.
+/// What a skipped twin leaves in the instants after another one's last store stays
+/// (old entries a twin may match: a reused socket address making the same
+/// transition with its main program skipped — counted as skipped, never silent).
+/// Overflow keeps the newer half (the entries still awaited are the newest); an
+/// awaited entry pushed out makes its twin report the transition twice, never lose
+/// it (`caught_nested` above `state_skips`).
+/// (Entries in a ring, overwritten oldest first, were tried: a softirq that made four
+/// transitions between a main run and its twin overwrote the outer entry, and its
+/// twin reported it again — 3 in a 4 s storm. A search two deep came next: the same
+/// duplicate, rarer.)
+#[map]
+pub(crate) static STATE_HANDLED: PerCpuArray<HandledHits> = PerCpuArray::with_max_entries(1, 0);
+
+/// A transition's two states in one word. From copies the compiler cannot see
+/// through: otherwise it masks the program's own `old` and `new` in place, the
+/// verifier then follows their exact values through every branch on them, and what
+/// it walks grows by two thirds (the state program: 30 054 → 50 325 instructions,
+/// start-up 20–40 ms later).
+#[inline(always)]
+pub(crate) fn hit_states(old: u64, new: u64) -> u64 {
+    let (old, new) = (core::hint::black_box(old), core::hint::black_box(new));
+    (1 << 16) | ((old & 0xff) << 8) | (new & 0xff)
+}
 
 /// Runs `f` with the scratch slot of this run: `slot`, or its second copy when a run
 /// of the same program is already under way on this CPU (kernels that let a raw or

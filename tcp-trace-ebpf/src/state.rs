@@ -10,8 +10,9 @@ use crate::kread::{
     tp_read,
 };
 use crate::maps::{
-    LISTENERS, NESTED_HANDLED, OWNERS, SLOT_BUSY, count, forget_listener, listen_key,
-    listener_entry, listener_of, note_connect, owner_entry, slot,
+    LISTENERS, OWNERS, SLOT_BUSY, STATE_HANDLED, STATE_HANDLED_HITS, STATE_HANDLED_SEARCH, count,
+    forget_listener, hit_states, listen_key, listener_entry, listener_of, note_connect,
+    owner_entry, slot,
 };
 use crate::owner::{owner_of, process_transition, set_owner};
 use aya_ebpf::macros::btf_tracepoint;
@@ -200,57 +201,111 @@ pub(crate) fn state_args(slot: u32, sk: u64, old: u64, new: u64, storage: bool) 
     }
 }
 
-/// `in_slot`'s busy flag with the twin's handshake added. Written out rather than
-/// through `in_slot`'s closure: that way LLVM outlined `state_args` into a subprogram
-/// that read a stack slot it had not written on every path, which 5.10's verifier
-/// refuses (tried in session 7; docs/kernel-facts.md, "Older verifiers refuse what
-/// LLVM may lay out").
+/// Says the main program ran for this transition (see `STATE_HANDLED`).
 #[inline(always)]
-pub(crate) fn state_outer(sk: u64, old: u64, new: u64, storage: bool) {
-    let busy = SLOT_BUSY.get_ptr_mut(slot::STATE);
-    // SAFETY: this CPU's entry of a per-CPU array, valid while the program runs.
-    let was = busy.map_or(0, |b| unsafe { b.read_volatile() });
-    if was != 0 {
-        // Nested in its own run on this CPU (a kernel without the raw/tp_btf
-        // recursion guard): the second scratch copy, and the twin is told that this
-        // transition is reported (counted as caught, as the twin would).
-        count(counter::NESTED_CAUGHT);
-        state_args(slot::STATE + slot::COUNT, sk, old, new, storage);
-        if let Some(b) = busy {
-            // SAFETY: as above.
-            unsafe { b.write_volatile(NESTED_HANDLED) };
-        }
-        return;
-    }
-    if let Some(b) = busy {
-        // SAFETY: as above.
-        unsafe { b.write_volatile(1) };
-    }
-    state_args(slot::STATE, sk, old, new, storage);
-    if let Some(b) = busy {
-        // SAFETY: as above.
-        unsafe { b.write_volatile(0) };
-    }
-}
-
-#[inline(always)]
-pub(crate) fn state_nested(sk: u64, old: u64, new: u64, storage: bool) {
-    let Some(b) = SLOT_BUSY.get_ptr_mut(slot::STATE) else {
+fn handled(sk: u64, old: u64, new: u64) {
+    // An index in range of a per-CPU array: never missing.
+    let Some(h) = STATE_HANDLED.get_ptr_mut(0) else {
         return;
     };
-    // SAFETY: this CPU's entry of a per-CPU array, valid while the program runs.
-    match unsafe { b.read_volatile() } {
-        0 => {}
-        NESTED_HANDLED => {
-            // The main program ran nested and reported it; the outer run goes on.
-            // SAFETY: as above.
-            unsafe { b.write_volatile(1) };
+    // SAFETY: this CPU's entry of a per-CPU array, valid while the program runs; a
+    // nested run on this CPU completes before the interrupted one resumes.
+    let h = unsafe { &mut *h };
+    let mut top = h.top as usize;
+    if top >= STATE_HANDLED_HITS {
+        // Full. Entries a twin will never look for gather at the bottom (a twin the
+        // kernel skipped in the instants after another one's last look); the ones
+        // still awaited are the newest. The lower half goes, the upper half moves
+        // down. (Wrapping to the bottom, as before, hid an awaited entry under the
+        // new one: that transition was reported twice, about once per 2 s storm.)
+        for k in 0..STATE_HANDLED_HITS / 2 {
+            h.hits[k] = h.hits[k + STATE_HANDLED_HITS / 2];
         }
-        _ => {
-            count(counter::NESTED_CAUGHT);
-            state_args(slot::STATE_NESTED, sk, old, new, storage)
+        top = STATE_HANDLED_HITS / 2;
+    }
+    let top = top & (STATE_HANDLED_HITS - 1);
+    if let Some(hit) = h.hits.get_mut(top) {
+        hit.sk = sk;
+        hit.states = hit_states(old, new);
+    }
+    h.top = top as u64 + 1;
+}
+
+/// The main state program: `in_slot`'s busy flag, then it says it ran (see
+/// `STATE_HANDLED`; last, so that nothing the verifier walks comes after it).
+///
+/// One call of `state_args`, on one path: the verifier walks what follows a branch
+/// once per way into it that it cannot prove equal, so a second call for the nested
+/// run (its own scratch slot) and a flag pointer that was null on one way and not on
+/// the other each had it walk the whole transition again. The nested run's slot is
+/// picked before the call, and the flag is put back to what it was after it (1 for a
+/// nested run, 0 otherwise). Written out rather than through `in_slot`'s closure:
+/// that way LLVM outlined `state_args` into a subprogram that read a stack slot it
+/// had not written on every path, which 5.10's verifier refuses (tried in session 7;
+/// docs/kernel-facts.md, "Older verifiers refuse what LLVM may lay out").
+#[inline(always)]
+pub(crate) fn state_outer(sk: u64, old: u64, new: u64, storage: bool) {
+    // An index in range of a per-CPU array: never missing.
+    let Some(busy) = SLOT_BUSY.get_ptr_mut(slot::STATE) else {
+        return;
+    };
+    // SAFETY: this CPU's entry of a per-CPU array, valid while the program runs; a
+    // nested run on this CPU completes before the interrupted one resumes.
+    let was = unsafe { busy.read_volatile() };
+    let mut at = slot::STATE;
+    if was != 0 {
+        // Nested in its own run on this CPU (a kernel without the raw/tp_btf
+        // recursion guard): the second scratch copy. Counted as caught, as the twin
+        // would have (that kernel reports no skips to take it from).
+        count(counter::NESTED_CAUGHT);
+        at = slot::STATE + slot::COUNT;
+    }
+    // SAFETY: as above.
+    unsafe { busy.write_volatile(1) };
+    state_args(at, sk, old, new, storage);
+    // SAFETY: as above.
+    unsafe { busy.write_volatile(was) };
+    handled(sk, old, new);
+}
+
+/// The twin: reports the transition unless the main program said it ran for it.
+#[inline(always)]
+pub(crate) fn state_nested(sk: u64, old: u64, new: u64, storage: bool) {
+    let Some(h) = STATE_HANDLED.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: as in `state_outer`.
+    let h = unsafe { &mut *h };
+    let states = hit_states(old, new);
+    let top = h.top as usize;
+    for d in 1..=STATE_HANDLED_SEARCH {
+        // Masked as well as checked: 5.10's verifier refuses an index it cannot
+        // bound on its own ("math between map_value pointer and register with
+        // unbounded min value").
+        let j = top.wrapping_sub(d) & (STATE_HANDLED_HITS - 1);
+        if d <= top
+            && let Some(hit) = h.hits.get(j)
+            && hit.sk == sk
+            && hit.states == states
+        {
+            h.top = j as u64;
+            return;
         }
     }
+    count(counter::NESTED_CAUGHT);
+    h.base = top as u64;
+    state_args(slot::STATE_NESTED, sk, old, new, storage);
+    // What was pushed while this ran came from transitions that interrupted it: their
+    // main programs ran and their twins, this one running, were skipped. Those
+    // entries answer for no one; left, they would pile up under later entries and
+    // make the stack overflow over a pending one (a transition reported twice).
+    // Dropped. (Read back from the map: see `HandledHits::base`.)
+    let Some(h) = STATE_HANDLED.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: as above.
+    let h = unsafe { &mut *h };
+    h.top = core::hint::black_box(h.base);
 }
 
 both_paths!(

@@ -36,6 +36,10 @@ pub struct RunStats {
     /// Runs of the state-transition program the kernel skipped that its `_nested`
     /// twin reported instead.
     pub caught_nested: u64,
+    /// Runs of the state-transition program the kernel skipped, caught or not
+    /// (where skips are counted, what `caught_nested` has beyond it was reported
+    /// twice).
+    pub state_skips: u64,
     /// Sockets the kernel side reported event by event, its book map full.
     pub books_full: u64,
     /// Transitions whose states, read through the tracefs layout, were no TCP
@@ -62,6 +66,7 @@ impl Default for RunStats {
             submitted: 0,
             skipped: 0,
             caught_nested: 0,
+            state_skips: 0,
             books_full: 0,
             layout_suspect: 0,
             calls_full: 0,
@@ -951,7 +956,7 @@ impl<W: Write> Renderer<W> {
             let time = render::json::rfc3339(self.now_epoch_ns());
             writeln!(
                 self.out,
-                "{{\"type\":\"stats\",\"time\":\"{time}\",\"schema\":{},\"events\":{},\"submitted\":{},\"lost\":{},\"filtered\":{},\"decode_errors\":{},\"evicted\":{evicted},\"fd_walk_failed\":{},\"skipped\":{},\"skips_counted\":{},\"caught_nested\":{},\"books_full\":{},\"layout_suspect\":{},\"calls_full\":{},\"orphan_events\":{},\"late_events\":{},\"superseded\":{},\"untracked_requests\":{}}}",
+                "{{\"type\":\"stats\",\"time\":\"{time}\",\"schema\":{},\"events\":{},\"submitted\":{},\"lost\":{},\"filtered\":{},\"decode_errors\":{},\"evicted\":{evicted},\"fd_walk_failed\":{},\"skipped\":{},\"skips_counted\":{},\"caught_nested\":{},\"state_skips\":{},\"books_full\":{},\"layout_suspect\":{},\"calls_full\":{},\"orphan_events\":{},\"late_events\":{},\"superseded\":{},\"untracked_requests\":{}}}",
                 render::json::SCHEMA,
                 stats.events,
                 stats.submitted,
@@ -962,6 +967,7 @@ impl<W: Write> Renderer<W> {
                 stats.skipped,
                 stats.skips_counted,
                 stats.caught_nested,
+                stats.state_skips,
                 stats.books_full,
                 stats.layout_suspect,
                 stats.calls_full,

@@ -314,6 +314,24 @@ fn storm_connection_counts_are_exact_in_both_designs() {
             // kernel more than the reorder window after they happened (its next
             // flush point waits for the peer); they are applied and counted.
             assert_eq!(st["untracked_requests"], 0, "{what}");
+            // Each catch of the state program's twin answers one skip of the main
+            // program; catches beyond the skips are transitions reported twice (a
+            // softirq with more transitions than the twin's stack holds came as it
+            // started: seen once or twice in some 2 s storms here, 194 in one CI
+            // run of the build before, whose stack wrapped). The per-event design
+            // shows a twice-reported `CLOSE → SYN_SENT` as one client more, which the
+            // counts below catch; here only that the field is there and that the
+            // twin did not report everything twice.
+            if st["skips_counted"] == true {
+                let (caught, skips) = (
+                    st["caught_nested"].as_u64().expect("caught_nested"),
+                    st["state_skips"].as_u64().expect("state_skips"),
+                );
+                assert!(
+                    caught <= skips + skips / 10 + 10,
+                    "catches far beyond skips: {what}"
+                );
+            }
             // Events that match no connection are not checked here: an accept() that
             // returns after its child was reset and reported (the close linger, 100 ms)
             // and a reset answering a segment after its socket closed (no socket) are

@@ -1,6 +1,7 @@
 //! The hooks: which tracepoint each program is for, the three attach paths (classic
 //! tracepoint, tp_btf, raw tracepoint), and the plan that tries them in order.
 use std::collections::HashMap;
+use std::os::fd::AsFd;
 
 use aya::programs::{BtfTracePoint, Program, RawTracePoint, TracePoint};
 use tcp_trace_common::TpLayout;
@@ -197,7 +198,7 @@ fn attach_one(
             p.attach(name).map_err(program_err(program))?;
         }
     }
-    ph.mark(program);
+    ph.loaded(program, prog.fd().ok().map(|f| f.as_fd()));
     Ok(())
 }
 

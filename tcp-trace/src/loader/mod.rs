@@ -330,6 +330,17 @@ impl Phases {
             self.last = now;
         }
     }
+    /// A program loaded: the time since the last mark, and what the verifier
+    /// processed (`bpf_prog_info.verified_insns`, when the kernel says).
+    pub(super) fn loaded(&mut self, program: &str, fd: Option<std::os::fd::BorrowedFd<'_>>) {
+        if self.on {
+            let insns = fd.and_then(counters::verified_insns);
+            self.mark(&match insns {
+                Some(n) => format!("{program} ({n} instructions verified)"),
+                None => program.to_string(),
+            });
+        }
+    }
 }
 
 /// Loads and attaches everything. Errors are fatal; degradations become warnings.
