@@ -1696,3 +1696,63 @@ fn a_child_reset_in_the_queue_waits_for_accept_only_while_its_listener_listens()
             .any(|c| c.role == Role::Server && c.accept.is_none())
     );
 }
+
+/// Held connections mostly leave before their deadline (their peer's record comes
+/// first), and their entries must not pile up in the hold queue for its 60 s: 10 000
+/// server-first orphan handovers, one per millisecond, each client closing 200 ms
+/// later (past the linger: the server is held until it). Without pruning the queue
+/// ends with one entry per connection; with it, never more than the live slots allow.
+#[test]
+fn the_hold_queue_keeps_no_entries_of_connections_already_out() {
+    let (one, _) = server_first_orphan(Some(200 * MS));
+    let n: u64 = 10_000;
+    let mut ev = Vec::new();
+    for k in 0..n {
+        for e in &one {
+            if e.skaddr == LISTENER && k > 0 {
+                continue;
+            }
+            let mut e = *e;
+            e.ts_ns += k * MS;
+            if e.skaddr != LISTENER {
+                // Addresses and the client port of connection k.
+                e.skaddr += 0x10_0000 * (k + 1);
+                let port = 10_000 + k as u16;
+                for end in [&mut e.local, &mut e.remote] {
+                    if let Some((_, p)) = end.as_mut()
+                        && *p == 40100
+                    {
+                        *p = port;
+                    }
+                }
+            }
+            ev.push(e);
+        }
+    }
+    ev.sort_by_key(|e| e.ts_ns);
+    let mut corr = Correlator::default();
+    let mut out = Vec::new();
+    let (mut most, mut most_live) = (0, 0);
+    for e in &ev {
+        corr.push(*e);
+        out.extend(corr.finished());
+        most = most.max(corr.held.len());
+        most_live = most_live.max(corr.live);
+        // Pruned when a push takes it past twice the live slots (and the slack).
+        assert!(
+            corr.held.len() <= 2 * most_live + QUEUE_SLACK + 1,
+            "held queue {} with at most {most_live} live slots",
+            corr.held.len()
+        );
+    }
+    // The servers were held (the hold was exercised) and all went out paired.
+    let servers = out.iter().filter(|c| c.role == Role::Server).count() as u64;
+    assert!(servers >= n - 250, "{servers} servers out while streaming");
+    assert!(
+        out.iter()
+            .filter(|c| c.role == Role::Server)
+            .all(|c| c.fin_wait2_handover && c.time_wait)
+    );
+    assert!(most > QUEUE_SLACK / 2, "the hold queue was used: {most}");
+    assert!((most as u64) < n / 3, "the hold queue stayed small: {most}");
+}
