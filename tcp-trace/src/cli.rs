@@ -262,8 +262,8 @@ pub struct FilterArgs {
     /// are counted and reported as lost.
     #[arg(long, value_name = "KIB", default_value_t = 8192, value_parser = parse_ring_kib)]
     pub ring_kib: u32,
-    /// When the reader falls behind the kernel (a quarter of the ring queued at once,
-    /// or an event lost), lower its nice value to this, once, and say so: under a
+    /// When the reader falls behind the kernel (a quarter of the ring read without a
+    /// pause, or an event lost), lower its nice value to this, once, and say so: under a
     /// storm that keeps every CPU busy the scheduler's fair share is what starves
     /// the reader. 0 leaves the priority alone. Needs CAP_SYS_NICE (a refusal is
     /// reported and tracing goes on).
