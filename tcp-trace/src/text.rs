@@ -71,27 +71,14 @@ pub(crate) const DIGITS2: &[u8; 200] = b"000102030405060708091011121314151617181
 6061626364656667686970717273747576777879\
 8081828384858687888990919293949596979899";
 
-/// `v` in decimal, like `{v}`.
+/// `v` in decimal, like `{v}`, through `itoa`. The hand-written two-digits-per-
+/// division version before was 22.5 % of the instructions of a replayed storm's
+/// `--json` (connection lines carry ~25 numbers each); with `itoa` the whole replay
+/// took 4.8 % fewer (callgrind, 998.5 M -> 950.5 M, same output). A hand-written
+/// four-digits-per-division one writing in place saved 0.5 %.
 pub(crate) fn put_u64(s: &mut impl Sink, v: u64) {
-    let n = v.checked_ilog10().unwrap_or(0) as usize + 1;
-    s.put_with(n, |out| {
-        let mut v = v;
-        let mut at = n;
-        while v >= 100 {
-            let d = (v % 100) as usize * 2;
-            v /= 100;
-            at -= 2;
-            out[at] = DIGITS2[d];
-            out[at + 1] = DIGITS2[d + 1];
-        }
-        if v >= 10 {
-            let d = v as usize * 2;
-            out[0] = DIGITS2[d];
-            out[1] = DIGITS2[d + 1];
-        } else {
-            out[0] = b'0' + v as u8;
-        }
-    });
+    let mut b = itoa::Buffer::new();
+    s.put(b.format(v).as_bytes());
 }
 
 /// `v` in decimal, like `{v}`.

@@ -247,7 +247,13 @@ pub fn render(w: &mut impl Write, conv: &Conversation, opts: &LadderOptions) -> 
         }
         out.push_str("  ");
         colour::paint(&mut out, text_style(&r.right), &r.right);
-        let kept = out[start..].trim_end().len();
+        // Trailing blanks of the row: the padding is ASCII spaces (a byte no UTF-8
+        // sequence contains), found byte by byte rather than by `trim_end`'s Unicode
+        // whitespace test (2.8 % of a replayed storm's instructions).
+        let kept = out.as_bytes()[start..]
+            .iter()
+            .rposition(|&b| b != b' ')
+            .map_or(0, |i| i + 1);
         out.truncate(start + kept);
         out.push('\n');
     }
@@ -365,8 +371,7 @@ fn push_ms(out: &mut String, ns: u64) {
     }
     let digits = &buf[i..];
     repeat(out, ' ', 10usize.saturating_sub(digits.len()));
-    // SAFETY-free: the buffer holds ASCII digits and a dot only.
-    out.push_str(std::str::from_utf8(digits).unwrap_or_default());
+    push_ascii(out, digits);
 }
 
 /// Appends to a `String` for the `text` formatters (which write ASCII only).
@@ -374,11 +379,18 @@ struct Out<'a>(&'a mut String);
 
 impl Sink for Out<'_> {
     fn put(&mut self, b: &[u8]) {
-        // The formatters write ASCII (escaped where needed): anything else is a bug
-        // and is dropped rather than risk a broken string.
-        if let Ok(s) = std::str::from_utf8(b) {
-            self.0.push_str(s);
-        }
+        push_ascii(self.0, b);
+    }
+}
+
+/// Appends `b` if it is ASCII, as the formatters write (escaped where needed):
+/// anything else is a bug and is dropped rather than risk a broken string. An ASCII
+/// test rather than `from_utf8`, whose per-call cost was 5.4 % of a replayed storm's
+/// instructions in the ladder.
+fn push_ascii(out: &mut String, b: &[u8]) {
+    if b.is_ascii() {
+        // SAFETY: ASCII bytes are valid UTF-8, one character each.
+        out.push_str(unsafe { std::str::from_utf8_unchecked(b) });
     }
 }
 
