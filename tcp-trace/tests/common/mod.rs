@@ -468,6 +468,35 @@ impl Netns {
         ));
     }
 
+    /// A `TcpExt` counter of the namespace's /proc/net/netstat (e.g. `TCPSynRetrans`,
+    /// the SYN and SYN-ACK retransmits): the kernel's own count, to tell a scenario the
+    /// kernel did not play from one the tracer missed.
+    pub fn tcp_ext(&self, field: &str) -> u64 {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, "cat", "/proc/net/netstat"])
+            .output()
+            .expect("ip netns exec cat /proc/net/netstat");
+        assert!(
+            out.status.success(),
+            "reading /proc/net/netstat in {}",
+            self.name
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut lines = text.lines();
+        while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+            if !names.starts_with("TcpExt:") {
+                continue;
+            }
+            let at = names.split_whitespace().position(|n| n == field);
+            let at = at.unwrap_or_else(|| panic!("no TcpExt {field} in /proc/net/netstat"));
+            let v = values.split_whitespace().nth(at);
+            return v
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("TcpExt {field} unreadable: {values}"));
+        }
+        panic!("no TcpExt lines in /proc/net/netstat of {}", self.name)
+    }
+
     /// The namespace's inode (what the tracer reports as `netns`).
     pub fn inode(&self) -> u64 {
         use std::os::unix::fs::MetadataExt;
