@@ -197,6 +197,14 @@ pub fn run(args: &VmArgs) -> Result<()> {
                     eprintln!("  | {l}");
                 }
             }
+            // The failed tests' own output again, so that the end of the output (all
+            // CI shows) says why, not only which.
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            for section in qemu::failure_sections(&text, 30, 30) {
+                for l in section {
+                    eprintln!("{}: | {l}", kernel.release);
+                }
+            }
             for r in &verdict.reasons {
                 eprintln!("{}: {r}", kernel.release);
             }
@@ -690,6 +698,19 @@ fn verdict(kernel: &Kernel, o: &Outcome) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_tests_output_is_found_in_the_log() {
+        let log = "test a ... FAILED\r\n\r\nfailures:\r\n\r\n---- a::b stdout ----\r\nx\r\ny\r\nz\r\n---- c stdout ----\r\npanicked\r\n\r\nfailures:\r\n    a::b\r\ntest result: FAILED\n";
+        let s = qemu::failure_sections(log, 1, 1);
+        assert_eq!(s.len(), 2, "{s:?}");
+        assert_eq!(
+            s[0],
+            ["---- a::b stdout ----", "x", "[1 lines left out]", "z"]
+        );
+        assert_eq!(s[1], ["---- c stdout ----", "panicked", ""]);
+        assert!(qemu::failure_sections("test a ... ok\n", 5, 5).is_empty());
+    }
 
     #[test]
     fn files_come_out_of_the_console_log() {

@@ -235,6 +235,43 @@ pub fn printable(s: &str) -> String {
         .collect()
 }
 
+/// Each failed test's own output in a guest's console log (libtest's `---- name stdout
+/// ----` sections, up to the next section or the `failures:` list), its first `head`
+/// and last `tail` lines (a panic message may be long: its start says what failed, its
+/// end where): CI shows the end of its output, where the guest's streamed lines are
+/// long gone.
+pub fn failure_sections(text: &str, head: usize, tail: usize) -> Vec<Vec<String>> {
+    let mut sections: Vec<Vec<String>> = Vec::new();
+    let mut current: Option<Vec<String>> = None;
+    for raw in text.lines() {
+        let l = raw.trim_end_matches('\r');
+        let starts = l.starts_with("---- ") && l.ends_with(" ----");
+        let ends = l == "failures:" || l.starts_with("test result:");
+        if starts || ends {
+            if let Some(s) = current.take() {
+                sections.push(s);
+            }
+        }
+        if starts {
+            current = Some(vec![printable(l)]);
+        } else if let Some(s) = current.as_mut() {
+            s.push(printable(l));
+        }
+    }
+    sections.extend(current);
+    for s in &mut sections {
+        // The section's title line, then its body.
+        if s.len() > 1 + head + tail {
+            let left_out = s.len() - 1 - head - tail;
+            s.splice(
+                1 + head..1 + head + left_out,
+                [format!("[{left_out} lines left out]")],
+            );
+        }
+    }
+    sections
+}
+
 /// The last `n` lines of the log, for a failure report.
 pub fn tail(log: &PathBuf, n: usize) -> Vec<String> {
     let text = fs::read_to_string(log).unwrap_or_default();
