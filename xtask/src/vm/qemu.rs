@@ -247,10 +247,10 @@ pub fn failure_sections(text: &str, head: usize, tail: usize) -> Vec<Vec<String>
         let l = raw.trim_end_matches('\r');
         let starts = l.starts_with("---- ") && l.ends_with(" ----");
         let ends = l == "failures:" || l.starts_with("test result:");
-        if starts || ends {
-            if let Some(s) = current.take() {
-                sections.push(s);
-            }
+        if (starts || ends)
+            && let Some(s) = current.take()
+        {
+            sections.push(s);
         }
         if starts {
             current = Some(vec![printable(l)]);
