@@ -9,6 +9,7 @@ pub mod container;
 pub mod correlate;
 pub mod decode;
 pub mod explain;
+pub mod heap;
 pub mod lab;
 pub mod layout;
 pub mod loader;

@@ -314,6 +314,8 @@ async fn live<W: Write>(
     let mut last_check = tokio::time::Instant::now();
     let limit = count.unwrap_or(u64::MAX);
     let mut renice = Renice::new(kernel.renice, kernel.ring_kib * 1024);
+    // What bursts leave in the heap goes back every few seconds (see `heap`).
+    let mut trimmer = crate::heap::Trimmer::new(std::time::Instant::now());
 
     let result: io::Result<()> = async {
         loop {
@@ -384,6 +386,9 @@ async fn live<W: Write>(
                     out.raw(&raw, &mut stats)?;
                 }
                 held.shrink_to_fit();
+                // Start-up is over: what loading and the socket table freed goes back
+                // (see `heap`).
+                crate::heap::give_back();
             }
             if table.is_some() {
                 // Time must not pass the held events.
@@ -396,6 +401,7 @@ async fn live<W: Write>(
             }
             if stop || done || last_check.elapsed() >= Duration::from_secs(1) {
                 last_check = tokio::time::Instant::now();
+                trimmer.tick(std::time::Instant::now());
                 let c = loaded.counters();
                 renice.check(0, c.lost);
                 reported.report(&c, &mut out)?;
