@@ -120,6 +120,17 @@ pub fn summary_line(s: &RunStats, evicted: u64) -> String {
     )
 }
 
+/// Says what the run's first undecodable record was (later ones are only counted, in
+/// the summary's "undecodable" and the stats' `decode_errors`): a count alone would
+/// leave a bug in the kernel side unnamed.
+pub fn first_undecodable(stats: &RunStats, e: &dyn std::fmt::Display) {
+    if stats.decode_errors == 0 {
+        eprintln!(
+            "tcp-trace: warning: undecodable record ({e}); skipped and counted, as any further ones"
+        );
+    }
+}
+
 /// Where events go.
 pub enum Output<W: Write> {
     Render(Box<Renderer<W>>),
@@ -138,7 +149,8 @@ impl<W: Write> Output<W> {
                     stats.events += 1;
                     r.event(&ev)
                 }
-                Err(_) => {
+                Err(e) => {
+                    first_undecodable(stats, &e);
                     stats.decode_errors += 1;
                     Ok(())
                 }

@@ -367,7 +367,11 @@ async fn live<W: Write>(
                         err = Some(e);
                     }
                 });
-                if r.is_err() {
+                if let Err(e) = r {
+                    crate::pipeline::first_undecodable(
+                        &stats,
+                        &format!("{e}, {} bytes", bytes.len()),
+                    );
                     stats.decode_errors += 1;
                 }
             });
@@ -431,6 +435,7 @@ async fn live<W: Write>(
     loaded.detach_all();
     let mut tail_err = None;
     let mut undecodable = 0;
+    let mut first_tail: Option<String> = None;
     {
         let mut feed = |raw: tcp_trace_common::RawEvent| {
             if tail_err.is_none()
@@ -441,18 +446,26 @@ async fn live<W: Write>(
             }
         };
         source.drain(|bytes| {
-            if ring_record(bytes, &mut feed).is_err() {
+            if let Err(e) = ring_record(bytes, &mut feed) {
+                first_tail.get_or_insert_with(|| format!("{e}, {} bytes", bytes.len()));
                 undecodable += 1;
             }
         });
         // An entry that cannot be read counts as undecodable, as a bad record would.
         let (books, unread) = loaded.pending_books();
+        if unread > 0 {
+            first_tail.get_or_insert_with(|| format!("{unread} books unreadable in the map"));
+        }
         undecodable += unread;
         for book in books {
-            if unfold_book(&book, &mut feed).is_err() {
+            if let Err(e) = unfold_book(&book, &mut feed) {
+                first_tail.get_or_insert_with(|| format!("{e}, a book left at the end"));
                 undecodable += 1;
             }
         }
+    }
+    if let Some(e) = first_tail {
+        crate::pipeline::first_undecodable(&stats, &e);
     }
     stats.decode_errors += undecodable;
     // The kernel side's last log records, written before its programs went.
