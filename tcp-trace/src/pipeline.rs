@@ -150,7 +150,20 @@ impl<W: Write> Output<W> {
                     r.event(&ev)
                 }
                 Err(e) => {
-                    first_undecodable(stats, &e);
+                    first_undecodable(
+                        stats,
+                        &format!(
+                            "{e}: ts_ns {}, skaddr {:#x}, states {}->{}, flags {:#x}, ret {}, fd {}, aux {}",
+                            raw.ts_ns,
+                            raw.skaddr,
+                            raw.oldstate,
+                            raw.newstate,
+                            raw.flags,
+                            raw.ret,
+                            raw.fd,
+                            raw.aux
+                        ),
+                    );
                     stats.decode_errors += 1;
                     Ok(())
                 }
