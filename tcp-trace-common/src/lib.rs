@@ -364,6 +364,13 @@ pub mod book_flags {
     pub const ISN: u16 = 1 << 5;
     /// The socket reached CLOSE: its book is gone with this record.
     pub const FINAL: u16 = 1 << 6;
+    /// The flush that sent this record found the return slot written (its `ts_ns` set)
+    /// before it copied the book: only then is the slot whole. A `connect()`/`accept()`
+    /// exit writes the slot without the socket lock, `ts_ns` last; a copy made while
+    /// it writes may hold the time and not the rest (seen under a FIN storm: 5 slots in
+    /// 52 M events with the time and nothing else). Such a return was not taken by the
+    /// flush and comes whole in the book's next record, or as an event of its own.
+    pub const RETURN_SEEN: u16 = 1 << 7;
 }
 
 /// Bits of [`BookReturn::flags`].

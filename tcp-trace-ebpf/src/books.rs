@@ -160,10 +160,13 @@ pub(crate) fn book_flush(o: &KernelOffsets, sk: u64, b: &mut ConnRecord, fresh: 
     } else {
         0
     };
-    // A return in the slot as this flush finds it: emptied after the record left
-    // (one written meanwhile stays for the next flush; see `book_return`).
+    // A return in the slot as this flush finds it, said in the record (its slot is whole:
+    // see `book_flags::RETURN_SEEN`) and emptied after the record left (one written
+    // meanwhile stays for the next flush; see `book_return`).
     // SAFETY: a field of a map value; the syscall exit may write it meanwhile.
-    let returned = unsafe { read_volatile(&raw const b.ret.ts_ns) } != 0;
+    if unsafe { read_volatile(&raw const b.ret.ts_ns) } != 0 {
+        b.flags |= book_flags::RETURN_SEEN;
+    }
     if filter_miss(
         b.family,
         tgid,
@@ -176,7 +179,8 @@ pub(crate) fn book_flush(o: &KernelOffsets, sk: u64, b: &mut ConnRecord, fresh: 
     } else {
         output(&*b, core::mem::size_of::<ConnRecord>() as u64 + 8);
     }
-    if returned {
+    if b.flags & book_flags::RETURN_SEEN != 0 {
+        b.flags &= !book_flags::RETURN_SEEN;
         // SAFETY: as above.
         unsafe { write_volatile(&raw mut b.ret.ts_ns, 0) };
     }

@@ -298,11 +298,25 @@ pub fn ring_record(bytes: &[u8], mut f: impl FnMut(RawEvent)) -> Result<usize, D
     // SAFETY: ConnRecord is repr(C) plain old data (every bit pattern is valid) and the
     // slice holds exactly its size; read_unaligned copes with any alignment.
     let book = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ConnRecord>()) };
-    unfold_book(&book, f)
+    unfold_book(&book, BookRead::Sent, f)
+}
+
+/// Where a book was read, which says when its return slot is whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BookRead {
+    /// A record a flush sent: the slot counts only if that flush saw it written
+    /// ([`book_flags::RETURN_SEEN`]); a copy made while the exit wrote it may be torn.
+    Sent,
+    /// The map read at the end of a run, the programs gone: nothing writes any more.
+    AtRest,
 }
 
 /// The events of a book's steps (see [`ring_record`]).
-pub fn unfold_book(b: &ConnRecord, mut f: impl FnMut(RawEvent)) -> Result<usize, DecodeError> {
+pub fn unfold_book(
+    b: &ConnRecord,
+    read: BookRead,
+    mut f: impl FnMut(RawEvent),
+) -> Result<usize, DecodeError> {
     let n = b.nsteps as usize;
     if n > BOOK_STEPS {
         return Err(DecodeError::BookSteps(b.nsteps));
@@ -326,9 +340,14 @@ pub fn unfold_book(b: &ConnRecord, mut f: impl FnMut(RawEvent)) -> Result<usize,
     }
     // The connect()/accept() return waiting in the book, in its place among the steps
     // by time. A slot written for another socket is a copy of a return that socket
-    // reported on its own (see `BookReturn::sk`): not this one's.
+    // reported on its own (see `BookReturn::sk`): not this one's. A slot the flush did
+    // not see written is left for the record that takes it (see `BookRead`).
     let r = &b.ret;
-    let mut ret_ev = (r.ts_ns != 0 && r.sk == b.skaddr).then(|| {
+    let whole = match read {
+        BookRead::Sent => has(book_flags::RETURN_SEEN),
+        BookRead::AtRest => true,
+    };
+    let mut ret_ev = (whole && r.ts_ns != 0 && r.sk == b.skaddr).then(|| {
         let mut ev = base;
         ev.ts_ns = r.ts_ns;
         ev.kind = r.kind;
@@ -732,6 +751,7 @@ mod tests {
             },
             ..BookReturn::default()
         };
+        b.flags |= book_flags::RETURN_SEEN;
         let mut evs = Vec::new();
         assert_eq!(
             ring_record(&book_bytes(&b), |r| evs.push(decode_raw(&r).unwrap())),
@@ -762,15 +782,56 @@ mod tests {
         b.ret.kind = kind::CONNECT_RETURN;
         b.ret.ret = -115;
         let mut evs = Vec::new();
-        unfold_book(&b, |r| evs.push(decode_raw(&r).unwrap())).unwrap();
+        unfold_book(&b, BookRead::Sent, |r| evs.push(decode_raw(&r).unwrap())).unwrap();
         assert_eq!(evs.len(), 3);
         assert_eq!(evs[2].kind, EventKind::ConnectReturn { fd: 4, ret: -115 });
         b.ret.sk = 0xffff_0000_5678;
-        assert_eq!(unfold_book(&b, |_| {}), Ok(2));
+        assert_eq!(unfold_book(&b, BookRead::Sent, |_| {}), Ok(2));
         // An empty slot is nothing.
         b.ret.sk = b.skaddr;
         b.ret.ts_ns = 0;
-        assert_eq!(unfold_book(&b, |_| {}), Ok(2));
+        assert_eq!(unfold_book(&b, BookRead::Sent, |_| {}), Ok(2));
+    }
+
+    /// A record whose flush did not see the slot written carries no return, even with
+    /// a time in it: a copy torn by the exit writing meanwhile (a FIN storm showed slots
+    /// with the time and nothing else: kind 0, undecodable). The return comes whole in
+    /// the book's next record. A book read from the map at the end (nothing writes any
+    /// more) takes its slot as it is.
+    #[test]
+    fn a_slot_the_flush_did_not_see_written_is_left_for_the_next_record() {
+        let mut b = child_book();
+        b.ret.ts_ns = 105;
+        b.ret.sk = b.skaddr;
+        b.flags &= !book_flags::RETURN_SEEN;
+        // Torn: the time and nothing else.
+        let mut evs = Vec::new();
+        assert_eq!(
+            ring_record(&book_bytes(&b), |r| evs.push(decode_raw(&r).unwrap())),
+            Ok(2)
+        );
+        assert!(
+            evs.iter()
+                .all(|e| matches!(e.kind, EventKind::Transition { .. }))
+        );
+        // Whole, in the next record (the flush saw it).
+        b.ret.kind = kind::ACCEPT_RETURN;
+        b.ret.ret = 7;
+        b.ret.fd = 3;
+        b.flags |= book_flags::RETURN_SEEN;
+        let mut evs = Vec::new();
+        unfold_book(&b, BookRead::Sent, |r| evs.push(decode_raw(&r).unwrap())).unwrap();
+        assert_eq!(
+            evs[1].kind,
+            EventKind::AcceptReturn {
+                listen_fd: 3,
+                ret: 7,
+                accept4: false
+            }
+        );
+        // At rest, the flag does not matter.
+        b.flags &= !book_flags::RETURN_SEEN;
+        assert_eq!(unfold_book(&b, BookRead::AtRest, |_| {}), Ok(3));
     }
 
     #[test]
@@ -783,7 +844,7 @@ mod tests {
         b.steps[0].flags = step_flags::TASK_CTX | step_flags::NO_LOCAL_PORT;
         b.steps[1].old = tcp_state::SYN_SENT;
         let mut evs = Vec::new();
-        unfold_book(&b, |r| evs.push(decode_raw(&r).unwrap())).unwrap();
+        unfold_book(&b, BookRead::Sent, |r| evs.push(decode_raw(&r).unwrap())).unwrap();
         assert_eq!(evs[0].local.map(|l| l.1), Some(0));
         assert!(evs[0].task_ctx);
         assert_eq!(evs[0].remote, Some(("127.0.0.1".parse().unwrap(), 51234)));
@@ -808,7 +869,7 @@ mod tests {
             aux: u32::MAX,
         };
         let mut evs = Vec::new();
-        unfold_book(&b, |r| evs.push(decode_raw(&r).unwrap())).unwrap();
+        unfold_book(&b, BookRead::Sent, |r| evs.push(decode_raw(&r).unwrap())).unwrap();
         assert!(evs[0].task_ctx);
         assert_eq!(evs[0].ctx_pid, 4242);
         assert_eq!(evs[0].accept_queue, None);
@@ -822,7 +883,7 @@ mod tests {
         );
         b.steps[2].aux = 3;
         let mut last = None;
-        unfold_book(&b, |r| last = Some(decode_raw(&r).unwrap())).unwrap();
+        unfold_book(&b, BookRead::Sent, |r| last = Some(decode_raw(&r).unwrap())).unwrap();
         assert!(matches!(
             last.unwrap().kind,
             EventKind::ResetSent {

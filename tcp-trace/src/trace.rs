@@ -11,7 +11,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::{ExplainArgs, FilterArgs, RecordArgs, ReplayArgs, TraceArgs};
 use crate::clock::{WallClock, monotonic_ns};
-use crate::decode::{ring_record, unfold_book};
+use crate::decode::{BookRead, ring_record, unfold_book};
 use crate::loader::{self, Options};
 use crate::pipeline::{Output, Renderer, RunStats, Select};
 use crate::record;
@@ -458,7 +458,7 @@ async fn live<W: Write>(
         }
         undecodable += unread;
         for book in books {
-            if let Err(e) = unfold_book(&book, &mut feed) {
+            if let Err(e) = unfold_book(&book, BookRead::AtRest, &mut feed) {
                 first_tail.get_or_insert_with(|| format!("{e}, a book left at the end"));
                 undecodable += 1;
             }
