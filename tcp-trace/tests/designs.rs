@@ -356,6 +356,39 @@ fn storm_connection_counts_are_exact_in_both_designs() {
             // and a reset answering a segment after its socket closed (no socket) are
             // such events; the counts below are what must hold.
             assert_eq!(listeners.len(), 1, "{what}");
+            // Where counts differ, the clients whose peer is no server record here, each
+            // with the server records on its tuple: what a failure in a guest (whose
+            // saved traces go with it) needs to be read afterwards. Seen on 5.10, RST
+            // storm, books design, once in ~10 runs under load: one child missing while
+            // every event of the storm had arrived (10 per connection).
+            let what = if est(&servers) != completed || est(&clients) != completed {
+                let server_ids: std::collections::HashSet<u64> =
+                    servers.iter().filter_map(|c| c["id"].as_u64()).collect();
+                let mut peers = std::collections::HashMap::<u64, usize>::new();
+                for p in clients.iter().filter_map(|c| c["peer"].as_u64()) {
+                    *peers.entry(p).or_default() += 1;
+                }
+                let mut more = String::new();
+                for c in clients
+                    .iter()
+                    .filter(|c| match c["peer"].as_u64() {
+                        Some(p) => !server_ids.contains(&p) || peers[&p] > 1,
+                        None => true,
+                    })
+                    .take(4)
+                {
+                    more.push_str(&format!("\nclient without a server record of its own: {c}"));
+                    for s in servers
+                        .iter()
+                        .filter(|s| s["sport"] == c["dport"] && s["dport"] == c["sport"])
+                    {
+                        more.push_str(&format!("\n  server on its tuple: {s}"));
+                    }
+                }
+                format!("{what}{more}")
+            } else {
+                what
+            };
             assert_eq!(est(&clients), completed, "established clients: {what}");
             assert_eq!(
                 est(&servers),
