@@ -123,10 +123,12 @@ pub fn summary_line(s: &RunStats, evicted: u64) -> String {
 /// Says what the run's first undecodable record was (later ones are only counted, in
 /// the summary's "undecodable" and the stats' `decode_errors`): a count alone would
 /// leave a bug in the kernel side unnamed.
-pub fn first_undecodable(stats: &RunStats, e: &dyn std::fmt::Display) {
+/// `what` is only called for that first one.
+pub fn first_undecodable(stats: &RunStats, what: impl FnOnce() -> String) {
     if stats.decode_errors == 0 {
         eprintln!(
-            "tcp-trace: warning: undecodable record ({e}); skipped and counted, as any further ones"
+            "tcp-trace: warning: undecodable record ({}); skipped and counted, as any further ones",
+            what()
         );
     }
 }
@@ -150,9 +152,8 @@ impl<W: Write> Output<W> {
                     r.event(&ev)
                 }
                 Err(e) => {
-                    first_undecodable(
-                        stats,
-                        &format!(
+                    first_undecodable(stats, || {
+                        format!(
                             "{e}: ts_ns {}, skaddr {:#x}, states {}->{}, flags {:#x}, ret {}, fd {}, aux {}",
                             raw.ts_ns,
                             raw.skaddr,
@@ -162,8 +163,8 @@ impl<W: Write> Output<W> {
                             raw.ret,
                             raw.fd,
                             raw.aux
-                        ),
-                    );
+                        )
+                    });
                     stats.decode_errors += 1;
                     Ok(())
                 }

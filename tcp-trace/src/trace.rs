@@ -368,10 +368,9 @@ async fn live<W: Write>(
                     }
                 });
                 if let Err(e) = r {
-                    crate::pipeline::first_undecodable(
-                        &stats,
-                        &format!("{e}, {} bytes", bytes.len()),
-                    );
+                    crate::pipeline::first_undecodable(&stats, || {
+                        format!("{e}, {} bytes", bytes.len())
+                    });
                     stats.decode_errors += 1;
                 }
             });
@@ -465,7 +464,7 @@ async fn live<W: Write>(
         }
     }
     if let Some(e) = first_tail {
-        crate::pipeline::first_undecodable(&stats, &e);
+        crate::pipeline::first_undecodable(&stats, || e);
     }
     stats.decode_errors += undecodable;
     // The kernel side's last log records, written before its programs went.
