@@ -297,6 +297,20 @@ pub struct ListenerLink {
     /// socket table at start).
     pub sk: u64,
     pub owner: Owner,
+    /// [`link_flags`].
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// Bits of [`ListenerLink::flags`].
+pub mod link_flags {
+    /// In the listener table, with socket storage in use: the entry was made by the
+    /// kernel side at this listener's listen(), and it is the only listener on its
+    /// (namespace, port) without socket storage (a later one in an SO_REUSEPORT group
+    /// gets storage, and no listener from before the start shares the key: the
+    /// socket table's seeding clears the bit when it finds one). A child that
+    /// inherited no storage was then queued on this very listener.
+    pub const SOLE: u32 = 1;
 }
 
 /// Per-thread state of a `connect()` in progress (enter → SYN_SENT → exit).

@@ -8,8 +8,8 @@ use crate::kread::{
     zero_words,
 };
 use crate::maps::{
-    BOOK_MAP, LISTENERS, OWNERS, book_of, book_to_start, count, forget_listener, listen_key,
-    listener_entry, listener_of, note_connect,
+    BOOK_MAP, OWNERS, book_of, book_to_start, count, forget_listener, listen_key, listener_entry,
+    listener_of, note_connect, note_listener, sole_listener,
 };
 use crate::owner::{owner_in, process_transition};
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
@@ -18,7 +18,6 @@ use core::ptr::{read_volatile, write_volatile};
 use tcp_trace_common::BOOK_STEPS;
 use tcp_trace_common::ConnRecord;
 use tcp_trace_common::KernelOffsets;
-use tcp_trace_common::ListenerLink;
 use tcp_trace_common::Owner;
 use tcp_trace_common::book_flags;
 use tcp_trace_common::counter;
@@ -245,7 +244,14 @@ pub(crate) fn state_book(o: &KernelOffsets, sk: u64, old: u8, new: u8, storage: 
         };
         let (link, exact) = match inherited {
             Some(l) => (Some(l), book_flags::LISTENER_EXACT),
-            None => (listener_entry(&listen_key(b.owner.netns, b.sport)), 0),
+            None => {
+                let l = listener_entry(&listen_key(b.owner.netns, b.sport));
+                let exact = match &l {
+                    Some(l) if child && sole_listener(l, storage) => book_flags::LISTENER_EXACT,
+                    _ => 0,
+                };
+                (l, exact)
+            }
         };
         if let Some(l) = link {
             copy_owner(&mut b.owner, &l.owner);
@@ -291,9 +297,9 @@ pub(crate) fn state_book(o: &KernelOffsets, sk: u64, old: u8, new: u8, storage: 
         // A listener's SYN-ACK retransmits are reported event by event (their request
         // socks have no book) and take their owner from OWNERS.
         let _ = OWNERS.insert(&sk, &b.owner, 0);
-        let link = ListenerLink { sk, owner: b.owner };
-        let _ = LISTENERS.insert(&listen_key(b.owner.netns, b.sport), &link, 0);
-        if storage && let Some(l) = listener_of(sk, true) {
+        if let Some(link) = note_listener(sk, &b.owner, b.sport, storage)
+            && let Some(l) = listener_of(sk, true)
+        {
             *l = link;
         }
     }

@@ -10,9 +10,9 @@ use crate::kread::{
     tp_read,
 };
 use crate::maps::{
-    LISTENERS, OWNERS, SLOT_BUSY, STATE_HANDLED, STATE_HANDLED_HITS, STATE_HANDLED_SEARCH, count,
+    OWNERS, SLOT_BUSY, STATE_HANDLED, STATE_HANDLED_HITS, STATE_HANDLED_SEARCH, count,
     forget_listener, hit_states, listen_key, listener_entry, listener_of, note_connect,
-    owner_entry, slot,
+    note_listener, owner_entry, slot, sole_listener,
 };
 use crate::owner::{owner_of, process_transition, set_owner};
 use aya_ebpf::macros::btf_tracepoint;
@@ -23,7 +23,6 @@ use aya_ebpf::programs::RawTracePointContext;
 use aya_ebpf::programs::TracePointContext;
 use tcp_trace_common::IPPROTO_TCP;
 use tcp_trace_common::ListenerLink;
-use tcp_trace_common::Owner;
 use tcp_trace_common::RawEvent;
 use tcp_trace_common::counter;
 use tcp_trace_common::flags;
@@ -77,15 +76,24 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     ev.oldstate = oldstate;
     ev.newstate = newstate;
     read_tuple(&ctx, &l, ev);
-    on_state(ev, task, None);
+    on_state(ev, task, None, false);
     0
 }
 
 /// What every attach path does with a TCP state transition once its fields are read.
+///
+/// Returns the link to write into a new listener's socket storage, if it needs one
+/// (see `note_listener`; only with `storage`).
 #[inline(always)]
-pub(crate) fn on_state(ev: &mut RawEvent, task: bool, inherited: Option<ListenerLink>) {
+pub(crate) fn on_state(
+    ev: &mut RawEvent,
+    task: bool,
+    inherited: Option<ListenerLink>,
+    storage: bool,
+) -> Option<ListenerLink> {
     let skaddr = ev.skaddr;
     let child = ev.oldstate == TCP_LISTEN && ev.newstate == TCP_SYN_RECV;
+    let mut needs_storage = None;
     let known = if child {
         // A new socket: an owner under its address is a stale one of a freed socket.
         None
@@ -99,11 +107,7 @@ pub(crate) fn on_state(ev: &mut RawEvent, task: bool, inherited: Option<Listener
             let o = owner_of(skaddr);
             let _ = OWNERS.insert(&skaddr, &o, 0);
             if ev.newstate == TCP_LISTEN {
-                let link = ListenerLink {
-                    sk: skaddr,
-                    owner: o,
-                };
-                let _ = LISTENERS.insert(&listen_key(o.netns, ev.sport), &link, 0);
+                needs_storage = note_listener(skaddr, &o, ev.sport, storage);
             }
             set_owner(ev, &o, 0);
         }
@@ -124,7 +128,12 @@ pub(crate) fn on_state(ev: &mut RawEvent, task: bool, inherited: Option<Listener
                     None => {
                         // The child is in its listener's namespace.
                         let netns = netns_of(opaque(&raw const OFFSETS), skaddr);
-                        (listener_entry(&listen_key(netns, ev.sport)), 0)
+                        let l = listener_entry(&listen_key(netns, ev.sport));
+                        let exact = match &l {
+                            Some(l) if child && sole_listener(l, storage) => flags::LISTENER_EXACT,
+                            _ => 0,
+                        };
+                        (l, exact)
                     }
                 };
                 if let Some(l) = link {
@@ -159,6 +168,7 @@ pub(crate) fn on_state(ev: &mut RawEvent, task: bool, inherited: Option<Listener
             forget_listener(ev.netns, ev.sport, skaddr, Some(ev.owner_tgid));
         }
     }
+    needs_storage
 }
 
 #[inline(always)]
@@ -184,20 +194,12 @@ pub(crate) fn state_args(slot: u32, sk: u64, old: u64, new: u64, storage: bool) 
     ev.oldstate = old;
     ev.newstate = new;
     read_sock_tuple(&o, &sock_head(sk), ev);
-    on_state(ev, task, inherited);
-    if storage && task && new == TCP_LISTEN {
-        // listen(): what every child of this socket will inherit.
-        if let Some(l) = listener_of(sk, true) {
-            l.sk = sk;
-            l.owner = Owner {
-                tgid: ev.owner_tgid,
-                pid: ev.owner_pid,
-                comm: ev.comm,
-                cgroup_id: ev.cgroup_id,
-                ns_tgid: ev.ns_pid,
-                netns: ev.netns,
-            };
-        }
+    // listen() of a listener that shares its (namespace, port): what every child of
+    // this socket will inherit.
+    if let Some(link) = on_state(ev, task, inherited, storage)
+        && let Some(l) = listener_of(sk, true)
+    {
+        *l = link;
     }
 }
 

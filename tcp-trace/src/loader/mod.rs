@@ -12,7 +12,7 @@ use aya::{
     EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
 };
-use tcp_trace_common::{Filter, ListenKey, ListenerLink, Owner, TpLayout};
+use tcp_trace_common::{Filter, ListenKey, ListenerLink, Owner, TpLayout, link_flags};
 
 pub use aya::Ebpf;
 pub use counters::Counters;
@@ -187,7 +187,10 @@ impl Loaded {
     /// Listening sockets that existed before the programs were attached: their owners
     /// go into the kernel's listener table, so that their children are attributed
     /// when born (LISTEN → SYN_RECV) rather than only at accept(). Entries the kernel
-    /// side made since attaching are kept. Returns how many were added.
+    /// side made since attaching are kept, but no longer said to be their key's only
+    /// listener without socket storage (`link_flags::SOLE`): a listener from before
+    /// the start has none, so a child without it may be this one's. Returns how many
+    /// were added.
     pub fn seed_listeners(&mut self, listeners: &[(u32, u16, Owner)]) -> usize {
         let Some(map) = self.ebpf.map_mut("LISTENERS") else {
             return 0;
@@ -208,8 +211,21 @@ impl Loaded {
                 let link = ListenerLink {
                     sk: 0,
                     owner: *owner,
+                    flags: 0,
+                    _pad: 0,
                 };
-                map.insert(key, link, BPF_NOEXIST).is_ok()
+                if map.insert(key, link, BPF_NOEXIST).is_ok() {
+                    return true;
+                }
+                if let Ok(mut made) = map.get(&key, 0)
+                    && made.flags & link_flags::SOLE != 0
+                {
+                    made.flags &= !link_flags::SOLE;
+                    const BPF_EXIST: u64 = 2;
+                    // Gone meanwhile (the listener closed): nothing left to correct.
+                    let _ = map.insert(key, made, BPF_EXIST);
+                }
+                false
             })
             .count()
     }
