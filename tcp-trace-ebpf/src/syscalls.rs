@@ -227,19 +227,27 @@ pub(crate) fn enter_accept(fd: i64) -> u32 {
 #[inline(always)]
 pub(crate) fn exit_accept(ret: i64, accept4: bool) -> u32 {
     let id = bpf_get_current_pid_tgid();
-    let Some(call) = pending_call(&ACCEPTS, id) else {
-        return 0;
+    let listen_fd = match pending_call(&ACCEPTS, id) {
+        Some(call) => {
+            let _ = ACCEPTS.remove(&id);
+            call.fd
+        }
+        // Entered before the programs were attached: a server blocked in accept()
+        // when the trace starts (its first child after the start would have no
+        // accept() otherwise), or a call the full map did not remember (counted).
+        // The returned fd names the child; the listener's fd is not known: -1.
+        None if ret >= 0 && !caller_filtered(id) => -1,
+        None => return 0,
     };
-    let _ = ACCEPTS.remove(&id);
     // A non-blocking accept with nothing queued is not an event.
     if ret == -EAGAIN {
         return 0;
     }
-    if ret >= 0 && books_on() && accept_into_book(ret, call.fd, accept4) {
+    if ret >= 0 && books_on() && accept_into_book(ret, listen_fd, accept4) {
         // Reported with the child's next record.
         return 0;
     }
-    accept_event(ret, id, call.fd, accept4);
+    accept_event(ret, id, listen_fd, accept4);
     0
 }
 
