@@ -421,8 +421,9 @@ pub struct Correlator {
     pending: FastMap<(Netns, Tuple), PendingReq>,
     /// Sockets open at start not seen by an event yet (see [`Correlator::seed`]).
     seeds: FastMap<(Netns, Tuple), Seed>,
-    /// Namespaces and ports listened on at start.
-    seed_listen: FastMap<(Netns, u16), ()>,
+    /// Namespaces and ports listened on at start, with the processes that listened
+    /// there (their listeners have no record until an event of theirs).
+    seed_listen: FastMap<(Netns, u16), Vec<u32>>,
     /// (deadline, slot, id) of closed connections, in close order.
     expiry: VecDeque<(u64, usize, u64)>,
     /// (deadline, slot, id) of held connections (see `hold`), in hold order.
@@ -524,7 +525,12 @@ impl Correlator {
     pub fn seed(&mut self, seeds: impl IntoIterator<Item = Seed>) {
         for s in seeds {
             if s.state == TcpState::Listen {
-                self.seed_listen.insert((s.netns, s.local.1), ());
+                let pids = self.seed_listen.entry((s.netns, s.local.1)).or_default();
+                if let Some((pid, _)) = s.owner
+                    && !pids.contains(&pid)
+                {
+                    pids.push(pid);
+                }
             }
             let key = (norm(s.local.0), s.local.1, norm(s.remote.0), s.remote.1);
             self.seeds.insert((s.netns, key), s);
@@ -1156,7 +1162,21 @@ impl Correlator {
             let s = &self.slots[m];
             s.live && s.conn.id == mid && s.conn.pid == Some(pid) && s.conn.saddr.map(norm) == addr
         });
-        let (Some(found), None) = (own.next(), own.next()) else {
+        let (first, second) = (own.next(), own.next());
+        let (Some(found), None) = (first, second) else {
+            if first.is_none() && self.seed_listen.get(&key).is_some_and(|p| p.contains(&pid)) {
+                // Accepted by a process that listened here before the start: the
+                // child was queued on that listener, which has no record, not on the
+                // one it was linked to (an SO_REUSEPORT group where a member started
+                // after the trace; its children count stays its own).
+                if self.slots[l].conn.id == lid
+                    && let Some(info) = self.slots[l].conn.listener.as_mut()
+                {
+                    info.children = info.children.saturating_sub(1);
+                }
+                self.slots[i].listener = None;
+                self.slots[i].conn.listener_id = None;
+            }
             return;
         };
         if self.slots[l].conn.id == lid

@@ -1466,6 +1466,62 @@ fn reuseport_child_moves_to_the_acceptors_listener() {
     assert_eq!(counts(l17), (0, 0));
 }
 
+/// SO_REUSEPORT with one member listening since before the start (pid 19, in the
+/// socket table, no record while it listens) and one after (pid 18): a child that pid
+/// 19 accepted was queued on pid 19's listener, not on pid 18's it was linked to by
+/// port, and leaves it (its children and accepted counts stay its own).
+#[test]
+fn a_child_accepted_by_a_listener_from_before_the_start_leaves_the_other_member() {
+    use crate::decode::Comm;
+    let cl = "127.0.0.1:40650";
+    let mut ev = vec![
+        Ev::tr(T0 + US, L2, Close, Listen)
+            .tuple("0.0.0.0:8080", "0.0.0.0:0")
+            .owner(18, "nginx")
+            .task()
+            .ev(),
+    ];
+    ev.extend(client_open(T0 + MS, CLIENT, cl, SV));
+    ev.extend(child_open(T0 + MS + 50 * US, CHILD, SV, cl));
+    ev.push(
+        Ev::accept(T0 + 2 * MS, CHILD, 6, 9)
+            .tuple(SV, cl)
+            .owner(19, "nginx")
+            .ev(),
+    );
+    let seed = |pid: u32| Seed {
+        netns: 0,
+        local: ("0.0.0.0".parse().unwrap(), 8080),
+        remote: ("0.0.0.0".parse().unwrap(), 0),
+        state: TcpState::Listen,
+        owner: Some((pid, Comm::from_str_lossy("nginx"))),
+    };
+    let run_seeded = |pid: u32| {
+        let mut c = Correlator::new(Config::default());
+        c.seed([seed(pid)]);
+        let mut out = Vec::new();
+        for e in &ev {
+            c.push(*e);
+            c.drain_finished(&mut out);
+        }
+        out.extend(c.flush());
+        out
+    };
+    let conns = run_seeded(19);
+    let s = one(&conns, Role::Server);
+    assert_eq!(s.pid, Some(19));
+    assert_eq!(s.listener_id, None, "{s:#?}");
+    let l18 = one(&conns, Role::Listener);
+    let i = l18.listener.as_ref().unwrap();
+    assert_eq!((i.children, i.accepted), (0, 0), "{l18:#?}");
+    // Accepted by a process the socket table did not name as listening here: the
+    // child stays where it was linked.
+    let conns = run_seeded(20);
+    let s = one(&conns, Role::Server);
+    let l18 = one(&conns, Role::Listener);
+    assert_eq!(s.listener_id, Some(l18.id), "{s:#?}");
+}
+
 /// A listener in another namespace on the same port is never taken for this one.
 #[test]
 fn listener_lookup_is_per_namespace() {
