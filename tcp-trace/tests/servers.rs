@@ -368,28 +368,55 @@ fn reuseport_group_children_go_to_their_acceptor() {
     if !require_root("reuseport_group_children_go_to_their_acceptor") {
         return;
     }
-    retry_on_kernel_skips("reuseport", reuseport_once);
+    retry_on_kernel_skips("reuseport", |last| reuseport_once(last, false));
 }
 
-fn reuseport_once(last: bool) -> Option<u64> {
-    let ns = Netns::new("rport");
+/// The same group with one member listening before the tracer starts: its children
+/// take their owner from the socket table's entry, the later member's from the
+/// storage it gets because the port is taken (the first listener of a port gets none:
+/// its children would pay the kernel's copy of it).
+#[test]
+fn reuseport_group_with_a_listener_from_before_the_start() {
+    if !require_root("reuseport_group_with_a_listener_from_before_the_start") {
+        return;
+    }
+    retry_on_kernel_skips("reuseport-before", |last| reuseport_once(last, true));
+}
+
+fn reuseport_once(last: bool, one_before: bool) -> Option<u64> {
+    let ns = Netns::new(if one_before { "rport-pre" } else { "rport" });
     let port = free_port();
+    let reuse = [
+        "--accepts",
+        "1000000",
+        "--close-delay-ms",
+        "0",
+        "--reuseport",
+    ];
+    let mut servers: Vec<Peer> = Vec::new();
+    if one_before {
+        servers.push(start_server(Some(&ns), "0.0.0.0", port, &reuse));
+    }
     let (lines, (exact, spids)) = traced(port, &["--json", "--view", "all"], |t| {
         // With socket storage (tp_btf, 5.11+) the kernel names the very listener each
         // child was queued on, at its birth.
         let exact = !t.startup.iter().any(|l| l.contains("socket local storage"));
-        let servers: Vec<Peer> = (0..2)
-            .map(|_| {
-                let reuse = [
-                    "--accepts",
-                    "1000000",
-                    "--close-delay-ms",
-                    "0",
-                    "--reuseport",
-                ];
-                start_server(Some(&ns), "0.0.0.0", port, &reuse)
-            })
-            .collect();
+        if one_before {
+            // The socket table is in (and its listener with it) before the second
+            // member listens.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match t.stderr_lines.recv_timeout(left) {
+                    Ok(l) if l.contains("open before start") => break,
+                    Ok(_) => {}
+                    Err(_) => panic!("no 'open before start' line within 20 s"),
+                }
+            }
+        }
+        while servers.len() < 2 {
+            servers.push(start_server(Some(&ns), "0.0.0.0", port, &reuse));
+        }
         let spids: Vec<u64> = servers.iter().map(|s| s.pid as u64).collect();
         run_client(
             Some(&ns),
@@ -415,11 +442,21 @@ fn reuseport_once(last: bool) -> Option<u64> {
         assert!(spids.contains(&pid), "{c}");
         assert!(accepted(c), "{c}");
         assert_eq!(c["saddr"], "127.0.0.1", "{c}");
+        *per_pid.entry(pid).or_default() += 1;
+        if one_before && pid == spids[0] {
+            // Queued on the listener from before the start, which has no record while
+            // it listens: linked to none, not to the other member of the group.
+            assert!(c["listener_id"].is_null(), "{c}");
+            continue;
+        }
         let l = ids[&c["listener_id"]
             .as_u64()
             .unwrap_or_else(|| panic!("no listener: {c}"))];
         assert_eq!(l["pid"], pid, "child of pid {pid} linked to listener {l}");
-        *per_pid.entry(pid).or_default() += 1;
+    }
+    if one_before {
+        // Both members took children (40 connections hashed over two listeners).
+        assert_eq!(per_pid.len(), 2, "{per_pid:?}");
     }
     if exact {
         // Before accept(): each child's first event already carries the process of
@@ -445,10 +482,16 @@ fn reuseport_once(last: bool) -> Option<u64> {
         }
     }
     let listeners = listeners_on(&all, port);
+    // The listener from before the start has a record from its close on (its
+    // LISTEN → CLOSE), with none of its children linked.
     assert_eq!(listeners.len(), 2, "{listeners:#?}");
     for l in listeners {
         let pid = l["pid"].as_u64().unwrap();
-        let n = per_pid.get(&pid).copied().unwrap_or(0) as u64;
+        let n = if one_before && pid == spids[0] {
+            0
+        } else {
+            per_pid.get(&pid).copied().unwrap_or(0) as u64
+        };
         assert_eq!(l["listener"]["children"], n, "{l}");
         assert_eq!(l["listener"]["accepted"], n, "{l}");
     }
