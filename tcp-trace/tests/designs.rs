@@ -127,15 +127,20 @@ fn per_connection_and_per_event_designs_report_the_same_connections() {
     }
 }
 
-/// `None` when the run lost no event and the kernel skipped no hook run; otherwise
-/// what was lost, after checking that the `lost`/`skipped` lines add up to the
-/// stats' counts (reported, not silent).
+/// `None` when the run lost no event, the kernel skipped no hook run and no event was
+/// applied out of order; otherwise what was, after checking that the `lost`/`skipped`
+/// lines add up to the stats' counts (reported, not silent).
 fn reported_loss(lines: &[Value]) -> Option<String> {
     let st = stats(lines);
     let lost = st["lost"].as_u64().expect("stats.lost");
     let skipped = st["skipped"].as_u64().expect("stats.skipped");
+    // Applied out of order, said in the stats: a book's steps wait in the kernel until
+    // its next flush. In a slow guest (5.10 under TCG beside a loaded host: 891 ms to
+    // attach) the books run had 11 events later than the reorder window, the per-event
+    // run none, and one client's FIN_WAIT2 → CLOSE read differently in the two.
+    let late = st["late_events"].as_u64().expect("stats.late_events");
     if lost == 0 && skipped == 0 {
-        return None;
+        return (late > 0).then(|| format!("{late} events applied later than the reorder window"));
     }
     let reported = |ty: &str| -> u64 {
         lines
