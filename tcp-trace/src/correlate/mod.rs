@@ -542,8 +542,17 @@ impl Correlator {
         let Some(key) = event_tuple(ev) else {
             return;
         };
-        let Some(seed) = self.seeds.remove(&(ev.netns, key)) else {
-            return;
+        // A listener's seed stays: the listeners of an SO_REUSEPORT group share its
+        // tuple (nginx's master opens one per worker), and each of them is named from it
+        // at its first event (the others' records had no owner). A socket born in the
+        // trace never looks here.
+        let seed = match self.seeds.get(&(ev.netns, key)) {
+            Some(s) if s.state == TcpState::Listen => *s,
+            Some(_) => match self.seeds.remove(&(ev.netns, key)) {
+                Some(s) => s,
+                None => return,
+            },
+            None => return,
         };
         let listening = self.seed_listen.contains_key(&(seed.netns, seed.local.1));
         let c = &mut self.slots[i].conn;

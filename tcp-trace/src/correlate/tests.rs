@@ -1522,6 +1522,43 @@ fn a_child_accepted_by_a_listener_from_before_the_start_leaves_the_other_member(
     assert_eq!(s.listener_id, Some(l18.id), "{s:#?}");
 }
 
+/// Two listeners from before the start on one tuple (an SO_REUSEPORT group: nginx's
+/// master opens one per worker) and one seed for the tuple: both are named from it at
+/// their first event (the seed of an ordinary connection is used once).
+#[test]
+fn listeners_sharing_a_tuple_are_all_named_from_the_socket_table() {
+    use crate::decode::Comm;
+    let close = |t: u64, sk: u64| {
+        Ev::tr(t, sk, Listen, Close)
+            .tuple("0.0.0.0:8080", "0.0.0.0:0")
+            .ev()
+    };
+    let ev = [close(T0, LISTENER), close(T0 + MS, L2)];
+    let mut c = Correlator::new(Config::default());
+    c.seed([Seed {
+        netns: 0,
+        local: ("0.0.0.0".parse().unwrap(), 8080),
+        remote: ("0.0.0.0".parse().unwrap(), 0),
+        state: TcpState::Listen,
+        owner: Some((31, Comm::from_str_lossy("nginx"))),
+    }]);
+    let mut out = Vec::new();
+    for e in &ev {
+        c.push(*e);
+        c.drain_finished(&mut out);
+    }
+    out.extend(c.flush());
+    let ls = by_role(&out, Role::Listener);
+    assert_eq!(ls.len(), 2, "{out:#?}");
+    for l in ls {
+        assert_eq!(
+            (l.pid, l.pid_source),
+            (Some(31), PidSource::Snapshot),
+            "{l:#?}"
+        );
+    }
+}
+
 /// A listener in another namespace on the same port is never taken for this one.
 #[test]
 fn listener_lookup_is_per_namespace() {
