@@ -3,7 +3,7 @@
 
 use std::{
     env, fs,
-    os::unix::fs::symlink,
+    os::unix::fs::{PermissionsExt, symlink},
     path::{Path, PathBuf},
     process::Command,
 };
@@ -25,7 +25,15 @@ pub const PACKAGES: &[&str] = &[
     "busybox-static",
     "prometheus",
     "chromium",
+    "nginx",
+    "redis-server",
 ];
+
+/// Packages of PACKAGES that ship a service their installation would start.
+const SERVICES: &[&str] = &["nginx", "redis-server"];
+
+/// Debian's maintainer scripts start no service while this exits 101.
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 
 /// The toolchain tcp-trace/build.rs (aya-build) builds the eBPF crate with.
 const TOOLCHAIN: &str = "nightly";
@@ -363,10 +371,32 @@ impl Setup {
         }
         self.action("installing", &format!("packages {}", missing.join(" ")));
         run(Command::new("apt-get").arg("update"))?;
-        run(Command::new("apt-get")
+        // nginx and redis-server are for the tests, which start them on ports of their
+        // own: their packages must not start them as services (on port 80 and 6379 of
+        // a developer's machine). Debian's maintainer scripts ask policy-rc.d.
+        let policy = Path::new(POLICY_RC_D);
+        let own_policy = !policy.exists()
+            && missing.iter().any(|p| SERVICES.contains(p))
+            && fs::write(
+                policy,
+                "#!/bin/sh\n# tcp-trace setup: no service starts\nexit 101\n",
+            )
+            .and_then(|()| fs::set_permissions(policy, fs::Permissions::from_mode(0o755)))
+            .is_ok();
+        if own_policy {
+            self.action(
+                "holding",
+                &format!("service starts with {POLICY_RC_D} while installing (removed after)"),
+            );
+        }
+        let installed = run(Command::new("apt-get")
             .env("DEBIAN_FRONTEND", "noninteractive")
             .args(["install", "-y", "--no-install-recommends"])
-            .args(&missing))?;
+            .args(&missing));
+        if own_policy {
+            let _ = fs::remove_file(policy);
+        }
+        installed?;
         let still: Vec<&str> = missing
             .into_iter()
             .filter(|p| !package_installed(p).unwrap_or(false))

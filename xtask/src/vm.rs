@@ -38,10 +38,23 @@ const PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "xz-utils", "zs
 
 /// The integration tests run by default: those whose needs the guest has (container
 /// needs podman, oracle bpftrace).
-const DEFAULT_TESTS: &[&str] = &["live", "connections", "servers", "designs", "replay", "lab"];
+const DEFAULT_TESTS: &[&str] = &[
+    "live",
+    "connections",
+    "servers",
+    "programs",
+    "designs",
+    "replay",
+    "lab",
+];
 
 /// Programs the tests run inside the guest (from the host's packages).
 const PROGRAMS: &[&str] = &["ip", "ss", "nft", "setpriv", "bpftool"];
+
+/// Real server programs and clients the `programs` tests run (from the host's packages,
+/// which setup installs): in the guest when the host has them; the tests say SKIPPED
+/// where one is missing.
+const OPTIONAL_PROGRAMS: &[&str] = &["nginx", "redis-server", "redis-cli"];
 
 const INIT: &str = include_str!("../vm/init");
 
@@ -450,6 +463,16 @@ fn initramfs(kernel: &Kernel, build: &Build, test_args: &[String], out: &Path) -
             anyhow!("{name} is not on PATH (setup installs iproute2, nftables, util-linux)")
         })?;
         tree.program(&path)?;
+    }
+    for name in OPTIONAL_PROGRAMS {
+        match cmd::which(name) {
+            Some(path) => {
+                tree.program(&path)?;
+            }
+            None => eprintln!(
+                "vm-test: note: {name} is not installed: the guest's `programs` tests skip it"
+            ),
+        }
     }
     let busybox = ["/usr/bin/busybox", "/bin/busybox"]
         .into_iter()
