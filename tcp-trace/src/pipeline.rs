@@ -193,12 +193,16 @@ impl<W: Write> Output<W> {
         }
     }
 
-    /// Sockets open before the start (see `Correlator::seed`).
-    pub fn seed(&mut self, seeds: Vec<crate::correlate::Seed>) {
+    /// Sockets open before the start (see `Correlator::seed`), from the socket table
+    /// read by `at_ns` (CLOCK_MONOTONIC).
+    pub fn seed(&mut self, seeds: Vec<crate::correlate::Seed>, at_ns: u64) {
         if let Output::Render(r) = self
             && let Some(c) = r.correlator.as_mut()
         {
             c.seed(seeds);
+            if let Some(e) = r.explain.as_mut() {
+                e.seeded_at_ns = Some(at_ns);
+            }
         }
     }
 
@@ -426,6 +430,8 @@ struct Explainer {
     json: bool,
     /// The latest time known (event or clock), for the aggregates.
     now_ns: u64,
+    /// When the socket table was read (its CLOSE_WAIT sockets count from then).
+    seeded_at_ns: Option<u64>,
     last_report_ns: u64,
 }
 
@@ -643,6 +649,7 @@ impl<W: Write> Renderer<W> {
             range,
             json,
             now_ns: 0,
+            seeded_at_ns: None,
             last_report_ns: 0,
         });
         self
@@ -669,7 +676,22 @@ impl<W: Write> Renderer<W> {
         };
         e.now_ns = e.now_ns.max(now_ns);
         e.last_report_ns = now_ns;
-        let mut ds = e.agg.close_wait_leaks(c.open_connections(), now_ns, all);
+        // Sockets already in CLOSE_WAIT when the socket table was read, untouched
+        // since: a leak that began before the trace (what an SRE starts it for).
+        let at_start = e.seeded_at_ns.into_iter().flat_map(|since_ns| {
+            c.seeded_in(crate::decode::TcpState::CloseWait)
+                .map(move |(s, role)| crate::explain::OpenAtStart {
+                    pid: s.owner.map(|o| o.0),
+                    comm: s.owner.map(|o| o.1.to_string()),
+                    role,
+                    local: s.local,
+                    remote: s.remote,
+                    since_ns,
+                })
+        });
+        let mut ds = e
+            .agg
+            .close_wait_leaks_with(c.open_connections(), at_start, now_ns, all);
         ds.extend(e.agg.time_wait_pressure(e.range, now_ns, all));
         for d in &ds {
             self.write_diagnosis(d)?;

@@ -379,7 +379,7 @@ async fn live<W: Write>(
             }
             if let Some(t) = learned {
                 match t {
-                    Ok(open) => apply_open_sockets(open, &mut loaded, &mut out),
+                    Ok(open) => apply_open_sockets(open, &mut loaded, &mut out, &filter, now),
                     Err(e) => eprintln!("tcp-trace: note: socket table: not read ({e})"),
                 }
                 for raw in held.drain(..) {
@@ -540,11 +540,41 @@ fn read_open_sockets() -> OpenSockets {
     OpenSockets { snap, listeners }
 }
 
-/// Listeners' owners go to the kernel side, every socket to the correlator.
+/// Whether the kernel side's filter `f` takes the events of socket `s` of the socket
+/// table: `None` where that depends on what the table does not give (the owner's
+/// cgroup, its pid in tcp-trace's namespace) or the owner is not known under a pid
+/// filter.
+fn seed_selected(f: &Filter, s: &crate::sockdiag::ExistingSocket) -> Option<bool> {
+    if f.ncgroups != 0 || f.this_container != 0 {
+        return None;
+    }
+    if f.family != 0 && f.family != s.family.raw() {
+        return Some(false);
+    }
+    if f.tgid != 0 {
+        match s.owner {
+            Some((pid, _)) if pid == f.tgid => {}
+            Some(_) => return Some(false),
+            None => return None,
+        }
+    }
+    let n = (f.nports as usize).min(f.ports.len());
+    Some(
+        n == 0
+            || f.ports[..n]
+                .iter()
+                .any(|&p| p == s.local.1 || p == s.remote.1),
+    )
+}
+
+/// Listeners' owners go to the kernel side, every socket the filter may take to the
+/// correlator (`now`: the socket table was read before it).
 fn apply_open_sockets<W: Write>(
     open: OpenSockets,
     loaded: &mut loader::Loaded,
     out: &mut Output<W>,
+    filter: &Filter,
+    now: u64,
 ) {
     let OpenSockets { snap, listeners } = open;
     loaded.seed_listeners(&listeners);
@@ -556,14 +586,20 @@ fn apply_open_sockets<W: Write>(
     out.seed(
         snap.sockets
             .iter()
-            .map(|s| crate::correlate::Seed {
-                netns: s.netns as u32,
-                local: s.local,
-                remote: s.remote,
-                state: s.state,
-                owner: s.owner,
+            .filter_map(|s| {
+                let selected = seed_selected(filter, s);
+                // One the kernel side never reports: no event will ask for it.
+                (selected != Some(false)).then(|| crate::correlate::Seed {
+                    netns: s.netns as u32,
+                    local: s.local,
+                    remote: s.remote,
+                    state: s.state,
+                    owner: s.owner,
+                    selected: selected == Some(true),
+                })
             })
             .collect(),
+        now,
     );
 }
 

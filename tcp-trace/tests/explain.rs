@@ -251,6 +251,72 @@ fn explain_close_wait_leak() {
     drop(t);
 }
 
+/// The leak began before the tracer: three sockets already in CLOSE_WAIT when it
+/// starts, with no event since. They are named from the socket table and reported
+/// once the trace is `--close-wait-secs` old, their age said to be a lower bound; with
+/// a port filter that does not take them, nothing is reported.
+#[test]
+fn explain_close_wait_leak_from_before_the_start() {
+    if !require_root("explain_close_wait_leak_from_before_the_start") {
+        return;
+    }
+    let ns = Netns::new("xcwb");
+    let port = free_port();
+    let mut server = start_server(
+        Some(&ns),
+        "127.0.0.1",
+        port,
+        &["--accepts", "3", "--never-close"],
+    );
+    let spid = server.pid;
+    let mut client = start_client(Some(&ns), "127.0.0.1", port, &["--count", "3"]);
+    for _ in 0..3 {
+        client.connect_ok();
+    }
+    client.exits_ok();
+    for _ in 0..3 {
+        assert!(server.line().starts_with("kept "));
+    }
+    let leak_lines = |filter_port: u16| {
+        let mut t = Tracer::on_port(
+            filter_port,
+            &["explain", "--json", "--close-wait-secs", "1"],
+        );
+        let rx = t.stream_stdout();
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        let mut got = Vec::new();
+        while let Ok(l) =
+            rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+        {
+            let v: Value = serde_json::from_str(&l).unwrap();
+            if v["cause"] == "close_wait_leak" {
+                got.push(v);
+            }
+        }
+        drop(t);
+        got
+    };
+    let got = leak_lines(port);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    let leak = &got[0];
+    assert_eq!(leak["count"], 3, "{leak}");
+    assert_eq!(leak["at_start"], 3, "{leak}");
+    assert_eq!(leak["pid"], spid, "{leak}");
+    assert_eq!(leak["role"], "server", "{leak}");
+    assert_eq!(leak["local"], format!("127.0.0.1:{port}"), "{leak}");
+    ns_in(leak, "oldest_ns", 1000, 3000);
+    let msg = leak["message"].as_str().unwrap();
+    assert!(
+        msg.contains("or more (3 of them already in CLOSE_WAIT when tcp-trace started)"),
+        "{msg}"
+    );
+    // Another port: the kernel side would report none of their events, so their
+    // state is not known to stay: not reported.
+    let other = free_port();
+    assert!(leak_lines(other).is_empty());
+    drop(server);
+}
+
 /// The server closes 600 ms after the client's FIN: the server's socket is held in
 /// CLOSE_WAIT by the application, the client's (handed to a timewait socket when the
 /// ACK of its FIN came) waits in FIN_WAIT2 for the server's FIN.

@@ -80,6 +80,9 @@ pub struct Seed {
     pub state: TcpState,
     /// A process holding the socket's fd (pid, comm), where found.
     pub owner: Option<(u32, crate::decode::Comm)>,
+    /// The trace's filter surely takes this socket's events: with no event since the
+    /// start, it is still as the table saw it (see [`Correlator::seeded_in`]).
+    pub selected: bool,
 }
 
 /// Correlator settings.
@@ -535,6 +538,24 @@ impl Correlator {
             let key = (norm(s.local.0), s.local.1, norm(s.remote.0), s.remote.1);
             self.seeds.insert((s.netns, key), s);
         }
+    }
+
+    /// Sockets of the socket table in `state` that the trace's filter surely takes and
+    /// that no event has touched since the start (so still in `state`, as far as the
+    /// trace can tell: a lost event is reported), each with its role: server when
+    /// something listened on its local port at start, else client.
+    pub fn seeded_in(&self, state: TcpState) -> impl Iterator<Item = (&Seed, Role)> + '_ {
+        self.seeds
+            .values()
+            .filter(move |s| s.selected && s.state == state)
+            .map(|s| {
+                let role = if self.seed_listen.contains_key(&(s.netns, s.local.1)) {
+                    Role::Server
+                } else {
+                    Role::Client
+                };
+                (s, role)
+            })
     }
 
     /// Fills a socket first seen mid-life from its seed, if it has one.

@@ -1495,6 +1495,7 @@ fn a_child_accepted_by_a_listener_from_before_the_start_leaves_the_other_member(
         remote: ("0.0.0.0".parse().unwrap(), 0),
         state: TcpState::Listen,
         owner: Some((pid, Comm::from_str_lossy("nginx"))),
+        selected: true,
     };
     let run_seeded = |pid: u32| {
         let mut c = Correlator::new(Config::default());
@@ -1541,6 +1542,7 @@ fn listeners_sharing_a_tuple_are_all_named_from_the_socket_table() {
         remote: ("0.0.0.0".parse().unwrap(), 0),
         state: TcpState::Listen,
         owner: Some((31, Comm::from_str_lossy("nginx"))),
+        selected: true,
     }]);
     let mut out = Vec::new();
     for e in &ev {

@@ -182,8 +182,13 @@ pub struct Diagnosis {
     pub accept_queue: Option<AcceptQueue>,
     /// Aggregates: how many sockets.
     pub count: Option<u32>,
-    /// CLOSE_WAIT leak: age of the oldest socket.
+    /// CLOSE_WAIT leak: age of the oldest socket (at least that old when `at_start`
+    /// counts some).
     pub oldest_ns: Option<u64>,
+    /// CLOSE_WAIT leak: how many of the sockets were already in CLOSE_WAIT when the
+    /// trace started (from the socket table; their age counts from then, a lower
+    /// bound). Null when none.
+    pub at_start: Option<u32>,
     /// TIME_WAIT pressure: the local port range and `tcp_tw_reuse`.
     pub port_range: Option<PortRange>,
     /// TIME_WAIT pressure: `low`, `moderate` or `high` (see `docs/explain.md`).
@@ -210,6 +215,7 @@ impl Diagnosis {
             accept_queue: c.accept_queue,
             count: None,
             oldest_ns: None,
+            at_start: None,
             port_range: None,
             risk: None,
         }
@@ -234,6 +240,7 @@ impl Diagnosis {
             accept_queue: None,
             count: None,
             oldest_ns: None,
+            at_start: None,
             port_range: None,
             risk: None,
         }
@@ -467,6 +474,20 @@ fn close(c: &Connection, cfg: &Config) -> Option<Diagnosis> {
     Some(d)
 }
 
+/// A socket in the socket table read at start, in CLOSE_WAIT then, with no event
+/// since (see [`Aggregator::close_wait_leaks_with`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenAtStart {
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    /// Server when something listened on its local port at start, else client.
+    pub role: Role,
+    pub local: (IpAddr, u16),
+    pub remote: (IpAddr, u16),
+    /// When the socket table was read (CLOCK_MONOTONIC ns): it was in CLOSE_WAIT then.
+    pub since_ns: u64,
+}
+
 /// CLOSE_WAIT leaks and TIME_WAIT pressure over time.
 #[derive(Debug, Default)]
 pub struct Aggregator {
@@ -521,7 +542,44 @@ impl Aggregator {
         now_ns: u64,
         all: bool,
     ) -> Vec<Diagnosis> {
-        let mut groups: BTreeMap<LeakKey, (u32, u64)> = BTreeMap::new();
+        self.close_wait_leaks_with(open, [], now_ns, all)
+    }
+
+    /// [`Self::close_wait_leaks`], with the sockets `at_start` that were in CLOSE_WAIT
+    /// when the trace started and have had no event since (their age counts from
+    /// their `since_ns`, the time the socket table was read: a lower bound).
+    pub fn close_wait_leaks_with<'a>(
+        &mut self,
+        open: impl IntoIterator<Item = &'a Connection>,
+        at_start: impl IntoIterator<Item = OpenAtStart>,
+        now_ns: u64,
+        all: bool,
+    ) -> Vec<Diagnosis> {
+        // Per group: count, oldest age, how many from the start.
+        let mut groups: BTreeMap<LeakKey, (u32, u64, u32)> = BTreeMap::new();
+        for s in at_start {
+            let age = now_ns.saturating_sub(s.since_ns);
+            if age < self.cfg.close_wait_ns {
+                continue;
+            }
+            let server = s.role == Role::Server;
+            let key = LeakKey {
+                pid: s.pid,
+                comm: s.comm,
+                role: s.role,
+                local: server
+                    .then(|| crate::correlate::Endpoint(Some(s.local.0), s.local.1).to_string()),
+                remote: if server {
+                    s.remote.0.to_string()
+                } else {
+                    crate::correlate::Endpoint(Some(s.remote.0), s.remote.1).to_string()
+                },
+            };
+            let g = groups.entry(key).or_insert((0, 0, 0));
+            g.0 += 1;
+            g.1 = g.1.max(age);
+            g.2 += 1;
+        }
         for c in open {
             let Some(last) = c.states.last() else {
                 continue;
@@ -544,12 +602,12 @@ impl Aggregator {
                     _ => c.remote().to_string(),
                 },
             };
-            let g = groups.entry(key).or_insert((0, 0));
+            let g = groups.entry(key).or_insert((0, 0, 0));
             g.0 += 1;
             g.1 = g.1.max(age);
         }
         let mut out = Vec::new();
-        for (key, (count, oldest)) in &groups {
+        for (key, (count, oldest, from_start)) in &groups {
             if !all && self.reported_leaks.get(key) == Some(count) {
                 continue;
             }
@@ -561,10 +619,11 @@ impl Aggregator {
             d.remote = Some(key.remote.clone());
             d.count = Some(*count);
             d.oldest_ns = Some(*oldest);
+            d.at_start = (*from_start > 0).then_some(*from_start);
             d.by = Some(End::Local);
             out.push(d);
         }
-        self.reported_leaks = groups.into_iter().map(|(k, (n, _))| (k, n)).collect();
+        self.reported_leaks = groups.into_iter().map(|(k, (n, _, _))| (k, n)).collect();
         out
     }
 

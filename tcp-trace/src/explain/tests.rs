@@ -402,6 +402,49 @@ fn close_wait_leak_aggregate() {
     assert!(agg.close_wait_leaks(&closed, T0 + 13 * S, true).is_empty());
 }
 
+/// Sockets already in CLOSE_WAIT when the socket table was read (at `T0`) join the
+/// group of a traced one; their age counts from the table (a lower bound, said so),
+/// and they are not reported before the threshold.
+#[test]
+fn close_wait_leak_from_before_the_start() {
+    let mut agg = Aggregator::new(Config {
+        close_wait_ns: 10 * S,
+        ..cfg()
+    });
+    let at_start = |n: u16| {
+        (0..n).map(|i| OpenAtStart {
+            pid: Some(4242),
+            comm: Some("curl".to_string()),
+            role: Role::Server,
+            local: ("10.0.0.2".parse().unwrap(), 80),
+            remote: ("10.0.0.1".parse().unwrap(), 41000 + i),
+            since_ns: T0,
+        })
+    };
+    let none: Vec<Connection> = Vec::new();
+    // Younger than the threshold as far as the trace knows: not yet.
+    assert!(
+        agg.close_wait_leaks_with(&none, at_start(2), T0 + 9 * S, true)
+            .is_empty()
+    );
+    let mut traced = conn(
+        Role::Server,
+        &[(Listen, 0), (SynRecv, 0), (Established, MS), (CloseWait, S)],
+    );
+    traced.dport = 40000;
+    let d = agg.close_wait_leaks_with([&traced], at_start(2), T0 + 12 * S, false);
+    assert_eq!(d.len(), 1, "{d:#?}");
+    assert_eq!((d[0].count, d[0].at_start), (Some(3), Some(2)));
+    assert_eq!(d[0].oldest_ns, Some(12 * S));
+    assert_eq!(
+        crate::render::explain::sentence(&d[0]),
+        "process 4242 (curl) holds 3 CLOSE_WAIT sockets accepted on 10.0.0.2:80 from 10.0.0.1 (the peer closed, the application did not), oldest 12.00 s or more (2 of them already in CLOSE_WAIT when tcp-trace started)"
+    );
+    // Only traced ones: no lower bound to speak of.
+    let d = agg.close_wait_leaks_with([&traced], at_start(0), T0 + 12 * S, true);
+    assert_eq!(d[0].at_start, None);
+}
+
 #[test]
 fn time_wait_pressure_aggregate() {
     let mut agg = Aggregator::new(Config {

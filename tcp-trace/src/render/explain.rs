@@ -181,11 +181,18 @@ pub fn sentence(d: &Diagnosis) -> String {
                 Some(l) => format!("accepted on {l} from {remote}"),
                 None => format!("to {remote}"),
             };
+            let oldest = d.oldest_ns.map(dur).unwrap_or_default();
+            let oldest = match d.at_start {
+                // Their age counts from the start: a lower bound.
+                Some(k) => format!(
+                    "oldest {oldest} or more ({k} of them already in CLOSE_WAIT when tcp-trace started)"
+                ),
+                None => format!("oldest {oldest}"),
+            };
             format!(
-                "{} holds {} {to} (the peer closed, the application did not), oldest {}",
+                "{} holds {} {to} (the peer closed, the application did not), {oldest}",
                 owner(d),
                 plural(n, "CLOSE_WAIT socket", "CLOSE_WAIT sockets"),
-                d.oldest_ns.map(dur).unwrap_or_default()
             )
         }
         Cause::TimeWaitPressure => {
