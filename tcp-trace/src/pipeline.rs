@@ -206,6 +206,21 @@ impl<W: Write> Output<W> {
         }
     }
 
+    /// `explain` counts TIME_WAIT sockets: it wants the ones there at start too.
+    pub fn wants_time_wait_table(&self) -> bool {
+        matches!(self, Output::Render(r) if r.explain.is_some())
+    }
+
+    /// Client TIME_WAIT sockets of the socket table read by `at_ns`: (ms left on their
+    /// timer, remote address, remote port); see `Aggregator::time_wait_at_start`.
+    pub fn time_wait_at_start(&mut self, at_ns: u64, sockets: Vec<(u32, std::net::IpAddr, u16)>) {
+        if let Output::Render(r) = self
+            && let Some(e) = r.explain.as_mut()
+        {
+            e.agg.time_wait_at_start(at_ns, sockets);
+        }
+    }
+
     /// The clock reached `now_ns` (CLOCK_MONOTONIC, read before the ring was last
     /// drained): connections complete by then are rendered without waiting for
     /// another event.

@@ -299,6 +299,7 @@ async fn live<W: Write>(
     let mut table =
         matches!(out, Output::Render(_)).then(|| tokio::task::spawn_blocking(read_open_sockets));
     let mut held: Vec<tcp_trace_common::RawEvent> = Vec::new();
+    let mut tw_table: Option<tokio::task::JoinHandle<crate::sockdiag::Snapshot>> = None;
 
     let mut stats = RunStats::default();
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -326,6 +327,13 @@ async fn live<W: Write>(
                 t = async { table.as_mut().expect("guarded").await }, if table.is_some() => {
                     table = None;
                     learned = Some(t);
+                }
+                t = async { tw_table.as_mut().expect("guarded").await }, if tw_table.is_some() => {
+                    tw_table = None;
+                    match t {
+                        Ok(tw) => apply_time_wait(tw, &filter, &mut out, monotonic_ns()),
+                        Err(e) => eprintln!("tcp-trace: note: TIME_WAIT sockets at start: not read ({e})"),
+                    }
                 }
                 _ = tick.tick() => {}
                 _ = sigint.recv() => stop = true,
@@ -381,6 +389,13 @@ async fn live<W: Write>(
                 match t {
                     Ok(open) => apply_open_sockets(open, &mut loaded, &mut out, &filter, now),
                     Err(e) => eprintln!("tcp-trace: note: socket table: not read ({e})"),
+                }
+                // Then, for `explain` only, the TIME_WAIT sockets (left out above: a busy
+                // host holds 100 k of them), on a blocking thread while events flow.
+                if out.wants_time_wait_table() {
+                    tw_table = Some(tokio::task::spawn_blocking(|| {
+                        crate::sockdiag::snapshot_states(crate::sockdiag::TIME_WAIT_ONLY)
+                    }));
                 }
                 for raw in held.drain(..) {
                     if stats.events >= limit {
@@ -565,6 +580,24 @@ fn seed_selected(f: &Filter, s: &crate::sockdiag::ExistingSocket) -> Option<bool
                 .iter()
                 .any(|&p| p == s.local.1 || p == s.remote.1),
     )
+}
+
+/// The TIME_WAIT sockets of the socket table that the filter surely takes, to
+/// `explain`'s count (`now`: they were read before it).
+fn apply_time_wait<W: Write>(
+    tw: crate::sockdiag::Snapshot,
+    filter: &Filter,
+    out: &mut Output<W>,
+    now: u64,
+) {
+    let sockets: Vec<(u32, std::net::IpAddr, u16)> = tw
+        .sockets
+        .iter()
+        .filter(|s| s.state == crate::decode::TcpState::TimeWait)
+        .filter(|s| seed_selected(filter, s) == Some(true))
+        .map(|s| (s.expires_ms, s.remote.0, s.remote.1))
+        .collect();
+    out.time_wait_at_start(now, sockets);
 }
 
 /// Listeners' owners go to the kernel side, every socket the filter may take to the

@@ -317,6 +317,51 @@ fn explain_close_wait_leak_from_before_the_start() {
     drop(server);
 }
 
+/// 120 client TIME_WAIT sockets towards one server, made before the tracer starts:
+/// `explain` counts them from the socket table (they hold their local ports for the
+/// rest of their minute) and reports the pressure at once; a port filter that does
+/// not take them leaves them out.
+#[test]
+fn explain_time_wait_pressure_from_before_the_start() {
+    if !require_root("explain_time_wait_pressure_from_before_the_start") {
+        return;
+    }
+    let ns = Netns::new("xtwb");
+    let port = free_port();
+    let server = start_server(
+        Some(&ns),
+        "127.0.0.1",
+        port,
+        &["--accepts", "120", "--close-delay-ms", "0"],
+    );
+    run_client(Some(&ns), "127.0.0.1", port, &["--count", "120"]);
+    all_exit_ok([server]);
+    let pressure = |filter_port: u16| {
+        let mut t = Tracer::on_port(
+            filter_port,
+            &["explain", "--json", "--time-wait-min", "100"],
+        );
+        let rx = t.stream_stdout();
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        let mut got = Vec::new();
+        while let Ok(l) =
+            rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+        {
+            let v: Value = serde_json::from_str(&l).unwrap();
+            if v["cause"] == "time_wait_pressure" {
+                got.push(v);
+            }
+        }
+        drop(t);
+        got
+    };
+    let got = pressure(port);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0]["count"], 120, "{}", got[0]);
+    assert_eq!(got[0]["remote"], format!("127.0.0.1:{port}"), "{}", got[0]);
+    assert!(pressure(free_port()).is_empty());
+}
+
 /// The server closes 600 ms after the client's FIN: the server's socket is held in
 /// CLOSE_WAIT by the application, the client's (handed to a timewait socket when the
 /// ACK of its FIN came) waits in FIN_WAIT2 for the server's FIN.

@@ -533,6 +533,31 @@ impl Aggregator {
         self.time_wait.insert(at, (t, addr, c.dport));
     }
 
+    /// Client TIME_WAIT sockets that were there when the trace started (the socket
+    /// table's, read at `at_ns`): each `(ms left on its timer, remote address, remote
+    /// port)` holds its local port until `at_ns` + that, as a traced one does for
+    /// [`TIME_WAIT_LEN_NS`] from its entry.
+    pub fn time_wait_at_start(
+        &mut self,
+        at_ns: u64,
+        sockets: impl IntoIterator<Item = (u32, IpAddr, u16)>,
+    ) {
+        let before = self.time_wait.len();
+        for (left_ms, addr, port) in sockets {
+            let left = u64::from(left_ms)
+                .saturating_mul(1_000_000)
+                .min(TIME_WAIT_LEN_NS);
+            // The entry time that makes it go when its timer does.
+            let t = (at_ns + left).saturating_sub(TIME_WAIT_LEN_NS);
+            self.time_wait.push_back((t, addr, port));
+        }
+        if self.time_wait.len() > before {
+            // Kept in time order (one sort, not one insertion per socket: a busy host
+            // holds 100 k of them).
+            self.time_wait.make_contiguous().sort_by_key(|e| e.0);
+        }
+    }
+
     /// CLOSE_WAIT sockets among `open` older than the threshold at `now_ns`, per owner
     /// and remote end: one diagnosis per group whose count changed since the last
     /// call (all of them when `all`).

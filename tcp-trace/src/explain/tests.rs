@@ -445,6 +445,45 @@ fn close_wait_leak_from_before_the_start() {
     assert_eq!(d[0].at_start, None);
 }
 
+/// TIME_WAIT sockets from the socket table count as traced ones do, each until its
+/// own timer runs out, in time order with the traced ones.
+#[test]
+fn time_wait_sockets_from_before_the_start_count_until_their_timer_ends() {
+    let mut agg = Aggregator::new(Config {
+        time_wait_min: 100,
+        ..cfg()
+    });
+    let range = PortRange::parse("32768\t60999\n", "0\n").unwrap();
+    let remote: IpAddr = "10.0.0.2".parse().unwrap();
+    // 80 with 10 s left, 40 with 50 s left, read at T0; then 30 traced at T0 + 1 s.
+    let table = (0..120u32).map(|i| (if i < 80 { 10_000 } else { 50_000 }, remote, 80));
+    agg.time_wait_at_start(T0, table);
+    for i in 0..30u16 {
+        let mut c = done(client(MS));
+        c.sport = 40000 + i;
+        c.time_wait_t_ns = Some(T0 + S);
+        agg.push(&c);
+    }
+    let count = |agg: &mut Aggregator, t: u64| {
+        agg.time_wait_pressure(Some(range), t, true)
+            .first()
+            .and_then(|d| d.count)
+    };
+    assert_eq!(count(&mut agg, T0 + 2 * S), Some(150));
+    // The 80 go at T0 + 10 s: 70 left, under the threshold.
+    assert_eq!(count(&mut agg, T0 + 11 * S), None);
+    let mut agg2 = Aggregator::new(Config {
+        time_wait_min: 60,
+        ..cfg()
+    });
+    agg2.time_wait_at_start(
+        T0,
+        (0..120u32).map(|i| (if i < 80 { 10_000 } else { 50_000 }, remote, 80)),
+    );
+    assert_eq!(count(&mut agg2, T0 + 9 * S), Some(120));
+    assert_eq!(count(&mut agg2, T0 + 11 * S), None, "40 left");
+}
+
 #[test]
 fn time_wait_pressure_aggregate() {
     let mut agg = Aggregator::new(Config {
