@@ -43,6 +43,7 @@ const DEFAULT_TESTS: &[&str] = &[
     "connections",
     "servers",
     "programs",
+    "explain",
     "designs",
     "replay",
     "lab",
