@@ -187,16 +187,26 @@ pub(crate) fn book_flush(o: &KernelOffsets, sk: u64, b: &mut ConnRecord, fresh: 
     b.nsteps = 0;
 }
 
-/// A transition in the per-connection design. False when the socket has no book (the
-/// kernel could not allocate one): the caller reports the event on its own.
+/// A transition in the per-connection design, into `found` (the book of `sk`, looked up
+/// by the caller) or a new book. False when the socket has no book (the kernel could not
+/// allocate one): the caller reports the event on its own.
 #[inline(always)]
-pub(crate) fn state_book(o: &KernelOffsets, sk: u64, old: u8, new: u8, storage: bool) -> bool {
+pub(crate) fn state_book(
+    o: &KernelOffsets,
+    sk: u64,
+    old: u8,
+    new: u8,
+    storage: bool,
+    found: Option<&'static mut ConnRecord>,
+) -> bool {
     let child = old == TCP_LISTEN && new == TCP_SYN_RECV;
     let start = child || (old == TCP_CLOSE && (new == TCP_SYN_SENT || new == TCP_LISTEN));
-    let book = if start {
-        book_to_start(sk)
-    } else {
-        book_of(sk, true)
+    // None found: a new one (a socket's life starts, or one from before the trace makes
+    // its first transition in it); one found at a start: left by a socket whose CLOSE
+    // was not seen (flushed below).
+    let book = match found {
+        Some(b) => Some(b),
+        None => book_to_start(sk),
     };
     let Some(b) = book else {
         // Not the socket's address: in a tp_btf program it is a pointer to the
