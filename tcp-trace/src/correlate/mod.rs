@@ -548,6 +548,14 @@ impl Correlator {
         self.seeds
             .values()
             .filter(move |s| s.selected && s.state == state)
+            // Not one the trace follows: the table is read a little after the hooks
+            // are attached, and may see a socket born in between.
+            .filter(|s| {
+                let key = (norm(s.local.0), s.local.1, norm(s.remote.0), s.remote.1);
+                self.by_tuple
+                    .get(&key)
+                    .is_none_or(|e| e.get(s.netns).is_none())
+            })
             .map(|s| {
                 let role = if self.seed_listen.contains_key(&(s.netns, s.local.1)) {
                     Role::Server
@@ -844,6 +852,14 @@ impl Correlator {
 
     fn on_transition(&mut self, ev: &Event, old: TcpState, new: TcpState) {
         use TcpState::*;
+        if old == CloseWait
+            && !self.seeds.is_empty()
+            && let Some(k) = event_tuple(ev)
+        {
+            // Out of CLOSE_WAIT: the table's view of it is over (a socket born after
+            // the start that the table, read a little later, saw in CLOSE_WAIT too).
+            self.seeds.remove(&(ev.netns, k));
+        }
         let start = matches!(
             (old, new),
             (Close, SynSent) | (Close, Listen) | (Listen, SynRecv)

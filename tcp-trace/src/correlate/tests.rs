@@ -1561,6 +1561,61 @@ fn listeners_sharing_a_tuple_are_all_named_from_the_socket_table() {
     }
 }
 
+/// The socket table is read a little after the hooks are attached: it may see in
+/// CLOSE_WAIT a socket born in between, which the trace follows. That one is not a
+/// CLOSE_WAIT socket "from before the start"; nor is one that left CLOSE_WAIT since.
+#[test]
+fn a_socket_the_trace_follows_is_not_counted_from_the_socket_table() {
+    use crate::decode::Comm;
+    let cl = "127.0.0.1:40660";
+    let seed = |remote_port: u16| Seed {
+        netns: 0,
+        local: ("127.0.0.1".parse().unwrap(), 8080),
+        remote: ("127.0.0.1".parse().unwrap(), remote_port),
+        state: TcpState::CloseWait,
+        owner: Some((17, Comm::from_str_lossy("server"))),
+        selected: true,
+    };
+    let mut c = Correlator::new(Config::default());
+    c.seed([seed(40660), seed(40661)]);
+    let mut ev = child_open(T0, CHILD, SV, cl);
+    ev.push(
+        Ev::tr(T0 + MS, CHILD, Established, CloseWait)
+            .tuple(SV, cl)
+            .ev(),
+    );
+    for e in &ev {
+        c.push(*e);
+    }
+    c.advance(T0 + 200 * MS);
+    let ports = |c: &Correlator| {
+        let mut p: Vec<u16> = c
+            .seeded_in(TcpState::CloseWait)
+            .map(|(s, _)| s.remote.1)
+            .collect();
+        p.sort();
+        p
+    };
+    // The child in CLOSE_WAIT is the trace's; the other one is from before the start.
+    assert_eq!(ports(&c), vec![40661]);
+    // Its close takes it out of the table's view for good.
+    c.push(
+        Ev::tr(T0 + 300 * MS, CHILD, CloseWait, LastAck)
+            .tuple(SV, cl)
+            .ev(),
+    );
+    c.push(
+        Ev::tr(T0 + 301 * MS, CHILD, LastAck, Close)
+            .tuple(SV, cl)
+            .ev(),
+    );
+    c.advance(T0 + 2000 * MS);
+    let mut out = Vec::new();
+    c.drain_finished(&mut out);
+    assert!(!out.is_empty(), "the child is out");
+    assert_eq!(ports(&c), vec![40661]);
+}
+
 /// A listener in another namespace on the same port is never taken for this one.
 #[test]
 fn listener_lookup_is_per_namespace() {
