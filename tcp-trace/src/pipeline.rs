@@ -212,8 +212,13 @@ impl<W: Write> Output<W> {
     }
 
     /// Client TIME_WAIT sockets of the socket table read by `at_ns`: (ms left on their
-    /// timer, remote address, remote port); see `Aggregator::time_wait_at_start`.
-    pub fn time_wait_at_start(&mut self, at_ns: u64, sockets: Vec<(u32, std::net::IpAddr, u16)>) {
+    /// timer, remote address, remote port, local port); see
+    /// `Aggregator::time_wait_at_start`.
+    pub fn time_wait_at_start(
+        &mut self,
+        at_ns: u64,
+        sockets: Vec<(u32, std::net::IpAddr, u16, u16)>,
+    ) {
         if let Output::Render(r) = self
             && let Some(e) = r.explain.as_mut()
         {

@@ -590,12 +590,12 @@ fn apply_time_wait<W: Write>(
     out: &mut Output<W>,
     now: u64,
 ) {
-    let sockets: Vec<(u32, std::net::IpAddr, u16)> = tw
+    let sockets: Vec<(u32, std::net::IpAddr, u16, u16)> = tw
         .sockets
         .iter()
         .filter(|s| s.state == crate::decode::TcpState::TimeWait)
         .filter(|s| seed_selected(filter, s) == Some(true))
-        .map(|s| (s.expires_ms, s.remote.0, s.remote.1))
+        .map(|s| (s.expires_ms, s.remote.0, s.remote.1, s.local.1))
         .collect();
     out.time_wait_at_start(now, sockets);
 }

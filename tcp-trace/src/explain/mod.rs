@@ -492,8 +492,14 @@ pub struct OpenAtStart {
 #[derive(Debug, Default)]
 pub struct Aggregator {
     cfg: Config,
-    /// Client TIME_WAIT entries: (time, remote address, remote port), oldest first.
-    time_wait: VecDeque<(u64, IpAddr, u16)>,
+    /// Client TIME_WAIT entries: (time, remote address, remote port, local port),
+    /// oldest first.
+    time_wait: VecDeque<(u64, IpAddr, u16, u16)>,
+    /// (remote address, remote port, local port) of the entries from the socket table
+    /// (see [`Aggregator::time_wait_at_start`]), until `tw_at_start_until`: a traced
+    /// connection with one of them is already counted.
+    tw_at_start: std::collections::HashSet<(IpAddr, u16, u16)>,
+    tw_at_start_until: u64,
     /// What was reported last per key, so that only changes are reported again.
     reported_leaks: BTreeMap<LeakKey, u32>,
     reported_tw: BTreeMap<(IpAddr, u16), u32>,
@@ -529,28 +535,41 @@ impl Aggregator {
             return;
         };
         // Kept in time order (connections finish nearly in order).
+        // The socket table, read a little after the start, may have counted it already.
+        if !self.tw_at_start.is_empty() && self.tw_at_start.remove(&(addr, c.dport, c.sport)) {
+            return;
+        }
         let at = self.time_wait.partition_point(|e| e.0 <= t);
-        self.time_wait.insert(at, (t, addr, c.dport));
+        self.time_wait.insert(at, (t, addr, c.dport, c.sport));
     }
 
     /// Client TIME_WAIT sockets that were there when the trace started (the socket
     /// table's, read at `at_ns`): each `(ms left on its timer, remote address, remote
-    /// port)` holds its local port until `at_ns` + that, as a traced one does for
-    /// [`TIME_WAIT_LEN_NS`] from its entry.
+    /// port, local port)` holds its local port until `at_ns` + that, as a traced one
+    /// does for [`TIME_WAIT_LEN_NS`] from its entry. The table is read a little after
+    /// the hooks are attached: one the trace has counted already is left out, and a
+    /// traced one that comes later with the same ends is not counted again.
     pub fn time_wait_at_start(
         &mut self,
         at_ns: u64,
-        sockets: impl IntoIterator<Item = (u32, IpAddr, u16)>,
+        sockets: impl IntoIterator<Item = (u32, IpAddr, u16, u16)>,
     ) {
         let before = self.time_wait.len();
-        for (left_ms, addr, port) in sockets {
+        let traced: std::collections::HashSet<(IpAddr, u16, u16)> =
+            self.time_wait.iter().map(|e| (e.1, e.2, e.3)).collect();
+        for (left_ms, addr, port, lport) in sockets {
+            if traced.contains(&(addr, port, lport)) {
+                continue;
+            }
             let left = u64::from(left_ms)
                 .saturating_mul(1_000_000)
                 .min(TIME_WAIT_LEN_NS);
             // The entry time that makes it go when its timer does.
             let t = (at_ns + left).saturating_sub(TIME_WAIT_LEN_NS);
-            self.time_wait.push_back((t, addr, port));
+            self.time_wait.push_back((t, addr, port, lport));
+            self.tw_at_start.insert((addr, port, lport));
         }
+        self.tw_at_start_until = at_ns + TIME_WAIT_LEN_NS;
         if self.time_wait.len() > before {
             // Kept in time order (one sort, not one insertion per socket: a busy host
             // holds 100 k of them).
@@ -669,7 +688,11 @@ impl Aggregator {
             self.time_wait.pop_front();
         }
         let mut groups: BTreeMap<(IpAddr, u16), u32> = BTreeMap::new();
-        for &(t, a, p) in &self.time_wait {
+        if now_ns >= self.tw_at_start_until && !self.tw_at_start.is_empty() {
+            // All of the table's have gone: nothing left to be counted twice.
+            self.tw_at_start = Default::default();
+        }
+        for &(t, a, p, _) in &self.time_wait {
             if t <= now_ns {
                 *groups.entry((a, p)).or_insert(0) += 1;
             }

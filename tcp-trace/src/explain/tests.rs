@@ -456,7 +456,10 @@ fn time_wait_sockets_from_before_the_start_count_until_their_timer_ends() {
     let range = PortRange::parse("32768\t60999\n", "0\n").unwrap();
     let remote: IpAddr = "10.0.0.2".parse().unwrap();
     // 80 with 10 s left, 40 with 50 s left, read at T0; then 30 traced at T0 + 1 s.
-    let table = (0..120u32).map(|i| (if i < 80 { 10_000 } else { 50_000 }, remote, 80));
+    let table = (0..120u32).map(|i| {
+        let left = if i < 80 { 10_000 } else { 50_000 };
+        (left, remote, 80, 50000 + i as u16)
+    });
     agg.time_wait_at_start(T0, table);
     for i in 0..30u16 {
         let mut c = done(client(MS));
@@ -478,10 +481,47 @@ fn time_wait_sockets_from_before_the_start_count_until_their_timer_ends() {
     });
     agg2.time_wait_at_start(
         T0,
-        (0..120u32).map(|i| (if i < 80 { 10_000 } else { 50_000 }, remote, 80)),
+        (0..120u32).map(|i| {
+            (
+                if i < 80 { 10_000 } else { 50_000 },
+                remote,
+                80,
+                50000 + i as u16,
+            )
+        }),
     );
     assert_eq!(count(&mut agg2, T0 + 9 * S), Some(120));
     assert_eq!(count(&mut agg2, T0 + 11 * S), None, "40 left");
+}
+
+/// The table is read a little after the start: a TIME_WAIT socket the trace also saw
+/// enter TIME_WAIT, before or after the table came, counts once.
+#[test]
+fn a_time_wait_socket_in_the_table_and_the_trace_counts_once() {
+    let mut agg = Aggregator::new(Config {
+        time_wait_min: 1,
+        ..cfg()
+    });
+    let range = PortRange::parse("32768\t60999\n", "0\n").unwrap();
+    let remote: IpAddr = "10.0.0.2".parse().unwrap();
+    let traced = |sport: u16| {
+        let mut c = done(client(MS));
+        c.sport = sport;
+        c.time_wait_t_ns = Some(T0 + MS);
+        c
+    };
+    // Traced before the table came, and in it.
+    agg.push(&traced(40001));
+    agg.time_wait_at_start(
+        T0 + 2 * MS,
+        [(59_000, remote, 80, 40001), (59_000, remote, 80, 40002)],
+    );
+    // Traced (its connection finished) after the table came, and in it.
+    agg.push(&traced(40002));
+    // Only traced.
+    agg.push(&traced(40003));
+    let d = agg.time_wait_pressure(Some(range), T0 + S, true);
+    assert_eq!(d[0].count, Some(3), "{d:#?}");
 }
 
 #[test]
