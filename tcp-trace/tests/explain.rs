@@ -196,6 +196,27 @@ fn explain_late_accept() {
     );
 }
 
+/// A server in `ns` on `port` that keeps the three connections its client closed: three
+/// sockets in CLOSE_WAIT. Returns the server and its pid.
+fn three_close_wait_sockets(ns: &Netns, port: u16) -> (Peer, u32) {
+    let mut server = start_server(
+        Some(ns),
+        "127.0.0.1",
+        port,
+        &["--accepts", "3", "--never-close"],
+    );
+    let spid = server.pid;
+    let mut client = start_client(Some(ns), "127.0.0.1", port, &["--count", "3"]);
+    for _ in 0..3 {
+        client.connect_ok();
+    }
+    client.exits_ok();
+    for _ in 0..3 {
+        assert!(server.line().starts_with("kept "));
+    }
+    (server, spid)
+}
+
 /// A server that never closes what its clients closed: three sockets in CLOSE_WAIT,
 /// reported while the tracer runs once older than `--close-wait-secs 1`.
 #[test]
@@ -207,21 +228,7 @@ fn explain_close_wait_leak() {
     let port = free_port();
     let mut t = Tracer::on_port(port, &["explain", "--json", "--close-wait-secs", "1"]);
     let rx = t.stream_stdout();
-    let mut server = start_server(
-        Some(&ns),
-        "127.0.0.1",
-        port,
-        &["--accepts", "3", "--never-close"],
-    );
-    let spid = server.pid;
-    let mut client = start_client(Some(&ns), "127.0.0.1", port, &["--count", "3"]);
-    for _ in 0..3 {
-        client.connect_ok();
-    }
-    client.exits_ok();
-    for _ in 0..3 {
-        assert!(server.line().starts_with("kept "));
-    }
+    let (server, spid) = three_close_wait_sockets(&ns, port);
     // Reported live (before the end of the run), once all three are a second old.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let leak = loop {
@@ -251,6 +258,23 @@ fn explain_close_wait_leak() {
     drop(t);
 }
 
+/// The diagnoses of `cause` a tracer (`ARGS -P PORT`) prints in its first 3 s.
+fn diagnoses_for(port: u16, args: &[&str], cause: &str) -> Vec<Value> {
+    let mut t = Tracer::on_port(port, args);
+    let rx = t.stream_stdout();
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let mut got = Vec::new();
+    while let Ok(l) = rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+    {
+        let v: Value = serde_json::from_str(&l).unwrap();
+        if v["cause"] == cause {
+            got.push(v);
+        }
+    }
+    drop(t);
+    got
+}
+
 /// The leak began before the tracer: three sockets already in CLOSE_WAIT when it
 /// starts, with no event since. They are named from the socket table and reported
 /// once the trace is `--close-wait-secs` old, their age said to be a lower bound; with
@@ -262,39 +286,13 @@ fn explain_close_wait_leak_from_before_the_start() {
     }
     let ns = Netns::new("xcwb");
     let port = free_port();
-    let mut server = start_server(
-        Some(&ns),
-        "127.0.0.1",
-        port,
-        &["--accepts", "3", "--never-close"],
-    );
-    let spid = server.pid;
-    let mut client = start_client(Some(&ns), "127.0.0.1", port, &["--count", "3"]);
-    for _ in 0..3 {
-        client.connect_ok();
-    }
-    client.exits_ok();
-    for _ in 0..3 {
-        assert!(server.line().starts_with("kept "));
-    }
+    let (server, spid) = three_close_wait_sockets(&ns, port);
     let leak_lines = |filter_port: u16| {
-        let mut t = Tracer::on_port(
+        diagnoses_for(
             filter_port,
             &["explain", "--json", "--close-wait-secs", "1"],
-        );
-        let rx = t.stream_stdout();
-        let deadline = std::time::Instant::now() + Duration::from_secs(3);
-        let mut got = Vec::new();
-        while let Ok(l) =
-            rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
-        {
-            let v: Value = serde_json::from_str(&l).unwrap();
-            if v["cause"] == "close_wait_leak" {
-                got.push(v);
-            }
-        }
-        drop(t);
-        got
+            "close_wait_leak",
+        )
     };
     let got = leak_lines(port);
     assert_eq!(got.len(), 1, "{got:#?}");
@@ -337,23 +335,11 @@ fn explain_time_wait_pressure_from_before_the_start() {
     run_client(Some(&ns), "127.0.0.1", port, &["--count", "120"]);
     all_exit_ok([server]);
     let pressure = |filter_port: u16| {
-        let mut t = Tracer::on_port(
+        diagnoses_for(
             filter_port,
             &["explain", "--json", "--time-wait-min", "100"],
-        );
-        let rx = t.stream_stdout();
-        let deadline = std::time::Instant::now() + Duration::from_secs(3);
-        let mut got = Vec::new();
-        while let Ok(l) =
-            rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
-        {
-            let v: Value = serde_json::from_str(&l).unwrap();
-            if v["cause"] == "time_wait_pressure" {
-                got.push(v);
-            }
-        }
-        drop(t);
-        got
+            "time_wait_pressure",
+        )
     };
     let got = pressure(port);
     assert_eq!(got.len(), 1, "{got:#?}");

@@ -1423,16 +1423,18 @@ fn advance_emits_closed_connections_without_new_events() {
 /// Second listener of an SO_REUSEPORT pair (pid 18; the first is `LISTENER`, pid 17).
 const L2: u64 = LISTENER + 0x80;
 
+/// `L2`'s listen() on 0.0.0.0:8080 by pid 18 (nginx).
+fn l2_listens() -> Event {
+    Ev::tr(T0 + US, L2, Close, Listen)
+        .tuple("0.0.0.0:8080", "0.0.0.0:0")
+        .owner(18, "nginx")
+        .task()
+        .ev()
+}
+
 /// Two processes listening on 0.0.0.0:8080 (SO_REUSEPORT) and a client from `cl`.
 fn reuseport_pair_and_client(cl: &str) -> Vec<Event> {
-    let mut ev = vec![listen(T0, LISTENER, "0.0.0.0:8080")];
-    ev.push(
-        Ev::tr(T0 + US, L2, Close, Listen)
-            .tuple("0.0.0.0:8080", "0.0.0.0:0")
-            .owner(18, "nginx")
-            .task()
-            .ev(),
-    );
+    let mut ev = vec![listen(T0, LISTENER, "0.0.0.0:8080"), l2_listens()];
     ev.extend(client_open(T0 + MS, CLIENT, cl, SV));
     ev
 }
@@ -1474,13 +1476,7 @@ fn reuseport_child_moves_to_the_acceptors_listener() {
 fn a_child_accepted_by_a_listener_from_before_the_start_leaves_the_other_member() {
     use crate::decode::Comm;
     let cl = "127.0.0.1:40650";
-    let mut ev = vec![
-        Ev::tr(T0 + US, L2, Close, Listen)
-            .tuple("0.0.0.0:8080", "0.0.0.0:0")
-            .owner(18, "nginx")
-            .task()
-            .ev(),
-    ];
+    let mut ev = vec![l2_listens()];
     ev.extend(client_open(T0 + MS, CLIENT, cl, SV));
     ev.extend(child_open(T0 + MS + 50 * US, CHILD, SV, cl));
     ev.push(
