@@ -573,13 +573,7 @@ fn seed_selected(f: &Filter, s: &crate::sockdiag::ExistingSocket) -> Option<bool
             None => return None,
         }
     }
-    let n = (f.nports as usize).min(f.ports.len());
-    Some(
-        n == 0
-            || f.ports[..n]
-                .iter()
-                .any(|&p| p == s.local.1 || p == s.remote.1),
-    )
+    Some(loader::ports_take(f, s.local.1, s.remote.1))
 }
 
 /// The TIME_WAIT sockets of the socket table that the filter surely takes, to

@@ -115,17 +115,20 @@ pub struct Loaded {
 pub fn book_filtered_out(f: &Filter, b: &tcp_trace_common::ConnRecord) -> bool {
     let owner_known = b.flags & tcp_trace_common::book_flags::OWNER_KNOWN != 0;
     let tgid = if owner_known { b.owner.tgid } else { 0 };
-    let n_ports = (f.nports as usize).min(f.ports.len());
     let n_cgroups = (f.ncgroups as usize).min(f.cgroups.len());
     (f.family != 0 && b.family != 0 && f.family != b.family)
         || (f.tgid != 0 && tgid != f.tgid)
         || (f.this_container != 0 && b.owner.ns_tgid == 0)
         || (n_cgroups != 0
             && (b.owner.cgroup_id == 0 || !f.cgroups[..n_cgroups].contains(&b.owner.cgroup_id)))
-        || (n_ports != 0
-            && !f.ports[..n_ports]
-                .iter()
-                .any(|&p| p == b.sport || p == b.dport))
+        || !ports_take(f, b.sport, b.dport)
+}
+
+/// Whether the port filter of `f` takes a socket with ports `a` and `b` (either end's;
+/// no port filter takes all), as the kernel side's `filter_miss` decides.
+pub fn ports_take(f: &Filter, a: u16, b: u16) -> bool {
+    let n = (f.nports as usize).min(f.ports.len());
+    n == 0 || f.ports[..n].iter().any(|&p| p == a || p == b)
 }
 
 impl Loaded {
