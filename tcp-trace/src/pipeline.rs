@@ -711,7 +711,7 @@ impl<W: Write> Renderer<W> {
         });
         let mut ds = e
             .agg
-            .close_wait_leaks_with(c.open_connections(), at_start, now_ns, all);
+            .close_wait_leaks(c.open_connections(), at_start, now_ns, all);
         ds.extend(e.agg.time_wait_pressure(e.range, now_ns, all));
         for d in &ds {
             self.write_diagnosis(d)?;

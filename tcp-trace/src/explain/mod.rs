@@ -12,7 +12,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::correlate::{AcceptQueue, Connection, Outcome, Role};
+use crate::correlate::{AcceptQueue, Connection, Endpoint, Outcome, Role};
 use crate::decode::TcpState;
 
 /// How long a timewait socket lives (`TCP_TIMEWAIT_LEN`).
@@ -475,7 +475,7 @@ fn close(c: &Connection, cfg: &Config) -> Option<Diagnosis> {
 }
 
 /// A socket in the socket table read at start, in CLOSE_WAIT then, with no event
-/// since (see [`Aggregator::close_wait_leaks_with`]).
+/// since (see [`Aggregator::close_wait_leaks`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OpenAtStart {
     pub pid: Option<u32>,
@@ -515,6 +515,31 @@ struct LeakKey {
     role: Role,
     local: Option<String>,
     remote: String,
+}
+
+impl LeakKey {
+    /// A socket's group: a server's by its local end and the client's address (its
+    /// port differs per socket; the whole end when the address is not known), anyone
+    /// else's by the remote end.
+    fn of(
+        pid: Option<u32>,
+        comm: Option<String>,
+        role: Role,
+        local: Endpoint,
+        remote: Endpoint,
+    ) -> LeakKey {
+        let server = role == Role::Server;
+        LeakKey {
+            pid,
+            comm,
+            role,
+            local: server.then(|| local.to_string()),
+            remote: match (server, remote.0) {
+                (true, Some(a)) => a.to_string(),
+                _ => remote.to_string(),
+            },
+        }
+    }
 }
 
 impl Aggregator {
@@ -577,78 +602,48 @@ impl Aggregator {
         }
     }
 
-    /// CLOSE_WAIT sockets among `open` older than the threshold at `now_ns`, per owner
-    /// and remote end: one diagnosis per group whose count changed since the last
-    /// call (all of them when `all`).
+    /// CLOSE_WAIT sockets among `open`, and among the sockets `at_start` that were in
+    /// CLOSE_WAIT when the trace started and have had no event since (their age counts
+    /// from their `since_ns`, the time the socket table was read: a lower bound), older
+    /// than the threshold at `now_ns`, per owner and remote end: one diagnosis per group
+    /// whose count changed since the last call (all of them when `all`).
     pub fn close_wait_leaks<'a>(
-        &mut self,
-        open: impl IntoIterator<Item = &'a Connection>,
-        now_ns: u64,
-        all: bool,
-    ) -> Vec<Diagnosis> {
-        self.close_wait_leaks_with(open, [], now_ns, all)
-    }
-
-    /// [`Self::close_wait_leaks`], with the sockets `at_start` that were in CLOSE_WAIT
-    /// when the trace started and have had no event since (their age counts from
-    /// their `since_ns`, the time the socket table was read: a lower bound).
-    pub fn close_wait_leaks_with<'a>(
         &mut self,
         open: impl IntoIterator<Item = &'a Connection>,
         at_start: impl IntoIterator<Item = OpenAtStart>,
         now_ns: u64,
         all: bool,
     ) -> Vec<Diagnosis> {
+        // Each socket in CLOSE_WAIT: its group, its age, whether it is from the table.
+        let traced = open.into_iter().filter_map(|c| {
+            let last = c.states.last().filter(|l| l.state == TcpState::CloseWait)?;
+            let key = LeakKey::of(
+                c.pid,
+                c.comm.map(|m| m.to_string()),
+                c.role,
+                c.local(),
+                c.remote(),
+            );
+            Some((key, now_ns.saturating_sub(last.t_ns), false))
+        });
+        let earlier = at_start.into_iter().map(|s| {
+            let (local, remote) = (
+                Endpoint(Some(s.local.0), s.local.1),
+                Endpoint(Some(s.remote.0), s.remote.1),
+            );
+            let key = LeakKey::of(s.pid, s.comm, s.role, local, remote);
+            (key, now_ns.saturating_sub(s.since_ns), true)
+        });
         // Per group: count, oldest age, how many from the start.
         let mut groups: BTreeMap<LeakKey, (u32, u64, u32)> = BTreeMap::new();
-        for s in at_start {
-            let age = now_ns.saturating_sub(s.since_ns);
+        for (key, age, from_start) in earlier.chain(traced) {
             if age < self.cfg.close_wait_ns {
                 continue;
             }
-            let server = s.role == Role::Server;
-            let key = LeakKey {
-                pid: s.pid,
-                comm: s.comm,
-                role: s.role,
-                local: server
-                    .then(|| crate::correlate::Endpoint(Some(s.local.0), s.local.1).to_string()),
-                remote: if server {
-                    s.remote.0.to_string()
-                } else {
-                    crate::correlate::Endpoint(Some(s.remote.0), s.remote.1).to_string()
-                },
-            };
             let g = groups.entry(key).or_insert((0, 0, 0));
             g.0 += 1;
             g.1 = g.1.max(age);
-            g.2 += 1;
-        }
-        for c in open {
-            let Some(last) = c.states.last() else {
-                continue;
-            };
-            if last.state != TcpState::CloseWait {
-                continue;
-            }
-            let age = now_ns.saturating_sub(last.t_ns);
-            if age < self.cfg.close_wait_ns {
-                continue;
-            }
-            let server = c.role == Role::Server;
-            let key = LeakKey {
-                pid: c.pid,
-                comm: c.comm.map(|m| m.to_string()),
-                role: c.role,
-                local: server.then(|| c.local().to_string()),
-                remote: match (server, c.daddr) {
-                    (true, Some(a)) => a.to_string(),
-                    _ => c.remote().to_string(),
-                },
-            };
-            let g = groups.entry(key).or_insert((0, 0, 0));
-            g.0 += 1;
-            g.1 = g.1.max(age);
+            g.2 += u32::from(from_start);
         }
         let mut out = Vec::new();
         for (key, (count, oldest, from_start)) in &groups {
@@ -708,7 +703,7 @@ impl Aggregator {
             }
             self.reported_tw.insert((addr, port), count);
             let mut d = Diagnosis::aggregate(Cause::TimeWaitPressure, now_ns);
-            d.remote = Some(crate::correlate::Endpoint(Some(addr), port).to_string());
+            d.remote = Some(Endpoint(Some(addr), port).to_string());
             d.count = Some(count);
             d.port_range = range;
             d.risk = Some(time_wait_risk(count, range, addr));

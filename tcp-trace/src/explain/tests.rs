@@ -359,7 +359,7 @@ fn close_wait_leak_aggregate() {
         })
         .collect();
     // At 11 s two are older than 10 s.
-    let d = agg.close_wait_leaks(&open, T0 + 11 * S, false);
+    let d = agg.close_wait_leaks(&open, [], T0 + 11 * S, false);
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].count, Some(2));
     assert_eq!(d[0].oldest_ns, Some(11 * S));
@@ -368,10 +368,13 @@ fn close_wait_leak_aggregate() {
         "process 4242 (curl) holds 2 CLOSE_WAIT sockets to 10.0.0.5:5432 (the peer closed, the application did not), oldest 11.00 s"
     );
     // Unchanged: not reported again, unless asked for all.
-    assert!(agg.close_wait_leaks(&open, T0 + 11 * S, false).is_empty());
-    assert_eq!(agg.close_wait_leaks(&open, T0 + 11 * S, true).len(), 1);
+    assert!(
+        agg.close_wait_leaks(&open, [], T0 + 11 * S, false)
+            .is_empty()
+    );
+    assert_eq!(agg.close_wait_leaks(&open, [], T0 + 11 * S, true).len(), 1);
     assert_eq!(
-        agg.close_wait_leaks(&open, T0 + 13 * S, false)[0].count,
+        agg.close_wait_leaks(&open, [], T0 + 13 * S, false)[0].count,
         Some(3)
     );
     // A server's sockets from clients on different ports are one group.
@@ -385,7 +388,7 @@ fn close_wait_leak_aggregate() {
             c
         })
         .collect();
-    let d = agg.close_wait_leaks(&accepted, T0 + 11 * S, false);
+    let d = agg.close_wait_leaks(&accepted, [], T0 + 11 * S, false);
     assert_eq!(d.len(), 1);
     assert_eq!(
         crate::render::explain::sentence(&d[0]),
@@ -399,7 +402,10 @@ fn close_wait_leak_aggregate() {
             t_ns: T0 + 5 * S,
         });
     }
-    assert!(agg.close_wait_leaks(&closed, T0 + 13 * S, true).is_empty());
+    assert!(
+        agg.close_wait_leaks(&closed, [], T0 + 13 * S, true)
+            .is_empty()
+    );
 }
 
 /// Sockets already in CLOSE_WAIT when the socket table was read (at `T0`) join the
@@ -424,7 +430,7 @@ fn close_wait_leak_from_before_the_start() {
     let none: Vec<Connection> = Vec::new();
     // Younger than the threshold as far as the trace knows: not yet.
     assert!(
-        agg.close_wait_leaks_with(&none, at_start(2), T0 + 9 * S, true)
+        agg.close_wait_leaks(&none, at_start(2), T0 + 9 * S, true)
             .is_empty()
     );
     let mut traced = conn(
@@ -432,7 +438,7 @@ fn close_wait_leak_from_before_the_start() {
         &[(Listen, 0), (SynRecv, 0), (Established, MS), (CloseWait, S)],
     );
     traced.dport = 40000;
-    let d = agg.close_wait_leaks_with([&traced], at_start(2), T0 + 12 * S, false);
+    let d = agg.close_wait_leaks([&traced], at_start(2), T0 + 12 * S, false);
     assert_eq!(d.len(), 1, "{d:#?}");
     assert_eq!((d[0].count, d[0].at_start), (Some(3), Some(2)));
     assert_eq!(d[0].oldest_ns, Some(12 * S));
@@ -441,7 +447,7 @@ fn close_wait_leak_from_before_the_start() {
         "process 4242 (curl) holds 3 CLOSE_WAIT sockets accepted on 10.0.0.2:80 from 10.0.0.1 (the peer closed, the application did not), oldest 12.00 s or more (2 of them already in CLOSE_WAIT when tcp-trace started)"
     );
     // Only traced ones: no lower bound to speak of.
-    let d = agg.close_wait_leaks_with([&traced], at_start(0), T0 + 12 * S, true);
+    let d = agg.close_wait_leaks([&traced], at_start(0), T0 + 12 * S, true);
     assert_eq!(d[0].at_start, None);
 }
 
