@@ -164,8 +164,10 @@ fn synack_retransmit(attach: &str) {
         port,
         &["--json", "--view", "all", "--attach", attach],
         |_| {
-            server_and_client(
+            // The dropped ACKs leave the child in LAST_ACK.
+            exchange_unsettled(
                 Some(&ns),
+                "127.0.0.1",
                 "127.0.0.1",
                 port,
                 &["--close-delay-ms", "0"],

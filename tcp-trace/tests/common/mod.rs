@@ -384,6 +384,22 @@ pub fn server_and_client_to(
     server_extra: &[&str],
     client_extra: &[&str],
 ) -> Exchange {
+    let x = exchange_unsettled(ns, listen, connect, port, server_extra, client_extra);
+    settle(ns, port);
+    x
+}
+
+/// `server_and_client_to` without waiting for the kernel to close the sockets: for
+/// an exchange that leaves one open on purpose (a dropped ACK keeps the server's in
+/// LAST_ACK).
+pub fn exchange_unsettled(
+    ns: Option<&Netns>,
+    listen: &str,
+    connect: &str,
+    port: u16,
+    server_extra: &[&str],
+    client_extra: &[&str],
+) -> Exchange {
     let server = start_server(ns, listen, port, server_extra);
     let server_pid = server.pid as u64;
     let c = run_client(ns, connect, port, client_extra);
@@ -393,6 +409,34 @@ pub fn server_and_client_to(
         client_pid: c.pid,
         cport: c.cport,
     }
+}
+
+/// Waits until every socket on `port` in `ns` is in TIME_WAIT or gone: the exchange
+/// is over in the kernel, not only in the processes. Both programs may have exited
+/// while a FIN or its ACK has not been processed yet. A CI run on a loaded machine
+/// stopped the tracer, 300 ms after the server exited, with the client's FIN_WAIT1
+/// and no FIN_WAIT2 or CLOSE; the likeliest reading is that they came later (their
+/// kernel was not seen). Gives up after 10 s, saying so: the test then fails on what
+/// the tracer saw, with this line beside it.
+pub fn settle(ns: Option<&Netns>, port: u16) {
+    let filter = format!("( sport = :{port} or dport = :{port} )");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut left = String::new();
+    while Instant::now() < deadline {
+        let out = in_netns(ns, "ss", &["-Htan", "exclude", "time-wait", &filter]).output();
+        match out {
+            Ok(o) if o.status.success() => {
+                left = String::from_utf8_lossy(&o.stdout).trim().to_string();
+                if left.is_empty() {
+                    return;
+                }
+            }
+            Ok(o) => panic!("ss: {}", String::from_utf8_lossy(&o.stderr)),
+            Err(e) => panic!("ss: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("note: sockets on port {port} still not closed after 10 s:\n{left}");
 }
 
 /// The server of the design's one loopback connection (docs/kernel-facts.md, "One
