@@ -86,15 +86,19 @@ pub fn summary_line(s: &RunStats, evicted: u64) -> String {
         String::new()
     };
     let u = s.unplaced;
-    let unplaced = if u.total() > 0 {
+    let unplaced = if u.not_placed() > 0 {
         format!(
-            ", {} unplaced ({} matched no connection, {} later than the reorder window, {} cut short by socket reuse, {} SYN-ACK retransmits untracked)",
-            u.total(),
+            ", {} unplaced ({} matched no connection, {} cut short by socket reuse, {} SYN-ACK retransmits untracked)",
+            u.not_placed(),
             u.orphan_events,
-            u.late_events,
             u.superseded,
             u.untracked_requests
         )
+    } else {
+        String::new()
+    };
+    let late = if u.late_events > 0 {
+        format!(", {}", crate::render::summary::late_text(u.late_events))
     } else {
         String::new()
     };
@@ -115,7 +119,7 @@ pub fn summary_line(s: &RunStats, evicted: u64) -> String {
     .map(|(n, what)| format!(", {n} {what}"))
     .collect();
     format!(
-        "tcp-trace: {} events, {} lost, {} filtered in the kernel, {} undecodable, {} evicted connections, {} accept/connect returns without socket{skipped}{unplaced}{kernel}",
+        "tcp-trace: {} events, {} lost, {} filtered in the kernel, {} undecodable, {} evicted connections, {} accept/connect returns without socket{skipped}{unplaced}{late}{kernel}",
         s.events, s.lost, s.filtered, s.decode_errors, evicted, s.fd_walk_failed
     )
 }
@@ -1064,6 +1068,32 @@ mod tests {
         )
         .unwrap();
         Select::new(&cli.trace.select, either)
+    }
+
+    /// Late events were placed (out of order): they are not counted among the unplaced.
+    #[test]
+    fn summary_line_names_late_events_apart_from_unplaced_ones() {
+        let mut s = RunStats {
+            events: 14,
+            ..RunStats::default()
+        };
+        s.unplaced.late_events = 2;
+        let line = summary_line(&s, 0);
+        assert!(!line.contains("unplaced"), "{line}");
+        assert!(
+            line.ends_with(
+                "without socket, 2 applied out of order (came later than the reorder window)"
+            ),
+            "{line}"
+        );
+        s.unplaced.orphan_events = 3;
+        let line = summary_line(&s, 0);
+        assert!(
+            line.contains(
+                ", 3 unplaced (3 matched no connection, 0 cut short by socket reuse, 0 SYN-ACK retransmits untracked), 2 applied out of order"
+            ),
+            "{line}"
+        );
     }
 
     #[test]
