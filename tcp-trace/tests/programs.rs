@@ -161,6 +161,7 @@ fn nginx_once(last: bool, before: bool) -> Option<u64> {
             port,
             &["--count", &NGINX_CLIENTS.to_string()],
         );
+        settle(Some(&ns), port);
         std::thread::sleep(Duration::from_millis(300));
         let master = nginx.pid();
         // Its listeners close: their records come out while the tracer runs.
@@ -277,7 +278,7 @@ fn redis_once(last: bool) -> Option<u64> {
                 run_client(Some(&ns), "127.0.0.1", port, &["--send", "14"]);
             }
         }
-        std::thread::sleep(Duration::from_millis(300));
+        settle(Some(&ns), port);
     });
     let pid = redis.pid();
     redis.stop();

@@ -411,8 +411,8 @@ pub fn exchange_unsettled(
     }
 }
 
-/// Waits until every socket on `port` in `ns` is in TIME_WAIT or gone: the exchange
-/// is over in the kernel, not only in the processes. Both programs may have exited
+/// Waits until every connection on `port` in `ns` is in TIME_WAIT or gone (listeners
+/// may stay): the exchange is over in the kernel, not only in the processes. Both programs may have exited
 /// while a FIN or its ACK has not been processed yet. A CI run on a loaded machine
 /// stopped the tracer, 300 ms after the server exited, with the client's FIN_WAIT1
 /// and no FIN_WAIT2 or CLOSE; the likeliest reading is that they came later (their
@@ -423,7 +423,19 @@ pub fn settle(ns: Option<&Netns>, port: u16) {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut left = String::new();
     while Instant::now() < deadline {
-        let out = in_netns(ns, "ss", &["-Htan", "exclude", "time-wait", &filter]).output();
+        let out = in_netns(
+            ns,
+            "ss",
+            &[
+                "-Htan",
+                "exclude",
+                "time-wait",
+                "exclude",
+                "listening",
+                &filter,
+            ],
+        )
+        .output();
         match out {
             Ok(o) if o.status.success() => {
                 left = String::from_utf8_lossy(&o.stdout).trim().to_string();
