@@ -10,6 +10,7 @@ pub mod correlate;
 pub mod decode;
 pub mod explain;
 pub mod heap;
+pub mod inflight;
 pub mod lab;
 pub mod layout;
 pub mod loader;

@@ -517,10 +517,15 @@ async fn live<W: Write>(
 struct OpenSockets {
     snap: crate::sockdiag::Snapshot,
     listeners: Vec<(u32, u16, tcp_trace_common::Owner)>,
+    /// Threads inside `connect()` (see `inflight`).
+    calls: crate::inflight::Calls,
 }
 
 /// Reads [`OpenSockets`] (blocking: netlink dumps, /proc walks).
 fn read_open_sockets() -> OpenSockets {
+    // First: a call found here that returns before it is seeded leaves an entry its
+    // thread's next connect() replaces; the sooner, the fewer.
+    let calls = crate::inflight::connects_in_progress();
     let snap = crate::sockdiag::snapshot_states(crate::sockdiag::NOT_TIME_WAIT);
     // Only where the cgroup2 tree is mounted: a resolver would scan the whole tree.
     let cgroup_mount = std::fs::read_to_string("/proc/self/mountinfo")
@@ -552,7 +557,11 @@ fn read_open_sockets() -> OpenSockets {
             ))
         })
         .collect();
-    OpenSockets { snap, listeners }
+    OpenSockets {
+        snap,
+        listeners,
+        calls,
+    }
 }
 
 /// Whether the kernel side's filter `f` takes the events of socket `s` of the socket
@@ -603,12 +612,29 @@ fn apply_open_sockets<W: Write>(
     filter: &Filter,
     now: u64,
 ) {
-    let OpenSockets { snap, listeners } = open;
+    let OpenSockets {
+        snap,
+        listeners,
+        calls,
+    } = open;
     loaded.seed_listeners(&listeners);
+    let connects: Vec<(u64, i32)> = calls.connects.iter().map(|c| (c.pid_tgid, c.fd)).collect();
+    let followed = loaded.seed_connects(&connects);
     // Said once everything learned is in place (a test waits for this line).
     eprintln!("tcp-trace: {}", crate::sockdiag::summary_line(&snap));
     for e in &snap.errors {
         eprintln!("tcp-trace: note: socket table: {e}");
+    }
+    if followed > 0 {
+        eprintln!(
+            "tcp-trace: {followed} connect() call(s) in progress at start followed to their return"
+        );
+    }
+    if let Some(e) = &calls.first_error {
+        eprintln!(
+            "tcp-trace: note: the system call of {} thread(s) could not be read (first: {e}): a connect() one of them had in progress at start loses its return",
+            calls.unreadable
+        );
     }
     out.seed(
         snap.sockets

@@ -499,6 +499,69 @@ fn reuseport_once(last: bool, one_before: bool) -> Option<u64> {
     None
 }
 
+/// A `connect()` blocked when the tracer starts (its SYNs dropped) and returning after
+/// the start: its return is reported and placed on its connection, although its entry
+/// was never seen (the call is learned from /proc/PID/task/TID/syscall at start). An
+/// SRE starts the tracer because a connect is slow: that is the connect to show.
+#[test]
+fn connect_in_progress_at_start_has_its_return() {
+    if !require_root("connect_in_progress_at_start_has_its_return") {
+        return;
+    }
+    let ns = Netns::new("cstart");
+    let port = free_port();
+    let server = start_server(Some(&ns), "127.0.0.1", port, &["--close-delay-ms", "0"]);
+    ns.drop_input(port, "tcp flags & (syn|ack) == syn");
+    let mut client = start_client(Some(&ns), "127.0.0.1", port, &[]);
+    let cpid = client.pid as u64;
+    // In connect(), its first SYN dropped.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let filter = format!("( dport = :{port} )");
+    loop {
+        let out = in_netns(Some(&ns), "ss", &["-Htan", "state", "syn-sent", &filter])
+            .output()
+            .expect("ss");
+        if !out.stdout.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the client never sent its SYN");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let t = Tracer::on_port(port, &["--json", "--view", "all"]);
+    let learned = t
+        .stderr_lines
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a line after 'hooks attached'");
+    assert!(
+        learned.contains("TCP sockets open before start"),
+        "{learned}"
+    );
+    // The next SYN retransmit gets through; connect() returns 0.
+    ns.nft("delete table inet tt\n");
+    let cport = client.connect_ok();
+    all_exit_ok([client, server]);
+    settle(Some(&ns), port);
+    let lines = t.finish();
+    let evs = events(&lines);
+    let ret = evs
+        .iter()
+        .find(|e| e["kind"] == "connect_return")
+        .unwrap_or_else(|| panic!("no connect() return: {evs:#?}"));
+    assert_eq!(ret["ret"], 0, "{ret}");
+    assert_eq!(ret["pid"], cpid, "{ret}");
+    assert_eq!(ret["sport"], cport, "{ret}");
+    let all = conns(&lines);
+    let c = all
+        .iter()
+        .find(|c| c["role"] == "client" && c["sport"] == cport)
+        .unwrap_or_else(|| panic!("no record of the client: {all:#?}"));
+    assert_eq!(c["seen_at_start"], true, "{c}");
+    assert_eq!(c["connect"]["ret"], 0, "{c}");
+    assert_eq!(c["connect"]["fd"], ret["fd"], "{c}");
+    assert_eq!(c["pid"], cpid, "{c}");
+    assert!(c["syn_retransmits"].as_u64() >= Some(1), "{c}");
+}
+
 /// A connection established before the tracer started is named from the socket
 /// table read at start (tuple, role, owner), not left a nameless fragment; and a
 /// listener that existed before the start lends its owner to children born after it

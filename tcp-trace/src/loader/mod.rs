@@ -12,7 +12,7 @@ use aya::{
     EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
 };
-use tcp_trace_common::{Filter, ListenKey, ListenerLink, Owner, TpLayout, link_flags};
+use tcp_trace_common::{Filter, ListenKey, ListenerLink, Owner, PendingCall, TpLayout, link_flags};
 
 pub use aya::Ebpf;
 pub use counters::Counters;
@@ -185,6 +185,31 @@ impl Loaded {
         if let Some(l) = &mut self.log {
             l.flush();
         }
+    }
+
+    /// `connect()` calls in progress before the programs were attached, as (thread's
+    /// `pid_tgid`, fd): each goes into the kernel's table of calls in progress, unless
+    /// the thread has an entry already (a call it began since attaching, which is
+    /// newer and knows its socket). Its exit then finds the socket through the fd.
+    /// Returns how many were added.
+    pub fn seed_connects(&mut self, calls: &[(u64, i32)]) -> usize {
+        let Some(map) = self.ebpf.map_mut("CONNECTS") else {
+            return 0;
+        };
+        let Ok(mut map) = aya::maps::HashMap::<_, u64, PendingCall>::try_from(map) else {
+            return 0;
+        };
+        const BPF_NOEXIST: u64 = 1;
+        calls
+            .iter()
+            .filter(|&&(id, fd)| {
+                let call = PendingCall {
+                    fd,
+                    ..PendingCall::default()
+                };
+                map.insert(id, call, BPF_NOEXIST).is_ok()
+            })
+            .count()
     }
 
     /// Listening sockets that existed before the programs were attached: their owners
