@@ -75,7 +75,10 @@ pub fn connects_in_progress() -> Calls {
                         });
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                // Gone meanwhile (ENOENT at the open, ESRCH at the read).
+                Err(e)
+                    if e.kind() == io::ErrorKind::NotFound
+                        || e.raw_os_error() == Some(libc::ESRCH) => {}
                 Err(e) => {
                     calls.unreadable += 1;
                     calls

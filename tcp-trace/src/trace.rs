@@ -298,6 +298,13 @@ async fn live<W: Write>(
     // holding the events until the table is in the correlator.
     let mut table =
         matches!(out, Output::Render(_)).then(|| tokio::task::spawn_blocking(read_open_sockets));
+    if table.is_none() {
+        // A recording has no socket table; its connect() calls in progress are still
+        // followed (a walk of a few ms per thousand threads; the ring holds meanwhile).
+        let calls = crate::inflight::connects_in_progress();
+        let followed = seed_calls(&mut loaded, &calls);
+        report_calls(followed, &calls);
+    }
     let mut held: Vec<tcp_trace_common::RawEvent> = Vec::new();
     let mut tw_table: Option<tokio::task::JoinHandle<crate::sockdiag::Snapshot>> = None;
 
@@ -564,6 +571,29 @@ fn read_open_sockets() -> OpenSockets {
     }
 }
 
+/// The `connect()` calls in progress at start into the kernel's table (see
+/// `inflight`); returns how many went in.
+fn seed_calls(loaded: &mut loader::Loaded, calls: &crate::inflight::Calls) -> usize {
+    let connects: Vec<(u64, i32)> = calls.connects.iter().map(|c| (c.pid_tgid, c.fd)).collect();
+    loaded.seed_connects(&connects)
+}
+
+/// Says what [`seed_calls`] did, when there is something to say: calls followed, and
+/// threads that could not be read.
+fn report_calls(followed: usize, calls: &crate::inflight::Calls) {
+    if followed > 0 {
+        eprintln!(
+            "tcp-trace: {followed} connect() call(s) in progress at start followed to their return"
+        );
+    }
+    if let Some(e) = &calls.first_error {
+        eprintln!(
+            "tcp-trace: note: the system call of {} thread(s) could not be read (first: {e}): a connect() one of them had in progress at start loses its return",
+            calls.unreadable
+        );
+    }
+}
+
 /// Whether the kernel side's filter `f` takes the events of socket `s` of the socket
 /// table: `None` where that depends on what the table does not give (the owner's
 /// cgroup, its pid in tcp-trace's namespace) or the owner is not known under a pid
@@ -618,24 +648,13 @@ fn apply_open_sockets<W: Write>(
         calls,
     } = open;
     loaded.seed_listeners(&listeners);
-    let connects: Vec<(u64, i32)> = calls.connects.iter().map(|c| (c.pid_tgid, c.fd)).collect();
-    let followed = loaded.seed_connects(&connects);
+    let followed = seed_calls(loaded, &calls);
     // Said once everything learned is in place (a test waits for this line).
     eprintln!("tcp-trace: {}", crate::sockdiag::summary_line(&snap));
     for e in &snap.errors {
         eprintln!("tcp-trace: note: socket table: {e}");
     }
-    if followed > 0 {
-        eprintln!(
-            "tcp-trace: {followed} connect() call(s) in progress at start followed to their return"
-        );
-    }
-    if let Some(e) = &calls.first_error {
-        eprintln!(
-            "tcp-trace: note: the system call of {} thread(s) could not be read (first: {e}): a connect() one of them had in progress at start loses its return",
-            calls.unreadable
-        );
-    }
+    report_calls(followed, &calls);
     out.seed(
         snap.sockets
             .iter()
