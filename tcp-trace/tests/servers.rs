@@ -527,15 +527,7 @@ fn connect_in_progress_at_start_has_its_return() {
         assert!(Instant::now() < deadline, "the client never sent its SYN");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let t = Tracer::on_port(port, &["--json", "--view", "all"]);
-    let learned = t
-        .stderr_lines
-        .recv_timeout(Duration::from_secs(10))
-        .expect("a line after 'hooks attached'");
-    assert!(
-        learned.contains("TCP sockets open before start"),
-        "{learned}"
-    );
+    let t = Tracer::on_port_learned(port, &["--json", "--view", "all"]);
     // The next SYN retransmit gets through; connect() returns 0.
     ns.nft("delete table inet tt\n");
     let cport = client.connect_ok();
@@ -582,16 +574,8 @@ fn connections_open_before_start_are_named() {
     // seconds to attach).
     let mut early = start_client(None, "127.0.0.1", port, &["--send-on-stdin"]);
     let early_port = early.connect_ok();
-    let t = Tracer::on_port(port, &["--json", "--view", "all"]);
     // The socket table is read right after the hooks are attached.
-    let learned = t
-        .stderr_lines
-        .recv_timeout(Duration::from_secs(10))
-        .expect("a line after 'hooks attached'");
-    assert!(
-        learned.contains("TCP sockets open before start"),
-        "{learned}"
-    );
+    let t = Tracer::on_port_learned(port, &["--json", "--view", "all"]);
     early.write_stdin("go\n");
     let late = start_client(None, "127.0.0.1", port, &[]);
     let (spid, epid, lpid) = (server.pid as u64, early.pid as u64, late.pid as u64);

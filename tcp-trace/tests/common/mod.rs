@@ -59,6 +59,21 @@ impl Tracer {
         )
     }
 
+    /// `on_port`, returning once the socket table read right after attaching is in
+    /// place (its "learned … open before start" line, the first after the start).
+    pub fn on_port_learned(port: u16, args: &[&str]) -> Tracer {
+        let t = Self::on_port(port, args);
+        let learned = t
+            .stderr_lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a line after 'hooks attached'");
+        assert!(
+            learned.contains("TCP sockets open before start"),
+            "{learned}"
+        );
+        t
+    }
+
     pub fn start_cmd(cmd: &mut Command) -> Tracer {
         let mut child = cmd
             .stdout(Stdio::piped())
