@@ -301,7 +301,7 @@ async fn live<W: Write>(
     if table.is_none() {
         // A recording has no socket table; its connect() calls in progress are still
         // followed (a walk of a few ms per thousand threads; the ring holds meanwhile).
-        let calls = crate::inflight::connects_in_progress();
+        let calls = read_calls();
         let followed = seed_calls(&mut loaded, &calls);
         report_calls(followed, &calls);
     }
@@ -532,7 +532,7 @@ struct OpenSockets {
 fn read_open_sockets() -> OpenSockets {
     // First: a call found here that returns before it is seeded leaves an entry its
     // thread's next connect() replaces; the sooner, the fewer.
-    let calls = crate::inflight::connects_in_progress();
+    let calls = read_calls();
     let snap = crate::sockdiag::snapshot_states(crate::sockdiag::NOT_TIME_WAIT);
     // Only where the cgroup2 tree is mounted: a resolver would scan the whole tree.
     let cgroup_mount = std::fs::read_to_string("/proc/self/mountinfo")
@@ -568,6 +568,18 @@ fn read_open_sockets() -> OpenSockets {
         snap,
         listeners,
         calls,
+    }
+}
+
+/// The `connect()` calls in progress now (see `inflight`). None from inside a pid
+/// namespace (a container): /proc's ids there are not the kernel side's, and an entry
+/// under a wrong id could be taken by another thread's exit. Their returns are lost
+/// there, as before (docs/kernel-facts.md).
+fn read_calls() -> crate::inflight::Calls {
+    if loader::in_initial_pid_namespace() {
+        crate::inflight::connects_in_progress()
+    } else {
+        crate::inflight::Calls::default()
     }
 }
 

@@ -350,6 +350,12 @@ pub fn own_pid_namespace() -> Option<(u64, u64)> {
     Some((m.dev(), m.ino()))
 }
 
+/// Whether this process is in the initial pid namespace, where /proc's pids and tids
+/// are the ones the kernel side sees (`bpf_get_current_pid_tgid`).
+pub fn in_initial_pid_namespace() -> bool {
+    own_pid_namespace().is_some_and(|(_, ino)| ino == PROC_PID_INIT_INO)
+}
+
 /// Start-up phases, printed on stderr when TCP_TRACE_STARTUP_TIMES is set (what
 /// docs/performance.md's start-up figures come from).
 pub(super) struct Phases {
