@@ -300,7 +300,7 @@ async fn live<W: Write>(
         matches!(out, Output::Render(_)).then(|| tokio::task::spawn_blocking(read_open_sockets));
     if table.is_none() {
         // A recording has no socket table; its connect() calls in progress are still
-        // followed (a walk of a few ms per thousand threads; the ring holds meanwhile).
+        // followed (a walk of ~10 µs per thread here; the ring holds meanwhile).
         let calls = read_calls();
         let followed = seed_calls(&mut loaded, &calls);
         report_calls(followed, &calls);
