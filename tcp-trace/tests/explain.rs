@@ -169,29 +169,12 @@ fn explain_late_accept() {
     }
     let ns = Netns::new("xacc");
     let port = free_port();
-    // The server sleeps 600 ms from its `listening` line, the connection waits from
-    // the client's connect: the wait is 600 ms less the client's start, which a slow
-    // guest makes long (a 6.12 guest: 440 ms, below a fixed bound of 450).
-    let (lines, (x, client_start)) = traced(port, &["explain", "--json"], |_| {
-        let server = start_server(
-            Some(&ns),
-            "127.0.0.1",
-            port,
-            &["--accept-delay-ms", "600", "--close-delay-ms", "0"],
-        );
-        let listening = std::time::Instant::now();
-        let c = run_client(Some(&ns), "127.0.0.1", port, &["--send", "0"]);
-        let client_start = listening.elapsed();
-        let server_pid = server.pid as u64;
-        server.exits_ok();
-        settle(Some(&ns), port);
-        let x = Exchange {
-            server_pid,
-            client_pid: c.pid,
-            cport: c.cport,
-        };
-        (x, client_start)
-    });
+    let (lines, x) = explained(
+        &ns,
+        port,
+        &["--accept-delay-ms", "600", "--close-delay-ms", "0"],
+        &["--send", "0"],
+    );
     let (cport, spid) = (x.cport, x.server_pid);
     let ds = diagnoses(&lines);
     let d = one(&ds, "slow_accept");
@@ -199,9 +182,11 @@ fn explain_late_accept() {
     assert_eq!(d["phase"], "accept", "{d}");
     assert_eq!(d["pid"], spid, "{d}");
     assert_eq!(d["remote"], format!("127.0.0.1:{cport}"), "{d}");
-    // Less the client's start (it returns after its connect), less 50 ms for the
+    // The server sleeps 600 ms from its `listening` line, the connection waits from
+    // the client's connect: 600 ms less the client's start, which a slow guest makes
+    // long (a 6.12 guest: 440 ms, below a fixed bound of 450), less 50 ms for the
     // server's line to reach the test.
-    let lo = 600u64.saturating_sub(client_start.as_millis() as u64 + 50);
+    let lo = 600u64.saturating_sub(x.client_took.as_millis() as u64 + 50);
     ns_in(d, "duration_ns", lo, 2000);
     assert!(
         !ds.iter().any(|d| d["cause"] == "accept_queue_full"),

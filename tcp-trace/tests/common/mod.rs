@@ -375,6 +375,9 @@ pub struct Exchange {
     pub client_pid: u64,
     /// The client's local port of its first connection.
     pub cport: u64,
+    /// From the server's `listening` line read to the client's exit (after its
+    /// connects): how late the client came, for timings the server counts from then.
+    pub client_took: Duration,
 }
 
 /// A server on ADDR:PORT in `ns` (`server_extra`: its options, e.g. how many it
@@ -417,12 +420,15 @@ pub fn exchange_unsettled(
 ) -> Exchange {
     let server = start_server(ns, listen, port, server_extra);
     let server_pid = server.pid as u64;
+    let listening = Instant::now();
     let c = run_client(ns, connect, port, client_extra);
+    let client_took = listening.elapsed();
     server.exits_ok();
     Exchange {
         server_pid,
         client_pid: c.pid,
         cport: c.cport,
+        client_took,
     }
 }
 
